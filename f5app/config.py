@@ -1,0 +1,233 @@
+"""Typed settings: the one place where Hydra's DictConfig becomes plain Python objects.
+
+Every key of every config group has a type and a default here. The YAML files in ``conf/``
+only choose values; the dataclasses below are registered in Hydra's ConfigStore as schemas so a
+typo (``optim.lrr=1``) or a wrong type (``trainer.max_updates=abc``) fails at composition time.
+
+Code outside the entry points never sees a DictConfig: it receives the dataclasses returned by
+:func:`to_settings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+#: Where the YAML config tree lives (the repository's ``conf/``).
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+#: Small files shipped with the package (the demo data set).
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+
+
+@dataclass
+class MelConfig:
+    """Mel-spectrogram front end; must match the vocoder the model is paired with."""
+
+    target_sample_rate: int = 24000
+    n_mel_channels: int = 100
+    hop_length: int = 256
+    win_length: int = 1024
+    n_fft: int = 1024
+    mel_spec_type: str = "vocos"  # vocos | bigvgan
+
+
+@dataclass
+class ArchConfig:
+    """The DiT backbone's constructor arguments (upstream ``f5_tts.model.DiT``)."""
+
+    dim: int = 1024
+    depth: int = 22
+    heads: int = 16
+    ff_mult: int = 2
+    text_dim: int = 512
+    text_mask_padding: bool = True
+    qk_norm: Optional[str] = None
+    conv_layers: int = 4
+    pe_attn_head: Optional[int] = None
+    attn_backend: str = "torch"
+    attn_mask_enabled: bool = False
+    checkpoint_activations: bool = False
+
+
+@dataclass
+class ModelConfig:
+    name: str = "f5tts_v1_base"
+    backbone: str = "DiT"
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    mel: MelConfig = field(default_factory=MelConfig)
+
+
+@dataclass
+class DataConfig:
+    """A folder of audio plus ``metadata.csv``, prepared into upstream's arrow format."""
+
+    name: str = "csv_wavs"
+    path: str = MISSING  # folder holding metadata.csv (and the audio it names)
+    tokenizer: str = "char"  # char | pinyin | custom
+    vocab_path: Optional[str] = None  # tokenizer=custom: a vocab.txt, one token per line
+    prepared_dir: Optional[str] = None  # default: <data.path>/.f5app_prepared
+    min_duration: float = 0.3  # seconds; shorter clips are reported and skipped
+    max_duration: float = 30.0  # seconds; longer clips are reported and skipped
+    val_fraction: float = 0.1
+    val_min_items: int = 1
+    frames_per_gpu: int = 38400  # dynamic batch budget in mel frames per process
+    max_samples: int = 64  # cap on clips in one batch
+    num_workers: int = 0
+    seed: int = 0  # shuffling of the train/validation split
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    eps: float = 1e-8
+    warmup_updates: int = 200
+    decay: str = "linear"  # linear | cosine | constant (after warmup)
+    min_lr_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    grad_accumulation_steps: int = 1
+
+
+@dataclass
+class TrainerConfig:
+    max_updates: int = 10000
+    epochs: int = 100  # both bounds apply: training stops at whichever comes first
+    save_every: int = 500
+    val_every: int = 250
+    sample_every: int = 1000
+    log_every: int = 10
+    seed: int = 666
+    deterministic: bool = False
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    ema_decay: float = 0.9999
+    ema_update_after: int = 0
+    async_save: bool = True
+    on_save_error: str = "stop"  # stop | warn
+    progress_bar: bool = True
+    cpu: bool = False  # force CPU even where an accelerator exists
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "tensorboard"  # tensorboard | wandb | none
+    project: str = "f5app"
+
+
+@dataclass
+class CkptConfig:
+    """Which weights load. ``train_chain``/``infer_chain`` are tried in order; see docs/checkpoints.md.
+
+    Sources: ``resume`` (newest complete training state of this run), ``best``, ``last``,
+    ``latest`` (newest numbered checkpoint), ``custom`` (``path``), ``pretrained`` (the Hub),
+    ``scratch`` (random init; training only, needs ``allow_scratch``).
+    """
+
+    name: str = "auto"
+    train_chain: list[str] = field(default_factory=lambda: ["resume", "custom", "pretrained", "scratch"])
+    infer_chain: list[str] = field(default_factory=lambda: ["custom", "best", "last", "latest", "pretrained"])
+    path: Optional[str] = None
+    run_dir: Optional[str] = None  # where best/last/latest/resume look; default: this run's dir
+    repo_id: str = "SWivid/F5-TTS"
+    filename: str = "F5TTS_v1_Base/model_1250000.safetensors"
+    vocab_filename: Optional[str] = "F5TTS_v1_Base/vocab.txt"
+    revision: Optional[str] = None
+    cache_dir: Optional[str] = None
+    allow_scratch: bool = False
+    quarantine: bool = True
+    fallback: bool = False  # an explicitly requested source that is invalid falls through
+    keep_last: int = 3
+    min_size_bytes: int = 1024  # lower bound when a file has no metadata recording its size
+    use_ema: bool = True
+
+
+@dataclass
+class VocoderConfig:
+    name: str = "griffinlim"  # vocos | bigvgan | griffinlim
+    repo_id: Optional[str] = None
+    local_path: Optional[str] = None
+    n_iter: int = 32  # griffinlim iterations
+
+
+@dataclass
+class TrainConfig:
+    run_name: str = "default"
+    sweep_name: str = "${run_name}"
+    output_root: str = "outputs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    ckpt: CkptConfig = field(default_factory=CkptConfig)
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+
+
+@dataclass
+class VoiceConfig:
+    ref_audio: str = MISSING
+    ref_text: str = ""
+
+
+@dataclass
+class InferConfig:
+    run_name: str = "default"
+    output_root: str = "outputs"
+    run_dir: str = "${output_root}/runs/${run_name}"
+    text: Optional[str] = None
+    text_file: Optional[str] = None
+    ref_audio: Optional[str] = None
+    ref_text: Optional[str] = None
+    voices: dict[str, VoiceConfig] = field(default_factory=dict)
+    out: Optional[str] = None
+    out_dir: Optional[str] = None
+    overwrite: bool = False
+    save_spectrogram: bool = False
+    nfe_step: int = 32
+    cfg_strength: float = 2.0
+    sway_sampling_coef: float = -1.0
+    speed: float = 1.0
+    cross_fade: float = 0.15
+    seed: Optional[int] = None
+    device: str = "auto"  # auto | cpu | cuda | mps
+    dtype: str = "auto"  # auto | fp32 | fp16 | bf16
+    unknown_chars: str = "drop"  # drop | error
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ckpt: CkptConfig = field(default_factory=CkptConfig)
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+
+
+def register_configs() -> None:
+    """Register the schemas and resolvers. Idempotent: safe to call from every entry point and test."""
+    OmegaConf.register_new_resolver("f5app_asset", lambda name: str(ASSETS_DIR / name), replace=True)
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="infer_schema", node=InferConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="optim", name="optim_schema", node=OptimConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    cs.store(group="ckpt", name="ckpt_schema", node=CkptConfig)
+    cs.store(group="vocoder", name="vocoder_schema", node=VocoderConfig)
+
+
+def to_settings(cfg: DictConfig | dict[str, Any], schema: type) -> Any:
+    """Turn a composed config (or a plain dict, e.g. from checkpoint metadata) into ``schema``.
+
+    Unknown keys are an error naming the key, so a stale or hand-edited config cannot slip
+    through with a value that is silently ignored.
+    """
+    base = OmegaConf.structured(schema)
+    merged = OmegaConf.merge(base, cfg)
+    OmegaConf.resolve(merged)
+    return OmegaConf.to_object(merged)
+
+
+def resolved_container(cfg: DictConfig) -> dict[str, Any]:
+    """The fully resolved config tree as plain containers (what checkpoint metadata records)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
