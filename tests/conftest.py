@@ -1,0 +1,28 @@
+"""Shared test setup: offline Hub, registered config schemas, composing configs in-process."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from f5app.config import CONF_DIR, register_configs  # noqa: E402
+
+register_configs()
+
+
+@pytest.fixture
+def compose_cfg():
+    """compose_cfg("train", ["experiment=demo", ...]) -> DictConfig, as the entry point would see it."""
+
+    def _compose(config_name: str, overrides: list[str] | None = None, return_hydra_config: bool = False):
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return compose(config_name, overrides=overrides or [], return_hydra_config=return_hydra_config)
+
+    return _compose
