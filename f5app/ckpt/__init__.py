@@ -1,0 +1,1 @@
+"""Checkpoints: layout, atomic store, metadata, validation, resolution, weight adapters, Hub, export."""
