@@ -1,0 +1,88 @@
+"""Text tokens and vocabularies: ``char``, ``pinyin`` (upstream's pretrained vocab) and ``custom``.
+
+Token 0 is always the space, which upstream also uses for unknown tokens. ``pinyin`` and
+``custom`` start from a fixed vocabulary and only *append* what the data adds, so the rows of a
+pretrained text embedding keep their meaning when fine-tuning into a new language.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+from f5app.model import read_vocab
+
+if TYPE_CHECKING:
+    from f5app.config import DataConfig
+
+TOKENIZERS = ("char", "pinyin", "custom")
+
+
+def pretrained_vocab_path() -> Path:
+    """Upstream's pretrained vocabulary (2,545 tokens), found without importing f5_tts."""
+    spec = importlib.util.find_spec("f5_tts")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the f5-tts package is not installed; it provides the pinyin vocabulary")
+    return Path(list(spec.submodule_search_locations)[0]) / "infer" / "examples" / "vocab.txt"
+
+
+def check_tokenizer(tokenizer: str) -> None:
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"data.tokenizer={tokenizer!r} is not known; use one of {', '.join(TOKENIZERS)}")
+
+
+def tokens_of(text: str, tokenizer: str) -> list[str]:
+    """The token sequence upstream would store for ``text`` in raw.arrow's ``text`` column."""
+    check_tokenizer(tokenizer)
+    if tokenizer == "pinyin":
+        # Costs seconds (pulls rjieba and pypinyin through f5_tts.model): only for pinyin.
+        from f5_tts.model.utils import convert_char_to_pinyin
+
+        return list(convert_char_to_pinyin([text], polyphone=True)[0])
+    return list(text)
+
+
+def tokens_of_many(texts: list[str], tokenizer: str) -> list[list[str]]:
+    """:func:`tokens_of` for a whole list (one import, one call for pinyin)."""
+    check_tokenizer(tokenizer)
+    if tokenizer == "pinyin":
+        from f5_tts.model.utils import convert_char_to_pinyin
+
+        return [list(tokens) for tokens in convert_char_to_pinyin(texts, polyphone=True)]
+    return [list(text) for text in texts]
+
+
+def extend_vocab(base: list[str], tokens: Iterable[str]) -> tuple[list[str], list[str]]:
+    """``base`` kept in order, unseen ``tokens`` appended sorted. Returns (vocab, added)."""
+    known = set(base)
+    added = sorted({token for token in tokens if token not in known})
+    return list(base) + added, added
+
+
+def base_vocab_for(data: "DataConfig") -> list[str] | None:
+    """The fixed vocabulary a tokenizer starts from (None for ``char``, which has none)."""
+    check_tokenizer(data.tokenizer)
+    if data.tokenizer == "char":
+        return None
+    if data.tokenizer == "pinyin":
+        return read_vocab(pretrained_vocab_path())
+    if not data.vocab_path:
+        raise ValueError("data.tokenizer=custom needs data.vocab_path=PATH/vocab.txt (one token per line)")
+    path = Path(data.vocab_path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"data.vocab_path={data.vocab_path}: no such file")
+    return read_vocab(path)
+
+
+def load_vocab_for(data: "DataConfig", chars: Iterable[str]) -> list[str]:
+    """The vocabulary for a data set whose texts use the tokens ``chars``.
+
+    ``char``: the space first, then every other token seen, sorted. ``pinyin``/``custom``: the
+    fixed vocabulary extended with whatever it lacks.
+    """
+    base = base_vocab_for(data)
+    if base is None:
+        base = [" "]
+    vocab, _ = extend_vocab(base, chars)
+    return vocab
