@@ -112,8 +112,12 @@ def canonicalize(state: Mapping[str, V]) -> tuple[dict[str, V], list[str]]:
     origin: dict[str, str] = {}
     stripped: Counter[str] = Counter()
     dropped: list[str] = []
+    dropped_buffers: list[str] = []
     for key, value in state.items():
         prefix, canonical = split_key(key)
+        if canonical.startswith(NON_WEIGHT_PREFIXES):
+            dropped_buffers.append(canonical)
+            continue
         if not canonical or is_non_weight(canonical):
             dropped.append(key)
             continue
@@ -128,7 +132,9 @@ def canonicalize(state: Mapping[str, V]) -> tuple[dict[str, V], list[str]]:
             stripped[prefix] += 1
     notes = [f"stripped {prefix!r} prefix from {count} keys" for prefix, count in sorted(stripped.items())]
     if dropped:
-        notes.append(f"dropped non-weight entries: {_short_list(dropped)}")
+        notes.append(f"dropped non-weight entries: {_short_list(sorted(dropped))}")
+    if dropped_buffers:
+        notes.append(f"dropped mel-spectrogram buffers (recomputed by the model): {_short_list(sorted(dropped_buffers))}")
     return canonical_state, notes
 
 
