@@ -1,0 +1,399 @@
+"""Which weights load: walk the configured chain, validate each candidate, explain the choice.
+
+``resolve(ckpt, purpose=…, run_dir=…, model=…)`` is what ``f5app.train``, ``f5app.infer`` and
+``python -m f5app.ckpt resolve`` all call, so the three always agree. Sources (docs/checkpoints.md):
+
+- ``resume``  this run's complete checkpoints, newest first (training: mode ``resume``)
+- ``best`` / ``last``  the run's pointers; ``latest``  newest valid numbered checkpoint
+- ``custom``  ``ckpt.path``: our folder, a run/checkpoints folder, an upstream ``.pt`` or
+  ``.safetensors``, or a folder of upstream files (``model_last.pt``, ``model_<N>.pt``)
+- ``pretrained``  the Hub, cache first;  ``scratch``  random init (training, ``allow_scratch``)
+
+Only this run's own checkpoints are ever quarantined (renamed ``.corrupted``): a user's
+``ckpt.path`` and the Hub cache are reported, never renamed. A checkpoint that is readable but
+does not fit the configured model or vocabulary is never quarantined either: resuming it is
+refused with the difference, other sources just reject it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from f5app.ckpt import layout
+from f5app.ckpt.validate import ValidationResult, count_vocab, detect_kind, validate
+from f5app.config import CkptConfig, ModelConfig
+
+log = logging.getLogger(__name__)
+
+Purpose = Literal["train", "infer"]
+Mode = Literal["resume", "finetune", "scratch", "infer"]
+Status = Literal["chosen", "rejected", "missing", "skipped", "quarantined"]
+SOURCES = ("resume", "best", "last", "latest", "custom", "pretrained", "scratch")
+_UPSTREAM_NUMBERED = re.compile(r"^model_(\d+)\.(pt|safetensors)$")
+
+
+@dataclass
+class Candidate:
+    source: str
+    path: Optional[str]
+    status: Status
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "path": self.path, "status": self.status, "reason": self.reason}
+
+
+@dataclass
+class ResolvedCheckpoint:
+    source: str
+    path: Path
+    kind: str  # f5app | upstream_pt | safetensors
+    metadata: Optional[dict]
+    vocab_path: Optional[Path]
+    model_config: Optional[dict]  # recorded in the checkpoint's metadata; None for upstream files
+
+
+@dataclass
+class Resolution:
+    mode: Mode
+    chosen: Optional[ResolvedCheckpoint]
+    candidates: list[Candidate] = field(default_factory=list)
+    purpose: Purpose = "train"
+    chain: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        counts = {s: sum(c.status == s for c in self.candidates) for s in ("quarantined", "rejected")}
+        tail = f" [{counts['quarantined']} quarantined, {counts['rejected']} rejected]"
+        if self.chosen is None:
+            return f"{self.purpose}: train from scratch (random weights; ckpt.allow_scratch=true)" + tail
+        verb = {"resume": "resume from", "finetune": "fine-tune from", "infer": "infer with"}[self.mode]
+        return f"{self.purpose}: {verb} {self.chosen.path} (source {self.chosen.source}, {self.chosen.kind})" + tail
+
+    def table(self) -> str:
+        return format_table(self.candidates, self.purpose, self.chain)
+
+    def to_dict(self) -> dict:
+        return {
+            "purpose": self.purpose,
+            "mode": self.mode,
+            "chosen": None if self.chosen is None else str(self.chosen.path),
+            "source": None if self.chosen is None else self.chosen.source,
+            "kind": None if self.chosen is None else self.chosen.kind,
+            "chain": list(self.chain),
+            "summary": self.summary(),
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+class ResolutionError(RuntimeError):
+    """Nothing acceptable to load, or a refusal (all checkpoints invalid, architecture changed…)."""
+
+    def __init__(self, message: str, candidates: list[Candidate], purpose: Purpose, chain: list[str]):
+        super().__init__(message)
+        self.candidates = candidates
+        self.purpose = purpose
+        self.chain = chain
+
+    def table(self) -> str:
+        return format_table(self.candidates, self.purpose, self.chain)
+
+    def to_dict(self) -> dict:
+        return {
+            "purpose": self.purpose,
+            "mode": None,
+            "chosen": None,
+            "chain": list(self.chain),
+            "error": str(self),
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+def format_table(candidates: list[Candidate], purpose: str, chain: list[str]) -> str:
+    rows = [("source", "status", "path", "reason")] + [
+        (c.source, c.status, c.path or "-", c.reason) for c in candidates
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [f"checkpoint resolution for {purpose} (chain: {' -> '.join(chain)})"]
+    for row in rows:
+        lines.append("  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    return "\n".join(lines)
+
+
+def resolve(
+    ckpt: CkptConfig,
+    *,
+    purpose: Purpose,
+    run_dir: Path,
+    model: Optional[ModelConfig],
+    vocab_size: Optional[int] = None,
+    dry_run: bool = False,
+) -> Resolution:
+    """Walk ``ckpt.train_chain`` or ``ckpt.infer_chain``; the first valid candidate wins.
+
+    ``dry_run`` (the CLI's ``resolve``) renames nothing: what would be quarantined is reported.
+    Raises :class:`ResolutionError` when the chain ends without a choice or must stop early.
+    """
+    if purpose not in ("train", "infer"):
+        raise ValueError(f"purpose must be 'train' or 'infer', not {purpose!r}")
+    chain = list(ckpt.train_chain if purpose == "train" else ckpt.infer_chain)
+    walker = _ChainWalker(ckpt, purpose, Path(ckpt.run_dir or run_dir), model, vocab_size, dry_run, chain)
+    try:
+        resolution = walker.run()
+    except ResolutionError as error:
+        log.warning("%s\n%s", error.table(), error)
+        raise
+    log.info("%s\n%s", resolution.table(), resolution.summary())
+    return resolution
+
+
+class _ChainWalker:
+    def __init__(self, ckpt, purpose, run_dir, model, vocab_size, dry_run, chain):
+        self.ckpt: CkptConfig = ckpt
+        self.purpose: Purpose = purpose
+        self.ckpt_dir = layout.checkpoints_dir(run_dir)
+        self.model: Optional[ModelConfig] = model
+        self.vocab_size: Optional[int] = vocab_size
+        self.dry_run = dry_run
+        self.chain = chain
+        self.candidates: list[Candidate] = []
+        self.seen: dict[Path, Candidate] = {}
+
+    def run(self) -> Resolution:
+        unknown = [s for s in self.chain if s not in SOURCES]
+        if unknown:
+            self._fail(f"unknown checkpoint source(s) {unknown} in the chain; use: {', '.join(SOURCES)}")
+        self._note_leftovers()
+        for source in self.chain:
+            outcome = getattr(self, f"_try_{source}")()
+            if outcome is not None:
+                return outcome
+        tried = ", ".join(f"{c.source}: {c.reason}" for c in self.candidates if c.status != "skipped") or "nothing"
+        self._fail(f"no usable checkpoint for {self.purpose} (chain {' -> '.join(self.chain)}); tried {tried}")
+
+    # --- sources --------------------------------------------------------------------------------
+
+    def _try_resume(self):
+        if self.purpose == "infer":
+            return self._try_latest(source="resume")
+        found = layout.scan(self.ckpt_dir)
+        if not found.numbered and not found.quarantined:
+            self._add("resume", self.ckpt_dir, "missing", "no checkpoints in this run yet")
+            return None
+        for entry in found.numbered:
+            chosen = self._consider("resume", entry.path, own=True)
+            if chosen is not None:
+                return chosen
+        invalid = len(found.numbered) + len(found.quarantined)
+        quarantined = [e.name for e in layout.scan(self.ckpt_dir).quarantined] if not self.dry_run else []
+        self._fail(
+            f"refusing to restart: {invalid} checkpoints in {self.ckpt_dir}, all invalid; "
+            f"see quarantined {', '.join(quarantined) or '(dry run: none renamed)'}. "
+            "Move them away to start over, or choose weights explicitly (ckpt=custom ckpt.path=...)"
+        )
+
+    def _try_best(self):
+        return self._try_pointer("best")
+
+    def _try_last(self):
+        return self._try_pointer("last")
+
+    def _try_pointer(self, which: layout.PointerName):
+        pointer = layout.read_pointer(self.ckpt_dir, which)
+        if pointer is None:
+            self._add(which, self.ckpt_dir / f"{which}.json", "missing", f"no {which}.json in this run")
+            return None
+        target = self.ckpt_dir / pointer.name
+        if not target.exists():
+            self._add(which, target, "missing", f"{which}.json names {pointer.name}, which is not there (quarantined or deleted)")
+            return None
+        return self._consider(which, target, own=True)
+
+    def _try_latest(self, source: str = "latest"):
+        numbered = layout.scan(self.ckpt_dir).numbered
+        if not numbered:
+            self._add(source, self.ckpt_dir, "missing", "no numbered checkpoints")
+            return None
+        for entry in numbered:
+            chosen = self._consider(source, entry.path, own=True)
+            if chosen is not None:
+                return chosen
+        return None
+
+    def _try_custom(self):
+        if not self.ckpt.path:
+            self._add("custom", None, "skipped", "ckpt.path is not set")
+            return None
+        path = Path(self.ckpt.path).expanduser()
+        if not path.exists():
+            self._add("custom", path, "missing", "ckpt.path does not exist")
+            return self._explicit_failed(f"ckpt.path={path} does not exist")
+        for candidate_path in _expand_custom(path):
+            chosen = self._consider("custom", candidate_path, own=False)
+            if chosen is not None:
+                return chosen
+        if not _expand_custom(path):
+            self._add("custom", path, "rejected", "folder holds no checkpoint (no metadata.json, update_*, *.pt or *.safetensors)")
+        last = self.candidates[-1]
+        return self._explicit_failed(f"ckpt.path={path} is not usable: {last.reason}")
+
+    def _try_pretrained(self):
+        from f5app.ckpt import hub
+
+        label = f"{self.ckpt.repo_id}/{self.ckpt.filename}"
+        try:
+            weights = hub.fetch_pretrained(self.ckpt.repo_id, self.ckpt.filename, self.ckpt.revision, self.ckpt.cache_dir)
+        except hub.PretrainedUnavailable as error:
+            self._add("pretrained", label, "missing", str(error))
+            return None
+        vocab_path = None
+        if self.ckpt.vocab_filename:
+            try:
+                vocab_path = hub.fetch_vocab(self.ckpt.repo_id, self.ckpt.vocab_filename, self.ckpt.revision, self.ckpt.cache_dir)
+            except hub.PretrainedUnavailable as error:
+                self._add("pretrained", weights, "missing", f"weights cached but vocabulary unavailable: {error}")
+                return None
+        return self._consider("pretrained", weights, own=False, vocab_path=vocab_path)
+
+    def _try_scratch(self):
+        if self.purpose == "infer":
+            self._add("scratch", None, "skipped", "scratch is for training only")
+            return None
+        if not self.ckpt.allow_scratch:
+            self._add("scratch", None, "skipped", "ckpt.allow_scratch=false")
+            return None
+        self._add("scratch", None, "chosen", "random initialisation (ckpt.allow_scratch=true)")
+        return Resolution("scratch", None, self.candidates, self.purpose, self.chain)
+
+    # --- one candidate --------------------------------------------------------------------------
+
+    def _consider(self, source: str, path: Path, *, own: bool, vocab_path: Optional[Path] = None):
+        """Validate one path; returns a Resolution when it is chosen, else records why not."""
+        path = Path(path)
+        if path in self.seen:
+            earlier = self.seen[path]
+            self._add(source, path, "skipped", f"same checkpoint as {earlier.source} above ({earlier.status})")
+            return None
+        kind = detect_kind(path)
+        vocab_path = vocab_path or _vocab_beside(path, kind)
+        result = self._validate(source, path, kind, vocab_path)
+        if result.ok:
+            mode: Mode = "infer" if self.purpose == "infer" else ("finetune" if source in ("custom", "pretrained") else "resume")
+            metadata = result.metadata if kind == "f5app" else _sidecar_metadata(path)
+            model_config = (metadata or {}).get("model") if isinstance((metadata or {}).get("model"), dict) else None
+            self._add(source, path, "chosen", _chosen_reason(result, metadata))
+            chosen = ResolvedCheckpoint(source, path, result.kind or kind, metadata, vocab_path, model_config)
+            return Resolution(mode, chosen, self.candidates, self.purpose, self.chain)
+
+        if result.incompatible and self.purpose == "train" and source in ("resume", "best", "last", "latest"):
+            self._add(source, path, "rejected", result.reason)
+            self._fail(
+                f"refusing to resume {path}: {result.reason}. The architecture and vocabulary of a run cannot "
+                "change; restore the model settings, or start a new run_name and fine-tune from it with ckpt=custom"
+            )
+        if own and not result.incompatible and self.ckpt.quarantine:
+            self._quarantine(source, path, result.reason)
+        else:
+            self._add(source, path, "rejected", result.reason)
+        return None
+
+    def _validate(self, source, path, kind, vocab_path) -> ValidationResult:
+        finetune = self.purpose == "train" and source in ("custom", "pretrained")
+        file_vocab = count_vocab(vocab_path) if vocab_path is not None and vocab_path.is_file() else None
+        if self.purpose == "infer" and kind == "f5app":
+            # Our checkpoints carry their model config and vocabulary: check against those.
+            model, vocab = None, None
+        elif self.purpose == "infer":
+            model, vocab = self.model, file_vocab if file_vocab is not None else self.vocab_size
+        else:
+            model, vocab = self.model, self.vocab_size
+        return validate(
+            path, model=model, vocab_size=vocab, full=False,
+            min_size_bytes=self.ckpt.min_size_bytes, allow_vocab_growth=finetune,
+        )
+
+    def _quarantine(self, source: str, path: Path, reason: str) -> None:
+        if self.dry_run:
+            self._add(source, path, "rejected", f"{reason} (would be quarantined)")
+            return
+        try:
+            target = layout.quarantine(path, reason)
+        except OSError as error:
+            self._add(source, path, "rejected", f"{reason} (could not quarantine: {error.strerror or error})")
+            return
+        log.warning("quarantined %s -> %s: %s", path, target.name, reason)
+        self._add(source, target, "quarantined", reason)
+        self.seen[path] = self.candidates[-1]
+
+    def _note_leftovers(self) -> None:
+        uses_run = any(s in self.chain for s in ("resume", "best", "last", "latest"))
+        if not uses_run:
+            return
+        for entry in layout.scan(self.ckpt_dir).temporary:
+            self._add("resume" if "resume" in self.chain else "latest", entry.path, "skipped",
+                      "temporary folder of an unfinished save (never a candidate)")
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    def _add(self, source: str, path, status: Status, reason: str) -> None:
+        candidate = Candidate(source, None if path is None else str(path), status, reason)
+        self.candidates.append(candidate)
+        if path is not None and status in ("rejected", "quarantined") and isinstance(path, Path):
+            self.seen.setdefault(path, candidate)
+
+    def _explicit_failed(self, message: str):
+        if self.ckpt.fallback:
+            return None
+        self._fail(f"{message} (set ckpt.fallback=true to continue down the chain instead)")
+
+    def _fail(self, message: str):
+        raise ResolutionError(message, self.candidates, self.purpose, self.chain)
+
+
+def _expand_custom(path: Path) -> list[Path]:
+    """The checkpoint(s) a ``ckpt.path`` names, in the order to try them."""
+    if path.is_file():
+        return [path]
+    if (path / layout.METADATA_FILENAME).exists() or path.name.startswith(layout.TEMP_PREFIX):
+        return [path]
+    found = layout.scan(layout.checkpoints_dir(path))
+    if found.numbered:
+        return [entry.path for entry in found.numbered]
+    if (path / layout.MODEL_FILENAME).is_file():
+        return [path]  # our layout without metadata.json: validation says it is incomplete
+    files = [p for p in path.iterdir() if p.is_file() and p.suffix in (".pt", ".safetensors", ".pth", ".ckpt")]
+
+    def order(p: Path):
+        numbered = _UPSTREAM_NUMBERED.match(p.name)
+        if p.stem == "model_last":
+            return (2, 0, "")
+        if numbered:
+            return (1, int(numbered.group(1)), "")
+        return (0, p.stat().st_mtime, p.name)
+
+    return sorted(files, key=order, reverse=True)
+
+
+def _vocab_beside(path: Path, kind: str) -> Optional[Path]:
+    vocab = path / layout.VOCAB_FILENAME if kind == "f5app" else path.with_name(layout.VOCAB_FILENAME)
+    return vocab if vocab.is_file() else None
+
+
+def _sidecar_metadata(path: Path) -> Optional[dict]:
+    """Exports carry the source's metadata beside the weights as ``<file>.metadata.json``."""
+    from f5app.ckpt.metadata import read_metadata
+
+    return read_metadata(path.with_name(path.name + ".metadata.json"))
+
+
+def _chosen_reason(result: ValidationResult, metadata: Optional[dict]) -> str:
+    parts = [f"valid ({', '.join(result.checks)})"]
+    if metadata and "update" in metadata:
+        parts.append(f"update {metadata['update']}")
+    val_loss = ((metadata or {}).get("metrics") or {}).get("val_loss")
+    if val_loss is not None:
+        parts.append(f"val_loss {val_loss:.4g}" if isinstance(val_loss, (int, float)) else f"val_loss {val_loss}")
+    return ", ".join(parts)

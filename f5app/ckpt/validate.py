@@ -1,0 +1,374 @@
+"""Is this checkpoint usable? Fast checks for resolution, full checks on demand.
+
+Nothing here executes a pickle: ``.pt`` files are opened with ``torch.load(mmap=True,
+weights_only=True)`` (tensor data stays on disk; a pickle that names a non-allowlisted global is
+refused by torch before anything runs) and ``.safetensors`` files by parsing their JSON header.
+
+Each failure has a distinct one-line reason. ``incompatible=True`` marks a readable checkpoint
+that does not fit the configured model or vocabulary: that is a config problem, not damage, so
+resolution never quarantines it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional
+
+from f5app.ckpt import arch as arch_sig
+from f5app.ckpt.layout import METADATA_FILENAME, MODEL_FILENAME, TEMP_PREFIX, VOCAB_FILENAME
+from f5app.ckpt.metadata import FORMAT, model_config_diff, read_metadata
+from f5app.config import ModelConfig
+
+Kind = Literal["f5app", "upstream_pt", "safetensors"]
+WEIGHT_GROUPS = ("model_state_dict", "ema_model_state_dict")
+_SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the format's own limit
+_ZIP_LOCAL_MAGIC = b"PK\x03\x04"
+_ZIP_END_MAGIC = b"PK\x05\x06"
+
+
+@dataclass
+class ValidationResult:
+    ok: bool
+    reason: str  # "ok", or why not, in one line
+    kind: Optional[Kind]
+    metadata: Optional[dict] = None
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # canonical key -> shape
+    incompatible: bool = False  # readable, but does not fit the configured model / vocab
+    checks: list[str] = field(default_factory=list)  # what was verified, in order
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "reason": self.reason,
+            "kind": self.kind,
+            "incompatible": self.incompatible,
+            "checks": list(self.checks),
+            "num_tensors": len(self.shapes),
+        }
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, incompatible: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.incompatible = incompatible
+
+
+def detect_kind(path: Path) -> Kind:
+    path = Path(path)
+    if path.is_dir():
+        return "f5app"
+    return "safetensors" if path.suffix == ".safetensors" else "upstream_pt"
+
+
+def validate(
+    path: Path,
+    *,
+    model: Optional[ModelConfig],
+    vocab_size: Optional[int],
+    full: bool = False,
+    min_size_bytes: int = 1024,
+    allow_vocab_growth: bool = False,
+) -> ValidationResult:
+    """Check ``path`` (an f5app checkpoint folder, an upstream ``.pt`` or a ``.safetensors``).
+
+    ``model``/``vocab_size``: what the caller will build; None skips that comparison (an f5app
+    checkpoint is then checked against the model and vocabulary its own metadata records).
+    ``allow_vocab_growth``: a fine-tune may load a file with fewer vocabulary rows than configured.
+    ``min_size_bytes`` bounds files whose size no metadata records.
+    """
+    path = Path(path)
+    kind = detect_kind(path) if path.exists() else None
+    result = ValidationResult(ok=False, reason="", kind=kind)
+    try:
+        if kind is None:
+            raise _Invalid(f"{path} does not exist")
+        if kind == "f5app":
+            _validate_folder(path, result, model, vocab_size, full, allow_vocab_growth)
+        else:
+            _validate_file(path, kind, result, model, vocab_size, full, min_size_bytes, allow_vocab_growth)
+    except _Invalid as invalid:
+        result.reason, result.incompatible = invalid.reason, invalid.incompatible
+        return result
+    result.ok, result.reason = True, "ok"
+    return result
+
+
+# --- our folders --------------------------------------------------------------------------------
+
+
+def _validate_folder(path, result, model, vocab_size, full, allow_vocab_growth) -> None:
+    if path.name.startswith(TEMP_PREFIX):
+        raise _Invalid("incomplete: temporary folder of a save that never finished")
+    if not (path / METADATA_FILENAME).is_file():
+        raise _Invalid(f"incomplete: no {METADATA_FILENAME} (the save did not finish, or this is not a checkpoint)")
+    metadata = read_metadata(path)
+    if metadata is None:
+        raise _Invalid(f"damaged {METADATA_FILENAME}: not valid JSON")
+    if metadata.get("format") != FORMAT:
+        raise _Invalid(f"{METADATA_FILENAME} is not an f5app checkpoint's (format {metadata.get('format')!r})")
+    result.metadata = metadata
+    result.checks.append("complete")
+
+    recorded_files: Mapping[str, Any] = metadata.get("files") or {}
+    if MODEL_FILENAME not in recorded_files:
+        raise _Invalid(f"{METADATA_FILENAME} records no {MODEL_FILENAME}")
+    for name, info in recorded_files.items():
+        file = path / name
+        if not file.is_file():
+            raise _Invalid(f"missing file {name} (recorded in {METADATA_FILENAME})")
+        actual, recorded = file.stat().st_size, int(info.get("size", -1))
+        if actual != recorded:
+            how = "truncated" if actual < recorded else "changed"
+            raise _Invalid(f"{name} is {actual} bytes, metadata recorded {recorded} ({how})")
+    result.checks.append("sizes")
+
+    groups = _read_pt_structure(path / MODEL_FILENAME, result)
+    shapes = _weight_shapes(groups)
+    result.shapes = shapes
+
+    recorded_model = metadata.get("model")
+    if model is not None and isinstance(recorded_model, dict):
+        diff = model_config_diff(recorded_model, asdict(model))
+        if diff:
+            raise _Invalid("architecture differs from config: " + "; ".join(diff), incompatible=True)
+    own_model = _model_from_dict(recorded_model) if isinstance(recorded_model, dict) else model
+    own_vocab = _recorded_vocab_size(path, metadata)
+    if own_model is not None:
+        # The file must match what its own metadata says it is; a mismatch there is damage.
+        _check_architecture(shapes, own_model, incompatible=False, what="metadata's model")
+    if own_vocab is not None:
+        _check_vocab(shapes, own_vocab, growth=False, incompatible=False, what="its vocab.txt")
+    if vocab_size is not None:
+        _check_vocab(shapes, vocab_size, growth=allow_vocab_growth, incompatible=True, what="config")
+    result.checks.append("architecture")
+
+    if full:
+        for name, info in recorded_files.items():
+            digest = sha256_of(path / name)
+            if digest != info.get("sha256"):
+                raise _Invalid(f"{name}: sha256 {digest[:12]}… differs from metadata's {str(info.get('sha256'))[:12]}…")
+        result.checks.append("sha256")
+        _check_finite_pt(path / MODEL_FILENAME)
+        result.checks.append("finite")
+
+
+def _recorded_vocab_size(folder: Path, metadata: dict) -> Optional[int]:
+    vocab_file = folder / VOCAB_FILENAME
+    if vocab_file.is_file():
+        return count_vocab(vocab_file)
+    size = metadata.get("vocab_size")
+    return int(size) if isinstance(size, int) else None
+
+
+def count_vocab(vocab_file: Path) -> int:
+    lines = Path(vocab_file).read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return len(lines)
+
+
+def _model_from_dict(recorded: dict) -> Optional[ModelConfig]:
+    from f5app.config import to_settings
+
+    try:
+        return to_settings(recorded, ModelConfig)
+    except Exception:  # an older or hand-edited record: fall back to the configured model
+        return None
+
+
+# --- single files -------------------------------------------------------------------------------
+
+
+def _validate_file(path, kind, result, model, vocab_size, full, min_size_bytes, allow_vocab_growth) -> None:
+    try:
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise _Invalid(f"cannot read {path.name}: {error.strerror or error}")
+    if size == 0:
+        raise _Invalid("empty file (0 bytes)")
+    if size < min_size_bytes:
+        raise _Invalid(f"only {size} bytes, below ckpt.min_size_bytes={min_size_bytes}")
+    result.checks.append("size")
+
+    if kind == "safetensors":
+        shapes_raw = _safetensors_shapes(path, size)
+        result.checks.append("structure")
+        result.shapes = arch_sig.canonical_shapes(shapes_raw)
+        if not result.shapes:
+            raise _Invalid("missing keys: no model weights in the safetensors file")
+    else:
+        groups = _read_pt_structure(path, result)
+        result.shapes = _weight_shapes(groups)
+
+    if model is not None:
+        _check_architecture(result.shapes, model, incompatible=True, what="config")
+    else:
+        _require_keys(result.shapes)
+    if vocab_size is not None:
+        _check_vocab(result.shapes, vocab_size, growth=allow_vocab_growth, incompatible=True, what="config")
+    result.checks.append("architecture" if model is not None else "keys")
+
+    if full:
+        if kind == "safetensors":
+            _check_finite_safetensors(path)
+        else:
+            _check_finite_pt(path)
+        result.checks.append("finite")
+
+
+# --- containers ---------------------------------------------------------------------------------
+
+
+def _read_pt_structure(path: Path, result: ValidationResult) -> dict[str, Mapping[str, Any]]:
+    """The weight groups of a torch.save'd checkpoint, tensors memory-mapped (not read)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise _Invalid(f"{path.name}: empty file (0 bytes)")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        handle.seek(max(0, size - 65536 - 22))
+        tail = handle.read()
+    is_zip = head == _ZIP_LOCAL_MAGIC
+    if is_zip and _ZIP_END_MAGIC not in tail:
+        raise _Invalid(f"{path.name}: truncated (the zip container's end record is missing)")
+    if not is_zip and not head.startswith(b"\x80"):
+        raise _Invalid(f"{path.name}: not a PyTorch checkpoint (unrecognised bytes: random data or another format)")
+
+    payload = _torch_load_safely(path, mmap=is_zip)
+    result.checks.append("structure")
+    if not isinstance(payload, Mapping):
+        raise _Invalid(f"{path.name}: holds a {type(payload).__name__}, not a dict of weights")
+    groups = {name: payload[name] for name in WEIGHT_GROUPS if isinstance(payload.get(name), Mapping)}
+    if not groups:
+        flat = {k: v for k, v in payload.items() if _is_tensor(v)}
+        if flat and arch_sig.canonical_shapes({k: tuple(v.shape) for k, v in flat.items()}):
+            groups = {"state_dict": flat}  # a bare state dict (community exports)
+    if not groups:
+        top = ", ".join(sorted(map(str, payload))[:8]) or "none"
+        raise _Invalid(f"missing keys: {path.name} has neither model_state_dict nor ema_model_state_dict (top-level keys: {top})")
+    result.checks.append("keys")
+    return groups
+
+
+def _torch_load_safely(path: Path, mmap: bool) -> Any:
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        match = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(error))
+        what = f" ({match.group(1)})" if match else ""
+        raise _Invalid(f"{path.name}: unsafe pickle: refuses to execute code{what}") from None
+    except (RuntimeError, EOFError, ValueError, OSError, struct.error) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise _Invalid(f"{path.name}: damaged container: {first_line[:160]}") from None
+
+
+def _safetensors_shapes(path: Path, size: int) -> dict[str, tuple[int, ...]]:
+    if size < 8:
+        raise _Invalid(f"truncated: {size} bytes, shorter than a safetensors header")
+    with open(path, "rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        if header_len > _SAFETENSORS_MAX_HEADER:
+            raise _Invalid("not a safetensors file (unrecognised bytes: random data or another format)")
+        if 8 + header_len > size:
+            raise _Invalid(f"truncated: header claims {header_len} bytes, file has {size - 8} after the length")
+        raw = handle.read(header_len)
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _Invalid("not a safetensors file (header is not JSON: random data or another format)") from None
+    if not isinstance(header, dict):
+        raise _Invalid("not a safetensors file (header is not a JSON object)")
+    shapes, data_end = {}, 0
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            shapes[key] = tuple(int(d) for d in info["shape"])
+            data_end = max(data_end, int(info["data_offsets"][1]))
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise _Invalid(f"damaged safetensors header: entry {key!r} has no valid shape/offsets") from None
+    available = size - 8 - header_len
+    if data_end > available:
+        raise _Invalid(f"truncated: tensor data ends at byte {data_end}, file holds {available} after the header")
+    return shapes
+
+
+def _is_tensor(value: Any) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def _weight_shapes(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[int, ...]]:
+    """Canonical shapes; every weight group present must hold the required keys."""
+    merged: dict[str, tuple[int, ...]] = {}
+    for name, group in groups.items():
+        shapes = arch_sig.canonical_shapes({k: tuple(v.shape) for k, v in group.items() if _is_tensor(v)})
+        missing = arch_sig.missing_required(shapes)
+        if missing:
+            raise _Invalid(f"missing keys in {name}: {', '.join(missing[:3])}" + (" …" if len(missing) > 3 else ""))
+        for key, shape in shapes.items():
+            merged.setdefault(key, shape)
+    return merged
+
+
+def _require_keys(shapes: Mapping[str, tuple[int, ...]]) -> None:
+    missing = arch_sig.missing_required(shapes)
+    if missing:
+        raise _Invalid(f"missing keys: {', '.join(missing[:3])}" + (" …" if len(missing) > 3 else ""))
+
+
+def _check_architecture(shapes, model: ModelConfig, *, incompatible: bool, what: str) -> None:
+    _require_keys(shapes)
+    found = arch_sig.signature_from_shapes(shapes)
+    expected = arch_sig.expected_signature(model, vocab_size=found.vocab_size or 0)
+    diff = arch_sig.architecture_differences(expected, found)
+    if diff:
+        raise _Invalid(f"wrong architecture for the {what}: " + "; ".join(diff), incompatible=incompatible)
+
+
+def _check_vocab(shapes, vocab_size: int, *, growth: bool, incompatible: bool, what: str) -> None:
+    found = arch_sig.signature_from_shapes(shapes).vocab_size
+    if found is None or found == vocab_size or (growth and found < vocab_size):
+        return
+    raise _Invalid(f"wrong vocab size: file has {found} tokens, {what} has {vocab_size}", incompatible=incompatible)
+
+
+# --- full checks --------------------------------------------------------------------------------
+
+
+def sha256_of(path: Path, chunk: int = 8 * 1024 * 1024) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_finite_pt(path: Path) -> None:
+    payload = _torch_load_safely(path, mmap=True)
+    groups = {name: payload[name] for name in WEIGHT_GROUPS if isinstance(payload.get(name), Mapping)}
+    for group_name, group in (groups or {"state_dict": payload}).items():
+        for key, value in group.items():
+            if _is_tensor(value) and value.is_floating_point() and not bool(value.isfinite().all()):
+                raise _Invalid(f"non-finite values (NaN/Inf) in {group_name}.{key}")
+
+
+def _check_finite_safetensors(path: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():
+            tensor = handle.get_tensor(key)
+            if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+                raise _Invalid(f"non-finite values (NaN/Inf) in {key}")
