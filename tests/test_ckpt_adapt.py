@@ -222,14 +222,19 @@ class _RunsCode:
         return (open, (str(self.marker), "w"))
 
 
-def test_code_running_pickle_is_refused_without_running_it(tmp_path):
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+def test_code_running_pickle_is_refused_without_running_it(tmp_path, writer):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    with open(path, "wb") as handle:
-        pickle.dump({"model_state_dict": _RunsCode(marker)}, handle)
-    with pytest.raises(UnreadableWeights, match="refusing to load"):
+    payload = {"model_state_dict": _RunsCode(marker)}
+    if writer == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload))
+    with pytest.raises(UnreadableWeights, match="refusing to load .*evil.pt: it needs more than tensors") as caught:
         read_weights(path)
     assert not marker.exists()
+    assert "\n" not in str(caught.value) and "weights_only` set to `False`" not in str(caught.value)
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all" * 10])

@@ -148,10 +148,20 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UnreadableWeights(f"refusing to load {path}: it needs more than tensors to unpickle ({first_line})") from error
+        raise UnreadableWeights(f"refusing to load {path}: it needs more than tensors to unpickle ({_unpickler_reason(error)})") from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise UnreadableWeights(f"{path} is not a readable torch file ({type(error).__name__}: {error})") from error
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """torch's message leads with advice to pass weights_only=False; keep only the line saying what was refused."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(boilerplate)]
+    return lines[0] if lines else "a pickle that is not plain tensors"
 
 
 def _classify_torch(obj: Any, path: Path) -> WeightSets:
