@@ -10,7 +10,7 @@ import logging
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from f5app.config import CONF_DIR, DataConfig, register_configs, to_settings
 
@@ -23,7 +23,8 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     from f5app.data.prepare import DataError, prepare
 
-    data: DataConfig = to_settings(cfg.data, DataConfig)
+    # resolve inside the whole tree first: data.prepared_dir may interpolate ${output_root}
+    data: DataConfig = to_settings(OmegaConf.to_container(cfg.data, resolve=True), DataConfig)
     try:
         prepared = prepare(data, progress=bool(cfg.progress))
     except DataError as error:

@@ -18,7 +18,8 @@ UPSTREAM_LAYOUT = "audio_file|text"
 LJSPEECH_LAYOUT = "ljspeech"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 # First-line words that mean "this was meant as a header", so a wrong header is not read as data.
-_HEADER_WORDS = {"audio_file", "audio", "file", "filename", "file_name", "path", "audio_path", "wav", "id", "text", "transcript", "transcription", "sentence", "normalized", "speaker"}
+_PATH_HEADER_WORDS = {"audio_file", "audio", "file", "filename", "file_name", "path", "audio_path", "wav", "id"}
+_HEADER_WORDS = _PATH_HEADER_WORDS | {"text", "transcript", "transcription", "sentence", "normalized", "speaker"}
 
 
 class MetadataError(ValueError):
@@ -102,7 +103,8 @@ def _detect_layout(path: Path, first_line: str) -> str:
     expected = "expected the header 'audio_file|text' or LJSpeech's headerless 'id|text|normalized' lines"
     if len(fields) < 2 or len(fields) > 3:
         raise MetadataError(f"{path}: line 1 {first_line[:60]!r} is not '|'-separated like either layout; {expected}")
-    if any(field.lower() in _HEADER_WORDS for field in fields):
+    names_a_column = fields[0].lower() in _PATH_HEADER_WORDS and not (path.parent / "wavs" / f"{fields[0]}.wav").exists()
+    if names_a_column or all(field.lower() in _HEADER_WORDS for field in fields):
         raise MetadataError(f"{path}: wrong header {first_line[:60]!r}; {expected}")
     return LJSPEECH_LAYOUT
 
