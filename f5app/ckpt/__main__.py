@@ -1,0 +1,371 @@
+"""``python -m f5app.ckpt`` (= ``f5app-ckpt``): inspect, validate, resolve, export and prune checkpoints.
+
+    resolve [--for train|infer] [--json] [hydra overrides...]   what train/infer would load, and why
+    list RUN_DIR [--json]                                       the run's checkpoints, best/last marked
+    info PATH [--json]                                          metadata, lineage, files, fingerprint
+    validate PATH [--full] [--json]                             exit 1 when invalid
+    export SRC OUT [--format safetensors|pt] [--no-ema]         weights for inference
+    prune RUN_DIR [--keep-last N]                               apply retention now
+
+Exit codes: 0 ok, 1 invalid or nothing found, 2 usage error. No f5_tts import anywhere here;
+torch is imported only by the commands that read tensors (info, validate, export, resolve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except _UsageError as error:
+        print(f"f5app-ckpt {args.command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="f5app-ckpt", description="Inspect and manage f5app checkpoints.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("resolve", help="show which checkpoint train/infer would load with these overrides")
+    p.add_argument("--for", dest="purpose", choices=("train", "infer"), default="train")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, exactly as given to f5app.train / f5app.infer")
+    p.set_defaults(handler=_cmd_resolve)
+
+    p = commands.add_parser("list", help="table of a run's checkpoints")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_list)
+
+    p = commands.add_parser("info", help="metadata, lineage, files and weights fingerprint of a checkpoint")
+    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_info)
+
+    p = commands.add_parser("validate", help="check a checkpoint (exit 1 when invalid)")
+    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("--full", action="store_true", help="also verify sha256 of every file and that all tensors are finite")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_validate)
+
+    p = commands.add_parser("export", help="write inference weights (EMA) as safetensors or upstream .pt")
+    p.add_argument("src", type=Path, metavar="SRC")
+    p.add_argument("out", type=Path, metavar="OUT")
+    p.add_argument("--format", dest="fmt", choices=("safetensors", "pt"), default="safetensors")
+    p.add_argument("--no-ema", dest="use_ema", action="store_false", help="export the live weights instead of EMA")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(handler=_cmd_export)
+
+    p = commands.add_parser("prune", help="apply retention now: keep the newest N plus best")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--keep-last", type=int, default=None, help="default: ckpt.keep_last's default (3)")
+    p.set_defaults(handler=_cmd_prune)
+    return parser
+
+
+# --- resolve ------------------------------------------------------------------------------------
+
+
+def _cmd_resolve(args) -> int:
+    from f5app.ckpt.resolve import ResolutionError, resolve
+
+    ckpt, model, run_dir = compose_for(args.purpose, args.overrides)
+    resolve_log = logging.getLogger("f5app.ckpt.resolve")
+    level = resolve_log.level
+    resolve_log.setLevel(logging.ERROR)  # the table is printed below; do not log it twice
+    try:
+        resolution = resolve(ckpt, purpose=args.purpose, run_dir=run_dir, model=model, dry_run=True)
+    except ResolutionError as error:
+        if args.json:
+            _print_json(error.to_dict())
+        else:
+            print(error.table())
+            print(f"error: {error}")
+        return EXIT_INVALID
+    finally:
+        resolve_log.setLevel(level)
+    if args.json:
+        _print_json(resolution.to_dict())
+    else:
+        print(resolution.table())
+        print(resolution.summary())
+    return EXIT_OK
+
+
+def compose_for(purpose: str, overrides: Sequence[str]):
+    """(CkptConfig, ModelConfig, run dir) exactly as the train/infer entry point would see them."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from f5app.config import CONF_DIR, CkptConfig, ModelConfig, register_configs, to_settings
+
+    register_configs()
+    name = "train" if purpose == "train" else "infer"
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose(name, overrides=list(overrides), return_hydra_config=purpose == "train")
+        ckpt = to_settings(cfg.ckpt, CkptConfig)
+        model = to_settings(cfg.model, ModelConfig)
+        # train: Hydra's run dir (what HydraConfig.runtime.output_dir becomes); infer: cfg.run_dir
+        run_dir = OmegaConf.select(cfg, "hydra.run.dir") if purpose == "train" else cfg.run_dir
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        raise _UsageError(str(error).strip().splitlines()[0]) from None
+    return ckpt, model, Path(str(run_dir))
+
+
+# --- list ---------------------------------------------------------------------------------------
+
+
+def _cmd_list(args) -> int:
+    from f5app.ckpt import layout
+    from f5app.ckpt.metadata import read_metadata
+
+    ckpt_dir = layout.checkpoints_dir(args.run_dir)
+    if not ckpt_dir.is_dir():
+        print(f"f5app-ckpt list: {ckpt_dir} does not exist", file=sys.stderr)
+        return EXIT_INVALID
+    found = layout.scan(ckpt_dir)
+    best, last = layout.read_pointer(ckpt_dir, "best"), layout.read_pointer(ckpt_dir, "last")
+    rows = []
+    for entry, status in (
+        [(e, None) for e in found.numbered] + [(e, "quarantined") for e in found.quarantined] + [(e, "temporary") for e in found.temporary]
+    ):
+        metadata = read_metadata(entry.path) if entry.path.is_dir() else None
+        row = _list_row(entry, metadata, status or _quick_status(entry.path, metadata), best, last)
+        rows.append(row)
+    rows.sort(key=lambda r: (r["update"] is None, -(r["update"] or 0)))
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, sort_keys=True))
+        return EXIT_OK
+    if not rows:
+        print(f"no checkpoints in {ckpt_dir}")
+        return EXIT_INVALID
+    table = [("name", "update", "val_loss", "size", "status", "marks")]
+    for r in rows:
+        val = r["metrics"].get("val_loss") if r["metrics"] else None
+        table.append((r["name"], "-" if r["update"] is None else str(r["update"]), _fmt_loss(val),
+                      _fmt_size(r["size_bytes"]), r["status"], ",".join(r["marks"])))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    print(f"checkpoints in {ckpt_dir}")
+    for row in table:
+        print("  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return EXIT_OK
+
+
+def _list_row(entry, metadata, status, best, last) -> dict:
+    marks = [which for which, p in (("best", best), ("last", last)) if p is not None and p.name == entry.name]
+    files = (metadata or {}).get("files") or {}
+    size = sum(int(f.get("size", 0)) for f in files.values()) if files else _du(entry.path)
+    return {
+        "name": entry.name,
+        "path": str(entry.path),
+        "update": (metadata or {}).get("update", entry.update),
+        "metrics": (metadata or {}).get("metrics") or {},
+        "size_bytes": size,
+        "status": status,
+        "marks": marks,
+        "created_at": (metadata or {}).get("created_at"),
+        "id": (metadata or {}).get("id"),
+        "lineage": (metadata or {}).get("lineage"),
+    }
+
+
+def _quick_status(folder: Path, metadata) -> str:
+    """Filesystem-only checks (no torch): complete, recorded files present with recorded sizes."""
+    if metadata is None:
+        return "incomplete" if not (folder / "metadata.json").exists() else "damaged metadata"
+    for name, info in (metadata.get("files") or {}).items():
+        file = folder / name
+        if not file.is_file():
+            return f"missing {name}"
+        if file.stat().st_size != int(info.get("size", -1)):
+            return f"size mismatch {name}"
+    return "ok"
+
+
+def _du(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# --- info / validate ----------------------------------------------------------------------------
+
+
+def _cmd_info(args) -> int:
+    from f5app.ckpt.validate import validate
+
+    result = validate(args.path, model=None, vocab_size=None, full=False, min_size_bytes=1)
+    if result.kind is None:
+        print(f"f5app-ckpt info: {args.path} does not exist", file=sys.stderr)
+        return EXIT_INVALID
+    metadata = result.metadata or _sidecar(args.path) or {}
+    fingerprint, fingerprint_error = None, None
+    if result.ok:
+        from f5app.ckpt.fingerprint import weights_fingerprint_of
+
+        try:
+            fingerprint = weights_fingerprint_of(args.path)
+        except Exception as error:  # a damaged file still gets its metadata shown
+            fingerprint_error = str(error).splitlines()[0] if str(error) else type(error).__name__
+    info = {
+        "path": str(args.path),
+        "kind": result.kind,
+        "valid": result.ok,
+        "reason": result.reason,
+        "id": metadata.get("id"),
+        "update": metadata.get("update"),
+        "epoch": metadata.get("epoch"),
+        "samples_seen": metadata.get("samples_seen"),
+        "created_at": metadata.get("created_at"),
+        "metrics": metadata.get("metrics") or {},
+        "config": metadata.get("config"),
+        "hydra": metadata.get("hydra"),
+        "model": metadata.get("model"),
+        "lineage": metadata.get("lineage"),
+        "versions": metadata.get("versions"),
+        "git_commit": metadata.get("git_commit"),
+        "world_size": metadata.get("world_size"),
+        "precision": metadata.get("precision"),
+        "files": metadata.get("files") or _file_sizes(args.path),
+        "num_tensors": len(result.shapes),
+        "fingerprint": fingerprint,
+    }
+    if fingerprint_error:
+        info["fingerprint_error"] = fingerprint_error
+    if args.json:
+        _print_json(info)
+    else:
+        _print_info(info)
+    return EXIT_OK if result.ok else EXIT_INVALID
+
+
+def _print_info(info: dict) -> None:
+    print(f"{info['path']}  ({info['kind']}, {'valid' if info['valid'] else 'INVALID: ' + info['reason']})")
+    for key in ("id", "update", "epoch", "samples_seen", "created_at", "world_size", "precision", "git_commit", "fingerprint"):
+        if info.get(key) is not None:
+            print(f"  {key:13} {info[key]}")
+    if info["metrics"]:
+        print("  metrics       " + ", ".join(f"{k}={v}" for k, v in info["metrics"].items()))
+    if info.get("lineage"):
+        print("  lineage       " + json.dumps(info["lineage"], sort_keys=True))
+    if info.get("model"):
+        arch = (info["model"] or {}).get("arch") or {}
+        print(f"  model         {info['model'].get('name')} " + " ".join(f"{k}={v}" for k, v in arch.items()))
+    overrides = ((info.get("hydra") or {}).get("overrides") or {}).get("task")
+    if overrides:
+        print("  overrides     " + " ".join(overrides))
+    print("  files")
+    for name, meta in (info["files"] or {}).items():
+        digest = meta.get("sha256")
+        print(f"    {name:22} {_fmt_size(meta.get('size')):>10}" + (f"  sha256 {digest[:16]}…" if digest else ""))
+
+
+def _cmd_validate(args) -> int:
+    from f5app.ckpt.validate import validate
+
+    result = validate(args.path, model=None, vocab_size=None, full=args.full, min_size_bytes=1)
+    if args.json:
+        _print_json({"path": str(args.path), "full": args.full, **result.to_dict()})
+    elif result.ok:
+        print(f"valid: {args.path} ({result.kind}; checked {', '.join(result.checks)})")
+    else:
+        print(f"INVALID: {args.path}: {result.reason}")
+    return EXIT_OK if result.ok else EXIT_INVALID
+
+
+def _sidecar(path: Path) -> Optional[dict]:
+    from f5app.ckpt.metadata import read_metadata
+
+    return read_metadata(path.with_name(path.name + ".metadata.json")) if path.is_file() else None
+
+
+def _file_sizes(path: Path) -> dict:
+    if path.is_file():
+        return {path.name: {"size": path.stat().st_size}}
+    return {p.name: {"size": p.stat().st_size} for p in sorted(path.iterdir()) if p.is_file()}
+
+
+# --- export / prune -----------------------------------------------------------------------------
+
+
+def _cmd_export(args) -> int:
+    from f5app.ckpt.export import export_weights
+
+    if not args.src.exists():
+        raise _UsageError(f"{args.src} does not exist")
+    try:
+        written = export_weights(args.src, args.out, args.fmt, use_ema=args.use_ema, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"f5app-ckpt export: {str(error).splitlines()[0]}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"exported {args.src} -> {written}")
+    return EXIT_OK
+
+
+def _cmd_prune(args) -> int:
+    from f5app.ckpt import layout
+    from f5app.ckpt.store import CheckpointStore
+    from f5app.config import CkptConfig
+
+    keep_last = args.keep_last if args.keep_last is not None else CkptConfig.keep_last
+    if keep_last < 1:
+        raise _UsageError(f"--keep-last must be at least 1 (got {keep_last})")
+    ckpt_dir = layout.checkpoints_dir(args.run_dir)
+    if not ckpt_dir.is_dir():
+        print(f"f5app-ckpt prune: {ckpt_dir} does not exist", file=sys.stderr)
+        return EXIT_INVALID
+    store = CheckpointStore(ckpt_dir, keep_last=keep_last)
+    leftovers = store.cleanup_partials()
+    deleted = store.prune()
+    for path in deleted:
+        print(f"deleted {path.name}")
+    for path in leftovers:
+        print(f"removed leftover {path.name}")
+    kept = [e.name for e in layout.scan(ckpt_dir).complete]
+    print(f"kept {len(kept)}: {', '.join(kept) or 'none'}")
+    return EXIT_OK
+
+
+# --- formatting ---------------------------------------------------------------------------------
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _fmt_size(size: Any) -> str:
+    if not isinstance(size, (int, float)):
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return "-"
+
+
+def _fmt_loss(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    sys.exit(main())
