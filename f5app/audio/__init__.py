@@ -1,0 +1,1 @@
+"""Audio I/O (soundfile, no FFmpeg) and vocoders (mel spectrogram -> waveform)."""

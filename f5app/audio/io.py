@@ -1,0 +1,96 @@
+"""Read and write audio with soundfile (WAV, FLAC, OGG; no FFmpeg) and resample with torchaudio.
+
+``torchaudio.load``/``save`` need FFmpeg through torchcodec, which a plain install lacks, so all
+file access goes through soundfile. torch is imported only when a resample is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from f5app.errors import UserError
+
+
+class AudioFileError(UserError, ValueError):
+    """An audio file that cannot be read or written; the message says which and why."""
+
+
+def read_audio(path: str | Path, target_sr: int | None = None, mono: bool = True) -> tuple[np.ndarray, int]:
+    """Return ``(samples, sample_rate)`` as float32.
+
+    ``mono=True`` averages channels into shape ``(samples,)``; otherwise the shape is
+    ``(channels, samples)``. ``target_sr`` resamples when the file's rate differs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioFileError(f"audio file {path} does not exist")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioFileError(f"cannot read audio file {path}: {exc} (WAV, FLAC and OGG are supported)") from None
+    if data.shape[0] == 0:
+        raise AudioFileError(f"audio file {path} holds no samples")
+    wav = data.T  # (channels, samples)
+    if mono:
+        wav = wav.mean(axis=0)
+    if target_sr is not None and target_sr != sr:
+        wav = resample(wav, sr, target_sr)
+        sr = target_sr
+    return np.ascontiguousarray(wav, dtype=np.float32), int(sr)
+
+
+def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Band-limited resampling along the last axis (torchaudio's functional API)."""
+    if orig_sr == target_sr:
+        return wav
+    import torch
+    import torchaudio.functional as AF
+
+    return AF.resample(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), orig_sr, target_sr).numpy()
+
+
+def write_audio(path: str | Path, wav: np.ndarray, sr: int, overwrite: bool = False) -> Path:
+    """Write ``wav`` (``(samples,)`` or ``(channels, samples)``) atomically; the format follows the suffix.
+
+    The data goes to a temporary file in the same folder which is then renamed into place, so an
+    error never leaves a partial file and never destroys an existing one.
+    """
+    path = Path(path)
+    fmt = _format_for(path)
+    if path.exists() and not overwrite:
+        raise AudioFileError(f"output {path} already exists; choose another path or pass overwrite=true")
+    if path.is_dir():
+        raise AudioFileError(f"output {path} is a directory; give a file name ending in .wav, .flac or .ogg")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise AudioFileError(f"cannot write to {path.parent}: {exc.strerror}") from None
+    os.close(fd)
+    data = np.asarray(wav, dtype=np.float32)
+    if data.ndim == 2:
+        data = data.T  # soundfile wants (samples, channels)
+    try:
+        sf.write(tmp, data, sr, format=fmt)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, (OSError, sf.LibsndfileError)):
+            raise AudioFileError(f"cannot write audio file {path}: {exc}") from None
+        raise
+    return path
+
+
+_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+
+
+def _format_for(path: Path) -> str:
+    try:
+        return _FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise AudioFileError(f"output {path}: unsupported suffix {path.suffix!r}; use .wav, .flac or .ogg") from None
