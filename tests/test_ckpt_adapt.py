@@ -206,6 +206,20 @@ def test_f5app_checkpoint_folder_reads_weights_and_vocab(trained, tmp_path):
     assert_same_tensors(read.state, ema_state)
 
 
+def test_folder_with_an_exported_safetensors_reads_like_the_file(trained, tmp_path):
+    _, ema, _, ema_state = trained
+    save_file(ema.state_dict(), str(tmp_path / "model.safetensors"))
+    write_vocab(VOCAB, tmp_path / "vocab.txt")
+    read = read_weights(tmp_path)
+    assert_same_tensors(read.state, ema_state)
+    assert read.vocab == VOCAB
+
+
+def test_folder_without_weights_names_what_it_looked_for(tmp_path):
+    with pytest.raises(UnreadableWeights, match="without model.pt or model.safetensors"):
+        read_weights(tmp_path)
+
+
 def test_vocab_beside_a_weights_file_is_found(trained, tmp_path):
     _, _, model_state, _ = trained
     torch.save(model_state, tmp_path / "weights.pt")

@@ -35,6 +35,7 @@ NEW_ROWS_SEED = 666
 ADAPTER_VERSION = 1
 
 CHECKPOINT_WEIGHTS_FILE = "model.pt"
+FOLDER_WEIGHTS_FILES = (CHECKPOINT_WEIGHTS_FILE, "model.safetensors")
 VOCAB_FILE = "vocab.txt"
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
@@ -92,11 +93,10 @@ def read_weight_sets(path: str | Path) -> WeightSets:
     """Open ``path`` once and return its EMA and model weights (either may be None)."""
     path = Path(path)
     if path.is_dir():
-        weights_file = path / CHECKPOINT_WEIGHTS_FILE
-        if not weights_file.is_file():
-            raise UnreadableWeights(f"{path} is a folder without {CHECKPOINT_WEIGHTS_FILE}; point at a checkpoint folder or a weights file")
+        weights_file = weights_file_in(path)
         sets = _read_file(weights_file)
-        sets.source_kind = "f5app checkpoint folder"
+        if weights_file.name == CHECKPOINT_WEIGHTS_FILE:
+            sets.source_kind = "f5app checkpoint folder"
         sets.vocab = _vocab_in(path)
         return sets
     if not path.is_file():
@@ -104,6 +104,14 @@ def read_weight_sets(path: str | Path) -> WeightSets:
     sets = _read_file(path)
     sets.vocab = _vocab_in(path.parent)
     return sets
+
+
+def weights_file_in(folder: Path) -> Path:
+    """The weights file of a folder: a checkpoint's ``model.pt``, else an export's ``model.safetensors``."""
+    for name in FOLDER_WEIGHTS_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise UnreadableWeights(f"{folder} is a folder without {' or '.join(FOLDER_WEIGHTS_FILES)}; point at a checkpoint folder or a weights file")
 
 
 def read_weights(path: str | Path, *, use_ema: bool = True) -> WeightsRead:
@@ -322,7 +330,7 @@ def adapt_cached(path: str | Path, *, use_ema: bool = True, cache_dir: str | Pat
     ``source.json`` next to it records the source, its kind and the adaptations applied.
     """
     source = Path(path)
-    weights_file = source / CHECKPOINT_WEIGHTS_FILE if source.is_dir() else source
+    weights_file = weights_file_in(source) if source.is_dir() else source
     if not weights_file.is_file():
         raise UnreadableWeights(f"weights not found: {weights_file}")
     vocab_file = weights_file.parent / VOCAB_FILE
