@@ -71,6 +71,16 @@ def test_upstream_layout_accepts_relative_and_absolute_paths(tmp_path):
     assert ["".join(row["text"]) for row in rows] == ["Hello there.", "General Kenobi!"]
 
 
+def test_extra_header_columns_are_ignored_and_a_pipe_in_a_two_column_transcript_is_kept(tmp_path):
+    write_tone(tmp_path / "wavs" / "a.wav")
+    write_tone(tmp_path / "two" / "wavs" / "a.wav")
+    write_metadata(tmp_path, ["audio_file|text|speaker", "wavs/a.wav|Hello.|alice"])
+    write_metadata(tmp_path / "two", ["audio_file|text", "wavs/a.wav|either|or"])
+
+    assert ["".join(row["text"]) for row in arrow_rows(prepare(data_config(tmp_path)).dir)] == ["Hello."]
+    assert ["".join(row["text"]) for row in arrow_rows(prepare(data_config(tmp_path / "two")).dir)] == ["either|or"]
+
+
 def test_ljspeech_layout_uses_normalized_text_when_present(tmp_path):
     write_tone(tmp_path / "wavs" / "LJ001-0001.wav")
     write_tone(tmp_path / "wavs" / "LJ001-0002.wav")

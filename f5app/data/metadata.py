@@ -71,6 +71,9 @@ def read_metadata(folder: Path) -> Metadata:
         raise MetadataError(f"{path} is empty; expected a header 'audio_file|text' and one line per clip")
 
     layout = _detect_layout(path, lines[first])
+    # extra header columns (e.g. speaker) are ignored, as upstream does; with exactly two, a '|'
+    # inside the transcript stays part of it
+    columns = len(lines[first].split("|"))
     start = first + 1 if layout == UPSTREAM_LAYOUT else first
     rows: list[MetadataRow] = []
     bad: list[BadRow] = []
@@ -80,7 +83,7 @@ def read_metadata(folder: Path) -> Metadata:
         line = lines[index]
         if not line.strip():
             continue
-        parsed = _parse_upstream(line, folder) if layout == UPSTREAM_LAYOUT else _parse_ljspeech(line, folder)
+        parsed = _parse_upstream(line, folder, columns) if layout == UPSTREAM_LAYOUT else _parse_ljspeech(line, folder)
         if isinstance(parsed, str):
             bad.append(BadRow(line_number, "malformed_line", parsed))
             continue
@@ -116,9 +119,9 @@ def _resolve(folder: Path, name: str) -> Path:
     return candidate.resolve()
 
 
-def _parse_upstream(line: str, folder: Path) -> tuple[Path, str] | str:
-    fields = line.split("|", 1)
-    if len(fields) != 2:
+def _parse_upstream(line: str, folder: Path, columns: int) -> tuple[Path, str] | str:
+    fields = line.split("|", columns - 1)
+    if len(fields) < 2:
         return "expected 'audio_file|text' (no '|' on this line)"
     audio, text = fields[0].strip(), fields[1].strip()
     if not audio:
