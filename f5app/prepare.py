@@ -23,6 +23,9 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     from f5app.data.prepare import DataError, prepare
 
+    if OmegaConf.is_missing(cfg.data, "path"):
+        print("f5app-prepare: error: data.path is required: data=csv_wavs data.path=DIR (DIR holds metadata.csv)", file=sys.stderr)
+        raise SystemExit(2)
     # resolve inside the whole tree first: data.prepared_dir may interpolate ${output_root}
     data: DataConfig = to_settings(OmegaConf.to_container(cfg.data, resolve=True), DataConfig)
     try:
