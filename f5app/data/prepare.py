@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+import soundfile
+
 from f5app.config import DataConfig
 from f5app.data.metadata import BadRow, Metadata, MetadataError, MetadataRow, read_metadata
 from f5app.data.tokenizer import base_vocab_for, check_tokenizer, extend_vocab, pretrained_vocab_path, tokens_of_many
@@ -182,20 +184,19 @@ def _load_if_current(out_dir: Path, fingerprint: str) -> PreparedData | None:
 
 def _measure(metadata: Metadata, data: DataConfig, progress: bool) -> tuple[list[_Clip], list[BadRow]]:
     """Duration of every row from the file header (no decoding); rows that fail become BadRows."""
-    import soundfile
     from tqdm import tqdm
 
     clips: list[_Clip] = []
     bad = list(metadata.bad)
     show = progress and sys.stderr.isatty()
     for row in tqdm(metadata.rows, desc="Reading audio headers", unit="clip", disable=not show):
-        outcome = _measure_row(row, data, soundfile)
+        outcome = _measure_row(row, data)
         (clips if isinstance(outcome, _Clip) else bad).append(outcome)
     bad.sort(key=lambda item: item.line)
     return clips, bad
 
 
-def _measure_row(row: MetadataRow, data: DataConfig, soundfile) -> _Clip | BadRow:  # noqa: ANN001
+def _measure_row(row: MetadataRow, data: DataConfig) -> _Clip | BadRow:
     path = str(row.audio_path)
     if not row.audio_path.is_file():
         return BadRow(row.line, "missing_file", f"no such file: {path}", path)
