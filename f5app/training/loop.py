@@ -1,0 +1,541 @@
+"""The training run, top to bottom: setup → train → cleanup (a torchtune-style recipe).
+
+Design points worth knowing before editing:
+- Data order is a pure function of (seed, epoch): every process computes the same global list
+  of frame batches and takes every ``world_size``-th one. The position saved in a checkpoint is
+  the number of *global* batches consumed this epoch, so a resume with another world size
+  continues from the same samples.
+- The learning rate is recomputed from the current config at every update (see schedule.py).
+- Validation and audio samples run inside ``forked_rng`` so they never move the training RNG
+  streams: an interrupted-and-resumed run draws exactly the numbers an uninterrupted one does.
+- Only the main process writes checkpoints; the other processes send it their RNG states.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from f5app.config import TrainConfig
+from f5app.errors import UserError
+from f5app.training.rng import capture_rng_state, forked_rng, restore_rng_state, seed_everything
+from f5app.training.saver import CheckpointWriter, cpu_snapshot
+from f5app.training.schedule import learning_rate
+from f5app.training.signals import EXIT_PREEMPTED, StopRequest
+
+log = logging.getLogger("f5app.train")
+
+VALIDATION_SEED = 1234
+
+
+@dataclass
+class RunContext:
+    """What the entry point knows about this run beyond the typed settings."""
+
+    run_dir: Path
+    resolved_config: dict[str, Any]
+    hydra: dict[str, Any] = field(default_factory=dict)  # overrides, choices, job / sweep info
+
+
+@dataclass
+class Progress:
+    """Counters that locate the run; saved in training_state.pt."""
+
+    update: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # global batches consumed in this epoch (independent of world size)
+    samples_seen: int = 0
+    best_val_loss: float | None = None
+    val_history: list[list[float]] = field(default_factory=list)
+
+
+class TrainingStopped(SystemExit):
+    """Raised after a preemption checkpoint; exits the process with EXIT_PREEMPTED."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_PREEMPTED)
+        self.message = message
+
+
+class Trainer:
+    def __init__(self, settings: TrainConfig, context: RunContext) -> None:
+        self.cfg = settings
+        self.ctx = context
+        self.run_dir = Path(context.run_dir)
+        self.progress = Progress()
+        self.lineage: dict[str, Any] = {"mode": "scratch", "parent": None}
+        self.stop = StopRequest()
+        self._lock = None
+        self._writer: CheckpointWriter | None = None
+        self.tracker = None
+
+    # ------------------------------------------------------------------ life cycle
+    def run(self) -> float | None:
+        """Train to the configured bound; return the best validation loss (the sweep objective)."""
+        try:
+            self.setup()
+            return self.train()
+        finally:
+            self.cleanup()
+
+    def setup(self) -> None:
+        from f5app.training.distributed_env import export_submitit_distributed_env
+
+        export_submitit_distributed_env()  # before Accelerator(): a multi-task submitit job becomes N ranks
+        from accelerate import Accelerator
+
+        from f5app.ckpt.store import CheckpointStore
+        from f5app.training.lock import RunLock
+
+        cfg = self.cfg
+        self.accelerator = Accelerator(
+            cpu=cfg.trainer.cpu,
+            mixed_precision=cfg.trainer.mixed_precision,
+            gradient_accumulation_steps=cfg.optim.grad_accumulation_steps,
+        )
+        acc = self.accelerator
+        self.is_main = acc.is_main_process
+        self.world_size = acc.num_processes
+        self.rank = acc.process_index
+        if cfg.trainer.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            self._lock = RunLock(self.run_dir).acquire()
+            if self._lock.took_over_from:
+                log.warning("took over the run lock left by %s (no longer running)", self._lock.took_over_from)
+        self.store = CheckpointStore(self.run_dir / "checkpoints", keep_last=cfg.ckpt.keep_last)
+        if self.is_main:
+            for leftover in self.store.cleanup_partials():
+                log.warning("removed a partial checkpoint left by an interrupted save: %s", leftover)
+        self._writer = CheckpointWriter(self.store.save, background=cfg.trainer.async_save)
+
+        self.resolution = self._resolve_checkpoint()
+        self.prepared = self._prepare_data()
+        self.vocab = self._choose_vocab()
+        self._build_model_and_optimizer()
+        self._build_data()
+        self._restore_counters_and_rng()
+
+        from f5app.training.trackers import build_tracker
+
+        self.tracker = build_tracker(
+            cfg.logger, run_dir=self.run_dir, run_name=cfg.run_name, config=self.ctx.resolved_config, is_main=self.is_main
+        )
+        self.stop.install()
+
+    def cleanup(self) -> None:
+        self.stop.uninstall()
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            if self.tracker is not None:
+                self.tracker.close()
+            if self._lock is not None:
+                self._lock.release()
+
+    # ------------------------------------------------------------------ setup pieces
+    def _resolve_checkpoint(self):
+        """Main process resolves (it may quarantine files); everyone gets the same answer."""
+        from accelerate.utils import broadcast_object_list
+
+        from f5app.ckpt.resolve import resolve
+
+        payload: list[Any] = [None]
+        if self.is_main:
+            resolution = resolve(self.cfg.ckpt, purpose="train", run_dir=self.run_dir, model=self.cfg.model)
+            log.info("checkpoint resolution:\n%s", resolution.table())
+            log.info("%s", resolution.summary())
+            payload = [resolution]
+        if self.world_size > 1:
+            broadcast_object_list(payload, from_process=0)
+        return payload[0]
+
+    def _prepare_data(self):
+        from f5app.data.prepare import prepare
+
+        with self.accelerator.main_process_first():
+            return prepare(self.cfg.data, progress=self.is_main and self.cfg.trainer.progress_bar)
+
+    def _choose_vocab(self) -> list[str]:
+        """Scratch: the data's vocab. Fine-tune: the weights' vocab grown by the data's new tokens.
+        Resume: exactly the checkpoint's vocab (changing it mid-run is refused)."""
+        from f5app.data.tokenizer import extend_vocab
+        from f5app.model import read_vocab
+
+        chosen = self.resolution.chosen
+        if self.resolution.mode == "scratch" or chosen is None:
+            return list(self.prepared.vocab)
+        if chosen.vocab_path is None:
+            raise UserError(f"checkpoint {chosen.path} has no vocab.txt beside it; put the vocabulary it was trained with there")
+        base = read_vocab(chosen.vocab_path)
+        if self.resolution.mode == "resume":
+            unknown = sorted(set(self.prepared.vocab) - set(base))
+            if unknown:
+                log.warning("the data has %d tokens the resumed model's vocabulary lacks (they map to unknown): %s", len(unknown), "".join(unknown[:40]))
+            return base
+        vocab, added = extend_vocab(base, self.prepared.vocab)
+        if added:
+            log.info("fine-tuning grows the vocabulary by %d tokens: %s", len(added), "".join(added[:60]))
+        return vocab
+
+    def _build_model_and_optimizer(self) -> None:
+        from ema_pytorch import EMA
+
+        from f5app.model import build_cfm
+
+        cfg = self.cfg
+        seed_everything(cfg.trainer.seed)
+        model = build_cfm(cfg.model, self.vocab)
+        self.training_state: dict[str, Any] | None = None
+        mode, chosen = self.resolution.mode, self.resolution.chosen
+
+        if mode == "finetune":
+            from f5app.ckpt.adapt import load_into, read_weights
+
+            weights = read_weights(chosen.path, use_ema=cfg.ckpt.use_ema)
+            report = load_into(model, weights.state, old_vocab=weights.vocab, new_vocab=self.vocab)
+            for note in [*weights.notes, *report.notes]:
+                log.info("weights: %s", note)
+            self.lineage = {"mode": "finetune", "parent": self._parent_ref(chosen)}
+        elif mode == "resume":
+            from f5app.ckpt.store import load_training_state
+
+            self._check_config_changes(chosen.metadata or {})
+            self.training_state = load_training_state(chosen.path, rank=self.rank)
+            model.load_state_dict(self.training_state["model"]["model_state_dict"])
+            parent_lineage = (chosen.metadata or {}).get("lineage", {})
+            self.lineage = {
+                "mode": "resume",
+                "parent": self._parent_ref(chosen),
+                "finetuned_from": parent_lineage.get("finetuned_from") or (parent_lineage.get("parent") if parent_lineage.get("mode") == "finetune" else None),
+            }
+        if self.lineage["mode"] == "finetune":
+            self.lineage["finetuned_from"] = self.lineage["parent"]
+
+        self.ema = None
+        if self.is_main:
+            self.ema = EMA(
+                model,
+                include_online_model=False,
+                beta=cfg.trainer.ema_decay,
+                update_after_step=cfg.trainer.ema_update_after,
+                update_every=1,
+            )
+            if self.training_state is not None:
+                self.ema.load_state_dict(self.training_state["model"]["ema_model_state_dict"])
+
+        a = cfg.optim
+        optimizer = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay, eps=a.eps)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if self.training_state is not None:
+            self.optimizer.load_state_dict(self.training_state["model"]["optimizer_state_dict"])
+            if self.training_state["training_state"].get("grad_scaler") and self.accelerator.scaler is not None:
+                self.accelerator.scaler.load_state_dict(self.training_state["training_state"]["grad_scaler"])
+        if self.ema is not None:
+            self.ema.to(self.accelerator.device)
+        n_params = sum(p.numel() for p in model.parameters())
+        log.info("model %s: %.2f M parameters, vocabulary %d, %s on %d process(es), device %s",
+                 cfg.model.name, n_params / 1e6, len(self.vocab), self.resolution.mode, self.world_size, self.accelerator.device)
+
+    def _parent_ref(self, chosen) -> dict[str, Any]:
+        meta = chosen.metadata or {}
+        return {"source": chosen.source, "path": str(chosen.path), "id": meta.get("id"), "update": meta.get("update")}
+
+    def _check_config_changes(self, metadata: dict[str, Any]) -> None:
+        from f5app.ckpt.metadata import model_config_diff
+
+        recorded = metadata.get("config") or {}
+        if not recorded:
+            log.warning("the checkpoint records no config; cannot check what changed since it was written")
+            return
+        current = self.ctx.resolved_config
+        diff = model_config_diff(recorded.get("model", {}), current.get("model", {}))
+        if diff:
+            raise UserError(
+                "refusing to resume: the model architecture differs from the checkpoint's "
+                "(start a new run_name, or fine-tune with ckpt=custom):\n  " + "\n  ".join(diff)
+            )
+        for section, verdict in (("optim", "the schedule is rebuilt from the new values"), ("trainer", "new values apply from here"), ("data", "the data changed; training continues on the new data")):
+            changes = _dict_diff(recorded.get(section, {}), current.get(section, {}), prefix=section)
+            if changes:
+                log.warning("config changed since the checkpoint (%s):\n  %s", verdict, "\n  ".join(changes))
+
+    def _build_data(self) -> None:
+        from f5app.data.dataset import FrameBatches, load_splits
+        from f5app.model import vocab_map
+
+        d = self.cfg.data
+        self.train_set, self.val_set = load_splits(self.prepared, self.cfg.model.mel, d.val_fraction, d.val_min_items, d.seed)
+        self.vocab_index = vocab_map(self.vocab)
+        self.train_batches = FrameBatches(
+            [self.train_set.frame_len(i) for i in range(len(self.train_set))], d.frames_per_gpu, d.max_samples, d.seed
+        )
+        self.val_batches = FrameBatches(
+            [self.val_set.frame_len(i) for i in range(len(self.val_set))], d.frames_per_gpu, d.max_samples, d.seed
+        ).for_epoch(0)
+        log.info("data: %d training clips, %d validation clips, %d batches per epoch", len(self.train_set), len(self.val_set), len(self.train_batches.for_epoch(0)))
+
+    def _restore_counters_and_rng(self) -> None:
+        state = self.training_state
+        if state is None:
+            seed_everything(self.cfg.trainer.seed + self.rank)
+            return
+        saved = state["training_state"]
+        self.progress = Progress(
+            update=saved["update"],
+            epoch=saved["epoch"],
+            batch_in_epoch=saved["batch_in_epoch"],
+            samples_seen=saved["samples_seen"],
+            best_val_loss=saved.get("best_val_loss"),
+            val_history=[list(x) for x in saved.get("val_history", [])],
+        )
+        if saved.get("world_size", self.world_size) != self.world_size:
+            log.warning(
+                "resuming a %d-process run with %d processes: the data continues from %d samples seen",
+                saved["world_size"], self.world_size, self.progress.samples_seen,
+            )
+        if state.get("rng_state") is not None:
+            restore_rng_state(state["rng_state"])
+        else:
+            seed = self.cfg.trainer.seed + self.rank + 1_000_003 * self.progress.update
+            log.warning("process %d has no saved RNG state in the checkpoint; re-seeded deterministically with %d", self.rank, seed)
+            seed_everything(seed)
+        log.info("resumed at update %d (epoch %d, %d samples seen)", self.progress.update, self.progress.epoch, self.progress.samples_seen)
+
+    # ------------------------------------------------------------------ training
+    def _total_updates(self) -> int:
+        per_epoch = math.ceil(len(self.train_batches.for_epoch(0)) / self.world_size / self.cfg.optim.grad_accumulation_steps)
+        return max(1, min(self.cfg.trainer.max_updates, per_epoch * self.cfg.trainer.epochs))
+
+    def _finished(self) -> bool:
+        return self.progress.update >= self.cfg.trainer.max_updates or self.progress.epoch >= self.cfg.trainer.epochs
+
+    def train(self) -> float | None:
+        cfg, acc, p = self.cfg, self.accelerator, self.progress
+        if self._finished():
+            log.info(
+                "run already finished at update %d, epoch %d (trainer.max_updates=%d, trainer.epochs=%d): nothing to do; raise a bound to train further",
+                p.update, p.epoch, cfg.trainer.max_updates, cfg.trainer.epochs,
+            )
+            return p.best_val_loss
+        total = self._total_updates()
+        bar = self._progress_bar(total)
+        window_start, window_updates, window_frames = time.perf_counter(), 0, 0
+        last_loss = float("nan")
+        self.model.train()
+        while not self._finished():
+            batches = self.train_batches.for_epoch(p.epoch)
+            while p.batch_in_epoch < len(batches) and not self._finished():
+                index = (p.batch_in_epoch + self.rank) % len(batches)
+                batch = self._collate(batches[index])
+                with acc.accumulate(self.model):
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = learning_rate(p.update, cfg.optim, total)
+                    loss, _, _ = self.model(batch["mel"], text=batch["text"], lens=batch["mel_lengths"])
+                    acc.backward(loss)
+                    grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm) if acc.sync_gradients and cfg.optim.max_grad_norm > 0 else None
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+                p.samples_seen += sum(len(batches[(p.batch_in_epoch + r) % len(batches)]) for r in range(self.world_size))
+                p.batch_in_epoch = min(len(batches), p.batch_in_epoch + self.world_size)
+                window_frames += int(batch["mel_lengths"].sum()) * self.world_size
+                if not acc.sync_gradients:
+                    continue
+                p.update += 1
+                window_updates += 1
+                last_loss = float(loss.detach())
+                if self.ema is not None:
+                    self.ema.update()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last_loss:.4f}", epoch=p.epoch)
+                if p.update % cfg.trainer.log_every == 0:
+                    elapsed = max(1e-9, time.perf_counter() - window_start)
+                    self.tracker.scalars({
+                        "train/loss": last_loss,
+                        "train/lr": self.optimizer.param_groups[0]["lr"],
+                        "train/grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                        "train/updates_per_s": window_updates / elapsed,
+                        "train/frames_per_s": window_frames / elapsed,
+                    }, p.update)
+                    window_start, window_updates, window_frames = time.perf_counter(), 0, 0
+                self._after_update(last_loss)
+            if p.batch_in_epoch >= len(batches):
+                p.epoch += 1
+                p.batch_in_epoch = 0
+        if bar is not None:
+            bar.close()
+        if not self._saved_at(p.update):
+            self.save_checkpoint(last_loss, val_loss=self._validate_if_due(force=True))
+        self._writer.wait()
+        log.info("finished at update %d, epoch %d; best validation loss %s", p.update, p.epoch, _fmt(p.best_val_loss))
+        return p.best_val_loss
+
+    def _after_update(self, train_loss: float) -> None:
+        cfg, p = self.cfg.trainer, self.progress
+        val_loss = self._validate_if_due()
+        if cfg.sample_every > 0 and p.update % cfg.sample_every == 0:
+            self._log_sample()
+        if self._stop_requested():
+            self.save_checkpoint(train_loss, val_loss=val_loss)
+            self._writer.wait()
+            message = f"stopped by {self.stop.signal_name or 'a signal on another process'} at update {p.update}; checkpoint saved, run the same command to resume"
+            log.warning(message)
+            raise TrainingStopped(message)
+        if cfg.save_every > 0 and p.update % cfg.save_every == 0:
+            self.save_checkpoint(train_loss, val_loss=val_loss)
+
+    def _stop_requested(self) -> bool:
+        flag = torch.tensor([1.0 if self.stop.requested else 0.0], device=self.accelerator.device)
+        if self.world_size > 1:
+            flag = self.accelerator.reduce(flag, reduction="sum")
+        return bool(flag.item() > 0)
+
+    # ------------------------------------------------------------------ validation and samples
+    def _validate_if_due(self, force: bool = False) -> float | None:
+        every = self.cfg.trainer.val_every
+        if not force and (every <= 0 or self.progress.update % every != 0):
+            return None
+        loss = self.validation_loss() if self.is_main else None
+        self.accelerator.wait_for_everyone()
+        if loss is None:
+            return None
+        p = self.progress
+        p.val_history.append([p.update, loss])
+        self.tracker.scalars({"val/loss": loss}, p.update)
+        log.info("update %d: validation loss %.4f (best %s)", p.update, loss, _fmt(p.best_val_loss))
+        return loss
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Mean flow-matching loss over the validation set with fixed noise, times and masks."""
+        model = self.ema.ema_model if self.ema is not None else self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        total, weight = 0.0, 0
+        with forked_rng():
+            for i, indices in enumerate(self.val_batches):
+                seed_everything(VALIDATION_SEED + i)
+                batch = self._collate(indices, dataset=self.val_set)
+                loss, _, _ = model(batch["mel"], text=batch["text"], lens=batch["mel_lengths"])
+                total += float(loss) * len(indices)
+                weight += len(indices)
+        model.train(was_training)
+        return total / max(1, weight)
+
+    def _log_sample(self) -> None:
+        if not self.is_main or self.ema is None:
+            return
+        from f5app.training.samples import render_sample
+
+        try:
+            with forked_rng():
+                item = self.val_set[0]
+                wav, sample_rate, figure = render_sample(self.ema.ema_model, item, self.cfg.model, self.cfg.vocoder, self.vocab_index)
+            out = self.run_dir / "samples" / f"update_{self.progress.update:08d}.wav"
+            from f5app.audio.io import write_audio
+
+            write_audio(out, wav, sample_rate, overwrite=True)
+            self.tracker.audio("sample/audio", wav, sample_rate, self.progress.update)
+            self.tracker.image("sample/mel", figure, self.progress.update)
+        except Exception as error:  # a failed sample must never stop training
+            log.warning("could not render an audio sample at update %d: %s", self.progress.update, error)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _saved_at(self, update: int) -> bool:
+        return getattr(self, "_last_saved_update", None) == update
+
+    def save_checkpoint(self, train_loss: float, val_loss: float | None) -> None:
+        """Everyone sends RNG states to the main process, which snapshots and hands off to the writer."""
+        from accelerate.utils import gather_object
+
+        from f5app.ckpt.metadata import build_metadata
+
+        p = self.progress
+        rng_states = gather_object([capture_rng_state()]) if self.world_size > 1 else [capture_rng_state()]
+        self._last_saved_update = p.update
+        if not self.is_main:
+            return
+        if val_loss is not None and (p.best_val_loss is None or val_loss < p.best_val_loss):
+            p.best_val_loss = val_loss
+        scaler = self.accelerator.scaler
+        model_payload = cpu_snapshot({
+            "model_state_dict": self.accelerator.unwrap_model(self.model).state_dict(),
+            "ema_model_state_dict": self.ema.state_dict(),
+            "optimizer_state_dict": self.optimizer.state_dict(),
+            "update": p.update,
+        })
+        payloads: dict[str, Any] = {
+            "model.pt": model_payload,
+            "training_state.pt": {
+                **asdict(p),
+                "world_size": self.world_size,
+                "grad_scaler": scaler.state_dict() if scaler is not None else None,
+            },
+            "vocab.txt": "".join(f"{token}\n" for token in self.vocab),
+        }
+        for rank, state in enumerate(rng_states):
+            payloads[f"rng_state_{rank}.pt"] = state
+        metrics = {"train_loss": train_loss, "val_loss": val_loss, "lr": self.optimizer.param_groups[0]["lr"], "best_val_loss": p.best_val_loss}
+        metadata = build_metadata(
+            config=self.ctx.resolved_config,
+            hydra=self.ctx.hydra,
+            update=p.update,
+            epoch=p.epoch,
+            samples_seen=p.samples_seen,
+            metrics=metrics,
+            world_size=self.world_size,
+            precision=self.cfg.trainer.mixed_precision,
+            model=asdict(self.cfg.model),
+            vocab_size=len(self.vocab),
+            lineage=self.lineage,
+            run_name=self.cfg.run_name,
+        )
+        try:
+            self._writer.submit(payloads, metadata, val_loss)
+        except Exception as error:
+            self._on_save_error(error)
+
+    def _on_save_error(self, error: Exception) -> None:
+        if self.cfg.trainer.on_save_error == "warn":
+            log.warning("could not save a checkpoint (training continues, trainer.on_save_error=warn): %s", error)
+            return
+        raise error
+
+    # ------------------------------------------------------------------ helpers
+    def _collate(self, indices: list[int], dataset=None) -> dict[str, torch.Tensor]:
+        from f5app.data.dataset import collate
+
+        dataset = dataset if dataset is not None else self.train_set
+        batch = collate([dataset[i] for i in indices], self.vocab_index)
+        device = self.accelerator.device
+        return {key: value.to(device) for key, value in batch.items()}
+
+    def _progress_bar(self, total: int):
+        if not (self.is_main and self.cfg.trainer.progress_bar):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=min(self.progress.update, total), desc="train", unit="update", dynamic_ncols=True)
+
+
+def _dict_diff(old: Any, new: Any, prefix: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        lines: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            lines += _dict_diff(old.get(key), new.get(key), f"{prefix}.{key}")
+        return lines
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -1,0 +1,132 @@
+"""Training, as a user runs it: real tiny trainings on CPU, checkpoints on disk, exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from tests.train_fixtures import make_voice_folder, tiny_overrides, train_in_process
+
+
+@pytest.fixture(scope="module")
+def voice(tmp_path_factory):
+    return make_voice_folder(tmp_path_factory.mktemp("data"))
+
+
+def checkpoint_names(run_dir):
+    return sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("update_"))
+
+
+def read_meta(run_dir, name):
+    return json.loads((run_dir / "checkpoints" / name / "metadata.json").read_text())
+
+
+def model_weights(run_dir, name):
+    return torch.load(run_dir / "checkpoints" / name / "model.pt", weights_only=True, map_location="cpu")
+
+
+def test_training_writes_complete_checkpoints_with_upstream_keys_and_metadata(compose_cfg, voice, tmp_path):
+    run_dir = tmp_path / "run"
+    best = train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 6, "trainer.save_every": 3, "trainer.val_every": 3, "ckpt.keep_last": 5}))
+
+    assert checkpoint_names(run_dir) == ["update_00000003", "update_00000006"]
+    weights = model_weights(run_dir, "update_00000006")
+    assert {"model_state_dict", "ema_model_state_dict", "optimizer_state_dict"} <= set(weights)
+    assert any(k.startswith("ema_model.transformer.") for k in weights["ema_model_state_dict"])
+    meta = read_meta(run_dir, "update_00000006")
+    assert meta["update"] == 6
+    assert meta["config"]["model"]["name"] == "tiny"
+    assert meta["lineage"]["mode"] == "scratch"
+    assert meta["metrics"]["val_loss"] == pytest.approx(best) or best <= meta["metrics"]["val_loss"]
+    assert set(meta["files"]) >= {"model.pt", "training_state.pt", "rng_state_0.pt", "vocab.txt"}
+    pointers = json.loads((run_dir / "checkpoints" / "last.json").read_text())
+    assert pointers["name"] == "update_00000006"
+
+
+def test_validation_loss_falls_over_a_short_training(compose_cfg, voice, tmp_path):
+    run_dir = tmp_path / "run"
+    train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 60, "trainer.save_every": 60, "trainer.val_every": 10}))
+    history = torch.load(run_dir / "checkpoints" / "update_00000060" / "training_state.pt", weights_only=True)["val_history"]
+    losses = [loss for _, loss in history]
+    assert len(losses) == 6
+    assert losses[-1] < losses[0]
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(compose_cfg, voice, tmp_path):
+    common = {"trainer.save_every": 4, "trainer.val_every": 4, "ckpt.keep_last": 10}
+    straight = tmp_path / "straight"
+    train_in_process(compose_cfg, straight, tiny_overrides(voice, **{"trainer.max_updates": 12, **common}))
+
+    interrupted = tmp_path / "interrupted"
+    train_in_process(compose_cfg, interrupted, tiny_overrides(voice, **{"trainer.max_updates": 4, **common}))
+    train_in_process(compose_cfg, interrupted, tiny_overrides(voice, **{"trainer.max_updates": 8, **common}))
+    train_in_process(compose_cfg, interrupted, tiny_overrides(voice, **{"trainer.max_updates": 12, **common}))
+
+    a, b = model_weights(straight, "update_00000012"), model_weights(interrupted, "update_00000012")
+    for key in ("model_state_dict", "ema_model_state_dict"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs after resume"
+    meta = read_meta(interrupted, "update_00000012")
+    assert meta["lineage"]["mode"] == "resume"
+    assert meta["lineage"]["parent"]["update"] == 8
+    assert read_meta(straight, "update_00000012")["metrics"]["val_loss"] == meta["metrics"]["val_loss"]
+
+
+def test_a_finished_run_says_so_and_does_not_train_again(compose_cfg, voice, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(voice, **{"trainer.max_updates": 3, "trainer.save_every": 3})
+    train_in_process(compose_cfg, run_dir, overrides)
+    before = (run_dir / "checkpoints" / "update_00000003" / "metadata.json").stat().st_mtime_ns
+    with caplog.at_level("INFO", logger="f5app.train"):
+        train_in_process(compose_cfg, run_dir, overrides)
+    assert "already finished" in caplog.text
+    assert checkpoint_names(run_dir) == ["update_00000003"]
+    assert (run_dir / "checkpoints" / "update_00000003" / "metadata.json").stat().st_mtime_ns == before
+
+
+def test_raising_max_updates_on_resume_rebuilds_the_schedule(compose_cfg, voice, tmp_path):
+    run_dir = tmp_path / "run"
+    base = {"trainer.save_every": 4, "optim.warmup_updates": 0, "optim.decay": "linear"}
+    train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 4, **base}))
+    lr_at_end_of_short_run = read_meta(run_dir, "update_00000004")["metrics"]["lr"]
+    train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 8, **base}))
+    lr = read_meta(run_dir, "update_00000008")["metrics"]["lr"]
+    peak = 3.0e-3
+    # The short run decayed towards 0 over 4 updates; extended to 8, update 8's LR follows the new span.
+    assert lr_at_end_of_short_run == pytest.approx(peak * (1 - 3 / 4))
+    assert lr == pytest.approx(peak * (1 - 7 / 8))
+
+
+def test_changing_the_architecture_on_resume_is_refused_with_a_diff(compose_cfg, voice, tmp_path):
+    run_dir = tmp_path / "run"
+    train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 2, "trainer.save_every": 2}))
+    with pytest.raises(Exception) as refused:
+        train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 4, "model.arch.depth": 3}))
+    assert "depth" in str(refused.value)
+
+
+def test_a_second_trainer_on_the_same_run_directory_is_refused(tmp_path):
+    from f5app.training.lock import RunLock, RunLockedError
+
+    with RunLock(tmp_path):
+        with pytest.raises(RunLockedError, match="is being trained by pid"):
+            RunLock(tmp_path).acquire()
+    RunLock(tmp_path).acquire().release()  # released: free again
+
+
+def test_learning_rate_schedule_warms_up_then_decays():
+    from f5app.config import OptimConfig
+    from f5app.training.schedule import learning_rate
+
+    optim = OptimConfig(lr=1.0, warmup_updates=4, decay="linear")
+    lrs = [learning_rate(u, optim, total_updates=12) for u in range(12)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    cosine = OptimConfig(lr=1.0, warmup_updates=0, decay="cosine", min_lr_ratio=0.1)
+    assert learning_rate(0, cosine, 10) == pytest.approx(1.0)
+    assert learning_rate(10, cosine, 10) == pytest.approx(0.1)
+    assert math.isclose(learning_rate(5, OptimConfig(lr=2.0, warmup_updates=0, decay="constant"), 10), 2.0)
