@@ -278,3 +278,16 @@ def test_dry_run_renames_nothing(compose_cfg, run_dir):
     resolution = resolve(_ckpt(compose_cfg, "train"), purpose="train", run_dir=run_dir, model=MODEL, dry_run=True)
     assert resolution.chosen.path == first and second.is_dir()
     assert resolution.candidates[0].reason.endswith("(would be quarantined)")
+
+
+def test_infer_with_an_export_takes_the_model_config_carried_beside_it(compose_cfg, run_dir, tmp_path):
+    from f5app.ckpt.export import export_weights
+
+    (source,) = _save(run_dir, 100)
+    (tmp_path / "exported").mkdir()
+    exported = export_weights(source, tmp_path / "exported", "safetensors")
+    base = to_settings(compose_cfg("infer", ["model=f5tts_v1_base"]).model, type(MODEL))
+    ckpt = _ckpt(compose_cfg, "infer", "ckpt=custom", f"ckpt.path={exported}")
+    resolution = resolve(ckpt, purpose="infer", run_dir=tmp_path / "elsewhere", model=base)
+    assert resolution.chosen.path == exported and resolution.chosen.model_config["name"] == "tiny"
+    assert resolution.chosen.metadata["update"] == 100

@@ -293,9 +293,9 @@ def _cmd_validate(args) -> int:
 
 
 def _sidecar(path: Path) -> Optional[dict]:
-    from f5app.ckpt.metadata import read_metadata
+    from f5app.ckpt.metadata import read_sidecar_metadata
 
-    return read_metadata(path.with_name(path.name + ".metadata.json")) if path.is_file() else None
+    return read_sidecar_metadata(path) if path.is_file() else None
 
 
 def _file_sizes(path: Path) -> dict:

@@ -144,3 +144,17 @@ def _lookup(tree: Any, dotted: str, default: Any) -> Any:
             return default
         tree = tree[part]
     return tree
+
+
+def read_sidecar_metadata(weights_file: Path) -> Optional[dict]:
+    """The metadata an export carried beside a weights file (``<file>.metadata.json``).
+
+    The export record holds the source checkpoint's metadata under ``source_metadata`` and the
+    export's own facts under ``export``; this returns the former with ``export`` added.
+    """
+    record = read_metadata(Path(weights_file).with_name(Path(weights_file).name + ".metadata.json"))
+    if record is None:
+        return None
+    if isinstance(record.get("source_metadata"), dict):
+        return {**record["source_metadata"], "export": record.get("export")}
+    return record if record.get("format") == FORMAT else {"export": record.get("export")}

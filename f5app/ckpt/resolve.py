@@ -307,7 +307,10 @@ class _ChainWalker:
             # Our checkpoints carry their model config and vocabulary: check against those.
             model, vocab = None, None
         elif self.purpose == "infer":
-            model, vocab = self.model, file_vocab if file_vocab is not None else self.vocab_size
+            # An export carries its source's model config beside it; otherwise use the configured one.
+            recorded = (_sidecar_metadata(path) or {}).get("model")
+            model = _model_or(recorded, self.model)
+            vocab = file_vocab if file_vocab is not None else self.vocab_size
         else:
             model, vocab = self.model, self.vocab_size
         return validate(
@@ -384,9 +387,20 @@ def _vocab_beside(path: Path, kind: str) -> Optional[Path]:
 
 def _sidecar_metadata(path: Path) -> Optional[dict]:
     """Exports carry the source's metadata beside the weights as ``<file>.metadata.json``."""
-    from f5app.ckpt.metadata import read_metadata
+    from f5app.ckpt.metadata import read_sidecar_metadata
 
-    return read_metadata(path.with_name(path.name + ".metadata.json"))
+    return read_sidecar_metadata(path)
+
+
+def _model_or(recorded, default: Optional[ModelConfig]) -> Optional[ModelConfig]:
+    if not isinstance(recorded, dict):
+        return default
+    from f5app.config import to_settings
+
+    try:
+        return to_settings(recorded, ModelConfig)
+    except Exception:  # an older or hand-edited record: the configured model decides
+        return default
 
 
 def _chosen_reason(result: ValidationResult, metadata: Optional[dict]) -> str:
