@@ -139,6 +139,13 @@ def test_plain_state_dict_in_each_key_layout_loads_identically(trained, tmp_path
     assert_same_tensors(target.state_dict(), model_state)
 
 
+def test_legacy_non_zip_torch_file_still_loads(trained, tmp_path):
+    _, _, model_state, _ = trained
+    path = tmp_path / "old_format.pt"
+    torch.save({"module." + k: v for k, v in model_state.items()}, path, _use_new_zipfile_serialization=False)
+    assert_same_tensors(read_weights(path).state, model_state)
+
+
 def test_upstream_trainer_checkpoint_gives_ema_or_model_weights(trained, tmp_path):
     model, ema, model_state, ema_state = trained
     path = tmp_path / "model_last.pt"

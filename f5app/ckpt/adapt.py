@@ -154,7 +154,13 @@ def _torch_load(path: Path) -> Any:
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            # mmap: only the tensors used are read, so a trainer file's optimizer state never fills memory.
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap can only be used" not in str(error):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) format, or not torch at all
     except pickle.UnpicklingError as error:
         raise UnreadableWeights(f"refusing to load {path}: it needs more than tensors to unpickle ({_unpickler_reason(error)})") from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
