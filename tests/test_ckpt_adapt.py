@@ -258,12 +258,21 @@ def test_code_running_pickle_is_refused_without_running_it(tmp_path, writer):
     assert "\n" not in str(caught.value) and "weights_only` set to `False`" not in str(caught.value)
 
 
+def test_file_with_two_copies_of_a_weight_is_unreadable(trained, tmp_path):
+    _, _, model_state, _ = trained
+    both = {**model_state, **{"module." + k: v for k, v in model_state.items()}}
+    torch.save(both, tmp_path / "twice.pt")
+    with pytest.raises(UnreadableWeights, match="twice.pt: torch state dict: keys .* both name weight"):
+        read_weights(tmp_path / "twice.pt")
+
+
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all" * 10])
 def test_garbage_files_are_unreadable_weights(tmp_path, content):
     for name in ("junk.pt", "junk.safetensors"):
         (tmp_path / name).write_bytes(content)
-        with pytest.raises(UnreadableWeights, match=name):
+        with pytest.raises(UnreadableWeights, match=name) as caught:
             read_weights(tmp_path / name)
+        assert "\n" not in str(caught.value)
 
 
 # ---------------------------------------------------------------------------- vocab growth and mismatches

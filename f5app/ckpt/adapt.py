@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from f5app.ckpt.keys import canonicalize
+from f5app.ckpt.keys import DuplicateWeightKeys, canonicalize
 from f5app.model import read_vocab, text_embedding_rows, write_vocab
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ def _read_file(path: Path) -> WeightSets:
         try:
             raw = load_file(str(path), device="cpu")
         except (SafetensorError, OSError) as error:
-            raise UnreadableWeights(f"{path} is not a readable safetensors file ({error})") from error
+            raise UnreadableWeights(f"{path} is not a readable safetensors file ({_first_line(error)})") from error
         return _classify_flat(raw, path, container="safetensors")
     if path.suffix in TORCH_SUFFIXES:
         return _classify_torch(_torch_load(path), path)
@@ -164,7 +164,7 @@ def _torch_load(path: Path) -> Any:
     except pickle.UnpicklingError as error:
         raise UnreadableWeights(f"refusing to load {path}: it needs more than tensors to unpickle ({_unpickler_reason(error)})") from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise UnreadableWeights(f"{path} is not a readable torch file ({type(error).__name__}: {error})") from error
+        raise UnreadableWeights(f"{path} is not a readable torch file ({type(error).__name__}: {_first_line(error)})") from error
 
 
 def _unpickler_reason(error: Exception) -> str:
@@ -214,7 +214,10 @@ def _canonical(section: Any, path: Path, name: str) -> tuple[dict | None, list[s
     # ema_pytorch with include_online_model=True also saves the online copy; it is not the EMA.
     online = [k for k in section if k.startswith("online_model.")]
     section = {k: v for k, v in section.items() if not k.startswith("online_model.")}
-    state, notes = canonicalize(section)
+    try:
+        state, notes = canonicalize(section)
+    except DuplicateWeightKeys as error:
+        raise UnreadableWeights(f"{path}: {name}: {error}") from error
     if online:
         notes.append(f"dropped {len(online)} 'online_model.' entries (ema_pytorch's copy of the live model)")
     return state, notes
@@ -400,6 +403,11 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def _first_few(items: list[str], limit: int = 5) -> str:
