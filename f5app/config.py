@@ -169,8 +169,11 @@ class TrainConfig:
 
 @dataclass
 class VoiceConfig:
+    """One extra voice for ``[NAME]`` tags; InferConfig.voices holds them as plain dicts (validated into this)."""
+
     ref_audio: str = MISSING
     ref_text: str = ""
+    speed: Optional[float] = None  # default: the run's speed
 
 
 @dataclass
@@ -182,7 +185,9 @@ class InferConfig:
     text_file: Optional[str] = None
     ref_audio: Optional[str] = None
     ref_text: Optional[str] = None
-    voices: dict[str, VoiceConfig] = field(default_factory=dict)
+    # NAME -> VoiceConfig fields. Plain dicts because OmegaConf cannot add keys to a dict of
+    # dataclasses from the command line: +voices.town.ref_audio=FILE +voices.town.ref_text="..."
+    voices: dict[str, Any] = field(default_factory=dict)
     out: Optional[str] = None
     out_dir: Optional[str] = None
     overwrite: bool = False
@@ -196,6 +201,9 @@ class InferConfig:
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto | fp32 | fp16 | bf16
     unknown_chars: str = "drop"  # drop | error
+    target_rms: float = 0.1  # quieter references are scaled up to this RMS (output scaled back)
+    max_ref_seconds: float = 12.0  # longer references are cut at a pause, with a warning
+    progress: bool = True  # tqdm bar over chunks of long texts
     model: ModelConfig = field(default_factory=ModelConfig)
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
@@ -204,6 +212,9 @@ class InferConfig:
 def register_configs() -> None:
     """Register the schemas and resolvers. Idempotent: safe to call from every entry point and test."""
     OmegaConf.register_new_resolver("f5app_asset", lambda name: str(ASSETS_DIR / name), replace=True)
+    from f5app.sweep import JOB_DIRNAME_RESOLVER, job_dirname
+
+    OmegaConf.register_new_resolver(JOB_DIRNAME_RESOLVER, job_dirname, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="infer_schema", node=InferConfig)

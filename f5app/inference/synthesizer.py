@@ -1,0 +1,385 @@
+"""The Synthesizer API: build once (checkpoint, model, vocoder), synthesise many texts.
+
+The maths follows upstream ``f5_tts.infer.utils_infer.infer_process``/``infer_batch_process``
+(reference loudness normalisation, duration from the text-length ratio and ``speed``, chunks
+sized from the reference, cross-fade) without importing that module, which costs ~8 s and
+pulls transformers and pydub.
+
+    synth = Synthesizer.from_config(cfg, run_dir)
+    wav, sr = synth.synthesize("Hello there.", ref_audio="me.wav", ref_text="What I say in me.wav.")
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+
+from f5app.config import InferConfig, ModelConfig, VoiceConfig, to_settings
+from f5app.inference.chunking import cross_fade
+from f5app.inference.defaults import DefaultReference, default_reference
+from f5app.inference.errors import InferenceInputError
+from f5app.inference.reference import MAX_REFERENCE_SECONDS, Reference, load_reference
+from f5app.inference.text import (
+    MAIN_VOICE,
+    apply_unknown_policy,
+    chunk_text,
+    max_chunk_bytes,
+    normalize_ref_text,
+    split_voices,
+    to_tokens,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from f5app.audio.vocoder import Vocoder
+
+log = logging.getLogger(__name__)
+
+#: Upstream scales quiet references up to this RMS and scales the output back down.
+TARGET_RMS = 0.1
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Per-call knobs; ``Synthesizer.synthesize(**overrides)`` replaces any of them for one call."""
+
+    nfe_step: int = 32
+    cfg_strength: float = 2.0
+    sway_sampling_coef: float = -1.0
+    speed: float = 1.0
+    cross_fade: float = 0.15
+    seed: Optional[int] = None
+    unknown_chars: str = "drop"
+    target_rms: float = TARGET_RMS
+    max_ref_seconds: float = MAX_REFERENCE_SECONDS
+    progress: bool = True
+
+    @classmethod
+    def from_infer_config(cls, cfg: InferConfig) -> "SamplingSettings":
+        names = {f.name for f in fields(cls)}
+        return cls(**{name: getattr(cfg, name) for name in names if hasattr(cfg, name)})
+
+    def validated(self) -> "SamplingSettings":
+        if self.nfe_step < 1:
+            raise InferenceInputError(f"nfe_step={self.nfe_step} must be at least 1")
+        if self.speed <= 0:
+            raise InferenceInputError(f"speed={self.speed} must be positive")
+        if self.cross_fade < 0:
+            raise InferenceInputError(f"cross_fade={self.cross_fade} must be zero or positive (seconds)")
+        if self.unknown_chars not in ("drop", "error"):
+            raise InferenceInputError(f"unknown_chars={self.unknown_chars!r} is not an option; use drop or error")
+        return self
+
+
+@dataclass
+class Synthesis:
+    """One synthesis: the audio plus what was done to produce it."""
+
+    wav: np.ndarray  # float32 mono
+    sample_rate: int
+    mel: np.ndarray  # (n_mels, frames) of the generated speech, chunks concatenated
+    chunks: list[tuple[str, str]]  # (voice, text) in order
+    seed: int
+    dropped_chars: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return len(self.wav) / self.sample_rate
+
+
+@dataclass
+class _Voice:
+    reference: Reference
+    tokens: list[str]  # reference transcript as model tokens
+    rms: float
+
+
+@dataclass
+class Synthesizer:
+    cfm: Any  # upstream f5_tts.model.CFM, eval mode, on device
+    vocoder: "Vocoder"
+    vocab: list[str]
+    model_config: ModelConfig
+    device: str
+    dtype: "torch.dtype"
+    settings: SamplingSettings = field(default_factory=SamplingSettings)
+    default_voice: Optional[DefaultReference] = None
+    voices: dict[str, VoiceConfig] = field(default_factory=dict)  # extra voices for [NAME] tags
+    source: str = ""  # what was loaded, for logs
+    _voice_cache: dict[tuple[str, str], _Voice] = field(default_factory=dict, repr=False)
+
+    # ---------------------------------------------------------------- building
+
+    @classmethod
+    def from_config(cls, cfg: InferConfig, run_dir: str | Path) -> "Synthesizer":
+        """Resolve the checkpoint (``cfg.ckpt``), build and load the model, build the vocoder."""
+        from f5app.audio.vocoder import check_vocoder_matches_mel, load_vocoder
+        from f5app.ckpt.resolve import resolve
+
+        device = pick_device(cfg.device)
+        resolution = resolve(cfg.ckpt, purpose="infer", run_dir=Path(run_dir), model=cfg.model)
+        chosen = resolution.chosen
+        if chosen is None:  # resolve raises when nothing fits; this guards a changed contract
+            raise InferenceInputError(f"no checkpoint to load for ckpt={cfg.ckpt.name}")
+        log.info("checkpoint: %s", resolution.summary())
+        if chosen.model_config:
+            model_config = to_settings(chosen.model_config, ModelConfig)
+        else:
+            model_config = cfg.model
+        check_vocoder_matches_mel(cfg.vocoder.name, model_config.mel)
+        dtype = pick_dtype(cfg.dtype, device, model_config.mel.mel_spec_type)
+        cfm, vocab = load_model(chosen.path, chosen.vocab_path, model_config, use_ema=cfg.ckpt.use_ema)
+        cfm = cfm.to(device=device, dtype=dtype).eval()
+        vocoder = load_vocoder(cfg.vocoder, model_config.mel, device=device)
+        metadata = chosen.metadata if isinstance(chosen.metadata, dict) and chosen.metadata else None
+        voices = parse_voices(cfg.voices)
+        return cls(
+            cfm=cfm,
+            vocoder=vocoder,
+            vocab=vocab,
+            model_config=model_config,
+            device=device,
+            dtype=dtype,
+            settings=SamplingSettings.from_infer_config(cfg).validated(),
+            default_voice=default_reference(metadata),
+            voices=voices,
+            source=f"{chosen.source}: {chosen.path}",
+        )
+
+    # ---------------------------------------------------------------- synthesis
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model_config.mel.target_sample_rate
+
+    def synthesize(
+        self, text: str, ref_audio: str | Path | None = None, ref_text: str | None = None, **overrides: Any
+    ) -> tuple[np.ndarray, int]:
+        """Speak ``text`` in the reference's voice; returns ``(float32 mono wav, sample_rate)``.
+
+        ``overrides`` replace :class:`SamplingSettings` fields for this call (``seed=1``, ``speed=0.9``…).
+        """
+        result = self.generate(text, ref_audio, ref_text, **overrides)
+        return result.wav, result.sample_rate
+
+    def generate(
+        self, text: str, ref_audio: str | Path | None = None, ref_text: str | None = None, **overrides: Any
+    ) -> Synthesis:
+        """Like :meth:`synthesize`, with the mel, chunks, seed and dropped characters."""
+        settings = self._settings_with(overrides)
+        if text is None or not text.strip():
+            raise InferenceInputError("text is empty; pass text=\"something to say\" or text_file=FILE")
+        voices = {**self.voices, MAIN_VOICE: self._main_voice(ref_audio, ref_text)}
+        segments = split_voices(text, set(voices))
+        seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31)
+
+        plan: list[tuple[str, _Voice, str, float]] = []  # (voice name, voice, chunk text, speed)
+        dropped: list[str] = []
+        for segment in segments:
+            config = voices[segment.voice]
+            voice = self._voice(config.ref_audio, config.ref_text, settings)
+            speed = config.speed if config.speed is not None else settings.speed
+            gen_tokens, missing = apply_unknown_policy(
+                to_tokens(segment.text, self._vocab_map), self._vocab_map, settings.unknown_chars, "text"
+            )
+            dropped += [c for c in missing if c not in dropped]
+            kept_text = " ".join("".join(ch for ch in segment.text if ch not in missing).split())
+            max_bytes = max_chunk_bytes(voice.reference.text, voice.reference.seconds, speed)
+            plan += [(segment.voice, voice, chunk, speed) for chunk in chunk_text(kept_text, max_bytes) if chunk.strip()]
+        if dropped:
+            log.warning("dropped characters missing from the model's vocabulary: %s", " ".join(repr(c) for c in dropped))
+        if not plan:
+            raise InferenceInputError("nothing left to say: every character of the text is missing from the vocabulary")
+
+        waves, mels = [], []
+        for index, (_, voice, chunk, speed) in enumerate(self._progress(plan, settings)):
+            wave, mel = self._generate_chunk(voice, chunk, replace(settings, speed=speed), seed + index)
+            waves.append(wave)
+            mels.append(mel)
+        wav = cross_fade(waves, self.sample_rate, settings.cross_fade)
+        return Synthesis(
+            wav=wav,
+            sample_rate=self.sample_rate,
+            mel=np.concatenate(mels, axis=1),
+            chunks=[(name, chunk) for name, _, chunk, _ in plan],
+            seed=seed,
+            dropped_chars=dropped,
+        )
+
+    def _generate_chunk(self, voice: _Voice, text: str, settings: SamplingSettings, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        hop = self.model_config.mel.hop_length
+        audio = torch.from_numpy(voice.reference.wav)[None].to(self.device)
+        if voice.rms < settings.target_rms:
+            audio = audio * settings.target_rms / voice.rms
+        tokens = voice.tokens + to_tokens(text, self._vocab_map)
+        tokens = [t for t in tokens if t in self._vocab_map]
+        ref_frames = audio.shape[-1] // hop
+        ref_bytes = max(1, len(voice.reference.text.encode("utf-8")))
+        gen_bytes = len(text.encode("utf-8"))
+        # Upstream: very short texts get a slower pace so a word is not swallowed.
+        speed = 0.3 if gen_bytes < 10 else settings.speed
+        duration = ref_frames + int(ref_frames / ref_bytes * gen_bytes / speed)
+        with torch.inference_mode():
+            generated, _ = self.cfm.sample(
+                cond=audio,
+                text=[tokens],
+                duration=duration,
+                steps=settings.nfe_step,
+                cfg_strength=settings.cfg_strength,
+                sway_sampling_coef=settings.sway_sampling_coef,
+                seed=seed,
+            )
+            mel = generated.to(torch.float32)[:, ref_frames:, :].permute(0, 2, 1)
+            torch.manual_seed(seed)  # Griffin-Lim starts from random phases
+            wave = self.vocoder.decode(mel)
+            if voice.rms < settings.target_rms:
+                wave = wave * voice.rms / settings.target_rms
+        return wave.squeeze(0).float().cpu().numpy(), mel[0].cpu().numpy()
+
+    # ---------------------------------------------------------------- helpers
+
+    @property
+    def _vocab_map(self) -> dict[str, int]:
+        return self.cfm.vocab_char_map
+
+    def _settings_with(self, overrides: dict[str, Any]) -> SamplingSettings:
+        unknown = sorted(set(overrides) - {f.name for f in fields(SamplingSettings)})
+        if unknown:
+            allowed = ", ".join(f.name for f in fields(SamplingSettings))
+            raise TypeError(f"unknown synthesis option(s) {', '.join(unknown)}; allowed: {allowed}")
+        return replace(self.settings, **overrides).validated()
+
+    def _main_voice(self, ref_audio: str | Path | None, ref_text: str | None) -> VoiceConfig:
+        if ref_audio is not None and ref_text is not None:
+            return VoiceConfig(ref_audio=str(ref_audio), ref_text=ref_text)
+        if ref_audio is not None:
+            raise InferenceInputError(f"ref_audio={ref_audio} needs ref_text=\"what the reference says\"")
+        if ref_text is not None:
+            raise InferenceInputError("ref_text is set but ref_audio is not; pass both (or neither, for the default voice)")
+        if MAIN_VOICE in self.voices:
+            return self.voices[MAIN_VOICE]
+        if self.default_voice is None:
+            raise InferenceInputError("no reference voice: pass ref_audio=FILE and ref_text=\"its transcript\"")
+        log.info("reference: %s (%s)", self.default_voice.audio, self.default_voice.why)
+        return VoiceConfig(ref_audio=str(self.default_voice.audio), ref_text=self.default_voice.text)
+
+    def _voice(self, ref_audio: str, ref_text: str, settings: SamplingSettings) -> _Voice:
+        key = (str(ref_audio), ref_text)
+        if key not in self._voice_cache:
+            reference = load_reference(ref_audio, ref_text, self.sample_rate, settings.max_ref_seconds)
+            reference = replace(reference, text=normalize_ref_text(reference.text))
+            tokens, _ = apply_unknown_policy(
+                to_tokens(reference.text, self._vocab_map), self._vocab_map, "drop", "ref_text"
+            )
+            rms = float(np.sqrt(np.mean(reference.wav.astype(np.float64) ** 2)))
+            self._voice_cache[key] = _Voice(reference=reference, tokens=tokens, rms=max(rms, 1e-8))
+        return self._voice_cache[key]
+
+    def _progress(self, plan: list, settings: SamplingSettings) -> Any:
+        if not settings.progress or len(plan) < 2:
+            return plan
+        from tqdm import tqdm
+
+        return tqdm(plan, desc="chunks", unit="chunk")
+
+
+# ---------------------------------------------------------------------- config edges
+
+
+def parse_voices(raw: dict[str, Any]) -> dict[str, VoiceConfig]:
+    """``voices`` from the config (plain dicts) as VoiceConfig; a bad entry is an input error naming it."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    voices = {}
+    for name, entry in (raw or {}).items():
+        if not str(name).isidentifier():
+            raise InferenceInputError(f"voice name {name!r} must be a single word (letters, digits, _) to use it as [{name}]")
+        try:
+            voices[str(name)] = to_settings(entry, VoiceConfig)
+        except (OmegaConfBaseException, ValueError) as exc:
+            first_line = str(exc).splitlines()[0]
+            raise InferenceInputError(
+                f"voices.{name}: {first_line}; give +voices.{name}.ref_audio=FILE +voices.{name}.ref_text=\"...\""
+            ) from None
+    return voices
+
+
+# ---------------------------------------------------------------------- model, device, dtype
+
+
+def load_model(
+    weights_path: str | Path, vocab_path: str | Path | None, model_config: ModelConfig, use_ema: bool = True
+) -> tuple[Any, list[str]]:
+    """Build the CFM for ``model_config`` and load the weights through the checkpoint adapters."""
+    from f5app.ckpt.adapt import load_into, read_weights
+    from f5app.inference.upstream_import import register_lazy_f5_model_package
+    from f5app.model import build_cfm, read_vocab
+
+    weights = read_weights(weights_path, use_ema=use_ema)
+    if vocab_path is not None:
+        vocab = read_vocab(vocab_path)
+    elif weights.vocab is not None:
+        vocab = weights.vocab
+    else:
+        vocab = read_vocab(upstream_vocab_path())
+        log.info("no vocab.txt beside %s; using upstream's pretrained vocabulary (%d tokens)", weights_path, len(vocab))
+    for note in weights.notes:
+        log.info("weights: %s", note)
+    register_lazy_f5_model_package()
+    cfm = build_cfm(model_config, vocab)
+    report = load_into(cfm, weights.state, old_vocab=vocab, new_vocab=vocab)
+    for note in report.notes:
+        log.info("weights: %s", note)
+    return cfm, vocab
+
+
+def upstream_vocab_path() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("f5_tts")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / "infer/examples/vocab.txt"
+
+
+def pick_device(name: str) -> str:
+    """``auto`` → cuda, then mps, then cpu; an explicit device that is absent is an input error."""
+    import torch
+
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": hasattr(torch.backends, "mps") and torch.backends.mps.is_available(),
+    }
+    if name == "auto":
+        return next(d for d in ("cuda", "mps", "cpu") if available[d])
+    kind = name.split(":")[0]
+    if kind not in available:
+        raise InferenceInputError(f"device={name} is not an option; use auto, cpu, cuda or mps")
+    if not available[kind]:
+        raise InferenceInputError(f"device={name} is not available on this machine; use device=auto or device=cpu")
+    return name
+
+
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def pick_dtype(name: str, device: str, mel_spec_type: str) -> "torch.dtype":
+    """``auto``: fp16 on CUDA GPUs of compute capability 7+ (as upstream), else fp32; bigvgan models stay fp32."""
+    import torch
+
+    if name == "auto":
+        if mel_spec_type == "bigvgan" or not device.startswith("cuda"):
+            return torch.float32
+        return torch.float16 if torch.cuda.get_device_properties(device).major >= 7 else torch.float32
+    if name not in _DTYPES:
+        raise InferenceInputError(f"dtype={name} is not an option; use auto, fp32, fp16 or bf16")
+    return getattr(torch, _DTYPES[name])
+
