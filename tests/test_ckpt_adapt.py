@@ -318,6 +318,12 @@ def test_vocab_that_reorders_tokens_is_refused(trained):
         load_into(fresh_model(reordered), model_state, old_vocab=VOCAB, new_vocab=reordered)
 
 
+def test_vocab_that_drops_tokens_is_refused(trained):
+    _, _, model_state, _ = trained
+    with pytest.raises(WeightsMismatch, match="the new vocabulary has 4 tokens, fewer than the checkpoint's 6"):
+        load_into(fresh_model(VOCAB[:4]), model_state, old_vocab=VOCAB, new_vocab=VOCAB[:4])
+
+
 def test_vocab_size_mismatch_without_vocabularies_is_refused(trained):
     _, _, model_state, _ = trained
     with pytest.raises(WeightsMismatch, match="file vocab of 6 tokens vs model vocab of 8"):

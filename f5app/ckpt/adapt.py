@@ -273,30 +273,40 @@ def load_into(
 def _check_vocab(file_rows: int, model_rows: int, old_vocab: list[str] | None, new_vocab: list[str] | None) -> None:
     """Refuse vocabularies that would load without error but map characters to the wrong rows."""
     if old_vocab is not None and text_embedding_rows(len(old_vocab)) != file_rows:
-        raise WeightsMismatch(
-            [], [], [f"{TEXT_EMBED_KEY}: {file_rows} rows, but the checkpoint's vocab.txt has {len(old_vocab)} tokens (expected {text_embedding_rows(len(old_vocab))})"],
+        raise _embedding_mismatch(
+            f"{file_rows} rows, but the checkpoint's vocab.txt has {len(old_vocab)} tokens "
+            f"(expected {text_embedding_rows(len(old_vocab))} rows)",
             hint="the vocab.txt beside the weights is not the one they were trained with",
         )
     if new_vocab is not None and text_embedding_rows(len(new_vocab)) != model_rows:
-        raise ValueError(f"the model was built for {model_rows - 1} tokens but new_vocab has {len(new_vocab)}; build it with new_vocab")
+        raise ValueError(
+            f"the model was built for {model_rows - 1} tokens but new_vocab has {len(new_vocab)}; build it with new_vocab"
+        )
     if old_vocab is None or new_vocab is None:
         if file_rows != model_rows:
-            raise WeightsMismatch(
-                [], [], [f"{TEXT_EMBED_KEY}: file vocab of {file_rows - 1} tokens vs model vocab of {model_rows - 1}"],
+            raise _embedding_mismatch(
+                f"file vocab of {file_rows - 1} tokens vs model vocab of {model_rows - 1}",
                 hint="pass both vocabularies to grow the embedding, or use the checkpoint's vocab.txt",
             )
         return
     differs_at = next((i for i, (a, b) in enumerate(zip(old_vocab, new_vocab)) if a != b), None)
-    if differs_at is not None or len(new_vocab) < len(old_vocab):
-        where = (
-            f"token {differs_at + 1} is {old_vocab[differs_at]!r} in the checkpoint but {new_vocab[differs_at]!r} in the new vocabulary"
-            if differs_at is not None
-            else f"the new vocabulary has {len(new_vocab)} tokens, fewer than the checkpoint's {len(old_vocab)}"
+    if differs_at is not None:
+        detail = (
+            f"token {differs_at + 1} is {old_vocab[differs_at]!r} in the checkpoint "
+            f"but {new_vocab[differs_at]!r} in the new vocabulary"
         )
-        raise WeightsMismatch(
-            [], [], [f"{TEXT_EMBED_KEY}: {where}"],
-            hint="a new vocabulary must keep the checkpoint's tokens in order and only append (see data.tokenizer extend_vocab)",
-        )
+    elif len(new_vocab) < len(old_vocab):
+        detail = f"the new vocabulary has {len(new_vocab)} tokens, fewer than the checkpoint's {len(old_vocab)}"
+    else:
+        return
+    raise _embedding_mismatch(
+        detail,
+        hint="a new vocabulary must keep the checkpoint's tokens in order and only append (data.tokenizer.extend_vocab)",
+    )
+
+
+def _embedding_mismatch(detail: str, hint: str) -> WeightsMismatch:
+    return WeightsMismatch([], [], [f"{TEXT_EMBED_KEY}: {detail}"], hint=hint)
 
 
 def grow_text_embedding(
