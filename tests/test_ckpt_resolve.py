@@ -291,3 +291,10 @@ def test_infer_with_an_export_takes_the_model_config_carried_beside_it(compose_c
     resolution = resolve(ckpt, purpose="infer", run_dir=tmp_path / "elsewhere", model=base)
     assert resolution.chosen.path == exported and resolution.chosen.model_config["name"] == "tiny"
     assert resolution.chosen.metadata["update"] == 100
+
+
+def test_custom_naming_model_pt_inside_our_checkpoint_uses_the_whole_folder(compose_cfg, run_dir):
+    (folder,) = _save(run_dir, 100)
+    ckpt = _ckpt(compose_cfg, "train", "ckpt=custom", f"ckpt.path={folder / 'model.pt'}")
+    resolution = resolve(ckpt, purpose="train", run_dir=run_dir.parent / "new_run", model=MODEL)
+    assert resolution.mode == "finetune" and resolution.chosen.path == folder and resolution.chosen.kind == "f5app"

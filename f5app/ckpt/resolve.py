@@ -359,6 +359,8 @@ class _ChainWalker:
 def _expand_custom(path: Path) -> list[Path]:
     """The checkpoint(s) a ``ckpt.path`` names, in the order to try them."""
     if path.is_file():
+        if path.name == layout.MODEL_FILENAME and (path.parent / layout.METADATA_FILENAME).is_file():
+            return [path.parent]  # model.pt of one of our checkpoints: validate the whole folder
         return [path]
     if (path / layout.METADATA_FILENAME).exists() or path.name.startswith(layout.TEMP_PREFIX):
         return [path]
