@@ -298,3 +298,28 @@ def test_custom_naming_model_pt_inside_our_checkpoint_uses_the_whole_folder(comp
     ckpt = _ckpt(compose_cfg, "train", "ckpt=custom", f"ckpt.path={folder / 'model.pt'}")
     resolution = resolve(ckpt, purpose="train", run_dir=run_dir.parent / "new_run", model=MODEL)
     assert resolution.mode == "finetune" and resolution.chosen.path == folder and resolution.chosen.kind == "f5app"
+
+
+def test_damaged_pointer_is_reported_as_such(compose_cfg, run_dir):
+    _save(run_dir, 100)
+    (run_dir / "checkpoints" / "best.json").write_text("{half")
+    resolution = resolve(_ckpt(compose_cfg, "infer"), purpose="infer", run_dir=run_dir, model=None)
+    assert ("best", "missing") in _statuses(resolution) and resolution.chosen.source == "last"
+    assert "best.json is damaged" in resolution.candidates[1].reason
+
+
+def test_unreadable_newest_checkpoint_stops_resume_instead_of_quarantining(compose_cfg, run_dir, monkeypatch):
+    from f5app.ckpt import validate as validate_module
+
+    _save(run_dir, 100, 200)
+    real = validate_module._read_pt_structure
+
+    def permission_denied(path, result):
+        if "update_00000200" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, result)
+
+    monkeypatch.setattr(validate_module, "_read_pt_structure", permission_denied)
+    with pytest.raises(ResolutionError, match="cannot read model.pt: Permission denied. Fix its permissions"):
+        resolve(_ckpt(compose_cfg, "train"), purpose="train", run_dir=run_dir, model=MODEL)
+    assert (run_dir / "checkpoints" / "update_00000200").is_dir()

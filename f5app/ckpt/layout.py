@@ -34,8 +34,8 @@ DELETING_PREFIX = ".deleting-"
 
 PointerName = Literal["best", "last"]
 
-_FINAL_NAME = re.compile(r"^update_(\d{8,})$")
-_TEMP_NAME = re.compile(r"^\.tmp-update_(\d{8,})-(\d+)$")
+_FINAL_NAME = re.compile(r"^update_(\d+)$")
+_TEMP_NAME = re.compile(r"^\.tmp-update_(\d+)-(\d+)$")
 
 
 def checkpoint_name(update: int) -> str:

@@ -204,7 +204,9 @@ class _ChainWalker:
     def _try_pointer(self, which: layout.PointerName):
         pointer = layout.read_pointer(self.ckpt_dir, which)
         if pointer is None:
-            self._add(which, self.ckpt_dir / f"{which}.json", "missing", f"no {which}.json in this run")
+            pointer_file = layout.pointer_path(self.ckpt_dir, which)
+            why = f"{which}.json is damaged (unreadable JSON)" if pointer_file.exists() else f"no {which}.json in this run"
+            self._add(which, pointer_file, "missing", why)
             return None
         target = self.ckpt_dir / pointer.name
         if not target.exists():
@@ -290,10 +292,13 @@ class _ChainWalker:
 
         if result.incompatible and self.purpose == "train" and source in ("resume", "best", "last", "latest"):
             self._add(source, path, "rejected", result.reason)
-            self._fail(
-                f"refusing to resume {path}: {result.reason}. The architecture and vocabulary of a run cannot "
-                "change; restore the model settings, or start a new run_name and fine-tune from it with ckpt=custom"
+            hint = (
+                "fix its permissions or storage, or move it away"
+                if result.reason.startswith("cannot read")
+                else "the architecture and vocabulary of a run cannot change; restore the model settings, "
+                "or start a new run_name and fine-tune from it with ckpt=custom"
             )
+            self._fail(f"refusing to resume {path}: {result.reason}. {hint[0].upper()}{hint[1:]}")
         if own and not result.incompatible and self.ckpt.quarantine:
             self._quarantine(source, path, result.reason)
         else:

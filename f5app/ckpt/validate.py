@@ -38,7 +38,7 @@ class ValidationResult:
     kind: Optional[Kind]
     metadata: Optional[dict] = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # canonical key -> shape
-    incompatible: bool = False  # readable, but does not fit the configured model / vocab
+    incompatible: bool = False  # not damage: does not fit the configured model / vocab, or unreadable now
     checks: list[str] = field(default_factory=list)  # what was verified, in order
 
     def to_dict(self) -> dict:
@@ -94,6 +94,10 @@ def validate(
             _validate_file(path, kind, result, model, vocab_size, full, min_size_bytes, allow_vocab_growth)
     except _Invalid as invalid:
         result.reason, result.incompatible = invalid.reason, invalid.incompatible
+        return result
+    except OSError as error:  # permissions, I/O errors: the environment, not proof of damage
+        name = Path(error.filename).name if error.filename else path.name
+        result.reason, result.incompatible = f"cannot read {name}: {error.strerror or error}", True
         return result
     result.ok, result.reason = True, "ok"
     return result
@@ -191,7 +195,7 @@ def _validate_file(path, kind, result, model, vocab_size, full, min_size_bytes, 
         with open(path, "rb"):
             pass
     except OSError as error:
-        raise _Invalid(f"cannot read {path.name}: {error.strerror or error}")
+        raise _Invalid(f"cannot read {path.name}: {error.strerror or error}", incompatible=True)
     if size == 0:
         raise _Invalid("empty file (0 bytes)")
     if size < min_size_bytes:
