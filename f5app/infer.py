@@ -1,0 +1,156 @@
+"""``python -m f5app.infer text="..."``: speak with any resolved checkpoint (Hydra entry, thin).
+
+    python -m f5app.infer run_name=demo text="Hello there."
+    python -m f5app.infer ckpt=custom ckpt.path=model_1250000.safetensors model=f5tts_v1_base \
+        vocoder=vocos text_file=story.txt out=story.wav
+
+Bad input prints ``error: <what to fix>`` and exits 2. The last line on stdout is the wav's path.
+torch and f5_tts are imported only once a model is needed, so ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from f5app.config import CONF_DIR, InferConfig, register_configs, to_settings
+from f5app.inference.errors import InferenceInputError
+
+log = logging.getLogger("f5app.infer")
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def run(cfg: DictConfig | InferConfig, started: float | None = None) -> Path:
+    """Synthesise as the command line does and return the written audio path (the programmatic twin of the CLI)."""
+    from f5app.audio.io import write_audio
+    from f5app.inference.synthesizer import Synthesizer
+
+    started = time.perf_counter() if started is None else started
+    settings: InferConfig = cfg if isinstance(cfg, InferConfig) else to_settings(cfg, InferConfig)
+    text = read_text(settings)
+    out_path = choose_output_path(settings)
+    synthesizer = Synthesizer.from_config(settings, run_dir=Path(settings.run_dir))
+    log.info("loaded %s on %s (%s)", synthesizer.source, synthesizer.device, str(synthesizer.dtype).replace("torch.", ""))
+    synthesis_started = time.perf_counter()
+    result = synthesizer.generate(text, settings.ref_audio, settings.ref_text)
+    synthesis_seconds = time.perf_counter() - synthesis_started
+    write_audio(out_path, result.wav, result.sample_rate, overwrite=settings.overwrite)
+    if settings.save_spectrogram:
+        save_spectrogram(result.mel, out_path.with_suffix(".png"), overwrite=settings.overwrite)
+    log.info(
+        "%d chunk(s), seed %d; audio %.2f s, wall %.2f s (%.2f s since start), real-time factor %.3f; wrote %s",
+        len(result.chunks), result.seed, result.seconds, synthesis_seconds, time.perf_counter() - started,
+        synthesis_seconds / max(result.seconds, 1e-9), out_path,
+    )
+    print(out_path, flush=True)
+    return out_path
+
+
+def read_text(settings: InferConfig) -> str:
+    if settings.text is not None and settings.text_file is not None:
+        raise InferenceInputError("pass text=... or text_file=..., not both")
+    if settings.text_file is not None:
+        path = Path(settings.text_file).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InferenceInputError(f"text_file={path} does not exist") from None
+        except UnicodeDecodeError as exc:
+            raise InferenceInputError(f"text_file={path} is not UTF-8 (bad byte at offset {exc.start}); save it as UTF-8") from None
+        except OSError as exc:
+            raise InferenceInputError(f"cannot read text_file={path}: {exc.strerror}") from None
+    elif settings.text is not None:
+        text = str(settings.text)
+    else:
+        raise InferenceInputError('nothing to say: pass text="..." or text_file=FILE')
+    if not text.strip():
+        raise InferenceInputError("text is empty; pass text=\"something to say\" or a non-empty text_file")
+    return text
+
+
+def choose_output_path(settings: InferConfig) -> Path:
+    """``out`` as given (refused if it exists without ``overwrite``), else a new name in ``out_dir``.
+
+    Checked before the model loads, so a bad path costs nothing and never loses an existing file.
+    """
+    if settings.out is not None and settings.out_dir is not None:
+        raise InferenceInputError("pass out=FILE or out_dir=DIR, not both")
+    if settings.out is not None:
+        path = Path(settings.out).expanduser()
+        if path.suffix.lower() not in AUDIO_SUFFIXES:
+            raise InferenceInputError(f"out={path}: the name must end in .wav, .flac or .ogg")
+        if path.is_dir():
+            raise InferenceInputError(f"out={path} is a directory; use out_dir={path} or give a file name")
+        if path.exists() and not settings.overwrite:
+            raise InferenceInputError(f"out={path} already exists; choose another name or pass overwrite=true")
+    else:
+        folder = Path(settings.out_dir).expanduser() if settings.out_dir else Path(settings.run_dir) / "samples"
+        path = unused_name(folder, f"sample-{datetime.now().strftime('%Y%m%d-%H%M%S')}", ".wav")
+    ensure_writable_folder(path.parent)
+    return path
+
+
+def unused_name(folder: Path, stem: str, suffix: str) -> Path:
+    candidate, index = folder / f"{stem}{suffix}", 1
+    while candidate.exists():
+        candidate, index = folder / f"{stem}-{index}{suffix}", index + 1
+    return candidate
+
+
+def ensure_writable_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InferenceInputError(f"cannot create output folder {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise InferenceInputError(f"output folder {folder} is not writable; choose another out= or out_dir=")
+
+
+def save_spectrogram(mel, path: Path, overwrite: bool = False) -> Path:
+    """A PNG of the generated mel next to the wav, written to a temporary name and renamed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if path.exists() and not overwrite:
+        raise InferenceInputError(f"{path} already exists; pass overwrite=true")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    figure = plt.figure(figsize=(12, 4))
+    try:
+        plt.imshow(mel, origin="lower", aspect="auto")
+        plt.colorbar()
+        figure.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="infer", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    from f5app.errors import exit_on_user_error
+
+    with exit_on_user_error(log):
+        run(cfg, started=_PROCESS_START)
+
+
+_PROCESS_START = time.perf_counter()
+
+
+def main() -> None:
+    register_configs()
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
