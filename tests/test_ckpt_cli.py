@@ -91,7 +91,7 @@ def test_list_marks_best_and_last_and_reports_damage(run, capsys):
     assert main(["list", str(run), "--json"]) == 0
     objects = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     first = objects[0]
-    assert set(first) >= {"name", "update", "metrics", "size_bytes", "status", "marks", "lineage"}
+    assert set(first) >= {"name", "update", "metrics", "size_bytes", "status", "marks", "lineage", "config", "files", "fingerprint"}
     assert [o["update"] for o in objects][:3] == [400, 300, 200]
     assert objects[1]["marks"] == ["last"] and objects[1]["metrics"]["val_loss"] == 0.4
 
@@ -111,6 +111,10 @@ def test_info_json_has_the_stable_keys(run, capsys):
 
     assert main(["info", str(folder)]) == 0
     assert "fingerprint" in capsys.readouterr().out
+    assert main(["list", str(run), "--json"]) == 0
+    listed = {o["name"]: o for o in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert listed["update_00000200"]["fingerprint"] == info["fingerprint"]  # recorded at save, no torch needed
+    assert listed["update_00000100"]["fingerprint"] != info["fingerprint"]
 
 
 def test_info_fingerprint_is_format_independent(run, tmp_path, capsys):
@@ -159,3 +163,12 @@ def test_help_runs_as_a_module_without_importing_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ})
     assert result.returncode == 0, result.stderr
     assert "resolve" in result.stdout and "prune" in result.stdout and result.stdout.strip().endswith("OK")
+
+
+def test_info_of_an_upstream_trainer_file_reads_its_update(tmp_path, capsys):
+    from ckpt_factory import make_upstream_pt
+
+    path = make_upstream_pt(tmp_path / "model_1234.pt", MODEL, len(VOCAB), update=1234)
+    assert main(["info", str(path), "--json"]) == 0
+    info = _json(capsys)
+    assert info["kind"] == "upstream_pt" and info["update"] == 1234 and info["fingerprint"]

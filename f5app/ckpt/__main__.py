@@ -185,6 +185,9 @@ def _list_row(entry, metadata, status, best, last) -> dict:
         "created_at": (metadata or {}).get("created_at"),
         "id": (metadata or {}).get("id"),
         "lineage": (metadata or {}).get("lineage"),
+        "config": (metadata or {}).get("config"),
+        "files": files,
+        "fingerprint": (metadata or {}).get("weights_fingerprint"),  # recorded at save time
     }
 
 
@@ -232,7 +235,7 @@ def _cmd_info(args) -> int:
         "valid": result.ok,
         "reason": result.reason,
         "id": metadata.get("id"),
-        "update": metadata.get("update"),
+        "update": metadata.get("update", _container_update(args.path, result)),
         "epoch": metadata.get("epoch"),
         "samples_seen": metadata.get("samples_seen"),
         "created_at": metadata.get("created_at"),
@@ -290,6 +293,17 @@ def _cmd_validate(args) -> int:
     else:
         print(f"INVALID: {args.path}: {result.reason}")
     return EXIT_OK if result.ok else EXIT_INVALID
+
+
+def _container_update(path: Path, result) -> Optional[int]:
+    """Upstream trainer files record ``update`` in the pickle itself (read memory-mapped, weights-only)."""
+    if not result.ok or result.kind != "upstream_pt":
+        return None
+    import torch
+
+    payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    update = payload.get("update") if isinstance(payload, dict) else None
+    return int(update) if isinstance(update, int) else None
 
 
 def _sidecar(path: Path) -> Optional[dict]:

@@ -68,7 +68,7 @@ class CheckpointStore:
                 if filename == layout.METADATA_FILENAME or "/" in filename or filename.startswith("."):
                     raise ValueError(f"payload name {filename!r} is not allowed (plain file names, not metadata.json)")
                 files[filename] = _write_file(temp / filename, payload)
-            metadata = {**metadata, "files": files}
+            metadata = {**metadata, "files": files, "weights_fingerprint": _fingerprint(payloads.get(layout.MODEL_FILENAME))}
             _write_file(temp / layout.METADATA_FILENAME, json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n")
             layout.fsync_dir(temp)
             if final.exists():
@@ -177,6 +177,21 @@ def _write_file(path: Path, payload: Any) -> dict:
         handle.flush()
         os.fsync(handle.fileno())
     return {"size": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _fingerprint(model_payload: Any) -> Optional[str]:
+    """The weights fingerprint (EMA when present, as ``info`` computes it), so ``list`` needs no torch."""
+    if not isinstance(model_payload, dict):
+        return None
+    state = model_payload.get("ema_model_state_dict") or model_payload.get("model_state_dict")
+    if not isinstance(state, dict):
+        return None
+    from f5app.ckpt.fingerprint import weights_fingerprint
+
+    try:
+        return weights_fingerprint(state)
+    except Exception:  # odd weights must not cost the checkpoint; info recomputes from the file
+        return None
 
 
 def _sha256(path: Path) -> str:
