@@ -28,21 +28,47 @@ _SLASH_ESCAPE = "%2F"
 def job_dirname(override_dirname: str) -> str:
     """A single, deterministic folder name for a job's ``override_dirname``.
 
-    Path separators become ``%2F``; a name longer than :data:`MAX_DIRNAME_BYTES` is cut and
-    suffixed with a hash of the whole name, so distinct jobs never share a folder.
+    Path separators become ``%2F``. A name over :data:`MAX_DIRNAME_BYTES` first has its long
+    values (typically paths) cut to their tail plus a hash, then, if still too long, is cut
+    and suffixed with a hash of the whole name; distinct jobs never share a folder.
     """
-    name = str(override_dirname).replace("%", "%25").replace(os.sep, _SLASH_ESCAPE)
-    if os.altsep:
-        name = name.replace(os.altsep, _SLASH_ESCAPE)
+    name = _escape(str(override_dirname))
     if not name:
         return NO_OVERRIDES_DIRNAME
     if name in (".", ".."):
         return name.replace(".", "%2E")
-    if len(name.encode("utf-8")) <= MAX_DIRNAME_BYTES:
+    if _fits(name):
         return name
-    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:12]
-    head = name.encode("utf-8")[: MAX_DIRNAME_BYTES - len(digest) - 1].decode("utf-8", errors="ignore")
+    shortened = ",".join(_shorten_item(item) for item in name.split(","))
+    if _fits(shortened):
+        return shortened
+    digest = _digest(name, 12)
+    head = shortened.encode("utf-8")[: MAX_DIRNAME_BYTES - len(digest) - 1].decode("utf-8", errors="ignore")
     return f"{head}~{digest}"
+
+
+def _escape(text: str) -> str:
+    text = text.replace("%", "%25").replace(os.sep, _SLASH_ESCAPE)
+    return text.replace(os.altsep, _SLASH_ESCAPE) if os.altsep else text
+
+
+def _fits(name: str) -> bool:
+    return len(name.encode("utf-8")) <= MAX_DIRNAME_BYTES
+
+
+_LONG_VALUE = 40  # characters; longer values are shown by their tail and a hash
+_VALUE_TAIL = 16
+
+
+def _shorten_item(item: str) -> str:
+    key, sep, value = item.partition("=")
+    if not sep or len(value) <= _LONG_VALUE:
+        return item
+    return f"{key}=~{value[-_VALUE_TAIL:]}~{_digest(value, 8)}"
+
+
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:length]
 
 
 @dataclass(frozen=True)
