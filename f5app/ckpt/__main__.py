@@ -154,7 +154,7 @@ def _cmd_list(args) -> int:
     if args.json:
         for row in rows:
             print(json.dumps(row, sort_keys=True))
-        return EXIT_OK
+        return EXIT_OK if rows else EXIT_INVALID
     if not rows:
         print(f"no checkpoints in {ckpt_dir}")
         return EXIT_INVALID
