@@ -323,3 +323,8 @@ def test_unreadable_newest_checkpoint_stops_resume_instead_of_quarantining(compo
     with pytest.raises(ResolutionError, match="cannot read model.pt: Permission denied. Fix its permissions"):
         resolve(_ckpt(compose_cfg, "train"), purpose="train", run_dir=run_dir, model=MODEL)
     assert (run_dir / "checkpoints" / "update_00000200").is_dir()
+
+
+def test_ckpt_custom_without_a_path_says_what_to_set(compose_cfg, run_dir):
+    with pytest.raises(ResolutionError, match=r"ckpt=custom needs ckpt.path=FILE_OR_DIR"):
+        resolve(_ckpt(compose_cfg, "infer", "ckpt=custom"), purpose="infer", run_dir=run_dir, model=MODEL)

@@ -228,6 +228,8 @@ class _ChainWalker:
     def _try_custom(self):
         if not self.ckpt.path:
             self._add("custom", None, "skipped", "ckpt.path is not set")
+            if self.ckpt.name == "custom":
+                self._fail("ckpt=custom needs ckpt.path=FILE_OR_DIR (a checkpoint folder, .pt or .safetensors)")
             return None
         path = Path(self.ckpt.path).expanduser()
         if not path.exists():
