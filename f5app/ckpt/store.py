@@ -59,7 +59,9 @@ class CheckpointStore:
         temp = self.ckpt_dir / layout.temp_name(update, os.getpid())
         final = self.ckpt_dir / name
         try:
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            if not self.ckpt_dir.is_dir():
+                self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+                layout.fsync_dir(self.ckpt_dir.parent)  # the new folder's own entry must survive a crash too
             if temp.exists():
                 shutil.rmtree(temp)
             temp.mkdir()
