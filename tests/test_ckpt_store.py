@@ -234,3 +234,45 @@ def test_pointers_are_replaced_atomically_and_damaged_pointers_read_as_absent(tm
     assert layout.read_pointer(tmp_path, "best") is None
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert json.loads((tmp_path / "last.json").read_text())["update"] == 100
+
+
+_WRITER = """
+import sys, torch
+from f5app.ckpt.store import CheckpointStore
+store = CheckpointStore(sys.argv[1], keep_last=2)
+update = 0
+while True:
+    update += 1
+    payload = {"model.pt": {"model_state_dict": {"w": torch.full((4_000_000,), float(update))}}, "vocab.txt": " \\na\\n"}
+    store.save(payload, {"update": update, "format": "f5app-checkpoint"}, val_loss=1.0 / update)
+    print(update, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_during_saves_leaves_only_complete_checkpoints(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(3):  # a few saves done, the next one is being written
+            assert writer.stdout.readline().strip(), "writer died early"
+        time.sleep(0.05)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+
+    found = layout.scan(tmp_path)
+    assert found.complete and not found.incomplete
+    for entry in found.complete:  # every visible checkpoint is whole: recorded hashes match, data is right
+        metadata = read_metadata(entry.path)
+        for name, info in metadata["files"].items():
+            assert sha256_of(entry.path / name) == info["sha256"], (entry.name, name)
+        weights = torch.load(entry.path / "model.pt", weights_only=True)["model_state_dict"]["w"]
+        assert bool((weights == float(entry.update)).all())
+    assert layout.read_pointer(tmp_path, "last").name in {e.name for e in found.complete}
+    CheckpointStore(tmp_path, keep_last=2).cleanup_partials()
+    assert layout.scan(tmp_path).temporary == []
