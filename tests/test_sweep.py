@@ -126,7 +126,7 @@ def test_relaunching_a_sweep_skips_finished_jobs_and_a_raised_bound_resumes_them
 @pytest.mark.slow
 def test_sigusr1_stops_the_sweep_with_a_checkpoint_and_exit_3_then_the_same_command_resumes(voice, tmp_path):
     sweep = tmp_path / "sweep"
-    command = sweep_command(voice, sweep, "trainer.max_updates=20", "trainer.save_every=4", "trainer.val_every=4")
+    command = sweep_command(voice, sweep, "trainer.max_updates=12", "trainer.save_every=4", "trainer.val_every=4")
     process = subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -142,13 +142,13 @@ def test_sigusr1_stops_the_sweep_with_a_checkpoint_and_exit_3_then_the_same_comm
 
     first, second = collect(sweep).jobs
     assert first.status == "stopped" and "SIGUSR1" in first.reason
-    assert 4 <= first.update < 20
+    assert 4 <= first.update < 12
     assert second.status == "not started" and second.label == "optim.lr=0.002"
 
     resumed = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"resuming from update {first.update} of 20" in (sweep / first.job / "train.log").read_text()
-    assert [(row.status, row.update) for row in collect(sweep).jobs] == [("done", 20), ("done", 20)]
+    assert f"resuming from update {first.update} of 12" in (sweep / first.job / "train.log").read_text()
+    assert [(row.status, row.update) for row in collect(sweep).jobs] == [("done", 12), ("done", 12)]
 
 
 # ------------------------------------------------------------------------------------ launchers
