@@ -188,10 +188,10 @@ class _ChainWalker:
             if chosen is not None:
                 return chosen
         invalid = len(found.numbered) + len(found.quarantined)
-        quarantined = [e.name for e in layout.scan(self.ckpt_dir).quarantined] if not self.dry_run else []
+        quarantined = [e.name for e in layout.scan(self.ckpt_dir).quarantined]
+        where = f"see quarantined {', '.join(quarantined)}" if quarantined else "see the reasons above (nothing renamed)"
         self._fail(
-            f"refusing to restart: {invalid} checkpoints in {self.ckpt_dir}, all invalid; "
-            f"see quarantined {', '.join(quarantined) or '(dry run: none renamed)'}. "
+            f"refusing to restart: {invalid} checkpoints in {self.ckpt_dir}, all invalid; {where}. "
             "Move them away to start over, or choose weights explicitly (ckpt=custom ckpt.path=...)"
         )
 
