@@ -29,9 +29,9 @@ def voice(tmp_path_factory):
     return make_voice_folder(tmp_path_factory.mktemp("sweep_data"))
 
 
-def sweep_command(voice: Path, sweep_dir: Path, *extra: str) -> list[str]:
+def sweep_command(voice: Path, sweep_dir: Path, *extra: str, swept: str = LRS) -> list[str]:
     overrides = tiny_overrides(voice, **{"trainer.save_every": 2, "trainer.val_every": 2, "ckpt.keep_last": 10})
-    return [sys.executable, "-m", "f5app.train", "-m", *overrides, LRS, f"hydra.sweep.dir={sweep_dir}", *extra]
+    return [sys.executable, "-m", "f5app.train", "-m", *overrides, swept, f"hydra.sweep.dir={sweep_dir}", *extra]
 
 
 def subprocess_env() -> dict[str, str]:
@@ -176,6 +176,22 @@ def test_local_submitit_launcher_runs_each_job_as_a_submitit_job(voice, tmp_path
     for job in job_dirs(sweep):
         meta = json.loads((job / "checkpoints" / "update_00000002" / "metadata.json").read_text())
         assert meta["hydra"]["sweep"]["subdir"] == job.name
+
+
+@pytest.mark.slow
+def test_a_two_task_submitit_job_trains_as_two_accelerate_ranks(voice, tmp_path):
+    """The SLURM multi-GPU path on CPU: submitit starts 2 tasks, f5app turns them into 2 ranks (gloo)."""
+    sweep = tmp_path / "sweep"
+    extra = ("trainer.max_updates=2", "trainer.cpu=true", "hydra/launcher=local_submitit", "hydra.launcher.tasks_per_node=2")
+    result = subprocess.run(sweep_command(voice, sweep, *extra, swept="optim.lr=1e-3"), cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    (job,) = job_dirs(sweep)
+    checkpoint = job / "checkpoints" / "update_00000002"
+    assert json.loads((checkpoint / "metadata.json").read_text())["world_size"] == 2
+    assert (checkpoint / "rng_state_0.pt").is_file() and (checkpoint / "rng_state_1.pt").is_file()
+    task_logs = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.out"))
+    assert "submitit job: process 0 of 2" in task_logs and "submitit job: process 1 of 2" in task_logs
 
 
 def test_slurm_preset_asks_for_usr1_requeue_and_one_task_per_gpu(compose_cfg, tmp_path, monkeypatch):
