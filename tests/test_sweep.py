@@ -236,6 +236,25 @@ def test_optuna_preset_minimises_the_training_objective(compose_cfg):
     assert cfg.sweep_name == "optuna"
 
 
+@pytest.mark.slow
+def test_optuna_search_reports_the_lowest_returned_objective_as_best(voice, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import yaml
+
+    sweep = tmp_path / "search"
+    command = sweep_command(voice, sweep, "trainer.max_updates=2", swept="hparams_search=optuna")
+    del command[command.index("f5app.train") + 1]  # the preset sets hydra.mode=MULTIRUN: no -m needed
+    command += ["hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2"]
+    result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    trials = job_dirs(sweep)
+    assert len(trials) == 2 and all("hparams_search" not in trial.name for trial in trials)
+    losses = [json.loads((trial / "checkpoints" / "best.json").read_text())["val_loss"] for trial in trials]
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(min(losses))
+
+
 # ------------------------------------------------------------------------------------ objective
 
 
