@@ -18,6 +18,8 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("f5app.data.prepare", "DataError"),
         ("f5app.ckpt.resolve", "ResolutionError"),
         ("f5app.ckpt.adapt", "WeightsMismatch"),
+        ("f5app.ckpt.adapt", "UnreadableWeights"),
+        ("f5app.ckpt.hub", "PretrainedUnavailable"),
         ("f5app.ckpt.store", "CheckpointSaveError"),
         ("f5app.training.lock", "RunLockedError"),
         ("f5app.inference.synthesizer", "InferenceInputError"),

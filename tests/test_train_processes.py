@@ -49,17 +49,17 @@ def test_two_gloo_processes_write_one_set_of_checkpoints_then_resume_with_one(vo
     overrides = tiny_overrides(voice, **{"trainer.max_updates": 4, "trainer.save_every": 2})
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "f5app.train", *overrides, f"hydra.run.dir={run_dir}"]
-    done = subprocess.run(launch, env=env(), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run(launch, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:]
     assert complete_checkpoints(run_dir) == ["update_00000002", "update_00000004"]
     ckpt = run_dir / "checkpoints" / "update_00000004"
     assert (ckpt / "rng_state_0.pt").exists() and (ckpt / "rng_state_1.pt").exists()
     assert json.loads((ckpt / "metadata.json").read_text())["world_size"] == 2
 
     more = tiny_overrides(voice, **{"trainer.max_updates": 6, "trainer.save_every": 2})
-    resumed = subprocess.run(train_cmd(run_dir, more), env=env(), capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming a 2-process run with 1 processes" in resumed.stderr
+    resumed = subprocess.run(train_cmd(run_dir, more), env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert "resuming a 2-process run with 1 processes" in resumed.stdout
     assert complete_checkpoints(run_dir)[-1] == "update_00000006"
 
 
@@ -69,10 +69,11 @@ def test_a_stop_signal_saves_a_checkpoint_and_exits_with_status_3(voice, tmp_pat
     overrides = tiny_overrides(voice, **{"trainer.max_updates": 100000, "trainer.save_every": 1000, "trainer.val_every": 1000})
     proc = subprocess.Popen(train_cmd(run_dir, overrides), env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: (run_dir / "tensorboard").exists() or (run_dir / ".lock").exists(), timeout=120)
-        time.sleep(4)  # let it take a few updates
+        startup = read_until(proc, "training clips")  # logged at the end of setup
+        time.sleep(3)  # let it take a few updates
         proc.send_signal(signum)
         output, _ = proc.communicate(timeout=120)
+        output = startup + output
     finally:
         proc.kill()
     assert proc.returncode == 3, output[-3000:]
@@ -82,9 +83,9 @@ def test_a_stop_signal_saves_a_checkpoint_and_exits_with_status_3(voice, tmp_pat
     stopped_at = json.loads((run_dir / "checkpoints" / saved[0] / "metadata.json").read_text())["update"]
     assert stopped_at > 0
 
-    resumed = subprocess.run(train_cmd(run_dir, tiny_overrides(voice, **{"trainer.max_updates": stopped_at + 2})), env=env(), capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resumed at update {stopped_at}" in resumed.stderr
+    resumed = subprocess.run(train_cmd(run_dir, tiny_overrides(voice, **{"trainer.max_updates": stopped_at + 2})), env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert f"resumed at update {stopped_at}" in resumed.stdout
 
 
 def test_kill_9_at_random_moments_never_loses_more_than_the_last_interval_and_ends_identical(voice, tmp_path):
@@ -104,8 +105,9 @@ def test_kill_9_at_random_moments_never_loses_more_than_the_last_interval_and_en
         proc.wait()
         for name in complete_checkpoints(victim):  # whatever survived is complete and loadable
             torch.load(victim / "checkpoints" / name / "model.pt", weights_only=True)
-    final = subprocess.run(train_cmd(victim, overrides), env=env(), capture_output=True, text=True, timeout=600)
-    assert final.returncode == 0, final.stderr[-3000:]
+    final = subprocess.run(train_cmd(victim, overrides), env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert final.returncode == 0, final.stdout[-3000:]
+    assert "resumed at update" in final.stdout, "no kill landed after a checkpoint; the test proved nothing"
     assert not [p for p in (victim / "checkpoints").iterdir() if p.name.startswith(".tmp-")]
 
     a, b = ema_of(straight, "update_00000016"), ema_of(victim, "update_00000016")
@@ -118,12 +120,21 @@ def test_a_second_training_process_on_the_same_run_is_refused_naming_the_holder(
     first = subprocess.Popen(train_cmd(run_dir, overrides), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: (run_dir / ".lock").exists() and (run_dir / ".lock").read_text().strip(), timeout=120)
-        second = subprocess.run(train_cmd(run_dir, overrides), env=env(), capture_output=True, text=True, timeout=300)
+        second = subprocess.run(train_cmd(run_dir, overrides), env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     finally:
         first.kill()
         first.wait()
     assert second.returncode == 2
-    assert f"is being trained by pid {first.pid}" in second.stderr
+    assert f"is being trained by pid {first.pid}" in second.stdout
+
+
+def read_until(proc: subprocess.Popen, marker: str) -> str:
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    raise AssertionError("process ended before logging " + repr(marker) + ":\n" + "".join(seen)[-3000:])
 
 
 def wait_for(condition, timeout: float) -> None:

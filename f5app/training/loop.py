@@ -78,6 +78,7 @@ class Trainer:
     # ------------------------------------------------------------------ life cycle
     def run(self) -> float | None:
         """Train to the configured bound; return the best validation loss (the sweep objective)."""
+        self.stop.install()  # before setup: a signal during start-up must not kill the process half-way
         try:
             self.setup()
             return self.train()
@@ -95,7 +96,8 @@ class Trainer:
 
         cfg = self.cfg
         self.accelerator = Accelerator(
-            cpu=cfg.trainer.cpu,
+            # accelerate only forms a multi-process CPU group (gloo) when told it is on CPU.
+            cpu=cfg.trainer.cpu or not _accelerator_available(),
             mixed_precision=cfg.trainer.mixed_precision,
             gradient_accumulation_steps=cfg.optim.grad_accumulation_steps,
         )
@@ -129,7 +131,6 @@ class Trainer:
         self.tracker = build_tracker(
             cfg.logger, run_dir=self.run_dir, run_name=cfg.run_name, config=self.ctx.resolved_config, is_main=self.is_main
         )
-        self.stop.install()
 
     def cleanup(self) -> None:
         self.stop.uninstall()
@@ -327,6 +328,10 @@ class Trainer:
                 p.update, p.epoch, cfg.trainer.max_updates, cfg.trainer.epochs,
             )
             return p.best_val_loss
+        if self._stop_requested():
+            message = f"stopped by {self.stop.signal_name or 'a signal on another process'} during start-up at update {p.update}; nothing was trained since the last checkpoint"
+            log.warning(message)
+            raise TrainingStopped(message)
         total = self._total_updates()
         bar = self._progress_bar(total)
         window_start, window_updates, window_frames = time.perf_counter(), 0, 0
@@ -535,6 +540,10 @@ def _dict_diff(old: Any, new: Any, prefix: str) -> list[str]:
             lines += _dict_diff(old.get(key), new.get(key), f"{prefix}.{key}")
         return lines
     return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+
+
+def _accelerator_available() -> bool:
+    return torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
 
 
 def _fmt(value: float | None) -> str:
