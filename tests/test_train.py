@@ -130,3 +130,52 @@ def test_learning_rate_schedule_warms_up_then_decays():
     assert learning_rate(0, cosine, 10) == pytest.approx(1.0)
     assert learning_rate(10, cosine, 10) == pytest.approx(0.1)
     assert math.isclose(learning_rate(5, OptimConfig(lr=2.0, warmup_updates=0, decay="constant"), 10), 2.0)
+
+
+def fail_saves_after(monkeypatch, good_saves: int):
+    """Make every save after the first ``good_saves`` hit a full disk."""
+    import errno
+
+    from f5app.ckpt import store
+
+    real, calls = store._write_file, {"saves": 0}
+
+    def write(path, payload):
+        if path.name == "metadata.json":
+            calls["saves"] += 1
+        if calls["saves"] >= good_saves and path.name == "model.pt":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, payload)
+
+    monkeypatch.setattr(store, "_write_file", write)
+
+
+def test_a_full_disk_stops_training_with_one_clear_message_and_keeps_earlier_checkpoints(compose_cfg, voice, tmp_path, monkeypatch):
+    from f5app.ckpt.store import CheckpointSaveError
+
+    run_dir = tmp_path / "run"
+    fail_saves_after(monkeypatch, good_saves=1)
+    with pytest.raises(CheckpointSaveError, match="no space left on device"):
+        train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 6, "trainer.save_every": 2}))
+    assert checkpoint_names(run_dir) == ["update_00000002"]
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".tmp-")]
+    torch.load(run_dir / "checkpoints" / "update_00000002" / "model.pt", weights_only=True)
+
+
+def test_a_full_disk_can_be_survived_with_a_warning_each_time(compose_cfg, voice, tmp_path, monkeypatch, caplog):
+    run_dir = tmp_path / "run"
+    fail_saves_after(monkeypatch, good_saves=1)
+    with caplog.at_level("WARNING", logger="f5app.train"):
+        train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 6, "trainer.save_every": 2, "trainer.on_save_error": "warn"}))
+    assert checkpoint_names(run_dir) == ["update_00000002"]
+    assert caplog.text.count("could not save a checkpoint") == 2
+
+
+def test_changed_hyperparameters_on_resume_are_listed_in_a_warning(compose_cfg, voice, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 2, "trainer.save_every": 2}))
+    with caplog.at_level("WARNING", logger="f5app.train"):
+        train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 4, "trainer.save_every": 2, "optim.lr": 0.001}))
+    assert "optim.lr: 0.003 -> 0.001" in caplog.text
+    assert "trainer.max_updates: 2 -> 4" in caplog.text
+    assert read_meta(run_dir, "update_00000004")["config"]["optim"]["lr"] == 0.001

@@ -381,7 +381,7 @@ class Trainer:
             bar.close()
         if not self._saved_at(p.update):
             self.save_checkpoint(last_loss, val_loss=self._validate_if_due(force=True))
-        self._writer.wait()
+        self._wait_for_save()
         log.info("finished at update %d, epoch %d; best validation loss %s", p.update, p.epoch, _fmt(p.best_val_loss))
         return p.best_val_loss
 
@@ -392,7 +392,7 @@ class Trainer:
             self._log_sample()
         if self._stop_requested():
             self.save_checkpoint(train_loss, val_loss=val_loss)
-            self._writer.wait()
+            self._wait_for_save()
             message = f"stopped by {self.stop.signal_name or 'a signal on another process'} at update {p.update}; checkpoint saved, run the same command to resume"
             log.warning(message)
             raise TrainingStopped(message)
@@ -505,8 +505,17 @@ class Trainer:
             lineage=self.lineage,
             run_name=self.cfg.run_name,
         )
+        self._wait_for_save()  # the previous save's failure is reported before this one is queued
         try:
             self._writer.submit(payloads, metadata, val_loss)
+        except Exception as error:
+            self._on_save_error(error)
+
+    def _wait_for_save(self) -> None:
+        if not self.is_main:
+            return
+        try:
+            self._writer.wait()
         except Exception as error:
             self._on_save_error(error)
 
