@@ -1,4 +1,7 @@
-"""Import upstream's CFM/DiT without running ``f5_tts/model/__init__.py``.
+"""Import upstream's CFM/DiT without paying for what inference never uses.
+
+Two tools: :func:`register_lazy_f5_model_package` (safe in any process) and
+:func:`defer_unused_imports` (for the CLI's own fresh process).
 
 That ``__init__`` imports upstream's Trainer (wandb, datasets, accelerate…), about 2 s that
 inference never uses. Registering ``f5_tts.model`` as a lazy package first lets
@@ -49,3 +52,62 @@ def register_lazy_f5_model_package() -> None:
     import f5_tts
 
     f5_tts.model = package  # type: ignore[attr-defined]
+
+
+#: Imported at module level on the way to upstream's DiT but never used when sampling it:
+#: einx (x_transformers; pulls torch._dynamo, ~1.5-2.5 s), x_transformers' package __init__
+#: (every wrapper class), librosa.filters (only its ``mel`` is referenced, for bigvgan mels;
+#: pulls scipy.signal and numba, ~1.5 s).
+DEFERRABLE_MODULES: dict[str, tuple[str, ...]] = {"einx": (), "x_transformers": (), "librosa.filters": ("mel",)}
+
+
+class DeferredModule(types.ModuleType):
+    """Stands in for a module until one of its attributes is used; then imports the real one and
+    mirrors it. ``functions`` are names bound by ``from module import name`` at import time:
+    they get small wrappers that load the real module when first called."""
+
+    def __init__(self, name: str, spec: importlib.machinery.ModuleSpec, functions: tuple[str, ...] = ()):
+        super().__init__(name)
+        self.__spec__ = spec
+        self.__loader__ = spec.loader
+        self.__file__ = spec.origin
+        if spec.submodule_search_locations is not None:
+            self.__path__ = list(spec.submodule_search_locations)
+        for function in functions:
+            self.__dict__[function] = self._forwarder(function)
+
+    def _forwarder(self, function: str):
+        def forward(*args, **kwargs):
+            return getattr(self._load(), function)(*args, **kwargs)
+
+        forward.__name__ = function
+        return forward
+
+    def _load(self) -> types.ModuleType:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        real = importlib.import_module(self.__name__)
+        self.__dict__.update({k: v for k, v in real.__dict__.items() if k != "__spec__"})
+        return real
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._load(), name)
+
+
+def defer_unused_imports(modules: dict[str, tuple[str, ...]] | None = None) -> None:
+    """Make the CLI's fresh process skip imports it will not use (see :data:`DEFERRABLE_MODULES`).
+
+    Only for processes we own from the start (``python -m f5app.infer``): anything that later
+    touches a deferred module still gets the real one, just loaded at that moment.
+    """
+    for name, functions in (DEFERRABLE_MODULES if modules is None else modules).items():
+        if name in sys.modules:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.loader is not None:
+            sys.modules[name] = DeferredModule(name, spec, functions)
