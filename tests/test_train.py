@@ -179,3 +179,12 @@ def test_changed_hyperparameters_on_resume_are_listed_in_a_warning(compose_cfg, 
     assert "optim.lr: 0.003 -> 0.001" in caplog.text
     assert "trainer.max_updates: 2 -> 4" in caplog.text
     assert read_meta(run_dir, "update_00000004")["config"]["optim"]["lr"] == 0.001
+
+
+def test_data_loader_workers_do_not_change_what_is_learned(compose_cfg, voice, tmp_path):
+    runs = {}
+    for workers in (0, 2):
+        run_dir = tmp_path / f"workers{workers}"
+        train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 4, "trainer.save_every": 4, "data.num_workers": workers}))
+        runs[workers] = model_weights(run_dir, "update_00000004")["model_state_dict"]
+    assert all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])

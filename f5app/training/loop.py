@@ -339,9 +339,10 @@ class Trainer:
         self.model.train()
         while not self._finished():
             batches = self.train_batches.for_epoch(p.epoch)
-            while p.batch_in_epoch < len(batches) and not self._finished():
-                index = (p.batch_in_epoch + self.rank) % len(batches)
-                batch = self._collate(batches[index])
+            for batch in self._epoch_loader(batches, p.epoch, start=p.batch_in_epoch):
+                if self._finished():
+                    break
+                batch = {key: value.to(acc.device, non_blocking=True) for key, value in batch.items()}
                 with acc.accumulate(self.model):
                     for group in self.optimizer.param_groups:
                         group["lr"] = learning_rate(p.update, cfg.optim, total)
@@ -526,6 +527,33 @@ class Trainer:
         raise error
 
     # ------------------------------------------------------------------ helpers
+    def _epoch_loader(self, batches: list[list[int]], epoch: int, start: int):
+        """This process's share of the epoch from global batch ``start`` on: every world_size-th batch.
+
+        A short tail wraps around to the epoch's first batches so every process takes the same
+        number of steps (collectives must match). The loader gets its own generator: a
+        DataLoader draws its worker base seed from the global RNG otherwise, which would make a
+        resumed run draw different numbers from an uninterrupted one.
+        """
+        from functools import partial
+
+        from torch.utils.data import DataLoader
+
+        from f5app.data.dataset import collate
+
+        steps = math.ceil(max(0, len(batches) - start) / self.world_size)
+        mine = [batches[(start + k * self.world_size + self.rank) % len(batches)] for k in range(steps)]
+        workers = self.cfg.data.num_workers
+        return DataLoader(
+            self.train_set,
+            batch_sampler=mine,
+            collate_fn=partial(collate, vocab_map=self.vocab_index),
+            num_workers=workers,
+            persistent_workers=False,
+            pin_memory=self.accelerator.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.cfg.data.seed + epoch),
+        )
+
     def _collate(self, indices: list[int], dataset=None) -> dict[str, torch.Tensor]:
         from f5app.data.dataset import collate
 
