@@ -144,14 +144,21 @@ def _bounds_ok(trainer: dict[str, Any]) -> bool:
 
 
 def _val_curve(job_dir: Path) -> list[list[float]]:
+    """[update, val_loss] points: each checkpoint's metrics.val_loss, plus the full history when
+    a checkpoint's metadata carries ``val_history`` (retention deletes older checkpoints)."""
     from f5app.ckpt.layout import checkpoints_dir, scan
 
-    points = []
+    points: dict[int, float] = {}
     for entry in scan(checkpoints_dir(job_dir)).complete:
-        metrics = (read_json(entry.path / "metadata.json") or {}).get("metrics") or {}
+        metadata = read_json(entry.path / "metadata.json") or {}
+        metrics = metadata.get("metrics") or {}
+        history = metadata.get("val_history") or metrics.get("val_history") or []
+        for item in history:
+            if isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(x, (int, float)) for x in item):
+                points.setdefault(int(item[0]), float(item[1]))
         if isinstance(metrics.get("val_loss"), (int, float)) and entry.update is not None:
-            points.append([entry.update, float(metrics["val_loss"])])
-    return sorted(points)
+            points[entry.update] = float(metrics["val_loss"])
+    return [[update, loss] for update, loss in sorted(points.items())]
 
 
 # ------------------------------------------------------------------------------------ the plan

@@ -164,3 +164,13 @@ def test_report_does_not_import_torch_or_f5_tts(mixed_sweep):
     result = subprocess.run([sys.executable, "-c", probe, str(mixed_sweep)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "optim.lr=5" in result.stdout
+
+
+def test_val_curve_uses_a_recorded_history_beyond_the_checkpoints_kept(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_multirun(sweep, [*FIXED, "optim.lr=1"])
+    job = write_job(sweep, "1", 8)
+    metadata = {"update": 8, "epoch": 1, "metrics": {"val_loss": 1.5}, "val_history": [[2, 3.0], [4, 2.0], [6, 1.8], [8, 1.5]]}
+    CheckpointStore(job / "checkpoints", keep_last=1).save({"vocab.txt": "a\n"}, metadata, val_loss=1.5)
+
+    assert collect(sweep).jobs[0].val_curve == [[2, 3.0], [4, 2.0], [6, 1.8], [8, 1.5]]
