@@ -101,8 +101,8 @@ def test_relaunching_a_sweep_skips_finished_jobs_and_a_raised_bound_resumes_them
     again = launch(voice, sweep, "trainer.max_updates=2")
     assert job_dirs(sweep) == jobs
     assert checkpoint_mtimes(sweep) == before, "a finished job trained or saved again"
-    assert again.stdout.count("already finished at update 2 (trainer.max_updates=2), skipping training") + again.stderr.count(
-        "already finished at update 2 (trainer.max_updates=2), skipping training") == 2
+    console = again.stdout + again.stderr
+    assert console.count("already finished at update 2 (trainer.max_updates=2), skipping training") == 2
 
     raised = launch(voice, sweep, "trainer.max_updates=4")
     assert job_dirs(sweep) == jobs
