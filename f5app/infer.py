@@ -31,11 +31,12 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 def run(cfg: DictConfig | InferConfig, started: float | None = None) -> Path:
     """Synthesise as the command line does and return the written audio path (the programmatic twin of the CLI)."""
     from f5app.audio.io import write_audio
-    from f5app.inference.synthesizer import Synthesizer
+    from f5app.inference.synthesizer import Synthesizer, require_files
 
     started = time.perf_counter() if started is None else started
     settings: InferConfig = cfg if isinstance(cfg, InferConfig) else to_settings(cfg, InferConfig)
     text = read_text(settings)
+    require_files([("ref_audio", settings.ref_audio)])
     out_path = choose_output_path(settings)
     synthesizer = Synthesizer.from_config(settings, run_dir=Path(settings.run_dir))
     log.info("loaded %s on %s (%s)", synthesizer.source, synthesizer.device, str(synthesizer.dtype).replace("torch.", ""))

@@ -122,6 +122,10 @@ class Synthesizer:
         from f5app.audio.vocoder import check_vocoder_matches_mel, load_vocoder
         from f5app.ckpt.resolve import resolve
 
+        # Everything the user typed is checked before seconds go into loading weights.
+        settings = SamplingSettings.from_infer_config(cfg).validated()
+        voices = parse_voices(cfg.voices)
+        require_files([(f"voices.{name}.ref_audio", v.ref_audio) for name, v in voices.items()])
         device = pick_device(cfg.device)
         resolution = resolve(cfg.ckpt, purpose="infer", run_dir=Path(run_dir), model=cfg.model)
         chosen = resolution.chosen
@@ -138,7 +142,6 @@ class Synthesizer:
         cfm = cfm.to(device=device, dtype=dtype).eval()
         vocoder = load_vocoder(cfg.vocoder, model_config.mel, device=device)
         metadata = chosen.metadata if isinstance(chosen.metadata, dict) and chosen.metadata else None
-        voices = parse_voices(cfg.voices)
         return cls(
             cfm=cfm,
             vocoder=vocoder,
@@ -146,7 +149,7 @@ class Synthesizer:
             model_config=model_config,
             device=device,
             dtype=dtype,
-            settings=SamplingSettings.from_infer_config(cfg).validated(),
+            settings=settings,
             default_voice=default_reference(metadata),
             voices=voices,
             source=f"{chosen.source}: {chosen.path}",
@@ -185,7 +188,7 @@ class Synthesizer:
             config = voices[segment.voice]
             voice = self._voice(config.ref_audio, config.ref_text, settings)
             speed = config.speed if config.speed is not None else settings.speed
-            gen_tokens, missing = apply_unknown_policy(
+            _, missing = apply_unknown_policy(
                 to_tokens(segment.text, self._vocab_map), self._vocab_map, settings.unknown_chars, "text"
             )
             dropped += [c for c in missing if c not in dropped]
@@ -310,6 +313,13 @@ def parse_voices(raw: dict[str, Any]) -> dict[str, VoiceConfig]:
                 f"voices.{name}: {first_line}; give +voices.{name}.ref_audio=FILE +voices.{name}.ref_text=\"...\""
             ) from None
     return voices
+
+
+def require_files(named_paths: list[tuple[str, str | Path | None]]) -> None:
+    """Refuse early, naming the option, when an input file does not exist."""
+    for option, path in named_paths:
+        if path is not None and not Path(path).expanduser().is_file():
+            raise InferenceInputError(f"{option}={path} does not exist")
 
 
 # ---------------------------------------------------------------------- model, device, dtype

@@ -54,34 +54,36 @@ def register_lazy_f5_model_package() -> None:
     f5_tts.model = package  # type: ignore[attr-defined]
 
 
-#: Imported at module level on the way to upstream's DiT but never used when sampling it:
+#: Imported at module level on the way to upstream's DiT but never used when sampling it
+#: (module -> names other modules bind with ``from module import name``):
 #: einx (x_transformers; pulls torch._dynamo, ~1.5-2.5 s), x_transformers' package __init__
-#: (every wrapper class), librosa.filters (only its ``mel`` is referenced, for bigvgan mels;
-#: pulls scipy.signal and numba, ~1.5 s).
-DEFERRABLE_MODULES: dict[str, tuple[str, ...]] = {"einx": (), "x_transformers": (), "librosa.filters": ("mel",)}
+#: (every wrapper class), librosa.filters (``mel``, for bigvgan mels; pulls scipy.signal and
+#: numba, ~1.5 s), rjieba/pypinyin (Chinese text only, ~1 s), scipy.integrate (torchdiffeq's
+#: scipy solver, unused with euler).
+DEFERRABLE_MODULES: dict[str, tuple[str, ...]] = {
+    "einx": (),
+    "x_transformers": (),
+    "librosa.filters": ("mel",),
+    "rjieba": (),
+    "pypinyin": ("Style", "lazy_pinyin"),
+    "scipy.integrate": ("solve_ivp",),
+}
 
 
 class DeferredModule(types.ModuleType):
     """Stands in for a module until one of its attributes is used; then imports the real one and
-    mirrors it. ``functions`` are names bound by ``from module import name`` at import time:
-    they get small wrappers that load the real module when first called."""
+    mirrors it. ``names`` are bound elsewhere by ``from module import name`` at import time:
+    they get proxies that load the real module when first called or inspected."""
 
-    def __init__(self, name: str, spec: importlib.machinery.ModuleSpec, functions: tuple[str, ...] = ()):
+    def __init__(self, name: str, spec: importlib.machinery.ModuleSpec, names: tuple[str, ...] = ()):
         super().__init__(name)
         self.__spec__ = spec
         self.__loader__ = spec.loader
         self.__file__ = spec.origin
         if spec.submodule_search_locations is not None:
             self.__path__ = list(spec.submodule_search_locations)
-        for function in functions:
-            self.__dict__[function] = self._forwarder(function)
-
-    def _forwarder(self, function: str):
-        def forward(*args, **kwargs):
-            return getattr(self._load(), function)(*args, **kwargs)
-
-        forward.__name__ = function
-        return forward
+        for attribute in names:
+            self.__dict__[attribute] = _AttributeProxy(self, attribute)
 
     def _load(self) -> types.ModuleType:
         if sys.modules.get(self.__name__) is self:
@@ -96,13 +98,29 @@ class DeferredModule(types.ModuleType):
         return getattr(self._load(), name)
 
 
+class _AttributeProxy:
+    """``from module import name`` bound before the module loaded: calls and attribute reads load it."""
+
+    def __init__(self, module: DeferredModule, name: str):
+        self._module, self._name = module, name
+
+    def _target(self):
+        return getattr(self._module._load(), self._name)
+
+    def __call__(self, *args, **kwargs):
+        return self._target()(*args, **kwargs)
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._target(), attribute)
+
+
 def defer_unused_imports(modules: dict[str, tuple[str, ...]] | None = None) -> None:
     """Make the CLI's fresh process skip imports it will not use (see :data:`DEFERRABLE_MODULES`).
 
     Only for processes we own from the start (``python -m f5app.infer``): anything that later
     touches a deferred module still gets the real one, just loaded at that moment.
     """
-    for name, functions in (DEFERRABLE_MODULES if modules is None else modules).items():
+    for name, names in (DEFERRABLE_MODULES if modules is None else modules).items():
         if name in sys.modules:
             continue
         try:
@@ -110,4 +128,4 @@ def defer_unused_imports(modules: dict[str, tuple[str, ...]] | None = None) -> N
         except (ImportError, ValueError):
             continue
         if spec is not None and spec.loader is not None:
-            sys.modules[name] = DeferredModule(name, spec, functions)
+            sys.modules[name] = DeferredModule(name, spec, names)
