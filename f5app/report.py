@@ -7,8 +7,9 @@ rows as CSV and JSON, and a PNG of validation-loss curves, beside the sweep by d
 Status of a job:
   done         its newest checkpoint reached the job's configured trainer.max_updates / epochs
   running      a process holds the job's run lock (``<job>/.lock``)
-  stopped      interrupted after saving a checkpoint (signal, Ctrl-C, crash): re-run the sweep
-  failed       the job's last launch logged an error, or it ended with no checkpoint at all
+  stopped      stopped by a signal (SLURM's SIGUSR1, Ctrl-C) after a checkpoint: re-run the sweep
+  failed       the job's last launch logged an error, or ended without finishing or being
+               stopped (crash, kill -9), or ended with no checkpoint at all
   not started  listed in multirun.yaml but its folder does not exist yet
 """
 
@@ -127,7 +128,9 @@ def _status(job_dir: Path, progress: JobProgress, bounds: Optional[tuple[int, in
         return "failed", error
     if progress.update is not None:
         stop = _last_line_with(last_launch, _STOPPED_MARK)
-        return "stopped", stop or "not running and short of its bound; launch the sweep again to resume"
+        if stop is not None or not last_launch:
+            return "stopped", stop or "not running and short of its bound; launch the sweep again to resume"
+        return "failed", f"its last launch ended at update {progress.update} without finishing or being stopped (crashed or killed; see train.log); launching the sweep again resumes it"
     return "failed", "ended without writing a checkpoint (killed, or crashed before the first save); see its train.log"
 
 

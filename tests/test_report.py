@@ -174,3 +174,16 @@ def test_val_curve_uses_a_recorded_history_beyond_the_checkpoints_kept(tmp_path)
     CheckpointStore(job / "checkpoints", keep_last=1).save({"vocab.txt": "a\n"}, metadata, val_loss=1.5)
 
     assert collect(sweep).jobs[0].val_curve == [[2, 3.0], [4, 2.0], [6, 1.8], [8, 1.5]]
+
+
+def test_a_launch_that_ended_without_finishing_or_a_stop_request_is_failed_but_resumable(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_multirun(sweep, [*FIXED, "optim.lr=1"])
+    write_job(sweep, "1", 8, {2: 3.0}, log_lines=[
+        "[2026-11-30 03:00:00,000][f5app.train][INFO] - job x: starting (no checkpoint yet), target 8 updates",
+        "[2026-11-30 03:00:09,000][f5app.train][INFO] - update 2: validation loss 3.0000 (best n/a)",
+    ])  # then killed -9 / crashed: no "stopped by", no "finished", nobody holds the lock
+
+    (row,) = collect(sweep).jobs
+    assert (row.status, row.update) == ("failed", 2)
+    assert "crashed or killed" in row.reason and "resumes" in row.reason
