@@ -95,6 +95,9 @@ def choose_output_path(settings: InferConfig) -> Path:
     else:
         folder = Path(settings.out_dir).expanduser() if settings.out_dir else Path(settings.run_dir) / "samples"
         path = unused_name(folder, f"sample-{datetime.now().strftime('%Y%m%d-%H%M%S')}", ".wav")
+    picture = path.with_suffix(".png")
+    if settings.save_spectrogram and picture.exists() and not settings.overwrite:
+        raise InferenceInputError(f"{picture} (the spectrogram) already exists; choose another out= or pass overwrite=true")
     ensure_writable_folder(path.parent)
     return path
 

@@ -170,3 +170,10 @@ def test_command_line_end_to_end_in_a_fresh_process(outputs, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == str(out)
     assert sf.info(out).samplerate == 24000 and "real-time factor" in result.stdout + result.stderr
+
+
+def test_an_existing_spectrogram_is_refused_before_anything_is_written(cli, tmp_path):
+    (tmp_path / "speech.png").write_bytes(b"old picture")
+    with pytest.raises(infer_cli.InferenceInputError, match="speech.png .* already exists"):
+        cli("text=Hello.", f"out={tmp_path / 'speech.wav'}", "save_spectrogram=true")
+    assert not (tmp_path / "speech.wav").exists() and (tmp_path / "speech.png").read_bytes() == b"old picture"
