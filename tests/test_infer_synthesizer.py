@@ -202,3 +202,11 @@ def test_tiny_model_speaks_through_a_local_vocos(run_dir, tmp_path):
     wav, sr = speak(synth, seed=0)
     assert synth.vocoder.name == "vocos" and sr == 24000
     assert np.isfinite(wav).all() and len(wav) > sr // 2
+
+
+@pytest.mark.parametrize(("dtype", "expected"), [("bf16", "bfloat16"), ("fp16", "float16")])
+def test_half_precision_models_still_return_float32_audio(run_dir, dtype, expected):
+    synth = Synthesizer.from_config(infer_config(run_dir, dtype=dtype), run_dir)
+    wav, _ = speak(synth, "Hello there.", seed=0)
+    assert str(synth.dtype) == f"torch.{expected}" and next(synth.cfm.parameters()).dtype == synth.dtype
+    assert wav.dtype == np.float32 and np.isfinite(wav).all() and wav.size > 0
