@@ -31,8 +31,12 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 
 @contextlib.contextmanager
-def exit_on_user_error(log: logging.Logger, status: int = 2) -> Iterator[None]:
-    """Known failures print ``error: <message>`` and exit with ``status``; anything else propagates."""
+def exit_on_user_error(log: logging.Logger, status: int = 2, *, reraise: bool = False) -> Iterator[None]:
+    """Known failures print ``error: <message>`` and exit with ``status``; anything else propagates.
+
+    ``reraise`` (Hydra multirun): print the line, then re-raise so Hydra marks this one job
+    failed and goes on with the others, instead of the whole sweep exiting.
+    """
     try:
         yield
     except Exception as error:
@@ -40,4 +44,6 @@ def exit_on_user_error(log: logging.Logger, status: int = 2) -> Iterator[None]:
             raise
         log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
+        if reraise:
+            raise
         raise SystemExit(status) from None

@@ -49,12 +49,12 @@ def run(cfg: DictConfig, run_dir: Path, hydra_info: dict[str, Any] | None = None
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from f5app.errors import exit_on_user_error
-
     from f5app.sweep import start_line
 
-    with exit_on_user_error(log):
+    with exit_on_user_error(log, reraise=HydraConfig.get().mode == RunMode.MULTIRUN):
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         log.info("%s", start_line(run_dir, cfg.trainer.max_updates, cfg.trainer.epochs, label=run_dir.name))
         return run(cfg, run_dir, hydra_record())

@@ -105,6 +105,8 @@ class Trainer:
         self.is_main = acc.is_main_process
         self.world_size = acc.num_processes
         self.rank = acc.process_index
+        if not self.is_main:  # one voice in the shared train.log; other ranks only warn
+            logging.getLogger("f5app").setLevel(logging.WARNING)
         if cfg.trainer.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
@@ -120,6 +122,8 @@ class Trainer:
         self._writer = CheckpointWriter(self.store.save, background=cfg.trainer.async_save)
 
         self.resolution = self._resolve_checkpoint()
+        if self._finished_at_resolved_checkpoint():
+            return  # train() reports it; no data, model or tracker is needed for that
         self.prepared = self._prepare_data()
         self.vocab = self._choose_vocab()
         self._build_model_and_optimizer()
@@ -159,6 +163,19 @@ class Trainer:
         if self.world_size > 1:
             broadcast_object_list(payload, from_process=0)
         return payload[0]
+
+    def _finished_at_resolved_checkpoint(self) -> bool:
+        """A resumed run that already reached its bounds: read the counters from the (validated) metadata."""
+        chosen = self.resolution.chosen
+        meta = (chosen.metadata or {}) if chosen is not None and self.resolution.mode == "resume" else {}
+        if "update" not in meta or "epoch" not in meta:
+            return False
+        metrics = meta.get("metrics") or {}
+        progress = Progress(update=meta["update"], epoch=meta["epoch"], samples_seen=meta.get("samples_seen", 0), best_val_loss=metrics.get("best_val_loss"))
+        if progress.update < self.cfg.trainer.max_updates and progress.epoch < self.cfg.trainer.epochs:
+            return False
+        self.progress = progress
+        return True
 
     def _prepare_data(self):
         from f5app.data.prepare import prepare
@@ -491,7 +508,13 @@ class Trainer:
         }
         for rank, state in enumerate(rng_states):
             payloads[f"rng_state_{rank}.pt"] = state
-        metrics = {"train_loss": train_loss, "val_loss": val_loss, "lr": self.optimizer.param_groups[0]["lr"], "best_val_loss": p.best_val_loss}
+        metrics = {
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "best_val_loss": p.best_val_loss,
+            "val_history": [list(point) for point in p.val_history],
+        }
         metadata = build_metadata(
             config=self.ctx.resolved_config,
             hydra=self.ctx.hydra,
