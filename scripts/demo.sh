@@ -12,6 +12,6 @@ echo "[f5app] demo checkpoints:"
 python -m f5app.ckpt list outputs/runs/demo
 
 wav="outputs/runs/demo/samples/demo_sentence.wav"
-python -m f5app.infer run_name=demo ckpt=best model=tiny \
+python -m f5app.infer run_name=demo ckpt=best \
   text="The birch canoe slid on the smooth planks." out="$wav" overwrite=true
 echo "[f5app] the demo model speaks: $wav"

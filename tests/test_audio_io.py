@@ -92,3 +92,15 @@ def test_write_audio_rejects_unknown_suffix(tmp_path):
     with pytest.raises(AudioFileError, match="unsupported suffix '.mp3'"):
         write_audio(tmp_path / "out.mp3", tone(0.1, 24000), 24000)
     assert not list(tmp_path.iterdir())
+
+
+def test_written_audio_gets_ordinary_file_permissions(tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        path = write_audio(tmp_path / "a.wav", np.zeros(100, dtype=np.float32), 24000)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -77,6 +77,7 @@ def write_audio(path: str | Path, wav: np.ndarray, sr: int, overwrite: bool = Fa
         data = data.T  # soundfile wants (samples, channels)
     try:
         sf.write(tmp, data, sr, format=fmt)
+        os.chmod(tmp, _new_file_mode())  # mkstemp creates 0600; the result should look like any file we write
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -84,6 +85,12 @@ def write_audio(path: str | Path, wav: np.ndarray, sr: int, overwrite: bool = Fa
             raise AudioFileError(f"cannot write audio file {path}: {exc}") from None
         raise
     return path
+
+
+def _new_file_mode() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 _FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
