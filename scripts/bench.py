@@ -1,0 +1,967 @@
+#!/usr/bin/env python
+"""f5app benchmarks, each a ratio against upstream F5-TTS or the naive approach, measured side by side.
+
+    .venv/bin/python scripts/bench.py [--quick] [--device cpu|cuda] [--json FILE] [--only SECTION,...]
+
+Sections (docs/benchmarks.md has the goals and the latest table):
+  training    updates/s and frames/s of f5app's loop vs upstream ``f5_tts.model.Trainer`` (same tiny
+              model, same mels, same batches in the same order, checkpointing off in both), then
+              f5app with a checkpoint every ``--save-every`` updates vs none; peak RSS of both.
+  save        training-thread stall of ``Trainer.save_checkpoint`` (model=f5tts_v1_small, AdamW
+              state) vs a synchronous ``torch.save`` of the same state.
+  resolve     ``ckpt=auto`` over 20 checkpoints (several big, some corrupt) vs a resolver that fully
+              loads each candidate (scripts/bench_resolve.py builds the run and the naive resolver),
+              with the page cache warm and evicted.
+  infer       RTF vs upstream ``infer_process`` and process start to wav vs ``f5-tts_infer-cli``
+              (scripts/bench_infer.py), plus peak RSS of both command lines.
+  cli         wall time of ``f5app.ckpt list RUN_DIR`` and of each entry point's ``--help``.
+
+Every comparison alternates the two sides repetition by repetition, so background load (this
+machine is shared) hits both alike, and reports the median. Heavy work runs in worker processes
+(``--worker``) so that each side's peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+SECTIONS = ("training", "save", "resolve", "infer", "cli")
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each section does; ``--quick`` and the full run differ only here."""
+
+    repeats: int
+    train_updates: int  # per repetition; the first epoch is excluded from the timed window
+    frames_per_batch: int
+    max_samples: int
+    save_every: int
+    save_model: str
+    save_repeats: int
+    resolve_big_gib: float
+    resolve_repeats: int
+    infer_repeats: int
+    cli_repeats: int
+
+
+QUICK = Sizes(repeats=2, train_updates=108, frames_per_batch=1000, max_samples=4, save_every=50, save_model="f5tts_v1_small",
+              save_repeats=1, resolve_big_gib=0.25, resolve_repeats=2, infer_repeats=1, cli_repeats=1)
+FULL = Sizes(repeats=5, train_updates=160, frames_per_batch=1000, max_samples=4, save_every=50, save_model="f5tts_v1_small",
+             save_repeats=3, resolve_big_gib=1.0, resolve_repeats=3, infer_repeats=3, cli_repeats=5)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def peak_rss_mib() -> dict[str, float]:
+    """This process's peak RSS and the largest of its waited-for children's (ru_maxrss is in KiB on Linux)."""
+    return {
+        "self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def run_measured(command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, log: Path | None = None) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS MiB, exit status) of one child process, output appended to ``log``."""
+    sink = open(log, "a") if log else subprocess.DEVNULL
+    try:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, cwd=cwd, env=env, stdout=sink, stderr=sink)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if log:
+            sink.close()
+    return seconds, usage.ru_maxrss / 1024, child.returncode
+
+
+def worker_env() -> dict[str, str]:
+    env = {**os.environ, **OFFLINE_ENV, "PYTHONWARNINGS": "ignore"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+class Worker:
+    """A ``bench.py --worker KIND`` process answering one JSON line per JSON request line.
+
+    The worker keeps its imports and data between requests, so repetitions alternate between two
+    live workers without paying Python's start-up and f5_tts's import each time.
+    """
+
+    def __init__(self, kind: str, args: list[str], log: Path):
+        self.kind = kind
+        self._log = open(log, "a")
+        self._process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", kind, *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=worker_env(), cwd=ROOT,
+        )
+        self.log_path = log
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(json.dumps(request) + "\n")
+        self._process.stdin.flush()
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker {self.kind} died; its log is {self.log_path}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"benchmark worker {self.kind} failed: {answer['error']} (log: {self.log_path})")
+        return answer
+
+    def close(self) -> dict[str, Any]:
+        """Ask for the worker's peak memory, then end it."""
+        try:
+            return self.ask({"command": "rusage"})
+        finally:
+            assert self._process.stdin is not None
+            self._process.stdin.close()
+            self._process.wait(timeout=120)
+            self._log.close()
+
+
+def serve(handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> None:
+    """The worker side of :class:`Worker`: replies go to the real stdout; library prints go to stderr."""
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    handlers = {**handlers, "rusage": lambda _: peak_rss_mib()}
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            answer = handlers[request["command"]](request)
+        except Exception as error:  # reported to the parent, which stops with the worker's log
+            import traceback
+
+            traceback.print_exc()
+            answer = {"error": f"{type(error).__name__}: {error}"}
+        replies.write(json.dumps(answer) + "\n")
+        replies.flush()
+
+
+# ---------------------------------------------------------------------------------------- training
+def compose_train_config(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from f5app.config import CONF_DIR, register_configs
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def train_overrides(workdir: Path, device: str, frames: int, max_samples: int, updates: int, save_every: int, run_name: str) -> list[str]:
+    """The demo experiment (tiny model, bundled data) with the settings both trainers share."""
+    return [
+        "experiment=demo", "logger=none", f"output_root={workdir}", f"run_name={run_name}",
+        f"data.prepared_dir={workdir / 'prepared'}", f"data.frames_per_gpu={frames}", f"data.max_samples={max_samples}",
+        "optim.weight_decay=0.01",  # upstream's AdamW default
+        f"trainer.max_updates={updates}", "trainer.epochs=100000", f"trainer.save_every={save_every}",
+        "trainer.val_every=0", "trainer.sample_every=0", "trainer.log_every=10", "trainer.progress_bar=true",
+        f"trainer.cpu={'true' if device == 'cpu' else 'false'}", "ckpt.keep_last=2",
+    ]
+
+
+class UpdateClock:
+    """Timestamps every EMA update (once per optimizer update in both trainers), the mel frames each
+    update consumed (the ``lens`` given to ``CFM.forward``) and, for f5app, when each checkpoint
+    save began on the training thread and when its background write ended. Patched on the
+    classes, so f5app's loop and upstream's Trainer are observed through the same calls."""
+
+    def __init__(self) -> None:
+        from ema_pytorch import EMA
+        from f5_tts.model.cfm import CFM
+
+        self.reset()
+        clock = self
+        ema_update, cfm_forward = EMA.update, CFM.forward
+
+        def timed_update(ema, *args, **kwargs):
+            result = ema_update(ema, *args, **kwargs)
+            clock.times.append(time.perf_counter())
+            clock.frames.append(clock._pending_frames)
+            clock._pending_frames = 0
+            return result
+
+        def counted_forward(cfm, inp, text, *args, lens=None, **kwargs):
+            clock._pending_frames += int(lens.sum()) if lens is not None else inp.shape[0] * inp.shape[1]
+            return cfm_forward(cfm, inp, text, *args, lens=lens, **kwargs)
+
+        EMA.update, CFM.forward = timed_update, counted_forward
+
+    def watch_f5app_saves(self) -> None:
+        from f5app.ckpt.store import CheckpointStore
+        from f5app.training.loop import Trainer
+
+        clock = self
+        save_checkpoint, store_save = Trainer.save_checkpoint, CheckpointStore.save
+
+        def timed_save_checkpoint(trainer, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return save_checkpoint(trainer, *args, **kwargs)
+            finally:
+                clock.saves.append([start, time.perf_counter(), None])
+
+        def timed_store_save(store, *args, **kwargs):
+            try:
+                return store_save(store, *args, **kwargs)
+            finally:
+                clock.saves[-1][2] = time.perf_counter()  # the writer runs one save at a time
+
+        Trainer.save_checkpoint, CheckpointStore.save = timed_save_checkpoint, timed_store_save
+
+    def reset(self) -> None:
+        self.times: list[float] = []
+        self.frames: list[int] = []
+        self.saves: list[list] = []  # [called, returned, written] per save
+        self._pending_frames = 0
+
+    def window(self, skip: int) -> dict[str, Any]:
+        """Throughput over updates ``skip+1 .. end`` (the first ``skip`` pay one-off costs: first epoch's
+        mel computation, data loader start-up), and the checkpoint cost within that window."""
+        if len(self.times) <= skip + 1:
+            raise RuntimeError(f"only {len(self.times)} updates ran; need more than {skip + 1}")
+        start, end = self.times[skip], self.times[-1]
+        seconds = end - start
+        updates = len(self.times) - 1 - skip
+        frames = sum(self.frames[skip + 1:])
+        intervals = [b - a for a, b in zip(self.times[skip:], self.times[skip + 1:])]
+        saves = [s for s in self.saves if start <= s[0] < end]
+        return {
+            "updates": updates, "seconds": seconds, "updates_per_s": updates / seconds, "frames_per_s": frames / seconds,
+            "frames_per_update": self.frames, "intervals": intervals,
+            "saves_in_window": len(saves),
+            "save_blocked_s": [s[1] - s[0] for s in saves],
+            "save_written_s": [(s[2] or s[1]) - s[0] for s in saves],
+            "save_excess_s": self._save_excess(saves, skip),
+        }
+
+    def _save_excess(self, saves: list[list], skip: int) -> float:
+        """Training time the saves cost: for every update interval overlapping a save (the call on
+        the training thread through the end of its background write), how much longer it took than
+        the window's median interval (not clipped at zero, so load noise averages out instead of adding up)."""
+        bounds = list(zip(self.times[skip:], self.times[skip + 1:]))
+        typical = statistics.median(b - a for a, b in bounds)
+        hit = {i for i, (a, b) in enumerate(bounds) for s in saves if a < (s[2] or s[1]) and b > s[0]}
+        return sum(bounds[i][1] - bounds[i][0] - typical for i in hit)
+
+
+def _reset_accelerate() -> None:
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    PartialState._reset_state()
+
+
+def training_worker(impl: str, workdir: Path, device: str, frames: int, max_samples: int, threads: int) -> None:
+    """Serve ``train`` requests for one implementation (``f5app`` or ``upstream``)."""
+    import torch
+
+    from f5app.config import TrainConfig, to_settings
+    from f5app.data.dataset import FrameBatches, load_splits
+    from f5app.data.prepare import prepare
+
+    clock = UpdateClock()
+    if threads:
+        torch.set_num_threads(threads)
+    base = to_settings(compose_train_config(train_overrides(workdir, device, frames, max_samples, 1, 0, "setup")), TrainConfig)
+    prepared = prepare(base.data, progress=False)
+    train_set, _ = load_splits(prepared, base.model.mel, base.data.val_fraction, base.data.val_min_items, base.data.seed)
+    batches = FrameBatches(train_set.frame_lens(), base.data.frames_per_gpu, base.data.max_samples, base.data.seed)
+    per_epoch = len(batches)
+
+    def train_f5app(request: dict[str, Any]) -> dict[str, Any]:
+        from f5app.config import resolved_container
+        from f5app.training.loop import RunContext, Trainer
+
+        run_name = request["run_name"]
+        cfg = compose_train_config(train_overrides(workdir, device, frames, max_samples, request["updates"], request["save_every"], run_name))
+        _reset_accelerate()
+        clock.reset()
+        Trainer(to_settings(cfg, TrainConfig), RunContext(run_dir=workdir / "runs" / run_name, resolved_config=resolved_container(cfg))).run()
+        saved = sorted(p.name for p in (workdir / "runs" / run_name / "checkpoints").glob("update_*"))
+        return {**clock.window(skip=per_epoch), "checkpoints": saved}
+
+    if impl == "f5app":
+        clock.watch_f5app_saves()
+        serve({"train": train_f5app, "info": lambda _: {"batches_per_epoch": per_epoch}})
+        return
+
+    # upstream: same mels (computed once by f5app's dataset), same batches in the same order
+    import f5_tts.model.trainer as upstream_trainer
+    from f5_tts.model import Trainer as UpstreamTrainer
+
+    from f5app.model import build_cfm
+
+    mels = [train_set[i]["mel"] for i in range(len(train_set))]
+    texts = [train_set[i]["text"] for i in range(len(train_set))]
+
+    class PreparedMels(torch.utils.data.Dataset):
+        """Upstream's item format from f5app's prepared mels (upstream's CustomDataset needs FFmpeg)."""
+
+        def __len__(self) -> int:
+            return len(mels)
+
+        def get_frame_len(self, index: int) -> int:
+            return mels[index].shape[-1]
+
+        def __getitem__(self, index: int) -> dict[str, Any]:
+            return {"mel_spec": mels[index], "text": texts[index]}
+
+    class SameBatches(torch.utils.data.Sampler):
+        """Stands in for upstream's DynamicBatchSampler: f5app's batches, in f5app's per-epoch order."""
+
+        def __init__(self, sampler, frames_threshold, max_samples=0, random_seed=None, drop_residual=False):  # noqa: ANN001
+            self.epoch = 0
+            self.drop_last = True
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            return iter(batches.for_epoch(self.epoch))
+
+        def __len__(self) -> int:
+            return per_epoch
+
+    upstream_trainer.DynamicBatchSampler = SameBatches
+
+    def train_upstream(request: dict[str, Any]) -> dict[str, Any]:
+        updates = request["updates"]
+        if updates % per_epoch:
+            raise ValueError(f"updates={updates} must be a multiple of the {per_epoch} batches per epoch (upstream trains whole epochs)")
+        _reset_accelerate()
+        clock.reset()
+        torch.manual_seed(base.trainer.seed)
+        model = build_cfm(base.model, prepared.vocab)
+        trainer = UpstreamTrainer(
+            model, epochs=updates // per_epoch, learning_rate=base.optim.lr, num_warmup_updates=base.optim.warmup_updates,
+            save_per_updates=10**9, keep_last_n_checkpoints=0, checkpoint_path=str(workdir / "upstream" / request["run_name"]),
+            batch_size_per_gpu=base.data.frames_per_gpu, batch_size_type="frame", max_samples=base.data.max_samples,
+            grad_accumulation_steps=1, max_grad_norm=base.optim.max_grad_norm, logger=None, log_samples=False,
+            accelerate_kwargs={"cpu": device == "cpu"},
+            ema_kwargs={"beta": base.trainer.ema_decay, "update_after_step": base.trainer.ema_update_after, "update_every": 1},
+            mel_spec_type=base.model.mel.mel_spec_type,
+        )
+        trainer.train(PreparedMels(), num_workers=1, resumable_with_seed=base.data.seed)  # upstream refuses num_workers=0
+        return clock.window(skip=per_epoch)
+
+    serve({"train": train_upstream, "info": lambda _: {"batches_per_epoch": per_epoch}})
+
+
+def bench_training(sizes: Sizes, device: str, threads: int, work: Path, logs: Path) -> dict[str, Any]:
+    workdir = work / "training"
+    args = ["--workdir", str(workdir), "--device", device, "--frames", str(sizes.frames_per_batch),
+            "--max-samples", str(sizes.max_samples), "--threads", str(threads)]
+    ours = Worker("train-f5app", args, logs / "train-f5app.log")
+    theirs = Worker("train-upstream", args, logs / "train-upstream.log")
+    try:
+        per_epoch = ours.ask({"command": "info"})["batches_per_epoch"]
+        updates = max(per_epoch * 3, sizes.train_updates // per_epoch * per_epoch)
+        rows: dict[str, list[dict[str, Any]]] = {"f5app": [], "upstream": [], "f5app_ckpt": []}
+        for rep in range(sizes.repeats):
+            # ABC, BCA, CAB, …: each side takes each slot of a round in turn, so load drifts hit all alike
+            order = [("f5app", ours, 0), ("upstream", theirs, 0), ("f5app_ckpt", ours, sizes.save_every)]
+            for name, worker, save_every in order[rep % 3:] + order[:rep % 3]:
+                answer = worker.ask({"command": "train", "run_name": f"{name}-{rep}", "updates": updates, "save_every": save_every})
+                rows[name].append(answer)
+                print(f"  training {name:10} rep {rep}: {answer['updates_per_s']:.3f} updates/s, {answer['frames_per_s']:.0f} frames/s", file=sys.stderr)
+        rss = {"f5app": ours.close(), "upstream": theirs.close()}
+    except BaseException:
+        for worker in (ours, theirs):
+            worker._process.kill()
+        raise
+
+    def med(name: str, key: str) -> float:
+        return median([row[key] for row in rows[name]])
+
+    def epochs_of(frames: list[int]) -> list[list[int]]:
+        return [sorted(frames[i:i + per_epoch]) for i in range(0, len(frames), per_epoch)]
+
+    # upstream's data loader shifts the per-epoch shuffle by one epoch (accelerate's own epoch
+    # counter); every epoch still holds exactly the same batches, which is what this checks
+    same_batches = all(epochs_of(a["frames_per_update"]) == epochs_of(b["frames_per_update"]) for a, b in zip(rows["f5app"], rows["upstream"]))
+    no_ckpt, with_ckpt = med("f5app", "updates_per_s"), med("f5app_ckpt", "updates_per_s")
+    ckpt_rows = rows["f5app_ckpt"]
+    return {
+        "updates_per_rep": updates,
+        "timed_updates_per_rep": rows["f5app"][0]["updates"],
+        "batches_per_epoch": per_epoch,
+        "frames_per_batch_budget": sizes.frames_per_batch,
+        "max_samples": sizes.max_samples,
+        "torch_threads": threads or "default",
+        "same_batches_each_epoch": same_batches,
+        "f5app_updates_per_s": no_ckpt,
+        "upstream_updates_per_s": med("upstream", "updates_per_s"),
+        "f5app_frames_per_s": med("f5app", "frames_per_s"),
+        "upstream_frames_per_s": med("upstream", "frames_per_s"),
+        "updates_ratio": no_ckpt / med("upstream", "updates_per_s"),
+        "frames_ratio": med("f5app", "frames_per_s") / med("upstream", "frames_per_s"),
+        "save_every": sizes.save_every,
+        "saves_in_window": ckpt_rows[0]["saves_in_window"],
+        "f5app_with_ckpt_updates_per_s": with_ckpt,
+        "ckpt_overhead_throughput": 1 - with_ckpt / no_ckpt,
+        "ckpt_overhead_attributed": median([row["save_excess_s"] / row["seconds"] for row in ckpt_rows]),
+        "save_blocked_ms": 1000 * median([x for row in ckpt_rows for x in row["save_blocked_s"]]),
+        "save_written_ms": 1000 * median([x for row in ckpt_rows for x in row["save_written_s"]]),
+        "peak_rss_mib": {"f5app": rss["f5app"]["self"], "upstream": rss["upstream"]["self"],
+                         "upstream_dataloader_worker": rss["upstream"]["children"]},
+        "reps": {name: [{k: v for k, v in row.items() if k not in ("frames_per_update", "intervals")} for row in values]
+                 for name, values in rows.items()},
+    }
+
+
+# ---------------------------------------------------------------------------------------- save stall
+def upstream_vocab() -> list[str]:
+    """The pretrained models' 2,545-token vocabulary shipped inside f5-tts (so the text embedding is full size)."""
+    import importlib.util
+
+    from f5app.model import read_vocab
+
+    package = Path(next(iter(importlib.util.find_spec("f5_tts").submodule_search_locations)))
+    return read_vocab(package / "infer" / "examples" / "vocab.txt")
+
+
+def save_stall_worker(workdir: Path, device: str, model_name: str) -> None:
+    """Serve ``save`` requests: one f5app checkpoint (timed on the calling thread) or one torch.save.
+
+    The trainer is f5app's real ``Trainer`` with its real ``CheckpointWriter`` / ``cpu_snapshot`` /
+    ``CheckpointStore``; only its setup is skipped: the model comes from ``build_cfm`` and the
+    optimizer state from one AdamW step on random gradients (what a training step leaves behind).
+    """
+    import torch
+    from accelerate import Accelerator
+    from ema_pytorch import EMA
+
+    from f5app.ckpt.store import CheckpointStore
+    from f5app.config import TrainConfig, resolved_container, to_settings
+    from f5app.model import build_cfm
+    from f5app.training.loop import RunContext, Trainer
+    from f5app.training.saver import CheckpointWriter
+
+    cfg = compose_train_config([f"model={model_name}", "data=demo", f"output_root={workdir}", "run_name=save", "logger=none",
+                                f"trainer.cpu={'true' if device == 'cpu' else 'false'}", "ckpt.keep_last=1"])
+    settings = to_settings(cfg, TrainConfig)
+    accelerator = Accelerator(cpu=device == "cpu")
+    vocab = upstream_vocab()
+    torch.manual_seed(0)
+    model = build_cfm(settings.model, vocab).to(accelerator.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.optim.lr)
+    for parameter in model.parameters():
+        parameter.grad = torch.randn_like(parameter) * 1e-3
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    ema = EMA(model, include_online_model=False, beta=settings.trainer.ema_decay, update_every=1)
+    ema.to(accelerator.device)
+    ema.update()
+
+    trainer = Trainer(settings, RunContext(run_dir=workdir / "runs" / "save", resolved_config=resolved_container(cfg)))
+    trainer.accelerator, trainer.model, trainer.optimizer, trainer.ema = accelerator, model, optimizer, ema
+    trainer.is_main, trainer.world_size, trainer.rank, trainer.vocab = True, 1, 0, vocab
+    trainer.store = CheckpointStore(trainer.run_dir / "checkpoints", keep_last=1)
+    trainer._writer = CheckpointWriter(trainer.store.save, background=settings.trainer.async_save)
+    sync_dir = workdir / "sync"
+    state_bytes = sum(t.numel() * t.element_size() for t in _tensors(
+        {"m": model.state_dict(), "e": ema.state_dict(), "o": optimizer.state_dict()}))
+
+    batch = _synthetic_batch(settings.model.mel.n_mel_channels, len(vocab), accelerator.device)
+
+    def one_update() -> float:
+        """A real training update (forward, backward, AdamW step, EMA update) on a small batch."""
+        start = time.perf_counter()
+        loss, _, _ = model(batch["mel"], text=batch["text"], lens=batch["lens"])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update()
+        return time.perf_counter() - start
+
+    def save_f5app(request: dict[str, Any]) -> dict[str, Any]:
+        """Training-thread time lost to one checkpoint: the save_checkpoint call, plus the wait at the
+        next optimizer step for the state copy (which overlaps that update's forward/backward)."""
+        trainer.progress.update = request["update"]
+        start = time.perf_counter()
+        trainer.save_checkpoint(train_loss=1.0, val_loss=None)
+        called = time.perf_counter() - start
+        blocked_before = trainer._writer.blocked_seconds
+        update_s = one_update()
+        fence = trainer._writer.blocked_seconds - blocked_before
+        trainer._writer.wait()  # untimed: the background write must not overlap the next measurement
+        return {"stall_s": called + fence, "call_s": called, "fence_s": fence, "update_s": update_s,
+                "background_done_s": time.perf_counter() - start}
+
+    def plain_update(request: dict[str, Any]) -> dict[str, Any]:
+        return {"update_s": one_update()}
+
+    def save_sync(request: dict[str, Any]) -> dict[str, Any]:
+        """What upstream's Trainer.save_checkpoint does: torch.save of the live state, on the training thread."""
+        sync_dir.mkdir(parents=True, exist_ok=True)
+        target = sync_dir / "model.pt"
+        start = time.perf_counter()
+        torch.save({
+            "model_state_dict": accelerator.unwrap_model(model).state_dict(),
+            "optimizer_state_dict": optimizer.state_dict(),
+            "ema_model_state_dict": ema.state_dict(),
+            "update": request["update"],
+        }, target)
+        seconds = time.perf_counter() - start
+        target.unlink()
+        return {"sync_s": seconds}
+
+    info = {"parameters": sum(p.numel() for p in model.parameters()), "state_bytes": state_bytes}
+    serve({"f5app": save_f5app, "sync": save_sync, "update": plain_update, "info": lambda _: info})
+
+
+def _synthetic_batch(n_mels: int, vocab_size: int, device: Any, clips: int = 2, frames: int = 300) -> dict[str, Any]:
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "mel": torch.randn(clips, frames, n_mels, generator=generator).to(device),
+        "text": torch.randint(1, vocab_size, (clips, frames // 4), generator=generator).to(device),
+        "lens": torch.full((clips,), frames, dtype=torch.long).to(device),
+    }
+
+
+def _tensors(obj: Any):
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
+
+
+def bench_save_stall(sizes: Sizes, device: str, work: Path, logs: Path) -> dict[str, Any]:
+    worker = Worker("save", ["--workdir", str(work / "save"), "--device", device, "--model", sizes.save_model], logs / "save.log")
+    try:
+        info = worker.ask({"command": "info"})
+        saves: list[dict[str, Any]] = []
+        syncs: list[float] = []
+        plain: list[float] = []
+        for rep in range(sizes.save_repeats):
+            order = ["f5app", "sync", "update"] if rep % 2 == 0 else ["update", "sync", "f5app"]
+            for side in order:
+                answer = worker.ask({"command": side, "update": rep + 1})
+                if side == "f5app":
+                    saves.append(answer)
+                elif side == "sync":
+                    syncs.append(answer["sync_s"])
+                else:
+                    plain.append(answer["update_s"])
+            print(f"  save rep {rep}: f5app stall {saves[-1]['stall_s']:.2f} s (call {saves[-1]['call_s']:.2f} + step wait "
+                  f"{saves[-1]['fence_s']:.2f}; written after {saves[-1]['background_done_s']:.1f} s), torch.save {syncs[-1]:.2f} s", file=sys.stderr)
+        rss = worker.close()
+    except BaseException:
+        worker._process.kill()
+        raise
+    stalls = [row["stall_s"] for row in saves]
+    later = stalls[1:] or stalls
+    return {
+        "model": sizes.save_model,
+        "parameters": info["parameters"],
+        "state_gib": info["state_bytes"] / 2**30,
+        "f5app_stall_s": median(stalls),
+        "f5app_first_save_stall_s": stalls[0],
+        "f5app_later_saves_stall_s": median(later),
+        "f5app_written_after_s": median([row["background_done_s"] for row in saves]),
+        "sync_torch_save_s": median(syncs),
+        "ratio": median(stalls) / median(syncs),
+        "update_s_while_saving": median([row["update_s"] for row in saves]),
+        "update_s_plain": median(plain),
+        "peak_rss_mib": rss["self"],
+        "reps": {"saves": saves, "sync_s": syncs, "plain_update_s": plain},
+    }
+
+
+# ---------------------------------------------------------------------------------------- resolution
+def evict_from_page_cache(folder: Path) -> None:
+    """Drop the folder's file pages from the page cache (no root needed), as after a reboot or on a
+    network disk: the next read comes from the disk. Pages must be clean, hence the fsync."""
+    for file in folder.rglob("*"):
+        if file.is_file():
+            fd = os.open(file, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def resolve_worker(workdir: Path, big_gib: float) -> None:
+    """Serve ``resolve`` requests over one run built by scripts/bench_resolve.py (its layout, its naive resolver)."""
+    sys.path[:0] = [str(SCRIPTS), str(ROOT / "tests")]
+    import bench_resolve
+
+    from f5app.ckpt.resolve import resolve
+    from f5app.config import CkptConfig
+
+    run_dir = workdir / "runs" / "bench"
+    start = time.perf_counter()
+    bench_resolve.build_run(run_dir, big_gib)
+    evict_from_page_cache(run_dir)  # also flushes the freshly written GiBs before anything is timed
+    build_s = time.perf_counter() - start
+    sizes = sorted((p.stat().st_size for p in run_dir.glob("checkpoints/*/model.pt")), reverse=True)
+
+    def ours() -> str:
+        chosen = resolve(CkptConfig(), purpose="train", run_dir=run_dir, model=bench_resolve.MODEL,
+                         vocab_size=len(bench_resolve.VOCAB), dry_run=True).chosen
+        return chosen.path.name if chosen else "none"
+
+    def naive() -> str:
+        chosen = bench_resolve.naive_resolve(run_dir)
+        return chosen.name if chosen else "none"
+
+    def run(request: dict[str, Any]) -> dict[str, Any]:
+        if request["cache"] == "cold":
+            evict_from_page_cache(run_dir)
+        seconds, growth_mib, chosen = bench_resolve.measure(request["side"], ours if request["side"] == "f5app" else naive)
+        return {"seconds": seconds, "peak_growth_mib": growth_mib, "chosen": chosen}
+
+    info = {"build_s": build_s, "largest_model_pt_gib": [s / 2**30 for s in sizes[:4]], "checkpoints": len(sizes)}
+    serve({"resolve": run, "info": lambda _: info})
+
+
+def bench_resolution(sizes: Sizes, work: Path, logs: Path) -> dict[str, Any]:
+    worker = Worker("resolve", ["--workdir", str(work / "resolve"), "--big-gib", str(sizes.resolve_big_gib)], logs / "resolve.log")
+    try:
+        info = worker.ask({"command": "info"})
+        found: dict[str, dict[str, list]] = {}
+        for cache in ("warm", "cold"):
+            for rep in range(sizes.resolve_repeats):
+                for side in (["f5app", "naive"] if rep % 2 == 0 else ["naive", "f5app"]):
+                    answer = worker.ask({"command": "resolve", "side": side, "cache": cache})
+                    row = found.setdefault(f"{side}_{cache}", {"seconds": [], "peak_growth_mib": [], "chosen": []})
+                    for key in row:
+                        row[key].append(answer[key])
+        worker.close()
+    except BaseException:
+        worker._process.kill()
+        raise
+    out: dict[str, Any] = {"big_model_pt_gib": sizes.resolve_big_gib, **info}
+    for cache in ("warm", "cold"):
+        ours, naive = found[f"f5app_{cache}"], found[f"naive_{cache}"]
+        out[cache] = {
+            "f5app_s": median(ours["seconds"]), "naive_s": median(naive["seconds"]),
+            "speedup": median(naive["seconds"]) / median(ours["seconds"]),
+            "f5app_peak_growth_mib": max(ours["peak_growth_mib"]), "naive_peak_growth_mib": max(naive["peak_growth_mib"]),
+            "same_choice": set(ours["chosen"]) == set(naive["chosen"]) and len(set(ours["chosen"])) == 1,
+            "chosen": ours["chosen"][0],
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------------------- CLI latency
+def make_small_run(run_dir: Path) -> None:
+    """Three small complete checkpoints for ``ckpt list``."""
+    sys.path[:0] = [str(ROOT / "tests")]
+    from ckpt_factory import make_f5app_checkpoint, tiny_model_config, tiny_vocab
+
+    for update in (100, 200, 300):
+        make_f5app_checkpoint(run_dir / "checkpoints", update, tiny_model_config(), tiny_vocab(), val_loss=1.0 / update)
+
+
+def cli_commands(run_dir: Path) -> dict[str, list[str]]:
+    python = sys.executable
+    return {
+        "ckpt list RUN_DIR": [python, "-m", "f5app.ckpt", "list", str(run_dir)],
+        "train --help": [python, "-m", "f5app.train", "--help"],
+        "infer --help": [python, "-m", "f5app.infer", "--help"],
+        "ckpt --help": [python, "-m", "f5app.ckpt", "--help"],
+        "prepare --help": [python, "-m", "f5app.prepare", "--help"],
+        "report --help": [python, "-m", "f5app.report", "--help"],
+    }
+
+
+def bench_cli(sizes: Sizes, work: Path, logs: Path) -> dict[str, Any]:
+    run_dir = work / "cli" / "runs" / "listed"
+    make_small_run(run_dir)
+    commands = cli_commands(run_dir)
+    env = worker_env()
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    rss: dict[str, float] = {}
+    baseline: list[float] = []
+    for _ in range(sizes.cli_repeats):
+        seconds, _, _ = run_measured([sys.executable, "-c", "pass"], env=env)
+        baseline.append(seconds)
+        for name, command in commands.items():  # round-robin: load drifts hit every command alike
+            seconds, peak, status = run_measured(command, cwd=ROOT, env=env, log=logs / "cli.log")
+            if status != 0:
+                raise RuntimeError(f"`{' '.join(command[1:])}` exited {status}; see {logs / 'cli.log'}")
+            times[name].append(seconds)
+            rss[name] = peak
+    return {
+        "python_startup_s": median(baseline),
+        "commands": {name: {"seconds": median(values), "peak_rss_mib": rss[name], "runs": values} for name, values in times.items()},
+    }
+
+
+
+# ---------------------------------------------------------------------------------------- inference
+class _MeasuredSubprocess:
+    """Stands in for the ``subprocess`` module inside scripts/bench_infer.py: runs each command as
+    before and also keeps that child's own peak RSS (wait4), keyed by which tool it was."""
+
+    def __init__(self) -> None:
+        self.peak_rss_mib: dict[str, list[float]] = {"f5app": [], "upstream": []}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    def run(self, command: list[str], cwd=None, env=None, capture_output=False, text=False, **_: Any) -> subprocess.CompletedProcess:  # noqa: ANN001
+        child = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text)
+        stdout, stderr = child.stdout.read(), child.stderr.read()  # type: ignore[union-attr]
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        tool = "f5app" if "f5app.infer" in command else "upstream"
+        self.peak_rss_mib[tool].append(usage.ru_maxrss / 1024)
+        return subprocess.CompletedProcess(command, child.returncode, stdout, stderr)
+
+
+def infer_worker(workdir: Path, device: str, repeats: int, nfe: int) -> None:
+    """scripts/bench_infer.py's two measurements, run as it runs them, plus each command's peak RSS."""
+    sys.path[:0] = [str(SCRIPTS)]
+    import bench_infer
+
+    measured = _MeasuredSubprocess()
+    bench_infer.subprocess = measured
+
+    def run(_: dict[str, Any]) -> dict[str, Any]:
+        workdir.mkdir(parents=True, exist_ok=True)
+        assets = bench_infer.make_assets(Path(tempfile.mkdtemp(dir=workdir)))
+        rtf = bench_infer.rtf_pair(assets, nfe, repeats, device)
+        startup = bench_infer.start_to_wav_pair(assets, nfe, repeats, device)
+        return {"rtf": rtf, "start_to_wav": startup, "cli_peak_rss_mib": {k: median(v) for k, v in measured.peak_rss_mib.items()}}
+
+    serve({"run": run})
+
+
+def bench_inference(sizes: Sizes, device: str, work: Path, logs: Path) -> dict[str, Any]:
+    worker = Worker("infer", ["--workdir", str(work / "infer"), "--device", device, "--repeats", str(sizes.infer_repeats)], logs / "infer.log")
+    try:
+        answer = worker.ask({"command": "run"})
+        worker.close()
+    except BaseException:
+        worker._process.kill()
+        raise
+    rtf, startup = answer["rtf"], answer["start_to_wav"]
+    return {
+        "nfe_step": 32, "repeats": sizes.infer_repeats,
+        "f5app_rtf": rtf["f5app_rtf"], "upstream_rtf": rtf["upstream_rtf"], "rtf_ratio": rtf["ratio"],
+        "f5app_start_to_wav_s": startup["f5app_seconds"], "upstream_start_to_wav_s": startup["upstream_seconds"],
+        "start_to_wav_ratio": startup["ratio"],
+        "peak_rss_mib": answer["cli_peak_rss_mib"],
+        "detail": answer,
+    }
+
+
+# ---------------------------------------------------------------------------------------- main
+def run_worker(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench.py --worker")
+    parser.add_argument("--worker", required=True)
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--frames", type=int)
+    parser.add_argument("--max-samples", type=int)
+    parser.add_argument("--model")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--big-gib", type=float)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--nfe", type=int, default=32)
+    args = parser.parse_args(argv)
+    os.environ.update(OFFLINE_ENV)
+    if args.worker in ("train-f5app", "train-upstream"):
+        training_worker(args.worker.split("-", 1)[1], args.workdir, args.device, args.frames, args.max_samples, args.threads)
+    elif args.worker == "save":
+        save_stall_worker(args.workdir, args.device, args.model)
+    elif args.worker == "infer":
+        infer_worker(args.workdir, args.device, args.repeats, args.nfe)
+    elif args.worker == "resolve":
+        resolve_worker(args.workdir, args.big_gib)
+    else:
+        raise SystemExit(f"unknown worker {args.worker!r}")
+
+
+@dataclass
+class Row:
+    """One line of the table: what was measured, both sides, their ratio, the goal and its verdict."""
+
+    measure: str
+    ours: str
+    baseline: str
+    ratio: float | None
+    goal: str
+    met: bool | None
+
+
+def table_rows(results: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    t = results.get("training")
+    if t:
+        rows += [
+            Row("training updates/s (tiny, vs upstream Trainer)", f"{t['f5app_updates_per_s']:.2f}", f"{t['upstream_updates_per_s']:.2f}",
+                t["updates_ratio"], ">= 1.0x", t["updates_ratio"] >= 1.0),
+            Row("training frames/s (same batches)", f"{t['f5app_frames_per_s']:.0f}", f"{t['upstream_frames_per_s']:.0f}",
+                t["frames_ratio"], ">= 1.0x", t["frames_ratio"] >= 1.0),
+            Row(f"checkpoint every {t['save_every']} updates: training time spent on saves", f"{100 * t['ckpt_overhead_attributed']:.1f} %",
+                "0 % (no saves)", None, "<= 3 %", t["ckpt_overhead_attributed"] <= 0.03),
+            Row("  same, from throughput with vs without saves (load-noisy)", f"{t['f5app_with_ckpt_updates_per_s']:.2f} upd/s",
+                f"{t['f5app_updates_per_s']:.2f} upd/s", None, "info", None),
+            Row("training peak RSS (MiB)", f"{t['peak_rss_mib']['f5app']:.0f}",
+                f"{t['peak_rss_mib']['upstream']:.0f} (+{t['peak_rss_mib']['upstream_dataloader_worker']:.0f} loader worker)",
+                t["peak_rss_mib"]["f5app"] / t["peak_rss_mib"]["upstream"], "info", None),
+        ]
+    v = results.get("save_stall")
+    if v:
+        rows += [
+            Row(f"save stall per checkpoint ({v['model']}, {v['state_gib']:.1f} GiB state) vs sync torch.save",
+                f"{v['f5app_stall_s']:.3f} s", f"{v['sync_torch_save_s']:.2f} s", v["ratio"], "<= 0.25x", v["ratio"] <= 0.25),
+            Row("  update during the background save vs plain update (CPU contention)", f"{v['update_s_while_saving']:.2f} s",
+                f"{v['update_s_plain']:.2f} s", v["update_s_while_saving"] / v["update_s_plain"], "info", None),
+        ]
+    r = results.get("resolution")
+    if r:
+        for cache in ("warm", "cold"):
+            c = r[cache]
+            rows.append(Row(f"ckpt=auto over 20 checkpoints ({r['big_model_pt_gib']:g} GiB big files, page cache {cache}) vs naive full load",
+                            f"{1000 * c['f5app_s']:.0f} ms", f"{1000 * c['naive_s']:.0f} ms", c["speedup"], ">= 100x faster",
+                            c["speedup"] >= 100 and c["same_choice"]))
+        growth = max(r["warm"]["f5app_peak_growth_mib"], r["cold"]["f5app_peak_growth_mib"])
+        naive_growth = max(r["warm"]["naive_peak_growth_mib"], r["cold"]["naive_peak_growth_mib"])
+        rows.append(Row("  resolution peak memory growth (MiB)", f"{growth:.1f}", f"{naive_growth:.0f}", None, "< 100 MB", growth * 2**20 < 100e6))
+    i = results.get("inference")
+    if i:
+        rows += [
+            Row("inference real-time factor vs upstream infer_process", f"{i['f5app_rtf']:.3f}", f"{i['upstream_rtf']:.3f}",
+                i["rtf_ratio"], "<= 1.0x", i["rtf_ratio"] <= 1.0),
+            Row("process start to wav written vs f5-tts_infer-cli", f"{i['f5app_start_to_wav_s']:.1f} s", f"{i['upstream_start_to_wav_s']:.1f} s",
+                i["start_to_wav_ratio"], "<= 0.5x", i["start_to_wav_ratio"] <= 0.5),
+            Row("inference CLI peak RSS (MiB)", f"{i['peak_rss_mib']['f5app']:.0f}", f"{i['peak_rss_mib']['upstream']:.0f}",
+                i["peak_rss_mib"]["f5app"] / i["peak_rss_mib"]["upstream"], "info", None),
+        ]
+    c = results.get("cli")
+    if c:
+        for name, row in c["commands"].items():
+            rows.append(Row(f"`python -m f5app.{name}` wall time", f"{row['seconds']:.2f} s", f"python -c pass {c['python_startup_s']:.2f} s",
+                            None, "<= 1.5 s", row["seconds"] <= 1.5))
+    return rows
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = ["| measure | f5app | baseline | ratio | goal | met |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        ratio = "" if row.ratio is None else (f"{row.ratio:.0f}x" if row.ratio >= 20 else f"{row.ratio:.2f}x")
+        met = "" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append(f"| {row.measure} | {row.ours} | {row.baseline} | {ratio} | {row.goal} | {met} |")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    memory_gib = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory_gib, 1), "gpu": gpu,
+            "python": platform.python_version(), "torch": torch.__version__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--worker" in argv:
+        run_worker(argv)
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference section (under 3 minutes)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; --quick: all but infer)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads in both training workers (default 1: steadier on a shared CPU; 0: torch's default)")
+    parser.add_argument("--repeats", type=int, help="override every section's repetitions")
+    parser.add_argument("--big-gib", type=float, help="override the size of the big checkpoints in the resolution run")
+    parser.add_argument("--workdir", type=Path, help="scratch folder, kept afterwards (default: a temp folder, removed)")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else set(SECTIONS) - ({"infer"} if args.quick else set())
+    unknown = only - set(SECTIONS)
+    if unknown:
+        parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: no CUDA device is visible to torch here")
+    sizes = QUICK if args.quick else FULL
+    if args.repeats:
+        sizes = replace(sizes, repeats=args.repeats, save_repeats=args.repeats, resolve_repeats=args.repeats,
+                        infer_repeats=args.repeats, cli_repeats=args.repeats)
+    if args.big_gib:
+        sizes = replace(sizes, resolve_big_gib=args.big_gib)
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="f5app-bench-"))
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "command": " ".join(["scripts/bench.py", *argv]), "mode": "quick" if args.quick else "full", "device": args.device,
+        "machine": machine(), "sizes": asdict(sizes), "load_average_start": load_average(),
+    }
+    try:
+        for section, key, bench in (
+            ("training", "training", lambda: bench_training(sizes, args.device, args.threads, work, logs)),
+            ("save", "save_stall", lambda: bench_save_stall(sizes, args.device, work, logs)),
+            ("resolve", "resolution", lambda: bench_resolution(sizes, work, logs)),
+            ("infer", "inference", lambda: bench_inference(sizes, args.device, work, logs)),
+            ("cli", "cli", lambda: bench_cli(sizes, work, logs)),
+        ):
+            if section in only:
+                print(f"[{time.perf_counter() - started:5.0f} s] {section} ...", file=sys.stderr)
+                results[key] = bench()
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    results["load_average_end"] = load_average()
+    results["seconds"] = time.perf_counter() - started
+    rows = table_rows(results)
+    results["goals"] = [asdict(row) for row in rows if row.met is not None]
+    table = markdown_table(rows)
+    results["table"] = table
+    print(table)
+    print(f"\n{results['mode']} run on {args.device}: {results['seconds']:.0f} s; load average {results['load_average_start']} -> "
+          f"{results['load_average_end']} ({results['machine']['cores']} cores)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
