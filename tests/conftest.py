@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
+# Converted-weights cache (f5app.ckpt.adapt.adapt_cached): never the user's ~/.cache in tests.
+os.environ.setdefault("F5APP_CACHE_DIR", tempfile.mkdtemp(prefix="f5app-test-cache-"))
 
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402

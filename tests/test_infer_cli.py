@@ -143,6 +143,22 @@ def test_upstream_trainer_pt_loads_through_ckpt_custom(cli, tmp_path):
     assert sf.info(out).frames > 0
 
 
+def test_foreign_weights_are_adapted_once_and_the_cached_copy_is_reused(cli, tmp_path, monkeypatch, caplog):
+    from f5app.ckpt import adapt
+
+    monkeypatch.setenv("F5APP_CACHE_DIR", str(tmp_path / "cache"))
+    weights = upstream_trainer_pt(tmp_path / "community" / "model_last.pt")
+    conversions = []
+    real_read = adapt.read_weights
+    monkeypatch.setattr(adapt, "read_weights", lambda path, **kw: conversions.append(path) or real_read(path, **kw))
+    caplog.set_level("INFO")
+    for name in ("first.wav", "second.wav"):
+        cli("ckpt=custom", f"ckpt.path={weights}", "model=tiny", "text=Hello there.", f"out={tmp_path / name}")
+    assert [Path(p) for p in conversions].count(weights) == 1, "the source was converted more than once"
+    cached = list((tmp_path / "cache" / "adapted").glob("*/model.safetensors"))
+    assert len(cached) == 1 and f"cached at {cached[0]}" in caplog.text
+
+
 def test_upstream_release_safetensors_loads_through_ckpt_custom(cli, tmp_path):
     weights = upstream_release_safetensors(tmp_path / "release" / "model_1250000.safetensors")
     out = cli("ckpt=custom", f"ckpt.path={weights}", "model=tiny", "text=Hello there.", f"out={tmp_path / 'b.wav'}")

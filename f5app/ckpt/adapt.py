@@ -353,11 +353,11 @@ def adapt_cached(path: str | Path, *, use_ema: bool = True, cache_dir: str | Pat
     if not weights_file.is_file():
         raise UnreadableWeights(f"weights not found: {weights_file}")
     vocab_file = weights_file.parent / VOCAB_FILE
-    digest = _sha256(weights_file)
-    key = hashlib.sha256(
-        f"{digest}|{_sha256(vocab_file) if vocab_file.is_file() else ''}|ema={use_ema}|v{ADAPTER_VERSION}".encode()
-    ).hexdigest()[:32]
     cache_root = Path(cache_dir).expanduser() if cache_dir else default_adapted_cache_dir()
+    digest = _indexed_sha256(weights_file, cache_root)
+    key = hashlib.sha256(
+        f"{digest}|{_indexed_sha256(vocab_file, cache_root) if vocab_file.is_file() else ''}|ema={use_ema}|v{ADAPTER_VERSION}".encode()
+    ).hexdigest()[:32]
     entry = cache_root / key
     converted = entry / "model.safetensors"
     if (entry / "source.json").is_file() and converted.is_file():
@@ -405,6 +405,22 @@ def save_safetensors(state: Mapping[str, "Tensor"], path: Path, metadata: dict[s
         seen.add(pointer)
         tensors[key] = tensor
     save_file(tensors, str(path), metadata=metadata)
+
+
+def _indexed_sha256(path: Path, cache_root: Path) -> str:
+    """sha256 of ``path``, remembered under its (real path, size, mtime) so an unchanged file
+    is hashed once, not on every load (hashing a 2.4 GB checkpoint costs seconds)."""
+    info = path.stat()
+    stamp = hashlib.sha256(f"{path.resolve()}|{info.st_size}|{info.st_mtime_ns}".encode()).hexdigest()[:32]
+    remembered = cache_root / "index" / stamp
+    if remembered.is_file():
+        return remembered.read_text(encoding="utf-8").strip()
+    digest = _sha256(path)
+    remembered.parent.mkdir(parents=True, exist_ok=True)
+    temporary = remembered.with_name(f".{stamp}.{os.getpid()}")
+    temporary.write_text(digest, encoding="utf-8")
+    os.replace(temporary, remembered)
+    return digest
 
 
 def _sha256(path: Path) -> str:

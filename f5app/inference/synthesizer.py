@@ -138,7 +138,10 @@ class Synthesizer:
             model_config = cfg.model
         check_vocoder_matches_mel(cfg.vocoder.name, model_config.mel)
         dtype = pick_dtype(cfg.dtype, device, model_config.mel.mel_spec_type)
-        cfm, vocab = load_model(chosen.path, chosen.vocab_path, model_config, use_ema=cfg.ckpt.use_ema)
+        # The Hub's released files only need a prefix stripped: read them in place, no second copy.
+        foreign = chosen.kind != "f5app" and chosen.source != "pretrained"
+        weights_path = _adapted_once(chosen.path, cfg.ckpt.use_ema) if foreign else chosen.path
+        cfm, vocab = load_model(weights_path, chosen.vocab_path, model_config, use_ema=cfg.ckpt.use_ema)
         cfm = cfm.to(device=device, dtype=dtype).eval()
         vocoder = load_vocoder(cfg.vocoder, model_config.mel, device=device)
         metadata = chosen.metadata if isinstance(chosen.metadata, dict) and chosen.metadata else None
@@ -323,6 +326,16 @@ def require_files(named_paths: list[tuple[str, str | Path | None]]) -> None:
 
 
 # ---------------------------------------------------------------------- model, device, dtype
+
+
+def _adapted_once(path: Path, use_ema: bool) -> Path:
+    """Foreign weights (upstream files, community checkpoints with other key layouts) are
+    converted to canonical keys once and cached; later runs load the cached copy directly."""
+    from f5app.ckpt.adapt import adapt_cached
+
+    converted = adapt_cached(path, use_ema=use_ema)
+    log.info("weights: using the adapted copy of %s cached at %s", path, converted)
+    return converted
 
 
 def load_model(
