@@ -25,7 +25,7 @@ import torch
 from f5app.config import TrainConfig
 from f5app.errors import UserError
 from f5app.training.rng import capture_rng_state, forked_rng, restore_rng_state, seed_everything
-from f5app.training.saver import CheckpointWriter, cpu_snapshot
+from f5app.training.saver import CheckpointWriter
 from f5app.training.schedule import learning_rate
 from f5app.training.signals import EXIT_PREEMPTED, StopRequest
 
@@ -491,14 +491,14 @@ class Trainer:
         if val_loss is not None and (p.best_val_loss is None or val_loss < p.best_val_loss):
             p.best_val_loss = val_loss
         scaler = self.accelerator.scaler
-        model_payload = cpu_snapshot({
+        # live tensors: the writer copies them before the next optimizer step writes to them
+        model_payload = {
             "model_state_dict": self.accelerator.unwrap_model(self.model).state_dict(),
             "ema_model_state_dict": self.ema.state_dict(),
             "optimizer_state_dict": self.optimizer.state_dict(),
             "update": p.update,
-        })
+        }
         payloads: dict[str, Any] = {
-            "model.pt": model_payload,
             "training_state.pt": {
                 **asdict(p),
                 "world_size": self.world_size,
@@ -531,7 +531,7 @@ class Trainer:
         )
         self._wait_for_save()  # the previous save's failure is reported before this one is queued
         try:
-            self._writer.submit(payloads, metadata, val_loss)
+            self._writer.submit(payloads, metadata, val_loss, live={"model.pt": model_payload}, before_step=self.optimizer)
         except Exception as error:
             self._on_save_error(error)
 
