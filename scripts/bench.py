@@ -61,7 +61,7 @@ class Sizes:
     cli_repeats: int
 
 
-QUICK = Sizes(repeats=2, train_updates=108, frames_per_batch=1000, max_samples=4, save_every=50, save_model="f5tts_v1_small",
+QUICK = Sizes(repeats=2, train_updates=90, frames_per_batch=1000, max_samples=4, save_every=50, save_model="f5tts_v1_small",
               save_repeats=1, resolve_big_gib=0.25, resolve_repeats=2, infer_repeats=1, cli_repeats=1)
 FULL = Sizes(repeats=5, train_updates=160, frames_per_batch=1000, max_samples=4, save_every=50, save_model="f5tts_v1_small",
              save_repeats=3, resolve_big_gib=1.0, resolve_repeats=3, infer_repeats=3, cli_repeats=5)

@@ -1,0 +1,39 @@
+"""scripts/bench.py, smoke-tested on its cheapest section (resolution over tiny checkpoints)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "scripts" / "bench.py"
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_resolution_section_writes_the_table_and_json_with_both_resolvers_agreeing(tmp_path):
+    out = tmp_path / "bench.json"
+    done = run_bench("--only", "resolve", "--repeats", "1", "--big-gib", "0.01", "--json", str(out), "--workdir", str(tmp_path / "work"))
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    results = json.loads(out.read_text())
+    assert {"command", "mode", "device", "machine", "load_average_start", "load_average_end", "resolution", "goals", "table"} <= set(results)
+    assert "training" not in results  # --only limits the run to the sections named
+    for cache in ("warm", "cold"):
+        section = results["resolution"][cache]
+        assert {"f5app_s", "naive_s", "speedup", "f5app_peak_growth_mib", "naive_peak_growth_mib", "same_choice", "chosen"} <= set(section)
+        assert section["same_choice"] and section["chosen"] == "update_00000016"  # newest valid, past the corrupt ones
+        assert section["f5app_s"] > 0 and section["speedup"] == section["naive_s"] / section["f5app_s"]
+    assert results["resolution"]["checkpoints"] == 20
+    assert [goal["goal"] for goal in results["goals"]] == [">= 100x faster", ">= 100x faster", "< 100 MB"]
+    assert results["table"] in done.stdout and results["table"].startswith("| measure | f5app | baseline | ratio | goal | met |")
+
+
+def test_an_unknown_section_is_a_one_line_usage_error():
+    done = run_bench("--only", "resolve,warp")
+    assert done.returncode == 2
+    assert "unknown section(s) warp" in done.stderr
