@@ -286,9 +286,14 @@ TORCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_AD
 
 @pytest.fixture
 def clean_dist_env(monkeypatch):
+    # export_submitit_distributed_env writes os.environ directly, which monkeypatch cannot undo:
+    # a RANK/WORLD_SIZE left behind makes every later in-process Accelerator wait for peers.
+    saved = dict(os.environ)
     for key in (*TORCH_VARS, *SUBMITIT_LOCAL_TASK, "CUDA_VISIBLE_DEVICES"):
         monkeypatch.delenv(key, raising=False)
-    return monkeypatch
+    yield monkeypatch
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_a_task_of_a_multi_task_submitit_job_exports_its_rank_for_accelerate(clean_dist_env):
