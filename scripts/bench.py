@@ -80,19 +80,30 @@ def peak_rss_mib() -> dict[str, float]:
     }
 
 
-def run_measured(command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, log: Path | None = None) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MiB, exit status) of one child process, output appended to ``log``."""
-    sink = open(log, "a") if log else subprocess.DEVNULL
-    try:
+# A child's ru_maxrss starts at its parent's peak RSS (Linux keeps the high-water mark of the
+# forked image across exec), so children of a big process report at least that process's size.
+# Each measured command is therefore started by this small launcher, whose child starts small.
+RSS_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def with_rss_report(command: list[str], report: Path) -> list[str]:
+    """``command`` run through :data:`RSS_LAUNCHER`, which writes its peak RSS (KiB) to ``report``."""
+    return [sys.executable, "-c", RSS_LAUNCHER, str(report), *command]
+
+
+def run_timed(command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, log: Path | None = None) -> tuple[float, int]:
+    """(wall seconds, exit status) of one child process, its output appended to ``log``."""
+    with open(log, "a") if log else open(os.devnull, "w") as sink:
         start = time.perf_counter()
-        child = subprocess.Popen(command, cwd=cwd, env=env, stdout=sink, stderr=sink)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-    finally:
-        if log:
-            sink.close()
-    return seconds, usage.ru_maxrss / 1024, child.returncode
+        status = subprocess.run(command, cwd=cwd, env=env, stdout=sink, stderr=sink).returncode
+        return time.perf_counter() - start, status
 
 
 def worker_env() -> dict[str, str]:
@@ -708,28 +719,25 @@ def bench_cli(sizes: Sizes, work: Path, logs: Path) -> dict[str, Any]:
     commands = cli_commands(run_dir)
     env = worker_env()
     times: dict[str, list[float]] = {name: [] for name in commands}
-    rss: dict[str, float] = {}
     baseline: list[float] = []
     for _ in range(sizes.cli_repeats):
-        seconds, _, _ = run_measured([sys.executable, "-c", "pass"], env=env)
-        baseline.append(seconds)
+        baseline.append(run_timed([sys.executable, "-c", "pass"], env=env)[0])
         for name, command in commands.items():  # round-robin: load drifts hit every command alike
-            seconds, peak, status = run_measured(command, cwd=ROOT, env=env, log=logs / "cli.log")
+            seconds, status = run_timed(command, cwd=ROOT, env=env, log=logs / "cli.log")
             if status != 0:
                 raise RuntimeError(f"`{' '.join(command[1:])}` exited {status}; see {logs / 'cli.log'}")
             times[name].append(seconds)
-            rss[name] = peak
     return {
         "python_startup_s": median(baseline),
-        "commands": {name: {"seconds": median(values), "peak_rss_mib": rss[name], "runs": values} for name, values in times.items()},
+        "commands": {name: {"seconds": median(values), "runs": values} for name, values in times.items()},
     }
-
 
 
 # ---------------------------------------------------------------------------------------- inference
 class _MeasuredSubprocess:
     """Stands in for the ``subprocess`` module inside scripts/bench_infer.py: runs each command as
-    before and also keeps that child's own peak RSS (wait4), keyed by which tool it was."""
+    before, through :data:`RSS_LAUNCHER` (some 30 ms more wall time, for both tools alike), and
+    keeps its peak RSS, keyed by which tool it was."""
 
     def __init__(self) -> None:
         self.peak_rss_mib: dict[str, list[float]] = {"f5app": [], "upstream": []}
@@ -737,14 +745,13 @@ class _MeasuredSubprocess:
     def __getattr__(self, name: str) -> Any:
         return getattr(subprocess, name)
 
-    def run(self, command: list[str], cwd=None, env=None, capture_output=False, text=False, **_: Any) -> subprocess.CompletedProcess:  # noqa: ANN001
-        child = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text)
-        stdout, stderr = child.stdout.read(), child.stderr.read()  # type: ignore[union-attr]
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+    def run(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+        with tempfile.NamedTemporaryFile(suffix=".rss") as report:
+            done = subprocess.run(with_rss_report(command, Path(report.name)), **kwargs)
+            peak_kib = Path(report.name).read_text() or "nan"
         tool = "f5app" if "f5app.infer" in command else "upstream"
-        self.peak_rss_mib[tool].append(usage.ru_maxrss / 1024)
-        return subprocess.CompletedProcess(command, child.returncode, stdout, stderr)
+        self.peak_rss_mib[tool].append(float(peak_kib) / 1024)
+        return subprocess.CompletedProcess(command, done.returncode, done.stdout, done.stderr)
 
 
 def infer_worker(workdir: Path, device: str, repeats: int, nfe: int) -> None:
@@ -837,7 +844,7 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
             Row("  same, from throughput with vs without saves (load-noisy)", f"{t['f5app_with_ckpt_updates_per_s']:.2f} upd/s",
                 f"{t['f5app_updates_per_s']:.2f} upd/s", None, "info", None),
             Row("training peak RSS (MiB)", f"{t['peak_rss_mib']['f5app']:.0f}",
-                f"{t['peak_rss_mib']['upstream']:.0f} (+{t['peak_rss_mib']['upstream_dataloader_worker']:.0f} loader worker)",
+                f"{t['peak_rss_mib']['upstream']:.0f} (+ forked loader worker {t['peak_rss_mib']['upstream_dataloader_worker']:.0f}, pages shared)",
                 t["peak_rss_mib"]["f5app"] / t["peak_rss_mib"]["upstream"], "info", None),
         ]
     v = results.get("save_stall")
@@ -886,13 +893,16 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    import torch
+    """What the figures came from. torch is asked in a child process: importing it here would raise
+    the floor of every child's peak-RSS figure (see RSS_LAUNCHER)."""
+    from importlib.metadata import version
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
     memory_gib = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    probe = "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+    gpu = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() or None
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory_gib, 1), "gpu": gpu,
-            "python": platform.python_version(), "torch": torch.__version__}
+            "python": platform.python_version(), "torch": version("torch")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -915,11 +925,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            parser.error("--device cuda: no CUDA device is visible to torch here")
+    host = machine()
+    if args.device == "cuda" and not host["gpu"]:
+        parser.error("--device cuda: no CUDA device is visible to torch here")
     sizes = QUICK if args.quick else FULL
     if args.repeats:
         sizes = replace(sizes, repeats=args.repeats, save_repeats=args.repeats, resolve_repeats=args.repeats,
@@ -933,7 +941,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results: dict[str, Any] = {
         "command": " ".join(["scripts/bench.py", *argv]), "mode": "quick" if args.quick else "full", "device": args.device,
-        "machine": machine(), "sizes": asdict(sizes), "load_average_start": load_average(),
+        "machine": host, "sizes": asdict(sizes), "load_average_start": load_average(),
     }
     try:
         for section, key, bench in (
