@@ -89,7 +89,7 @@ def test_a_stop_signal_saves_a_checkpoint_and_exits_with_status_3(voice, tmp_pat
 
 
 def test_kill_9_at_random_moments_never_loses_more_than_the_last_interval_and_ends_identical(voice, tmp_path):
-    common = {"trainer.max_updates": 16, "trainer.save_every": 2, "trainer.val_every": 4, "ckpt.keep_last": 3}
+    common = {"trainer.max_updates": 120, "trainer.save_every": 4, "trainer.val_every": 8, "ckpt.keep_last": 3}
     overrides = tiny_overrides(voice, **common)
 
     straight = tmp_path / "straight"
@@ -97,21 +97,32 @@ def test_kill_9_at_random_moments_never_loses_more_than_the_last_interval_and_en
 
     victim = tmp_path / "victim"
     chooser = random.Random(int(os.environ.get("F5APP_KILL_SEED", "7")))
+    reached = 0
     for _ in range(4):
         proc = subprocess.Popen(train_cmd(victim, overrides), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: (victim / ".lock").exists(), timeout=120)
-        time.sleep(chooser.uniform(6.0, 12.0))
+        # Kill only once this attempt has made progress, at a random moment after a checkpoint:
+        # mid-update, mid-validation or mid-save.
+        wait_for(lambda: newest_update(victim) > reached or proc.poll() is not None, timeout=300)
+        time.sleep(chooser.uniform(0.0, 0.6))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert newest_update(victim) < 120, "the run finished before it was killed; the test proved nothing"
+        assert newest_update(victim) >= reached, "a kill lost a complete checkpoint"
+        reached = newest_update(victim)
         for name in complete_checkpoints(victim):  # whatever survived is complete and loadable
             torch.load(victim / "checkpoints" / name / "model.pt", weights_only=True)
     final = subprocess.run(train_cmd(victim, overrides), env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert final.returncode == 0, final.stdout[-3000:]
-    assert "resumed at update" in final.stdout, "no kill landed after a checkpoint; the test proved nothing"
+    assert f"resumed at update {reached}" in final.stdout
     assert not [p for p in (victim / "checkpoints").iterdir() if p.name.startswith(".tmp-")]
 
-    a, b = ema_of(straight, "update_00000016"), ema_of(victim, "update_00000016")
+    a, b = ema_of(straight, "update_00000120"), ema_of(victim, "update_00000120")
     assert all(torch.equal(a[k], b[k]) for k in a), "the killed-and-resumed run diverged from the uninterrupted one"
+
+
+def newest_update(run_dir: Path) -> int:
+    names = complete_checkpoints(run_dir)
+    return int(names[-1].split("_")[1]) if names else 0
 
 
 def test_a_second_training_process_on_the_same_run_is_refused_naming_the_holder(voice, tmp_path):
