@@ -12,13 +12,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON_BIN" -m venv "$VENV"
 fi
 
-spec=".${EXTRAS:+[$EXTRAS]}"
+suffix="${EXTRAS:+[$EXTRAS]}"
+spec=".$suffix"
 stamp="$VENV/.f5app-install-stamp"
 want="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/constraints.txt" | sha256sum | cut -d' ' -f1) $spec"
 if ! grep -qxF "$want" "$stamp" 2>/dev/null; then
   echo "[f5app] installing $spec into $VENV (first time takes a few minutes)" >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip setuptools wheel
-  "$VENV/bin/python" -m pip install --quiet -c "$ROOT/scripts/constraints.txt" -e "$ROOT$spec"
+  "$VENV/bin/python" -m pip install --quiet -c "$ROOT/scripts/constraints.txt" -e "$ROOT$suffix"
   echo "$want" >> "$stamp"
 else
   echo "[f5app] $VENV is up to date ($spec)" >&2

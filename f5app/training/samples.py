@@ -33,6 +33,9 @@ def render_sample(cfm: Any, item: dict[str, Any], model: ModelConfig, vocoder_cf
     generated = generated.float()  # (1, frames, n_mels)
     vocoder = load_vocoder(vocoder_cfg, model.mel, device=str(device))
     wav = vocoder.decode(generated.permute(0, 2, 1)).squeeze(0).cpu().numpy().astype(np.float32)
+    peak = float(np.abs(wav).max()) if wav.size else 0.0
+    if peak > 0.99:  # an early model's mel can decode louder than full scale; keep the sample listenable
+        wav = wav * (0.99 / peak)
 
     figure, axes = plt.subplots(2, 1, figsize=(8, 4), sharex=True)
     axes[0].imshow(mel.cpu().numpy(), origin="lower", aspect="auto")
