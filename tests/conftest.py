@@ -29,3 +29,14 @@ def compose_cfg():
             return compose(config_name, overrides=overrides or [], return_hydra_config=return_hydra_config)
 
     return _compose
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two torch threads on two cores shared with other jobs run up to 10x slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

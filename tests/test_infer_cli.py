@@ -23,14 +23,7 @@ from infer_fixtures import (
 FAST = ["nfe_step=4", "vocoder.n_iter=4", "device=cpu", "progress=false"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

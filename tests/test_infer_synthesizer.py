@@ -16,15 +16,7 @@ from infer_fixtures import UPSTREAM_REF_TEXT, random_vocos_folder, tiny_model_co
 FAST = {"nfe_step": 4, "progress": False}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two threads on two cores shared with other jobs is up to 10x slower than one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def infer_config(run_dir, **overrides) -> InferConfig:

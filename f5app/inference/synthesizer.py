@@ -23,7 +23,7 @@ from f5app.config import InferConfig, ModelConfig, VoiceConfig, to_settings
 from f5app.inference.chunking import cross_fade
 from f5app.inference.defaults import DefaultReference, default_reference
 from f5app.inference.errors import InferenceInputError
-from f5app.inference.reference import MAX_REFERENCE_SECONDS, Reference, load_reference
+from f5app.inference.reference import Reference, load_reference
 from f5app.inference.text import (
     MAIN_VOICE,
     apply_unknown_policy,
@@ -41,24 +41,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Upstream scales quiet references up to this RMS and scales the output back down.
-TARGET_RMS = 0.1
-
 
 @dataclass(frozen=True)
 class SamplingSettings:
     """Per-call knobs; ``Synthesizer.synthesize(**overrides)`` replaces any of them for one call."""
 
-    nfe_step: int = 32
-    cfg_strength: float = 2.0
-    sway_sampling_coef: float = -1.0
-    speed: float = 1.0
-    cross_fade: float = 0.15
-    seed: Optional[int] = None
-    unknown_chars: str = "drop"
-    target_rms: float = TARGET_RMS
-    max_ref_seconds: float = MAX_REFERENCE_SECONDS
-    progress: bool = True
+    # The defaults are InferConfig's, so the Python API and the command line agree.
+    nfe_step: int = InferConfig.nfe_step
+    cfg_strength: float = InferConfig.cfg_strength
+    sway_sampling_coef: float = InferConfig.sway_sampling_coef
+    speed: float = InferConfig.speed
+    cross_fade: float = InferConfig.cross_fade
+    seed: Optional[int] = InferConfig.seed
+    unknown_chars: str = InferConfig.unknown_chars
+    target_rms: float = InferConfig.target_rms
+    max_ref_seconds: float = InferConfig.max_ref_seconds
+    progress: bool = InferConfig.progress
 
     @classmethod
     def from_infer_config(cls, cfg: InferConfig) -> "SamplingSettings":
