@@ -886,7 +886,7 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
 def markdown_table(rows: list[Row]) -> str:
     lines = ["| measure | f5app | baseline | ratio | goal | met |", "|---|---|---|---|---|---|"]
     for row in rows:
-        ratio = "" if row.ratio is None else (f"{row.ratio:.0f}x" if row.ratio >= 20 else f"{row.ratio:.2f}x")
+        ratio = "" if row.ratio is None else f"{row.ratio:.{1 if row.ratio >= 20 else 2 if row.ratio >= 0.1 else 4}f}x"
         met = "" if row.met is None else ("yes" if row.met else "**no**")
         lines.append(f"| {row.measure} | {row.ours} | {row.baseline} | {ratio} | {row.goal} | {met} |")
     return "\n".join(lines)
