@@ -63,6 +63,34 @@ def test_two_gloo_processes_write_one_set_of_checkpoints_then_resume_with_one(vo
     assert complete_checkpoints(run_dir)[-1] == "update_00000006"
 
 
+def test_a_signal_to_one_of_two_processes_stops_both_after_one_checkpoint(voice, tmp_path):
+    import psutil
+
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(voice, **{"trainer.max_updates": 100000, "trainer.save_every": 1000, "trainer.val_every": 1000})
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "f5app.train", *overrides, f"hydra.run.dir={run_dir}"]
+    launcher = subprocess.Popen(launch, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        startup = read_until(launcher, "training clips")
+        time.sleep(3)
+        ranks = [p for p in psutil.Process(launcher.pid).children(recursive=True) if "f5app.train" in " ".join(p.cmdline())]
+        assert len(ranks) == 2
+        rank_one = next(p for p in ranks if p.environ().get("RANK") == "1")
+        rank_one.send_signal(signal.SIGUSR1)
+        output, _ = launcher.communicate(timeout=180)
+    finally:
+        launcher.kill()
+    saved = complete_checkpoints(run_dir)
+    assert len(saved) == 1, startup + output
+    ckpt = run_dir / "checkpoints" / saved[0]
+    assert (ckpt / "rng_state_0.pt").exists() and (ckpt / "rng_state_1.pt").exists()
+    assert "stopped by a signal on another process" in output or "stopped by SIGUSR1" in output
+    # torchrun reports its children's status 3 as its own failure; the marker says what happened.
+    assert launcher.returncode != 0
+    assert json.loads((run_dir / "preempted.json").read_text())["update"] == json.loads((ckpt / "metadata.json").read_text())["update"]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
 def test_a_stop_signal_saves_a_checkpoint_and_exits_with_status_3(voice, tmp_path, signum):
     run_dir = tmp_path / "run"
@@ -83,8 +111,11 @@ def test_a_stop_signal_saves_a_checkpoint_and_exits_with_status_3(voice, tmp_pat
     stopped_at = json.loads((run_dir / "checkpoints" / saved[0] / "metadata.json").read_text())["update"]
     assert stopped_at > 0
 
+    assert json.loads((run_dir / "preempted.json").read_text())["signal"] == signal.Signals(signum).name
+
     resumed = subprocess.run(train_cmd(run_dir, tiny_overrides(voice, **{"trainer.max_updates": stopped_at + 2})), env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert not (run_dir / "preempted.json").exists()
     assert f"resumed at update {stopped_at}" in resumed.stdout
 
 

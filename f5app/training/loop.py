@@ -32,6 +32,8 @@ from f5app.training.signals import EXIT_PREEMPTED, StopRequest
 log = logging.getLogger("f5app.train")
 
 VALIDATION_SEED = 1234
+#: Written into the run directory when a signal stopped the run after its checkpoint.
+PREEMPTED_MARKER = "preempted.json"
 
 
 @dataclass
@@ -113,6 +115,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.is_main:
             self._lock = RunLock(self.run_dir).acquire()
+            (self.run_dir / PREEMPTED_MARKER).unlink(missing_ok=True)
             if self._lock.took_over_from:
                 log.warning("took over the run lock left by %s (no longer running)", self._lock.took_over_from)
         self.store = CheckpointStore(self.run_dir / "checkpoints", keep_last=cfg.ckpt.keep_last)
@@ -346,9 +349,7 @@ class Trainer:
             )
             return p.best_val_loss
         if self._stop_requested():
-            message = f"stopped by {self.stop.signal_name or 'a signal on another process'} during start-up at update {p.update}; nothing was trained since the last checkpoint"
-            log.warning(message)
-            raise TrainingStopped(message)
+            self._stopped(f"stopped by {self.stop.signal_name or 'a signal on another process'} during start-up at update {p.update}; nothing was trained since the last checkpoint")
         total = self._total_updates()
         bar = self._progress_bar(total)
         window_start, window_updates, window_frames = time.perf_counter(), 0, 0
@@ -411,11 +412,22 @@ class Trainer:
         if self._stop_requested():
             self.save_checkpoint(train_loss, val_loss=val_loss)
             self._wait_for_save()
-            message = f"stopped by {self.stop.signal_name or 'a signal on another process'} at update {p.update}; checkpoint saved, run the same command to resume"
-            log.warning(message)
-            raise TrainingStopped(message)
+            self._stopped(f"stopped by {self.stop.signal_name or 'a signal on another process'} at update {p.update}; checkpoint saved, run the same command to resume")
         if cfg.save_every > 0 and p.update % cfg.save_every == 0:
             self.save_checkpoint(train_loss, val_loss=val_loss)
+
+    def _stopped(self, message: str) -> None:
+        """Leave ``preempted.json`` for schedulers: under ``accelerate launch`` the launcher turns
+        the ranks' exit status 3 into its own failure status, so the file is what a requeue
+        script can rely on. A run that starts again removes it."""
+        log.warning(message)
+        if self.is_main:
+            from f5app.ckpt.layout import utc_now, write_json_atomic
+
+            write_json_atomic(self.run_dir / PREEMPTED_MARKER, {
+                "signal": self.stop.signal_name, "update": self.progress.update, "at": utc_now(), "message": message,
+            })
+        raise TrainingStopped(message)
 
     def _stop_requested(self) -> bool:
         flag = torch.tensor([1.0 if self.stop.requested else 0.0], device=self.accelerator.device)
