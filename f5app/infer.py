@@ -20,6 +20,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from f5app.cli_help import help_text, wants_help
 from f5app.config import CONF_DIR, InferConfig, register_configs, to_settings
 from f5app.inference.errors import InferenceInputError
 
@@ -151,11 +152,20 @@ def _hydra_main(cfg: DictConfig) -> None:
 _PROCESS_START = time.perf_counter()
 
 
+USAGE = 'usage: python -m f5app.infer text="..." [run_name=NAME] [ckpt=auto|best|last|latest|custom|pretrained] [key=value ...]'
+
+
 def main() -> None:
+    # Idle OpenMP threads otherwise spin on their cores; on a busy CPU that made sampling ~10x
+    # slower (docs/benchmarks.md). Must be set before torch is imported; the user's value wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from f5app.inference.upstream_import import defer_unused_imports
 
     defer_unused_imports()  # a fresh process: skip ~3 s of imports sampling never uses
     register_configs()
+    if wants_help(sys.argv[1:]):
+        print(help_text("infer", "f5app.infer", sys.argv[1:], USAGE))
+        return
     _hydra_main()
 
 

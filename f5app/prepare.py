@@ -12,15 +12,16 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from f5app.cli_help import help_text, wants_help
 from f5app.config import CONF_DIR, DataConfig, register_configs, to_settings
 
 log = logging.getLogger(__name__)
 
-register_configs()
+USAGE = "usage: python -m f5app.prepare data=csv_wavs data.path=DIR [data.tokenizer=char|pinyin|custom] [key=value ...]"
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="prepare", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     from f5app.data.prepare import DataError, prepare
 
     if OmegaConf.is_missing(cfg.data, "path"):
@@ -37,6 +38,14 @@ def main(cfg: DictConfig) -> None:
         f"{prepared.num_items} clips ({prepared.total_seconds:.1f} s of audio), {len(prepared.vocab)} tokens, "
         f"{prepared.skipped} rows skipped -> {prepared.dir}\nreport: {prepared.report_path}"
     )
+
+
+def main() -> None:
+    register_configs()
+    if wants_help(sys.argv[1:]):
+        print(help_text("prepare", "f5app.prepare", sys.argv[1:], USAGE))
+        return
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -100,3 +100,14 @@ def test_train_cfg_job_prints_the_composed_config():
     done = subprocess.run([sys.executable, "-m", "f5app.train", "experiment=demo", "--cfg", "job"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "run_name: demo" in done.stdout and "name: tiny" in done.stdout
+
+
+def test_help_lists_each_group_with_its_options_and_the_composed_config():
+    from f5app.cli_help import help_text, wants_help
+
+    assert wants_help(["experiment=demo", "--help"]) and not wants_help(["text=--"])
+    page = help_text("train", "f5app.train", ["experiment=demo", "optim.lr=0.5", "--help"], "usage: ...")
+    assert "model: f5tts_v1_base, f5tts_v1_small, tiny   [now: tiny]" in page
+    assert "ckpt: auto, best, custom, last, latest, pretrained   [now: auto]" in page
+    assert "_schema" not in page
+    assert "lr: 0.5" in page and "run_name: demo" in page
