@@ -111,3 +111,14 @@ def test_help_lists_each_group_with_its_options_and_the_composed_config():
     assert "ckpt: auto, best, custom, last, latest, pretrained   [now: auto]" in page
     assert "_schema" not in page
     assert "lr: 0.5" in page and "run_name: demo" in page
+
+
+def test_a_recorded_model_tree_rebuilds_the_same_model_config(compose_cfg):
+    from dataclasses import asdict
+
+    from f5app.config import model_config_from_dict
+
+    model = to_settings(compose_cfg("train", ["model=f5tts_v1_small", *TRAIN_BASE]), TrainConfig).model
+    assert model_config_from_dict(asdict(model)) == model
+    with pytest.raises(TypeError):
+        model_config_from_dict({**asdict(model), "arch": {"dimm": 3}})

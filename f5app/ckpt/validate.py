@@ -178,11 +178,11 @@ def count_vocab(vocab_file: Path) -> int:
 
 
 def _model_from_dict(recorded: dict) -> Optional[ModelConfig]:
-    from f5app.config import to_settings
+    from f5app.config import model_config_from_dict
 
     try:
-        return to_settings(recorded, ModelConfig)
-    except Exception:  # an older or hand-edited record: fall back to the configured model
+        return model_config_from_dict(recorded)
+    except (TypeError, ValueError, AttributeError):  # an older or hand-edited record: fall back to the configured model
         return None
 
 
