@@ -115,7 +115,24 @@ def test_a_second_trainer_on_the_same_run_directory_is_refused(tmp_path):
     with RunLock(tmp_path):
         with pytest.raises(RunLockedError, match="is being trained by pid"):
             RunLock(tmp_path).acquire()
-    RunLock(tmp_path).acquire().release()  # released: free again
+    again = RunLock(tmp_path).acquire()  # released: free again
+    assert again.took_over_from is None, "a clean release must not look like a killed holder"
+    again.release()
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over_and_named(tmp_path):
+    import json
+    import os
+
+    from f5app.training.lock import RunLock
+
+    (tmp_path / ".lock").write_text(json.dumps({"pid": 999999, "host": "gone", "started": 0}))  # no flock held
+    lock = RunLock(tmp_path).acquire()
+    try:
+        assert lock.took_over_from.startswith("pid 999999 on gone")
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    finally:
+        lock.release()
 
 
 def test_learning_rate_schedule_warms_up_then_decays():
