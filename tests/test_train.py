@@ -205,3 +205,39 @@ def test_data_loader_workers_do_not_change_what_is_learned(compose_cfg, voice, t
         train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 4, "trainer.save_every": 4, "data.num_workers": workers}))
         runs[workers] = model_weights(run_dir, "update_00000004")["model_state_dict"]
     assert all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
+def test_fine_tuning_from_a_custom_checkpoint_loads_weights_only_and_grows_the_vocabulary(compose_cfg, voice, tmp_path):
+    source = tmp_path / "english"
+    train_in_process(compose_cfg, source, tiny_overrides(voice, **{"trainer.max_updates": 4, "trainer.save_every": 4}))
+    parent = source / "checkpoints" / "update_00000004"
+
+    portuguese = tmp_path / "pt" / "voice"
+    portuguese.mkdir(parents=True)
+    for wav in (voice / "wavs").iterdir():
+        (portuguese / "wavs").mkdir(exist_ok=True)
+        (portuguese / "wavs" / wav.name).write_bytes(wav.read_bytes())
+    lines = ["audio_file|text"] + [f"wavs/{wav.name}|olá, você está ótimo; ação número {i}" for i, wav in enumerate(sorted((voice / "wavs").iterdir()))]
+    (portuguese / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    child = tmp_path / "portuguese"
+    # lr 0: after two updates the weights are still exactly what was loaded.
+    train_in_process(compose_cfg, child, tiny_overrides(portuguese, **{
+        "trainer.max_updates": 2, "trainer.save_every": 2, "optim.lr": 0.0, "ckpt.path": str(parent)}))
+
+    meta = read_meta(child, "update_00000002")
+    assert meta["update"] == 2, "a fine-tune starts at update 0"
+    assert meta["lineage"]["mode"] == "finetune"
+    assert meta["lineage"]["finetuned_from"]["path"] == str(parent)
+    old_vocab = (parent / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    new_vocab = (child / "checkpoints" / "update_00000002" / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert new_vocab[: len(old_vocab)] == old_vocab and {"ç", "ã", "ó"} <= set(new_vocab[len(old_vocab):])
+
+    key = "transformer.text_embed.text_embed.weight"
+    loaded = model_weights(source, "update_00000004")["ema_model_state_dict"]["ema_model." + key]
+    child_weights = model_weights(child, "update_00000002")
+    for grown in (child_weights["model_state_dict"][key], child_weights["ema_model_state_dict"]["ema_model." + key]):
+        assert grown.shape[0] == len(new_vocab) + 1
+        assert torch.equal(grown[: len(old_vocab) + 1], loaded), "the old tokens' rows must be kept exactly"
+    state = torch.load(child / "checkpoints" / "update_00000002" / "training_state.pt", weights_only=True)
+    assert state["samples_seen"] > 0 and state["update"] == 2
