@@ -97,3 +97,15 @@ def test_griffinlim_is_deterministic_under_a_seed(speech_mel):
     first = vocoder.decode(speech_mel)
     torch.manual_seed(3)
     assert torch.equal(first, vocoder.decode(speech_mel))
+
+
+def test_vocos_offline_and_not_cached_is_one_line_naming_the_way_out(monkeypatch, tmp_path):
+    from f5app.audio.vocoder import VocoderError, load_vocoder
+    from f5app.config import MelConfig, VocoderConfig
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(VocoderError) as refused:
+        load_vocoder(VocoderConfig(name="vocos", repo_id="charactr/vocos-mel-24khz"), MelConfig())
+    message = str(refused.value)
+    assert "\n" not in message and "vocoder.local_path=DIR" in message and "charactr/vocos-mel-24khz/config.yaml" in message

@@ -130,18 +130,15 @@ def _vocos_files(cfg: VocoderConfig) -> tuple[Path, Path]:
 
 
 def _hub_file(repo_id: str, filename: str) -> Path:
-    from huggingface_hub import hf_hub_download
+    from f5app.ckpt.hub import PretrainedUnavailable, fetch_hub_file
 
-    try:  # cache first: no network round trip when the file is already here
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=True))
-    except Exception:
-        try:
-            return Path(hf_hub_download(repo_id=repo_id, filename=filename))
-        except Exception:
-            raise VocoderError(
-                f"cannot get {filename} of {repo_id} (offline and not cached); download it once, pass "
-                f"vocoder.local_path=DIR with the files, or use vocoder=griffinlim"
-            ) from None
+    try:
+        return fetch_hub_file(
+            repo_id, filename, what="vocoder file", setting="vocoder.repo_id",
+            alternative="pass vocoder.local_path=DIR holding config.yaml and pytorch_model.bin, or use vocoder=griffinlim",
+        )
+    except PretrainedUnavailable as error:
+        raise VocoderError(str(error)) from None
 
 
 @dataclass

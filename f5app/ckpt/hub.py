@@ -17,12 +17,12 @@ class PretrainedUnavailable(RuntimeError):
 
 def fetch_pretrained(repo_id: str, filename: str, revision: str | None = None, cache_dir: str | None = None) -> Path:
     """Local path of ``filename`` in ``repo_id`` at ``revision`` (branch, tag or commit; default main)."""
-    return _fetch(repo_id, filename, revision, cache_dir, what="pretrained weights", setting="ckpt.filename")
+    return fetch_hub_file(repo_id, filename, revision, cache_dir, what="pretrained weights", setting="ckpt.filename")
 
 
 def fetch_vocab(repo_id: str, filename: str, revision: str | None = None, cache_dir: str | None = None) -> Path:
     """Local path of the vocabulary file that goes with pretrained weights."""
-    return _fetch(repo_id, filename, revision, cache_dir, what="pretrained vocabulary", setting="ckpt.vocab_filename")
+    return fetch_hub_file(repo_id, filename, revision, cache_dir, what="pretrained vocabulary", setting="ckpt.vocab_filename")
 
 
 def hub_offline() -> bool:
@@ -33,7 +33,15 @@ def hub_offline() -> bool:
     return constants.HF_HUB_OFFLINE or flag in {"1", "ON", "YES", "TRUE"}
 
 
-def _fetch(repo_id: str, filename: str, revision: str | None, cache_dir: str | None, *, what: str, setting: str) -> Path:
+LOCAL_WEIGHTS = "use local weights with ckpt=custom ckpt.path=FILE"
+
+
+def fetch_hub_file(
+    repo_id: str, filename: str, revision: str | None = None, cache_dir: str | None = None, *,
+    what: str, setting: str, alternative: str = LOCAL_WEIGHTS,
+) -> Path:
+    """Any file from the Hub, cache first; failures are one :class:`PretrainedUnavailable` line that
+    names the file, how to fetch it, and ``alternative`` (what to use instead)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -55,7 +63,7 @@ def _fetch(repo_id: str, filename: str, revision: str | None, cache_dir: str | N
         if hub_offline():
             raise PretrainedUnavailable(
                 f"{label} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: "
-                f"pre-download it with `{download}` while online, or use local weights with ckpt=custom ckpt.path=FILE"
+                f"pre-download it with `{download}` while online, or {alternative}"
             ) from None
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
@@ -68,10 +76,10 @@ def _fetch(repo_id: str, filename: str, revision: str | None, cache_dir: str | N
     except LocalEntryNotFoundError as error:  # the Hub could not be reached and the cache has nothing
         raise PretrainedUnavailable(
             f"{label} is not cached and the Hub could not be reached: "
-            f"pre-download it with `{download}` where the Hub is reachable, or use ckpt=custom ckpt.path=FILE"
+            f"pre-download it with `{download}` where the Hub is reachable, or {alternative}"
         ) from error
     except EntryNotFoundError as error:
         raise PretrainedUnavailable(f"{label}: the repository has no such file; check {setting}") from error
     except HfHubHTTPError as error:
         status = getattr(getattr(error, "response", None), "status_code", "an error")
-        raise PretrainedUnavailable(f"{label}: the Hub answered {status}; try again or use ckpt=custom ckpt.path=FILE") from error
+        raise PretrainedUnavailable(f"{label}: the Hub answered {status}; try again or {alternative}") from error
