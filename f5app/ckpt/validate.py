@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
 from f5app.ckpt import arch as arch_sig
+from f5app.ckpt import peek
 from f5app.ckpt.layout import METADATA_FILENAME, MODEL_FILENAME, TEMP_PREFIX, VOCAB_FILENAME
 from f5app.ckpt.metadata import FORMAT, model_config_diff, read_metadata
 from f5app.config import ModelConfig
@@ -246,7 +247,10 @@ def _read_pt_structure(path: Path, result: ValidationResult) -> dict[str, Mappin
     if not is_zip and not head.startswith(b"\x80"):
         raise _Invalid(f"{path.name}: not a PyTorch checkpoint (unrecognised bytes: random data or another format)")
 
-    payload = _torch_load_safely(path, mmap=is_zip)
+    # The fast reader handles what torch.save writes for state dicts; anything else goes to torch.
+    payload = peek.read_structure(path) if is_zip else None
+    if payload is None:
+        payload = _torch_load_safely(path, mmap=is_zip)
     result.checks.append("structure")
     if not isinstance(payload, Mapping):
         raise _Invalid(f"{path.name}: holds a {type(payload).__name__}, not a dict of weights")
