@@ -8,11 +8,12 @@ applied), in a fraction of the time. ``--hydra-help`` is still Hydra's own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 
 from omegaconf import OmegaConf, open_dict
 
-from f5app.config import CONF_DIR
+from f5app.config import CONF_DIR, register_configs
 
 HELP_FLAGS = ("--help", "-h")
 
@@ -41,3 +42,12 @@ def help_text(config_name: str, app: str, argv: Sequence[str], usage: str) -> st
     lines += ["", "== Config ==", "Override anything in the config (foo.bar=value)", "", OmegaConf.to_yaml(cfg)]
     lines += ["Use --hydra-help to view Hydra specific help"]
     return "\n".join(lines)
+
+
+def run_hydra_app(hydra_main: Callable[[], object], config_name: str, usage: str) -> None:
+    """An entry point's ``main()``: register the schemas, answer ``--help`` fast, else run Hydra."""
+    register_configs()
+    if wants_help(sys.argv[1:]):
+        print(help_text(config_name, f"f5app.{config_name}", sys.argv[1:], usage))
+        return
+    hydra_main()

@@ -20,8 +20,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from f5app.cli_help import help_text, wants_help
-from f5app.config import CONF_DIR, InferConfig, register_configs, to_settings
+from f5app.cli_help import run_hydra_app
+from f5app.config import CONF_DIR, InferConfig, to_settings
 from f5app.inference.errors import InferenceInputError
 
 log = logging.getLogger("f5app.infer")
@@ -162,11 +162,7 @@ def main() -> None:
     from f5app.inference.upstream_import import defer_unused_imports
 
     defer_unused_imports()  # a fresh process: skip ~3 s of imports sampling never uses
-    register_configs()
-    if wants_help(sys.argv[1:]):
-        print(help_text("infer", "f5app.infer", sys.argv[1:], USAGE))
-        return
-    _hydra_main()
+    run_hydra_app(_hydra_main, "infer", USAGE)
 
 
 if __name__ == "__main__":

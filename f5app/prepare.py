@@ -12,8 +12,8 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from f5app.cli_help import help_text, wants_help
-from f5app.config import CONF_DIR, DataConfig, register_configs, to_settings
+from f5app.cli_help import run_hydra_app
+from f5app.config import CONF_DIR, DataConfig, to_settings
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    register_configs()
-    if wants_help(sys.argv[1:]):
-        print(help_text("prepare", "f5app.prepare", sys.argv[1:], USAGE))
-        return
-    _hydra_main()
+    run_hydra_app(_hydra_main, "prepare", USAGE)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from f5app.cli_help import help_text, wants_help
-from f5app.config import CONF_DIR, TrainConfig, register_configs, resolved_container, to_settings
+from f5app.cli_help import run_hydra_app
+from f5app.config import CONF_DIR, TrainConfig, resolved_container, to_settings
 
 log = logging.getLogger("f5app.train")
 
@@ -61,12 +61,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         return run(cfg, run_dir, hydra_record())
 
 
+USAGE = "usage: python -m f5app.train [group=option ...] [key=value ...]   (also: accelerate launch -m f5app.train ..., -m for sweeps)"
+
+
 def main() -> None:
-    register_configs()
-    if wants_help(sys.argv[1:]):
-        print(help_text("train", "f5app.train", sys.argv[1:], "usage: python -m f5app.train [group=option ...] [key=value ...]   (also: accelerate launch -m f5app.train ..., -m for sweeps)"))
-        return
-    _hydra_main()
+    run_hydra_app(_hydra_main, "train", USAGE)
 
 
 if __name__ == "__main__":
