@@ -129,7 +129,6 @@ class Synthesizer:
         chosen = resolution.chosen
         if chosen is None:  # resolve raises when nothing fits; this guards a changed contract
             raise InferenceInputError(f"no checkpoint to load for ckpt={cfg.ckpt.name}")
-        log.info("checkpoint: %s", resolution.summary())
         if chosen.model_config:
             model_config = to_settings(chosen.model_config, ModelConfig)
         else:

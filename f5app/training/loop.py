@@ -159,10 +159,8 @@ class Trainer:
 
         payload: list[Any] = [None]
         if self.is_main:
-            resolution = resolve(self.cfg.ckpt, purpose="train", run_dir=self.run_dir, model=self.cfg.model)
-            log.info("checkpoint resolution:\n%s", resolution.table())
-            log.info("%s", resolution.summary())
-            payload = [resolution]
+            # resolve() logs its table and decision itself
+            payload = [resolve(self.cfg.ckpt, purpose="train", run_dir=self.run_dir, model=self.cfg.model)]
         if self.world_size > 1:
             broadcast_object_list(payload, from_process=0)
         return payload[0]
