@@ -461,7 +461,7 @@ def upstream_vocab() -> list[str]:
 def save_stall_worker(workdir: Path, device: str, model_name: str) -> None:
     """Serve ``save`` requests: one f5app checkpoint (timed on the calling thread) or one torch.save.
 
-    The trainer is f5app's real ``Trainer`` with its real ``CheckpointWriter`` / ``cpu_snapshot`` /
+    The trainer is f5app's real ``Trainer`` with its real ``CheckpointWriter`` / ``StateSnapshot`` /
     ``CheckpointStore``; only its setup is skipped: the model comes from ``build_cfm`` and the
     optimizer state from one AdamW step on random gradients (what a training step leaves behind).
     """

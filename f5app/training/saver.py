@@ -23,17 +23,6 @@ from typing import Any, Callable, Optional
 import torch
 
 
-def cpu_snapshot(obj: Any) -> Any:
-    """A deep copy with every tensor detached and copied to CPU memory the training loop won't touch."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {key: cpu_snapshot(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(cpu_snapshot(value) for value in obj)
-    return obj
-
-
 class StateSnapshot:
     """CPU copies of the training state in buffers reused from one save to the next (same shapes,
     same buffers), so only the first save pays for fresh memory. Holds one copy of the state."""
@@ -130,10 +119,6 @@ class CheckpointWriter:
             return pending.result() if pending is not None else None
         finally:
             self._drop_fence()
-
-    @property
-    def busy(self) -> bool:
-        return self._pending is not None and not self._pending.done()
 
     def close(self) -> None:
         try:
