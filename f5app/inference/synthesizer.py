@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from f5app.config import InferConfig, ModelConfig, VoiceConfig, to_settings
+from f5app.config import InferConfig, ModelConfig, VoiceConfig, model_config_from_dict, to_settings
 from f5app.inference.chunking import cross_fade
 from f5app.inference.defaults import DefaultReference, default_reference
 from f5app.inference.errors import InferenceInputError
@@ -130,7 +130,7 @@ class Synthesizer:
         if chosen is None:  # resolve raises when nothing fits; this guards a changed contract
             raise InferenceInputError(f"no checkpoint to load for ckpt={cfg.ckpt.name}")
         if chosen.model_config:
-            model_config = to_settings(chosen.model_config, ModelConfig)
+            model_config = model_config_from_dict(chosen.model_config)
         else:
             model_config = cfg.model
         check_vocoder_matches_mel(cfg.vocoder.name, model_config.mel)
