@@ -1,0 +1,82 @@
+"""Small file-system rules every writer in f5app shares: hash a file, make a write durable, replace a
+file atomically. One copy of each, so a fix (fsync the folder, never follow a planted symlink)
+lands everywhere at once. Standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Union
+
+_HASH_BLOCK = 8 * 1024 * 1024
+
+Content = Union[bytes, str, Callable[[Path], None]]
+
+
+def sha256_file(path: Path, block: int = _HASH_BLOCK) -> str:
+    """Hex sha256 of a file's bytes, read in blocks (a 2 GiB checkpoint never sits in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new entry in ``folder`` survive a crash (the entry lives in the folder)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_sibling(path: Path, tag: str = "tmp") -> Path:
+    """A name beside ``path`` no other process or thread of ours uses (hidden, so never a candidate)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{threading.get_ident()}")
+
+
+def atomic_write(path: Path, content: Content, *, mode: int | None = None, durable: bool = True) -> Path:
+    """Write ``path`` so a reader sees the old file or the whole new one, never a part.
+
+    ``content`` is bytes, text (UTF-8), or a function that writes the temporary path it is given
+    (``torch.save``, ``soundfile.write``…). The temporary file is created exclusively and never
+    through a symlink, so a link planted under a predictable name cannot redirect the write.
+    ``durable`` fsyncs the file before the rename and the folder after it. ``mode`` defaults to
+    an ordinary file's permissions under the current umask.
+    """
+    path = Path(path)
+    tmp = temp_sibling(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(tmp, flags, 0o666 if mode is None else mode)
+        with os.fdopen(fd, "wb") as handle:
+            if isinstance(content, bytes):
+                handle.write(content)
+            elif isinstance(content, str):
+                handle.write(content.encode("utf-8"))
+        if callable(content):
+            content(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        if durable:
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if durable:
+        fsync_dir(path.parent)
+    return path
+
+
+def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> Path:
+    """JSON (sorted keys, strict: NaN and infinity are refused, not written as invalid JSON)."""
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return atomic_write(path, text, durable=durable)
