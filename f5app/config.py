@@ -154,6 +154,21 @@ class VocoderConfig:
 
 
 @dataclass
+class AsrConfig:
+    """Speech recognition for evaluation (faster-whisper); see f5app/evaluation/asr.py."""
+
+    name: str = "whisper"  # whisper (asr.model: a Hub id, a faster-whisper size name, or a folder) | tiny_en (bundled)
+    model: str = "large-v3"
+    revision: Optional[str] = None  # Hub branch, tag or commit
+    cache_dir: Optional[str] = None  # Hub cache; default HF_HUB_CACHE / ~/.cache/huggingface/hub
+    language: Optional[str] = None  # e.g. en; null: detected from the audio
+    device: str = "auto"  # auto | cpu | cuda
+    compute_type: str = "auto"  # auto (int8 on CPU, float16 on CUDA) or any CTranslate2 type
+    beam_size: int = 5
+    cpu_threads: int = 0  # 0: CTranslate2's default
+
+
+@dataclass
 class TrainConfig:
     run_name: str = "default"
     sweep_name: str = "${run_name}"
@@ -225,6 +240,7 @@ def register_configs() -> None:
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
     cs.store(group="ckpt", name="ckpt_schema", node=CkptConfig)
     cs.store(group="vocoder", name="vocoder_schema", node=VocoderConfig)
+    cs.store(group="asr", name="asr_schema", node=AsrConfig)
 
 
 def to_settings(cfg: DictConfig | dict[str, Any], schema: type) -> Any:
