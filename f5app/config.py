@@ -169,6 +169,17 @@ class AsrConfig:
 
 
 @dataclass
+class SpeakerConfig:
+    """Speaker embedder for speaker similarity (SIM); see f5app/evaluation/speaker.py."""
+
+    name: str = "resemblyzer"  # resemblyzer (weights in the package) | wavlm (speaker.model: Hub id or folder)
+    model: Optional[str] = None  # wavlm: e.g. microsoft/wavlm-base-plus-sv; resemblyzer: ignored
+    revision: Optional[str] = None
+    cache_dir: Optional[str] = None
+    device: str = "auto"  # auto (the caller's device) | cpu | cuda
+
+
+@dataclass
 class TrainConfig:
     run_name: str = "default"
     sweep_name: str = "${run_name}"
@@ -241,6 +252,7 @@ def register_configs() -> None:
     cs.store(group="ckpt", name="ckpt_schema", node=CkptConfig)
     cs.store(group="vocoder", name="vocoder_schema", node=VocoderConfig)
     cs.store(group="asr", name="asr_schema", node=AsrConfig)
+    cs.store(group="speaker", name="speaker_schema", node=SpeakerConfig)
 
 
 def to_settings(cfg: DictConfig | dict[str, Any], schema: type) -> Any:

@@ -41,3 +41,32 @@ def human_audio(name: str):
     from f5app.audio.io import read_audio
 
     return read_audio(example_path(name))
+
+
+@functools.cache
+def resemblyzer_embedder():
+    from f5app.config import SpeakerConfig
+    from f5app.evaluation.speaker import build_embedder
+
+    return build_embedder(SpeakerConfig(name="resemblyzer"), device="cpu")
+
+
+def tiny_wavlm_in_hub_cache(cache_root: Path, repo_id: str = "test-org/tiny-wavlm-sv", commit: str = "f00d" * 10) -> Path:
+    """A random-weight WavLMForXVector saved with save_pretrained into the Hugging Face cache layout."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMForXVector
+
+    torch.manual_seed(0)
+    config = WavLMConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+        conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, num_buckets=16, max_bucket_distance=40,
+        tdnn_dim=(16, 16), tdnn_kernel=(3, 1), tdnn_dilation=(1, 1), xvector_output_dim=8, classifier_proj_size=8,
+    )
+    repo = cache_root / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    WavLMForXVector(config).save_pretrained(snapshot)
+    Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(snapshot)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
