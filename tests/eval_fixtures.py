@@ -70,3 +70,29 @@ def tiny_wavlm_in_hub_cache(cache_root: Path, repo_id: str = "test-org/tiny-wavl
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     return snapshot
+
+
+def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
+    """Levenshtein distance, written out here independently of jiwer."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, ref in enumerate(reference, 1):
+        current = [i]
+        for j, hyp in enumerate(hypothesis, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
+        previous = current
+    return previous[-1]
+
+
+def human_meta_lst(folder: Path) -> Path:
+    """A Seed-TTS style meta.lst over f5-tts's human recordings: each speaker's clip is the target,
+    another clip (a different speaker) the reference; the recording itself is the ground truth."""
+    rows = [
+        ("town", "basic/basic_ref_en.wav", "multi/town.flac"),
+        ("main", "multi/town.flac", "multi/main.flac"),
+        ("nature", "multi/main.flac", "basic/basic_ref_en.wav"),
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f"{utt}|{HUMAN_CLIPS[ref]}|{example_path(ref)}|{HUMAN_CLIPS[target]}|{example_path(target)}" for utt, ref, target in rows]
+    path = folder / "meta.lst"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

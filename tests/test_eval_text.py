@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from eval_fixtures import edit_distance
 from f5app.evaluation.text import integer_words, normalize, score
-
-
-def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
-    """Levenshtein distance, written out here independently of jiwer."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref in enumerate(reference, 1):
-        current = [i]
-        for j, hyp in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
-        previous = current
-    return previous[-1]
 
 
 @pytest.mark.parametrize(
