@@ -47,6 +47,7 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
     settings: EvalAppConfig = cfg if isinstance(cfg, EvalAppConfig) else to_settings(cfg, EvalAppConfig)
     if settings.source not in ("model", RECORDINGS):
         raise EvalInputError(f"source={settings.source} is not an option; use model or recordings")
+    _check_out(settings.out)  # before anything is resolved or loaded
     entries = list(settings.compare) or [RECORDINGS if settings.source == RECORDINGS else None]
     targets = [_target(settings, entry) for entry in entries]
     out_path = _output_path(settings, targets)
@@ -208,13 +209,19 @@ def _now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+def _check_out(out: str | None) -> None:
+    if out is None:
+        return
+    path = Path(out).expanduser()
+    if path.suffix.lower() != ".json":
+        raise EvalInputError(f"out={path}: the results file name must end in .json")
+    if path.is_dir():
+        raise EvalInputError(f"out={path} is a directory; give a file name ending in .json")
+
+
 def _output_path(settings: EvalAppConfig, targets: list[_Target]) -> Path:
     if settings.out:
         path = Path(settings.out).expanduser()
-        if path.suffix.lower() != ".json":
-            raise EvalInputError(f"out={path}: the results file name must end in .json")
-        if path.is_dir():
-            raise EvalInputError(f"out={path} is a directory; give a file name ending in .json")
     else:
         from f5app.infer import unused_name
 

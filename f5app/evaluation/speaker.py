@@ -107,7 +107,8 @@ _ABSENT = object()
 @dataclass
 class ResemblyzerEmbedder:
     encoder: Any
-    preprocess: Callable[[np.ndarray], np.ndarray]
+    preprocess: Callable[[np.ndarray], np.ndarray]  # volume normalisation + silence trimming
+    normalize: Callable[[np.ndarray], np.ndarray]  # volume normalisation only
     device: str
     name: str = "resemblyzer"
     model: str = "resemblyzer GE2E encoder (pretrained.pt in the package)"
@@ -121,10 +122,13 @@ class ResemblyzerEmbedder:
             raise ValueError("audio too short or silent for a speaker embedding (no signal)")
         # Resemblyzer's own preprocessing (volume to -30 dBFS, long silences trimmed by webrtcvad),
         # given 16 kHz audio so it does not resample again.
-        wav = self.preprocess(wav)
-        if len(wav) < EMBEDDING_SAMPLE_RATE // 10:
-            raise ValueError("audio too short or silent for a speaker embedding (under 0.1 s of speech)")
-        return np.asarray(self.encoder.embed_utterance(wav), dtype=np.float32)
+        trimmed = self.preprocess(wav)
+        if len(trimmed) < EMBEDDING_SAMPLE_RATE // 10:
+            # The VAD heard no speech (tones, buzz from an early model): embed the clip untrimmed.
+            trimmed = self.normalize(wav)
+        if len(trimmed) < EMBEDDING_SAMPLE_RATE // 10:
+            raise ValueError("audio too short for a speaker embedding (under 0.1 s)")
+        return np.asarray(self.encoder.embed_utterance(trimmed), dtype=np.float32)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model, "revision": self.revision, "device": self.device}
@@ -135,7 +139,15 @@ def _build_resemblyzer(cfg: SpeakerConfig, device: str) -> ResemblyzerEmbedder:
     encoder = resemblyzer.VoiceEncoder(device=device, verbose=False)
     version = importlib.metadata.version("resemblyzer")
     log.info("speaker embedder: resemblyzer %s on %s", version, device)
-    return ResemblyzerEmbedder(encoder, lambda wav: resemblyzer.preprocess_wav(wav), device, revision=f"resemblyzer {version}")
+    from resemblyzer.hparams import audio_norm_target_dBFS
+
+    return ResemblyzerEmbedder(
+        encoder,
+        preprocess=lambda wav: resemblyzer.preprocess_wav(wav),
+        normalize=lambda wav: resemblyzer.normalize_volume(wav, audio_norm_target_dBFS, increase_only=True),
+        device=device,
+        revision=f"resemblyzer {version}",
+    )
 
 
 # ---------------------------------------------------------------------- WavLM x-vector
