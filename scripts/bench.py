@@ -15,6 +15,9 @@ Sections (docs/benchmarks.md has the goals and the latest table):
   infer       RTF vs upstream ``infer_process`` and process start to wav vs ``f5-tts_infer-cli``
               (scripts/bench_infer.py), plus peak RSS of both command lines.
   cli         wall time of ``f5app.ckpt list RUN_DIR`` and of each entry point's ``--help``.
+  evaluation  seconds per prompt (synthesis, ASR, embedding) and the share of the demo's training
+              wall time that evaluation costs at its interval; ASR real-time factor; WER against
+              upstream ``f5_tts.eval.utils_eval.run_asr_wer`` on the same files (scripts/bench_eval.py).
 
 Every comparison alternates the two sides repetition by repetition, so background load (this
 machine is shared) hits both alike, and reports the median. Heavy work runs in worker processes
@@ -40,7 +43,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
-SECTIONS = ("training", "save", "resolve", "infer", "cli")
+SECTIONS = ("training", "save", "resolve", "infer", "cli", "evaluation")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
 
 
@@ -791,6 +794,18 @@ def bench_inference(sizes: Sizes, device: str, work: Path, logs: Path) -> dict[s
     }
 
 
+# ---------------------------------------------------------------------------------------- evaluation
+def bench_evaluation(quick: bool, device: str, repeats: int, work: Path, logs: Path) -> dict[str, Any]:
+    """scripts/bench_eval.py in its own process (it trains the demo and loads three models)."""
+    out = work / "evaluation.json"
+    command = [sys.executable, str(SCRIPTS / "bench_eval.py"), "--device", device, "--repeats", str(repeats),
+               "--json", str(out), "--workdir", str(work / "evaluation")] + (["--quick"] if quick else [])
+    seconds, status = run_timed(command, cwd=ROOT, env=worker_env(), log=logs / "evaluation.log")
+    if status != 0:
+        raise RuntimeError(f"scripts/bench_eval.py failed (exit {status}); see {logs / 'evaluation.log'}")
+    return {**json.loads(out.read_text()), "seconds": seconds}
+
+
 # ---------------------------------------------------------------------------------------- main
 def run_worker(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench.py --worker")
@@ -880,6 +895,24 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
         for name, row in c["commands"].items():
             rows.append(Row(f"`python -m f5app.{name}` wall time", f"{row['seconds']:.2f} s", f"python -c pass {c['python_startup_s']:.2f} s",
                             None, "<= 1.5 s", row["seconds"] <= 1.5))
+    e = results.get("evaluation")
+    if e:
+        cost, speed, up = e["evaluation"], e["asr_speed"], e["upstream_wer"]
+        per = cost["seconds_per_prompt"]
+        interval = f"every {cost['every']} updates" + ("" if cost["every_is_configured"] else " (save_every; eval.every is 0)")
+        rows += [
+            Row(f"evaluation: seconds per prompt (synthesis / ASR / embedding, nfe {cost['nfe_step']})",
+                f"{per['synthesis']:.2f} / {per['asr']:.2f} / {per['embedding']:.2f} s", "-", None, "info", None),
+            Row(f"evaluation share of demo training wall time ({cost['prompts']} prompts {interval}, {cost['events_per_run']} per run)",
+                f"{100 * cost['share_steady']:.1f} %", f"{cost['train_wall_s']:.0f} s training", None, "<= 5 %", cost["share_steady"] <= 0.05),
+            Row("  same, counting model loading and first-use warm-up once per run", f"{100 * cost['share_with_loading']:.1f} %",
+                f"load {cost['load_s']:.1f} s", None, "info", None),
+        ]
+        for beam, row in sorted(speed.items()):
+            rows.append(Row(f"ASR real-time factor (tiny.en, {beam}, human speech)", f"{row['rtf']:.3f}", "1.0 (real time)", row["rtf"], "info", None))
+        rows.append(Row(f"WER vs upstream run_asr_wer, same files and model ({up['files']} files; {up['agree']} agree, rest explained)",
+                        f"{up['ours_mean_wer']:.3f}", f"{up['upstream_mean_wer']:.3f}", None, "agree or explained",
+                        all(r["why"] == "agree" or r["why"].startswith(("normalisation", "different transcripts")) for r in up["rows"])))
     return rows
 
 
@@ -911,17 +944,17 @@ def main(argv: list[str] | None = None) -> int:
         run_worker(argv)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference section (under 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference or evaluation section unless --only names it (under 3 minutes)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; --quick: all but infer)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; --quick: all but infer and evaluation)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads in both training workers (default 1: steadier on a shared CPU; 0: torch's default)")
     parser.add_argument("--repeats", type=int, help="override every section's repetitions")
     parser.add_argument("--big-gib", type=float, help="override the size of the big checkpoints in the resolution run")
     parser.add_argument("--workdir", type=Path, help="scratch folder, kept afterwards (default: a temp folder, removed)")
     args = parser.parse_args(argv)
-    only = set(args.only.split(",")) if args.only else set(SECTIONS) - ({"infer"} if args.quick else set())
+    only = set(args.only.split(",")) if args.only else set(SECTIONS) - ({"infer", "evaluation"} if args.quick else set())
     unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
@@ -950,6 +983,7 @@ def main(argv: list[str] | None = None) -> int:
             ("resolve", "resolution", lambda: bench_resolution(sizes, work, logs)),
             ("infer", "inference", lambda: bench_inference(sizes, args.device, work, logs)),
             ("cli", "cli", lambda: bench_cli(sizes, work, logs)),
+            ("evaluation", "evaluation", lambda: bench_evaluation(args.quick, args.device, args.repeats or 2, work, logs)),
         ):
             if section in only:
                 print(f"[{time.perf_counter() - started:5.0f} s] {section} ...", file=sys.stderr)

@@ -136,6 +136,8 @@ class ResemblyzerEmbedder:
 
 def _build_resemblyzer(cfg: SpeakerConfig, device: str) -> ResemblyzerEmbedder:
     resemblyzer = import_resemblyzer()
+    import librosa.feature  # noqa: F401  (lazily imported on the first embedding otherwise: ~3.5 s)
+
     encoder = resemblyzer.VoiceEncoder(device=device, verbose=False)
     version = importlib.metadata.version("resemblyzer")
     log.info("speaker embedder: resemblyzer %s on %s", version, device)
