@@ -3,6 +3,7 @@
 # then speak one sentence with it. Extra arguments go to the training command, e.g.
 #   scripts/demo.sh trainer.max_updates=600
 set -euo pipefail
+export F5APP_EXTRAS="${F5APP_EXTRAS:-eval}"  # the demo scores itself with the bundled ASR and speaker models
 source "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
 cd "$ROOT"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" WANDB_MODE="${WANDB_MODE:-disabled}" PYTHONUNBUFFERED=1

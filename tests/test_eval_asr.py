@@ -115,3 +115,14 @@ def test_a_folder_that_is_not_a_faster_whisper_model_is_refused(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(AsrUnavailable, match="missing model.bin"):
         build_transcriber(AsrConfig(name="whisper", model=str(tmp_path)))
+
+
+def test_the_asr_and_speaker_groups_compose_into_typed_settings(compose_cfg):
+    from f5app.config import EvalAppConfig, TrainConfig, to_settings
+
+    settings = to_settings(compose_cfg("eval", ["asr=whisper", "asr.model=Systran/faster-whisper-small", "speaker=resemblyzer"]), EvalAppConfig)
+    assert (settings.asr.name, settings.asr.model, settings.speaker.name) == ("whisper", "Systran/faster-whisper-small", "resemblyzer")
+    demo = to_settings(compose_cfg("train", ["experiment=demo"]), TrainConfig)
+    assert (demo.asr.name, demo.speaker.name) == ("tiny_en", "resemblyzer")  # the demo evaluates offline
+    default = to_settings(compose_cfg("train", ["data.path=/tmp"]), TrainConfig)
+    assert (default.asr.name, default.asr.model, default.speaker.name) == ("whisper", "large-v3", "wavlm")
