@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from f5app.cli_help import run_hydra_app
 from f5app.config import CONF_DIR, InferConfig, to_settings
+from f5app.files import atomic_write
 from f5app.inference.errors import InferenceInputError
 
 log = logging.getLogger("f5app.infer")
@@ -128,16 +129,13 @@ def save_spectrogram(mel, path: Path, overwrite: bool = False) -> Path:
 
     if path.exists() and not overwrite:
         raise InferenceInputError(f"{path} already exists; pass overwrite=true")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     figure = plt.figure(figsize=(12, 4))
     try:
         plt.imshow(mel, origin="lower", aspect="auto")
         plt.colorbar()
-        figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"), durable=False)
     finally:
         plt.close(figure)
-        tmp.unlink(missing_ok=True)
     return path
 
 

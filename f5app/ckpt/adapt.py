@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from f5app.ckpt.keys import DuplicateWeightKeys, canonicalize
+from f5app.files import atomic_write, sha256_file
 from f5app.model import read_vocab, text_embedding_rows, write_vocab
 
 if TYPE_CHECKING:
@@ -415,20 +416,10 @@ def _indexed_sha256(path: Path, cache_root: Path) -> str:
     remembered = cache_root / "index" / stamp
     if remembered.is_file():
         return remembered.read_text(encoding="utf-8").strip()
-    digest = _sha256(path)
+    digest = sha256_file(path)
     remembered.parent.mkdir(parents=True, exist_ok=True)
-    temporary = remembered.with_name(f".{stamp}.{os.getpid()}")
-    temporary.write_text(digest, encoding="utf-8")
-    os.replace(temporary, remembered)
+    atomic_write(remembered, digest, durable=False)  # a lost entry is only hashed again
     return digest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _first_line(error: Exception) -> str:

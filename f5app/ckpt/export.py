@@ -13,13 +13,13 @@ written under a temporary name and renamed into place; an existing file is never
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from f5app.ckpt.adapt import VOCAB_FILE, choose_weights, read_weight_sets, save_safetensors
 from f5app.ckpt.fingerprint import weights_fingerprint
+from f5app.files import atomic_write
 
 FORMATS = {"safetensors": ".safetensors", "pt": ".pt"}
 
@@ -52,13 +52,13 @@ def export_weights(
     step = int(source_metadata.get("update", 0)) if isinstance(source_metadata, dict) else 0
     ema_section = _as_ema(chosen.state, step)
     if fmt == "safetensors":
-        _write_atomic(out, lambda tmp: save_safetensors(ema_section, tmp))
+        atomic_write(out, lambda tmp: save_safetensors(ema_section, tmp))
     else:
         # Upstream's use_ema=False path reads model_state_dict: keep the source's live weights there.
         model_section = sets.model if sets.model is not None else chosen.state
-        _write_atomic(out, lambda tmp: _torch_save({"ema_model_state_dict": ema_section, "model_state_dict": model_section}, tmp))
+        atomic_write(out, lambda tmp: _torch_save({"ema_model_state_dict": ema_section, "model_state_dict": model_section}, tmp))
     if vocab_text is not None:
-        _write_atomic(vocab_path, lambda tmp: tmp.write_text(vocab_text, encoding="utf-8"))
+        atomic_write(vocab_path, vocab_text)
 
     record = {
         "source_metadata": source_metadata,
@@ -76,7 +76,7 @@ def export_weights(
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }
-    _write_atomic(metadata_path, lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8"))
+    atomic_write(metadata_path, json.dumps(record, indent=2, default=str) + "\n")
     return out
 
 
@@ -116,13 +116,3 @@ def _torch_save(payload: dict, path: Path) -> None:
 
     torch.save(payload, path)
 
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -27,6 +27,7 @@ import soundfile
 from f5app.config import DataConfig
 from f5app.data.metadata import BadRow, Metadata, MetadataError, MetadataRow, read_metadata
 from f5app.data.tokenizer import base_vocab_for, check_tokenizer, extend_vocab, pretrained_vocab_path, tokens_of_many
+from f5app.files import fsync_dir, sha256_file
 from f5app.model import read_vocab, write_vocab
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,9 @@ def _fingerprint(metadata: Metadata, data: DataConfig) -> str:
     digest.update(metadata.path.read_bytes())
     add(str(metadata.path.parent), data.tokenizer, data.min_duration, data.max_duration)
     if data.tokenizer == "custom":
-        add("vocab", _file_sha256(Path(data.vocab_path).expanduser()))  # type: ignore[arg-type]
+        add("vocab", sha256_file(Path(data.vocab_path).expanduser()))  # type: ignore[arg-type]
     if data.tokenizer == "pinyin":
-        add("vocab", _file_sha256(pretrained_vocab_path()), _f5_tts_version())
+        add("vocab", sha256_file(pretrained_vocab_path()), _f5_tts_version())
     for row in metadata.rows:
         try:
             stat = row.audio_path.stat()
@@ -157,10 +158,6 @@ def _fingerprint(metadata: Metadata, data: DataConfig) -> str:
         except OSError:
             add(str(row.audio_path), None)
     return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _f5_tts_version() -> str:
@@ -297,23 +294,10 @@ def _staging(out_dir: Path) -> Iterator[Path]:
         if out_dir.exists():
             os.rename(out_dir, retired)
         os.rename(staging, out_dir)
-        _fsync_dir(out_dir.parent)
+        fsync_dir(out_dir.parent)
         shutil.rmtree(retired, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @contextmanager
