@@ -130,11 +130,11 @@ def _vocos_files(cfg: VocoderConfig) -> tuple[Path, Path]:
 
 
 def _hub_file(repo_id: str, filename: str) -> Path:
-    from f5app.ckpt.hub import PretrainedUnavailable, fetch_hub_file
+    from f5app.hub import PretrainedUnavailable, fetch_hub_file
 
     try:
         return fetch_hub_file(
-            repo_id, filename, what="vocoder file", setting="vocoder.repo_id",
+            repo_id, filename, what="vocoder file", setting="vocoder.repo_id", repo_setting="vocoder.repo_id",
             alternative="pass vocoder.local_path=DIR holding config.yaml and pytorch_model.bin, or use vocoder=griffinlim",
         )
     except PretrainedUnavailable as error:

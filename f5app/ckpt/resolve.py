@@ -245,7 +245,7 @@ class _ChainWalker:
         return self._explicit_failed(f"ckpt.path={path} is not usable: {last.reason}")
 
     def _try_pretrained(self):
-        from f5app.ckpt import hub
+        from f5app import hub
 
         label = f"{self.ckpt.repo_id}/{self.ckpt.filename}"
         try:
