@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 
 from omegaconf import OmegaConf, open_dict
 
-from f5app.config import CONF_DIR, register_configs
+from f5app.config import CONF_DIR
+from f5app.hydra_setup import register
 
 HELP_FLAGS = ("--help", "-h")
 
@@ -45,8 +46,8 @@ def help_text(config_name: str, app: str, argv: Sequence[str], usage: str) -> st
 
 
 def run_hydra_app(hydra_main: Callable[[], object], config_name: str, usage: str) -> None:
-    """An entry point's ``main()``: register the schemas, answer ``--help`` fast, else run Hydra."""
-    register_configs()
+    """An entry point's ``main()``: register the schemas and resolvers, answer ``--help`` fast, else run Hydra."""
+    register()
     if wants_help(sys.argv[1:]):
         print(help_text(config_name, f"f5app.{config_name}", sys.argv[1:], usage))
         return

@@ -17,10 +17,12 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-#: Where the YAML config tree lives (the repository's ``conf/``).
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+#: The YAML config tree: the repository's ``conf/``, which an installed wheel carries as
+#: ``f5app/_conf`` (setup.py maps it in); a checkout, editable installs included, has only ``conf/``.
+CONF_DIR = _PACKAGE_DIR / "_conf" if (_PACKAGE_DIR / "_conf").is_dir() else _PACKAGE_DIR.parent / "conf"
 #: Small files shipped with the package (the demo data set).
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+ASSETS_DIR = _PACKAGE_DIR / "assets"
 
 
 @dataclass
@@ -210,11 +212,12 @@ class InferConfig:
 
 
 def register_configs() -> None:
-    """Register the schemas and resolvers. Idempotent: safe to call from every entry point and test."""
-    OmegaConf.register_new_resolver("f5app_asset", lambda name: str(ASSETS_DIR / name), replace=True)
-    from f5app.sweep import JOB_DIRNAME_RESOLVER, job_dirname
+    """Register the schemas and the ``f5app_asset`` resolver. Idempotent.
 
-    OmegaConf.register_new_resolver(JOB_DIRNAME_RESOLVER, job_dirname, replace=True)
+    Entry points and tests call :func:`f5app.hydra_setup.register`, which adds the resolvers
+    that belong to feature modules (this module imports none of them).
+    """
+    OmegaConf.register_new_resolver("f5app_asset", lambda name: str(ASSETS_DIR / name), replace=True)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="infer_schema", node=InferConfig)
