@@ -450,12 +450,9 @@ def bench_training(sizes: Sizes, device: str, threads: int, work: Path, logs: Pa
 # ---------------------------------------------------------------------------------------- save stall
 def upstream_vocab() -> list[str]:
     """The pretrained models' 2,545-token vocabulary shipped inside f5-tts (so the text embedding is full size)."""
-    import importlib.util
+    from f5app.data.vocab import read_vocab, upstream_vocab_path
 
-    from f5app.model import read_vocab
-
-    package = Path(next(iter(importlib.util.find_spec("f5_tts").submodule_search_locations)))
-    return read_vocab(package / "infer" / "examples" / "vocab.txt")
+    return read_vocab(upstream_vocab_path())
 
 
 def save_stall_worker(workdir: Path, device: str, model_name: str) -> None:

@@ -20,7 +20,8 @@ from f5app.ckpt.adapt import (
 )
 from f5app.ckpt.keys import DuplicateWeightKeys, canonicalize, describe_layout, normalize_key
 from f5app.config import ArchConfig, ModelConfig
-from f5app.model import build_cfm, write_vocab
+from f5app.data.vocab import write_vocab
+from f5app.model import build_cfm
 
 VOCAB = [" ", "a", "b", "c", "d", "e"]
 TINY = ModelConfig(name="tiny", arch=ArchConfig(dim=64, depth=2, heads=2, ff_mult=2, text_dim=32, conv_layers=1))

@@ -13,7 +13,8 @@ from f5app.ckpt.adapt import read_weights
 from f5app.ckpt.export import export_weights
 from f5app.ckpt.fingerprint import weights_fingerprint, weights_fingerprint_of
 from f5app.config import ArchConfig, ModelConfig
-from f5app.model import build_cfm, read_vocab, write_vocab
+from f5app.data.vocab import read_vocab, write_vocab
+from f5app.model import build_cfm
 
 VOCAB = [" ", "a", "b", "c", "ã"]
 TINY = ModelConfig(name="tiny", arch=ArchConfig(dim=64, depth=2, heads=2, ff_mult=2, text_dim=32, conv_layers=1))
@@ -151,6 +152,13 @@ def test_export_refuses_a_different_vocab_already_in_the_folder(checkpoint, tmp_
         export_weights(checkpoint, tmp_path / "model.safetensors")
     assert not (tmp_path / "model.safetensors").exists()
     assert read_vocab(tmp_path / "vocab.txt") == [" ", "x"]
+
+
+def test_export_refuses_a_damaged_vocab_already_in_the_folder_as_another_vocabulary(checkpoint, tmp_path):
+    (tmp_path / "vocab.txt").write_bytes(b" \n\xff\n")
+    with pytest.raises(FileExistsError, match="another vocabulary"):
+        export_weights(checkpoint, tmp_path / "model.safetensors")
+    assert (tmp_path / "vocab.txt").read_bytes() == b" \n\xff\n"
 
 
 @pytest.mark.parametrize(("name", "fmt"), [("model.pt", "safetensors"), ("model.safetensors", "pt"), ("model.bin", "pt")])

@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 from f5app.config import ASSETS_DIR, DataConfig, to_settings
 from f5app.data import prepare as prepare_module
 from f5app.data.prepare import DataError, load_prepared, prepare
-from f5app.data.tokenizer import extend_vocab, load_vocab_for, pretrained_vocab_path, tokens_of
-from f5app.model import read_vocab, write_vocab
+from f5app.data.tokenizer import extend_vocab, load_vocab_for, tokens_of
+from f5app.data.vocab import read_vocab, upstream_vocab_path, write_vocab
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -349,7 +349,7 @@ def test_pinyin_tokenizer_converts_chinese_and_extends_upstreams_pretrained_voca
 
     prepared = prepare(data_config(tmp_path, tokenizer="pinyin"))
 
-    pretrained = read_vocab(pretrained_vocab_path())
+    pretrained = read_vocab(upstream_vocab_path())
     assert len(pretrained) == 2545
     assert prepared.vocab[: len(pretrained)] == pretrained
     assert prepared.vocab[len(pretrained) :] == ["☃"]

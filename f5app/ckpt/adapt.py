@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from f5app.ckpt.keys import DuplicateWeightKeys, canonicalize
 from f5app.files import atomic_write, sha256_file
-from f5app.model import read_vocab, text_embedding_rows, write_vocab
+from f5app.data.vocab import VOCAB_FILE, read_vocab, write_vocab
+from f5app.model import text_embedding_rows
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -37,7 +38,6 @@ ADAPTER_VERSION = 1
 
 CHECKPOINT_WEIGHTS_FILE = "model.pt"
 FOLDER_WEIGHTS_FILES = (CHECKPOINT_WEIGHTS_FILE, "model.safetensors")
-VOCAB_FILE = "vocab.txt"
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 

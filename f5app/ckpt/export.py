@@ -17,8 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from f5app.ckpt.adapt import VOCAB_FILE, choose_weights, read_weight_sets, save_safetensors
+from f5app.ckpt.adapt import choose_weights, read_weight_sets, save_safetensors
 from f5app.ckpt.fingerprint import weights_fingerprint
+from f5app.data.vocab import VOCAB_FILE, vocab_text
 from f5app.files import atomic_write
 
 FORMATS = {"safetensors": ".safetensors", "pt": ".pt"}
@@ -45,8 +46,8 @@ def export_weights(
     chosen = choose_weights(sets, use_ema=use_ema, path=src)
     vocab_path = out.parent / VOCAB_FILE
     metadata_path = out.with_name(out.name + ".metadata.json")
-    vocab_text = "".join(f"{token}\n" for token in chosen.vocab) if chosen.vocab is not None else None
-    _refuse_clobber(out, metadata_path, vocab_path, vocab_text, overwrite)
+    vocab_content = vocab_text(chosen.vocab) if chosen.vocab is not None else None
+    _refuse_clobber(out, metadata_path, vocab_path, vocab_content, overwrite)
 
     source_metadata = _source_metadata(src)
     step = int(source_metadata.get("update", 0)) if isinstance(source_metadata, dict) else 0
@@ -57,8 +58,8 @@ def export_weights(
         # Upstream's use_ema=False path reads model_state_dict: keep the source's live weights there.
         model_section = sets.model if sets.model is not None else chosen.state
         atomic_write(out, lambda tmp: _torch_save({"ema_model_state_dict": ema_section, "model_state_dict": model_section}, tmp))
-    if vocab_text is not None:
-        atomic_write(vocab_path, vocab_text)
+    if vocab_content is not None:
+        atomic_write(vocab_path, vocab_content)
 
     record = {
         "source_metadata": source_metadata,
@@ -71,7 +72,7 @@ def export_weights(
             "adaptations": chosen.notes,
             "fingerprint": weights_fingerprint(chosen.state),
             "num_tensors": len(chosen.state),
-            "vocab_file": VOCAB_FILE if vocab_text is not None else None,
+            "vocab_file": VOCAB_FILE if vocab_content is not None else None,
             "vocab_size": len(chosen.vocab) if chosen.vocab is not None else None,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
@@ -89,14 +90,14 @@ def _as_ema(state: dict, step: int) -> dict:
     return section
 
 
-def _refuse_clobber(out: Path, metadata_path: Path, vocab_path: Path, vocab_text: str | None, overwrite: bool) -> None:
+def _refuse_clobber(out: Path, metadata_path: Path, vocab_path: Path, vocab_content: str | None, overwrite: bool) -> None:
     """Check everything before writing anything, so a refusal leaves no partial export."""
     if overwrite:
         return
     for existing in (out, metadata_path):
         if existing.exists():
             raise FileExistsError(f"{existing} already exists; pass overwrite=True (--overwrite) or choose another path")
-    if vocab_text is not None and vocab_path.exists() and vocab_path.read_text(encoding="utf-8") != vocab_text:
+    if vocab_content is not None and vocab_path.exists() and vocab_path.read_bytes() != vocab_content.encode("utf-8"):
         raise FileExistsError(f"{vocab_path} already exists with another vocabulary; export into another folder or pass overwrite=True")
 
 

@@ -24,6 +24,7 @@ from f5app.ckpt import peek
 from f5app.ckpt.layout import METADATA_FILENAME, MODEL_FILENAME, TEMP_PREFIX, VOCAB_FILENAME
 from f5app.ckpt.metadata import FORMAT, model_config_diff, read_metadata
 from f5app.config import ModelConfig
+from f5app.data.vocab import count_vocab
 
 Kind = Literal["f5app", "upstream_pt", "safetensors"]
 WEIGHT_GROUPS = ("model_state_dict", "ema_model_state_dict")
@@ -169,13 +170,6 @@ def _recorded_vocab_size(folder: Path, metadata: dict) -> Optional[int]:
         return count_vocab(vocab_file)
     size = metadata.get("vocab_size")
     return int(size) if isinstance(size, int) else None
-
-
-def count_vocab(vocab_file: Path) -> int:
-    lines = Path(vocab_file).read_text(encoding="utf-8").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return len(lines)
 
 
 def _model_from_dict(recorded: dict) -> Optional[ModelConfig]:

@@ -26,15 +26,15 @@ import soundfile
 
 from f5app.config import DataConfig
 from f5app.data.metadata import BadRow, Metadata, MetadataError, MetadataRow, read_metadata
-from f5app.data.tokenizer import base_vocab_for, check_tokenizer, extend_vocab, pretrained_vocab_path, tokens_of_many
+from f5app.data.tokenizer import base_vocab_for, check_tokenizer, extend_vocab, tokens_of_many
+from f5app.data.vocab import VOCAB_FILE, read_vocab, upstream_vocab_path, write_vocab
 from f5app.files import fsync_dir, sha256_file
-from f5app.model import read_vocab, write_vocab
 
 log = logging.getLogger(__name__)
 
 #: Bump when the prepared format changes, so old caches are rebuilt.
 FORMAT_VERSION = 1
-PREPARED_FILES = ("raw.arrow", "duration.json", "vocab.txt", "report.json")
+PREPARED_FILES = ("raw.arrow", "duration.json", VOCAB_FILE, "report.json")
 
 
 class DataError(ValueError):
@@ -117,7 +117,7 @@ def load_prepared(out_dir: str | Path) -> PreparedData:
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     return PreparedData(
         dir=out_dir,
-        vocab=read_vocab(out_dir / "vocab.txt"),
+        vocab=read_vocab(out_dir / VOCAB_FILE),
         num_items=int(report["num_items"]),
         total_seconds=float(report["total_seconds"]),
         report_path=out_dir / "report.txt",
@@ -150,7 +150,7 @@ def _fingerprint(metadata: Metadata, data: DataConfig) -> str:
     if data.tokenizer == "custom":
         add("vocab", sha256_file(Path(data.vocab_path).expanduser()))  # type: ignore[arg-type]
     if data.tokenizer == "pinyin":
-        add("vocab", sha256_file(pretrained_vocab_path()), _f5_tts_version())
+        add("vocab", sha256_file(upstream_vocab_path()), _f5_tts_version())
     for row in metadata.rows:
         try:
             stat = row.audio_path.stat()
@@ -275,7 +275,7 @@ def _write_upstream_files(folder: Path, clips: list[_Clip], token_lists: list[li
         writer.finalize()
     durations = {"duration": [clip.duration for clip in clips]}
     (folder / "duration.json").write_text(json.dumps(durations, ensure_ascii=False), encoding="utf-8")
-    write_vocab(vocab, folder / "vocab.txt")
+    write_vocab(vocab, folder / VOCAB_FILE)
 
 
 @contextmanager

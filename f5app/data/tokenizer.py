@@ -7,24 +7,15 @@ pretrained text embedding keep their meaning when fine-tuning into a new languag
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from f5app.model import read_vocab
+from f5app.data.vocab import read_vocab, upstream_vocab_path
 
 if TYPE_CHECKING:
     from f5app.config import DataConfig
 
 TOKENIZERS = ("char", "pinyin", "custom")
-
-
-def pretrained_vocab_path() -> Path:
-    """Upstream's pretrained vocabulary (2,545 tokens), found without importing f5_tts."""
-    spec = importlib.util.find_spec("f5_tts")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the f5-tts package is not installed; it provides the pinyin vocabulary")
-    return Path(list(spec.submodule_search_locations)[0]) / "infer" / "examples" / "vocab.txt"
 
 
 def check_tokenizer(tokenizer: str) -> None:
@@ -66,7 +57,7 @@ def base_vocab_for(data: "DataConfig") -> list[str] | None:
     if data.tokenizer == "char":
         return None
     if data.tokenizer == "pinyin":
-        return read_vocab(pretrained_vocab_path())
+        return read_vocab(upstream_vocab_path())
     if not data.vocab_path:
         raise ValueError("data.tokenizer=custom needs data.vocab_path=PATH/vocab.txt (one token per line)")
     path = Path(data.vocab_path).expanduser()

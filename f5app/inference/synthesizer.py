@@ -341,7 +341,8 @@ def load_model(
     """Build the CFM for ``model_config`` and load the weights through the checkpoint adapters."""
     from f5app.ckpt.adapt import load_into, read_weights
     from f5app.inference.upstream_import import register_lazy_f5_model_package
-    from f5app.model import build_cfm, read_vocab
+    from f5app.data.vocab import read_vocab, upstream_vocab_path
+    from f5app.model import build_cfm
 
     weights = read_weights(weights_path, use_ema=use_ema)
     if vocab_path is not None:
@@ -359,14 +360,6 @@ def load_model(
     for note in report.notes:
         log.info("weights: %s", note)
     return cfm, vocab
-
-
-def upstream_vocab_path() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("f5_tts")
-    assert spec is not None and spec.submodule_search_locations
-    return Path(next(iter(spec.submodule_search_locations))) / "infer/examples/vocab.txt"
 
 
 def pick_device(name: str) -> str:
