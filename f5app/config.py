@@ -149,10 +149,13 @@ class CkptConfig:
 
 @dataclass
 class VocoderConfig:
-    name: str = "griffinlim"  # vocos | bigvgan | griffinlim
-    repo_id: Optional[str] = None
-    local_path: Optional[str] = None
+    """One option of the vocoder group; ``name`` is a vocoder registered in f5app.audio.vocoder."""
+
+    name: str = "griffinlim"  # griffinlim | vocos | bigvgan
+    repo_id: Optional[str] = None  # Hub weights; None: the vocoder's own default_repo
+    local_path: Optional[str] = None  # a folder laid out as the vocoder's Hub repository
     n_iter: int = 32  # griffinlim iterations
+    options: dict[str, Any] = field(default_factory=dict)  # settings of a vocoder that has no field here
 
 
 @dataclass
