@@ -4,9 +4,10 @@
   exactly like upstream's released files, so ``f5_tts.infer.utils_infer.load_checkpoint`` reads it.
 - ``pt``: upstream's trainer layout, ``{"ema_model_state_dict": …, "model_state_dict": …}``.
 
-Upstream chooses the reader by the file's suffix, so the suffix must match the format. Files are
-written under a temporary name and renamed into place; an existing file is never replaced unless
-``overwrite=True``. Next to ``OUT`` go ``vocab.txt`` (when the source has one) and
+Upstream chooses the reader by the file's suffix, so the suffix must match the format; without an
+explicit format the suffix chooses it (a folder gets ``model.safetensors``). Files are written
+through :func:`f5app.files.atomic_write` (a fresh temporary that is never a planted symlink,
+renamed into place); an existing file is never replaced unless ``overwrite=True``. Next to ``OUT`` go ``vocab.txt`` (when the source has one) and
 ``OUT.metadata.json`` (written last): the source's metadata plus what the export did.
 """
 
@@ -26,12 +27,16 @@ FORMATS = {"safetensors": ".safetensors", "pt": ".pt"}
 
 
 def export_weights(
-    src: str | Path, out: str | Path, fmt: str = "safetensors", use_ema: bool = True, overwrite: bool = False
+    src: str | Path, out: str | Path, fmt: str | None = None, use_ema: bool = True, overwrite: bool = False
 ) -> Path:
     """Write ``src``'s weights (EMA when ``use_ema`` and present) to ``out``; returns the weights path.
 
-    ``out`` may be an existing folder: the file is then ``model.<fmt suffix>`` inside it.
+    ``fmt`` (``safetensors`` or ``pt``) defaults to the one ``out``'s suffix names. ``out`` may be
+    an existing folder: the file is then ``model.<fmt suffix>`` inside it (safetensors by default).
     """
+    out = Path(out)
+    if fmt is None:
+        fmt = format_for(out)
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is not supported; use one of: {', '.join(FORMATS)}")
     src, out = Path(src), Path(out)
@@ -79,6 +84,19 @@ def export_weights(
     }
     atomic_write(metadata_path, json.dumps(record, indent=2, default=str) + "\n")
     return out
+
+
+def format_for(out: Path) -> str:
+    """The export format ``out`` asks for by its suffix (an existing folder: safetensors)."""
+    if out.is_dir():
+        return "safetensors"
+    for fmt, suffix in FORMATS.items():
+        if out.suffix == suffix:
+            return fmt
+    raise ValueError(
+        f"{out}: the suffix {out.suffix or '(none)'!r} names no export format; end the name with "
+        f"{' or '.join(FORMATS.values())}, or pass the format (--format {'|'.join(FORMATS)})"
+    )
 
 
 def _as_ema(state: dict, step: int) -> dict:
