@@ -23,21 +23,11 @@ def check_tokenizer(tokenizer: str) -> None:
         raise ValueError(f"data.tokenizer={tokenizer!r} is not known; use one of {', '.join(TOKENIZERS)}")
 
 
-def tokens_of(text: str, tokenizer: str) -> list[str]:
-    """The token sequence upstream would store for ``text`` in raw.arrow's ``text`` column."""
-    check_tokenizer(tokenizer)
-    if tokenizer == "pinyin":
-        # Costs seconds (pulls rjieba and pypinyin through f5_tts.model): only for pinyin.
-        from f5_tts.model.utils import convert_char_to_pinyin
-
-        return list(convert_char_to_pinyin([text], polyphone=True)[0])
-    return list(text)
-
-
 def tokens_of_many(texts: list[str], tokenizer: str) -> list[list[str]]:
-    """:func:`tokens_of` for a whole list (one import, one call for pinyin)."""
+    """The token sequence upstream would store in raw.arrow's ``text`` column, for each of ``texts``."""
     check_tokenizer(tokenizer)
     if tokenizer == "pinyin":
+        # Costs seconds (pulls rjieba and pypinyin through f5_tts.model): only for pinyin, once per list.
         from f5_tts.model.utils import convert_char_to_pinyin
 
         return [list(tokens) for tokens in convert_char_to_pinyin(texts, polyphone=True)]
@@ -65,15 +55,3 @@ def base_vocab_for(data: "DataConfig") -> list[str] | None:
         raise ValueError(f"data.vocab_path={data.vocab_path}: no such file")
     return read_vocab(path)
 
-
-def load_vocab_for(data: "DataConfig", chars: Iterable[str]) -> list[str]:
-    """The vocabulary for a data set whose texts use the tokens ``chars``.
-
-    ``char``: the space first, then every other token seen, sorted. ``pinyin``/``custom``: the
-    fixed vocabulary extended with whatever it lacks.
-    """
-    base = base_vocab_for(data)
-    if base is None:
-        base = [" "]
-    vocab, _ = extend_vocab(base, chars)
-    return vocab
