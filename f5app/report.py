@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from f5app.errors import UserError, run_entry_point
 from f5app.sweep import JobProgress, is_finished, job_dirname, read_json, read_progress
 
 log = logging.getLogger("f5app.report")
@@ -75,7 +76,7 @@ class SweepReport:
         }
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """SWEEP_DIR is not something a report can be made of; the message says what to pass."""
 
 
@@ -401,11 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        report = collect(args.sweep_dir)
-    except ReportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_entry_point("f5app-report", lambda: _report(args))
+
+
+def _report(args: argparse.Namespace) -> int:
+    report = collect(args.sweep_dir)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_table(report))
     if args.no_files:
         return 0
@@ -420,8 +421,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         write_json(report, targets["json"])
         wrote_png = write_png(report, targets["png"])
     except OSError as error:
-        print(f"error: could not write the report files ({error}); pass --csv/--json-file/--png elsewhere or --no-files", file=sys.stderr)
-        return 2
+        raise UserError(f"could not write the report files ({error}); pass --csv/--json-file/--png elsewhere or --no-files") from None
     if not args.json:  # keep --json output parseable
         written = [targets["csv"], targets["json"]] + ([targets["png"]] if wrote_png else [])
         print("wrote " + ", ".join(str(path) for path in written))

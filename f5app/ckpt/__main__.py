@@ -4,10 +4,11 @@
     list RUN_DIR [--json]                                       the run's checkpoints, best/last marked
     info PATH [--json]                                          metadata, lineage, files, fingerprint
     validate PATH [--full] [--json]                             exit 1 when invalid
-    export SRC OUT [--format safetensors|pt] [--no-ema]         weights for inference (format: OUT's suffix)
+    export SRC OUT [--format safetensors|pt] [--no-ema]         weights for inference
     prune RUN_DIR [--keep-last N]                               apply retention now
 
-Exit codes: 0 ok, 1 invalid or nothing found, 2 usage error. No f5_tts import anywhere here;
+Exit codes: 0 ok, 1 invalid or nothing found, 2 usage error or bad input, 3 stopped by a
+signal. No f5_tts import anywhere here;
 torch is imported only by the commands that read tensors (info, validate, export, resolve).
 """
 
@@ -20,20 +21,26 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from f5app.errors import UserError, run_entry_point
+
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except _UsageError as error:
-        print(f"f5app-ckpt {args.command}: {error}", file=sys.stderr)
-        return EXIT_USAGE
+
+    def body() -> int:
+        try:
+            return args.handler(args)
+        except _UsageError as error:
+            print(f"f5app-ckpt {args.command}: {error}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return run_entry_point(f"f5app-ckpt {args.command}", body)
 
 
-class _UsageError(Exception):
+class _UsageError(UserError):
     pass
 
 
@@ -66,8 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("export", help="write inference weights (EMA) as safetensors or upstream .pt")
     p.add_argument("src", type=Path, metavar="SRC")
     p.add_argument("out", type=Path, metavar="OUT")
-    p.add_argument("--format", dest="fmt", choices=("safetensors", "pt"), default=None,
-                   help="default: the one OUT's suffix names (.safetensors or .pt); safetensors for a folder")
+    p.add_argument("--format", dest="fmt", choices=("safetensors", "pt"), default="safetensors")
     p.add_argument("--no-ema", dest="use_ema", action="store_false", help="export the live weights instead of EMA")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=_cmd_export)

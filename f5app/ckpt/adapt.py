@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from f5app.ckpt.keys import DuplicateWeightKeys, canonicalize
+from f5app.errors import UserError
 from f5app.files import atomic_write, sha256_file
 from f5app.data.vocab import VOCAB_FILE, read_vocab, write_vocab
 from f5app.model import text_embedding_rows
@@ -41,11 +42,11 @@ FOLDER_WEIGHTS_FILES = (CHECKPOINT_WEIGHTS_FILE, "model.safetensors")
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 
-class UnreadableWeights(ValueError):
+class UnreadableWeights(UserError, ValueError):
     """The input is not a weights container we understand (or it would need code to unpickle)."""
 
 
-class WeightsMismatch(ValueError):
+class WeightsMismatch(UserError, ValueError):
     """The weights do not fit the model; the message lists what differs."""
 
     def __init__(self, missing: list[str], unexpected: list[str], shape_mismatches: list[str], hint: str = ""):

@@ -26,6 +26,7 @@ from typing import Literal, Optional
 from f5app.ckpt import layout
 from f5app.ckpt.validate import ValidationResult, count_vocab, detect_kind, validate
 from f5app.config import CkptConfig, ModelConfig
+from f5app.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class Resolution:
         }
 
 
-class ResolutionError(RuntimeError):
+class ResolutionError(UserError, RuntimeError):
     """Nothing acceptable to load, or a refusal (all checkpoints invalid, architecture changed…)."""
 
     def __init__(self, message: str, candidates: list[Candidate], purpose: Purpose, chain: list[str]):

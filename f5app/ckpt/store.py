@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from f5app.ckpt import layout
+from f5app.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointSaveError(RuntimeError):
+class CheckpointSaveError(UserError, RuntimeError):
     """A save failed; nothing partial is visible and the previous checkpoints are intact."""
 
 

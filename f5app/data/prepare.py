@@ -28,6 +28,7 @@ from f5app.config import DataConfig
 from f5app.data.metadata import BadRow, Metadata, MetadataError, MetadataRow, read_metadata
 from f5app.data.tokenizer import base_vocab_for, check_tokenizer, extend_vocab, tokens_of_many
 from f5app.data.vocab import VOCAB_FILE, read_vocab, upstream_vocab_path, write_vocab
+from f5app.errors import UserError
 from f5app.files import fsync_dir, sha256_file
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ FORMAT_VERSION = 1
 PREPARED_FILES = ("raw.arrow", "duration.json", VOCAB_FILE, "report.json")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The data cannot be prepared; the message says why and what to fix."""
 
 
