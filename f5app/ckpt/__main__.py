@@ -4,7 +4,7 @@
     list RUN_DIR [--json]                                       the run's checkpoints, best/last marked
     info PATH [--json]                                          metadata, lineage, files, fingerprint
     validate PATH [--full] [--json]                             exit 1 when invalid
-    export SRC OUT [--format safetensors|pt] [--no-ema]         weights for inference
+    export SRC OUT [--format safetensors|pt] [--no-ema]         weights for inference (format: OUT's suffix)
     prune RUN_DIR [--keep-last N]                               apply retention now
 
 Exit codes: 0 ok, 1 invalid or nothing found, 2 usage error or bad input, 3 stopped by a
@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("export", help="write inference weights (EMA) as safetensors or upstream .pt")
     p.add_argument("src", type=Path, metavar="SRC")
     p.add_argument("out", type=Path, metavar="OUT")
-    p.add_argument("--format", dest="fmt", choices=("safetensors", "pt"), default="safetensors")
+    p.add_argument("--format", dest="fmt", choices=("safetensors", "pt"), default=None,
+                   help="default: the one OUT's suffix names (.safetensors or .pt); safetensors for a folder")
     p.add_argument("--no-ema", dest="use_ema", action="store_false", help="export the live weights instead of EMA")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=_cmd_export)
