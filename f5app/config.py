@@ -112,6 +112,9 @@ class TrainerConfig:
     on_save_error: str = "stop"  # stop | warn
     progress_bar: bool = True
     cpu: bool = False  # force CPU even where an accelerator exists
+    # Updates whose loss or gradient norm is NaN/inf are skipped (as a grad scaler does); this many
+    # in a row stop training with exit status 1. 0 never stops.
+    max_nonfinite: int = 25
 
 
 @dataclass
@@ -143,6 +146,7 @@ class CkptConfig:
     quarantine: bool = True
     fallback: bool = False  # an explicitly requested source that is invalid falls through
     keep_last: int = 3
+    best_metric: str = "val_loss"  # what best.json ranks by: val_loss | wer | cer (lower wins) | sim (higher wins)
     min_size_bytes: int = 1024  # lower bound when a file has no metadata recording its size
     use_ema: bool = True
 
@@ -237,11 +241,12 @@ def to_settings(cfg: DictConfig | dict[str, Any], schema: type) -> Any:
     """Turn a composed config (or a plain dict, e.g. from checkpoint metadata) into ``schema``.
 
     Unknown keys are an error naming the key, so a stale or hand-edited config cannot slip
-    through with a value that is silently ignored.
+    through with a value that is silently ignored. Interpolations are resolved once, by
+    ``to_object``: resolving twice would turn an escaped ``\${`` (free text, f5app/free_text.py)
+    into an interpolation.
     """
     base = OmegaConf.structured(schema)
     merged = OmegaConf.merge(base, cfg)
-    OmegaConf.resolve(merged)
     return OmegaConf.to_object(merged)
 
 

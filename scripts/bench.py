@@ -458,41 +458,28 @@ def upstream_vocab() -> list[str]:
 def save_stall_worker(workdir: Path, device: str, model_name: str) -> None:
     """Serve ``save`` requests: one f5app checkpoint (timed on the calling thread) or one torch.save.
 
-    The trainer is f5app's real ``Trainer`` with its real ``CheckpointWriter`` / ``StateSnapshot`` /
-    ``CheckpointStore``; only its setup is skipped: the model comes from ``build_cfm`` and the
-    optimizer state from one AdamW step on random gradients (what a training step leaves behind).
+    The trainer is f5app's real ``Trainer``, set up as ``f5app.train`` sets it up (scratch weights,
+    the demo data) and saving through its public ``save_checkpoint``; the optimizer state comes
+    from one AdamW step on random gradients (what a training step leaves behind).
     """
     import torch
-    from accelerate import Accelerator
-    from ema_pytorch import EMA
 
-    from f5app.ckpt.store import CheckpointStore
     from f5app.config import TrainConfig, resolved_container, to_settings
-    from f5app.model import build_cfm
     from f5app.training.loop import RunContext, Trainer
-    from f5app.training.saver import CheckpointWriter
 
     cfg = compose_train_config([f"model={model_name}", "data=demo", f"output_root={workdir}", "run_name=save", "logger=none",
-                                f"trainer.cpu={'true' if device == 'cpu' else 'false'}", "ckpt.keep_last=1"])
+                                f"trainer.cpu={'true' if device == 'cpu' else 'false'}", "ckpt.keep_last=1",
+                                "ckpt.train_chain=[scratch]", "ckpt.allow_scratch=true", "trainer.progress_bar=false"])
     settings = to_settings(cfg, TrainConfig)
-    accelerator = Accelerator(cpu=device == "cpu")
-    vocab = upstream_vocab()
+    trainer = Trainer(settings, RunContext(run_dir=workdir / "runs" / "save", resolved_config=resolved_container(cfg)))
+    trainer.setup()
+    model, optimizer, ema, accelerator, vocab = trainer.model, trainer.optimizer, trainer.ema, trainer.accelerator, trainer.vocab
     torch.manual_seed(0)
-    model = build_cfm(settings.model, vocab).to(accelerator.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.optim.lr)
     for parameter in model.parameters():
         parameter.grad = torch.randn_like(parameter) * 1e-3
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    ema = EMA(model, include_online_model=False, beta=settings.trainer.ema_decay, update_every=1)
-    ema.to(accelerator.device)
     ema.update()
-
-    trainer = Trainer(settings, RunContext(run_dir=workdir / "runs" / "save", resolved_config=resolved_container(cfg)))
-    trainer.accelerator, trainer.model, trainer.optimizer, trainer.ema = accelerator, model, optimizer, ema
-    trainer.is_main, trainer.world_size, trainer.rank, trainer.vocab = True, 1, 0, vocab
-    trainer.store = CheckpointStore(trainer.run_dir / "checkpoints", keep_last=1)
-    trainer._writer = CheckpointWriter(trainer.store.save, background=settings.trainer.async_save)
     sync_dir = workdir / "sync"
     state_bytes = sum(t.numel() * t.element_size() for t in _tensors(
         {"m": model.state_dict(), "e": ema.state_dict(), "o": optimizer.state_dict()}))
@@ -516,10 +503,10 @@ def save_stall_worker(workdir: Path, device: str, model_name: str) -> None:
         start = time.perf_counter()
         trainer.save_checkpoint(train_loss=1.0, val_loss=None)
         called = time.perf_counter() - start
-        blocked_before = trainer._writer.blocked_seconds
+        blocked_before = trainer.writer.blocked_seconds
         update_s = one_update()
-        fence = trainer._writer.blocked_seconds - blocked_before
-        trainer._writer.wait()  # untimed: the background write must not overlap the next measurement
+        fence = trainer.writer.blocked_seconds - blocked_before
+        trainer.writer.wait()  # untimed: the background write must not overlap the next measurement
         return {"stall_s": called + fence, "call_s": called, "fence_s": fence, "update_s": update_s,
                 "background_done_s": time.perf_counter() - start}
 
