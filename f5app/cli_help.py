@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from f5app.config import CONF_DIR
 from f5app.errors import run_entry_point
+from f5app.free_text import literal_overrides
 from f5app.hydra_setup import register
 
 #: Errors in composing the config from the command line: bad input (exit 2), not a crash.
@@ -57,10 +58,12 @@ def help_text(config_name: str, app: str, argv: Sequence[str], usage: str) -> st
     return "\n".join(lines)
 
 
-def run_hydra_app(hydra_main: Callable[[], object], config_name: str, usage: str) -> None:
-    """An entry point's ``main()``: register the schemas and resolvers, answer ``--help`` fast,
-    else run Hydra; a status other than 0 leaves through SystemExit."""
+def run_hydra_app(hydra_main: Callable[[], object], config_name: str, usage: str, free_text_keys: Sequence[str] = ()) -> None:
+    """An entry point's ``main()``: register the schemas and resolvers, take the values of
+    ``free_text_keys`` literally (f5app/free_text.py), answer ``--help`` fast, else run Hydra; a
+    status other than 0 leaves through SystemExit."""
     register()
+    sys.argv[1:] = literal_overrides(sys.argv[1:], free_text_keys)
     app = f"f5app.{config_name}"
 
     def body() -> None:

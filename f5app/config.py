@@ -242,8 +242,8 @@ def to_settings(cfg: DictConfig | dict[str, Any], schema: type) -> Any:
 
     Unknown keys are an error naming the key, so a stale or hand-edited config cannot slip
     through with a value that is silently ignored. Interpolations are resolved once, by
-    ``to_object``: resolving twice would turn an escaped ``\${`` (free text, f5app/free_text.py)
-    into an interpolation.
+    ``to_object``: resolving twice would turn the escaped interpolations of free text
+    (f5app/free_text.py) back into interpolations.
     """
     base = OmegaConf.structured(schema)
     merged = OmegaConf.merge(base, cfg)
