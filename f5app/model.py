@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from f5app.config import ModelConfig
-from f5app.data.vocab import read_vocab, vocab_map  # noqa: F401  read_vocab: training/loop.py imports it from here still
+from f5app.data.vocab import vocab_map
 
 if TYPE_CHECKING:
     from f5_tts.model import CFM

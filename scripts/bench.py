@@ -15,6 +15,8 @@ Sections (docs/benchmarks.md has the goals and the latest table):
   infer       RTF vs upstream ``infer_process`` and process start to wav vs ``f5-tts_infer-cli``
               (scripts/bench_infer.py), plus peak RSS of both command lines.
   cli         wall time of ``f5app.ckpt list RUN_DIR`` and of each entry point's ``--help``.
+  verify      reading a ~1 GiB checkpoint for resume with verification (sha256 of every file while
+              it is read, finiteness of the weights) vs the same read without it.
 
 Every comparison alternates the two sides repetition by repetition, so background load (this
 machine is shared) hits both alike, and reports the median. Heavy work runs in worker processes
@@ -40,7 +42,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
-SECTIONS = ("training", "save", "resolve", "infer", "cli")
+SECTIONS = ("training", "save", "resolve", "infer", "cli", "verify")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
 
 
@@ -59,10 +61,12 @@ class Sizes:
     resolve_repeats: int
     infer_repeats: int
     cli_repeats: int
+    verify_gib: float = 1.0
+    verify_repeats: int = 5
 
 
 QUICK = Sizes(repeats=2, train_updates=90, frames_per_batch=1000, max_samples=4, save_every=50, save_model="f5tts_v1_small",
-              save_repeats=1, resolve_big_gib=0.25, resolve_repeats=2, infer_repeats=1, cli_repeats=1)
+              save_repeats=1, resolve_big_gib=0.25, resolve_repeats=2, infer_repeats=1, cli_repeats=1, verify_gib=0.25, verify_repeats=3)
 FULL = Sizes(repeats=5, train_updates=160, frames_per_batch=1000, max_samples=4, save_every=50, save_model="f5tts_v1_small",
              save_repeats=3, resolve_big_gib=1.0, resolve_repeats=3, infer_repeats=3, cli_repeats=5)
 
@@ -675,6 +679,49 @@ def bench_resolution(sizes: Sizes, work: Path, logs: Path) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------------------------------- verify on load
+def verify_worker(workdir: Path, gib: float) -> None:
+    """Serve ``load`` requests over one checkpoint of ~``gib`` GiB written by the real store."""
+    sys.path[:0] = [str(ROOT / "tests")]
+    import torch
+    from ckpt_factory import checkpoint_record, tiny_model_config, tiny_vocab
+
+    from f5app.ckpt import schema
+    from f5app.ckpt.store import CheckpointStore
+
+    record = checkpoint_record(1, tiny_model_config(), tiny_vocab(), 1.0)
+    third = int(gib * 2**30) // 4 // 3
+    record.weights[schema.MODEL_STATE]["transformer.big"] = torch.randn(third)
+    record.weights[schema.EMA_STATE]["ema_model.transformer.big"] = torch.randn(third)
+    record.weights[schema.OPTIMIZER_STATE] = {"state": {0: {"exp_avg": torch.randn(third)}}, "param_groups": []}
+    folder = CheckpointStore(workdir / "checkpoints", keep_last=0).save(record)
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    schema.load_checkpoint(folder, rank=0, verify=False)  # page cache warm for both sides
+
+    def load(request: dict[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
+        schema.load_checkpoint(folder, rank=0, verify=request["verify"])
+        return {"seconds": time.perf_counter() - start}
+
+    serve({"load": load, "info": lambda _: {"gib": size / 2**30}})
+
+
+def bench_verify(sizes: Sizes, work: Path, logs: Path) -> dict[str, Any]:
+    worker = Worker("verify", ["--workdir", str(work / "verify"), "--big-gib", str(sizes.verify_gib)], logs / "verify.log")
+    try:
+        info = worker.ask({"command": "info"})
+        seconds: dict[bool, list[float]] = {True: [], False: []}
+        for rep in range(sizes.verify_repeats):
+            for verify in ((False, True) if rep % 2 == 0 else (True, False)):
+                seconds[verify].append(worker.ask({"command": "load", "verify": verify})["seconds"])
+        worker.close()
+    except BaseException:
+        worker._process.kill()
+        raise
+    plain, verified = median(seconds[False]), median(seconds[True])
+    return {"gib": info["gib"], "plain_s": plain, "verified_s": verified, "ratio": verified / plain}
+
+
 # ---------------------------------------------------------------------------------------- CLI latency
 def make_small_run(run_dir: Path) -> None:
     """Three small complete checkpoints for ``ckpt list``."""
@@ -798,6 +845,8 @@ def run_worker(argv: list[str]) -> None:
         infer_worker(args.workdir, args.device, args.repeats, args.nfe)
     elif args.worker == "resolve":
         resolve_worker(args.workdir, args.big_gib)
+    elif args.worker == "verify":
+        verify_worker(args.workdir, args.big_gib)
     else:
         raise SystemExit(f"unknown worker {args.worker!r}")
 
@@ -864,6 +913,10 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
         for name, row in c["commands"].items():
             rows.append(Row(f"`python -m f5app.{name}` wall time", f"{row['seconds']:.2f} s", f"python -c pass {c['python_startup_s']:.2f} s",
                             None, "<= 1.5 s", row["seconds"] <= 1.5))
+    w = results.get("verify")
+    if w:
+        rows.append(Row(f"resume read of a {w['gib']:.2f} GiB checkpoint with sha256 + finiteness verification vs without",
+                        f"{w['verified_s']:.2f} s", f"{w['plain_s']:.2f} s", w["ratio"], "<= 1.1x", w["ratio"] <= 1.1))
     return rows
 
 
@@ -934,6 +987,7 @@ def main(argv: list[str] | None = None) -> int:
             ("resolve", "resolution", lambda: bench_resolution(sizes, work, logs)),
             ("infer", "inference", lambda: bench_inference(sizes, args.device, work, logs)),
             ("cli", "cli", lambda: bench_cli(sizes, work, logs)),
+            ("verify", "verify", lambda: bench_verify(sizes, work, logs)),
         ):
             if section in only:
                 print(f"[{time.perf_counter() - started:5.0f} s] {section} ...", file=sys.stderr)

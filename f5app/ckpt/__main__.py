@@ -177,10 +177,15 @@ def _cmd_list(args) -> int:
     print(f"checkpoints in {ckpt_dir}" + (f" (best by {metric})" if best is not None else ""))
     for row in table:
         print("  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    for r in rows:
+        if r["reason"]:
+            print(f"  {r['name']}: {r['reason']}")
     return EXIT_OK
 
 
 def _list_row(entry, metadata, status, best, last) -> dict:
+    from f5app.ckpt import layout
+
     marks = [which for which, p in (("best", best), ("last", last)) if p is not None and p.name == entry.name]
     files = {name: {"size": f.size, "sha256": f.sha256} for name, f in metadata.files.items()} if metadata is not None else {}
     size = sum(f["size"] for f in files.values()) if files else _du(entry.path)
@@ -198,6 +203,7 @@ def _list_row(entry, metadata, status, best, last) -> dict:
         "config": metadata.config if metadata is not None else None,
         "files": files,
         "fingerprint": metadata.weights_fingerprint if metadata is not None else None,  # recorded at save time
+        "reason": layout.quarantine_reason(entry.path) if status == "quarantined" else None,
     }
 
 

