@@ -97,19 +97,18 @@ class _Target:
     @property
     def recorded_config(self) -> dict | None:
         metadata = getattr(self.resolved, "metadata", None)
-        config = metadata.get("config") if isinstance(metadata, dict) else None
-        return config if isinstance(config, dict) else None
+        return metadata.config if metadata is not None and metadata.config else None
 
     def describe(self) -> dict[str, Any] | None:
         if self.resolved is None:
             return None
-        metadata = self.resolved.metadata if isinstance(self.resolved.metadata, dict) else {}
+        metadata = self.resolved.metadata
         return {
             "label": self.label,
             "source": self.resolved.source,
             "path": str(self.resolved.path),
             "kind": self.resolved.kind,
-            "update": metadata.get("update"),
+            "update": metadata.update if metadata is not None else None,
             "run_dir": str(self.run_dir) if self.run_dir else None,
         }
 

@@ -80,3 +80,16 @@ def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> Path:
     """JSON (sorted keys, strict: NaN and infinity are refused, not written as invalid JSON)."""
     text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
     return atomic_write(path, text, durable=durable)
+
+
+def read_json_object(path: Path, max_bytes: int = 1024 * 1024) -> dict[str, Any] | None:
+    """A small JSON object from ``path``; None when absent, too large, unreadable or not an object."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            return None
+        data = json.loads(raw)
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None

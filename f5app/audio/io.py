@@ -6,14 +6,13 @@ file access goes through soundfile. torch is imported only when a resample is ne
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from f5app.errors import UserError
+from f5app.files import atomic_write
 
 
 class AudioFileError(UserError, ValueError):
@@ -68,29 +67,16 @@ def write_audio(path: str | Path, wav: np.ndarray, sr: int, overwrite: bool = Fa
         raise AudioFileError(f"output {path} is a directory; give a file name ending in .wav, .flac or .ogg")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as exc:
         raise AudioFileError(f"cannot write to {path.parent}: {exc.strerror}") from None
-    os.close(fd)
     data = np.asarray(wav, dtype=np.float32)
     if data.ndim == 2:
         data = data.T  # soundfile wants (samples, channels)
     try:
-        sf.write(tmp, data, sr, format=fmt)
-        os.chmod(tmp, _new_file_mode())  # mkstemp creates 0600; the result should look like any file we write
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, (OSError, sf.LibsndfileError)):
-            raise AudioFileError(f"cannot write audio file {path}: {exc}") from None
-        raise
+        atomic_write(path, lambda tmp: sf.write(str(tmp), data, sr, format=fmt), durable=False)
+    except (OSError, sf.LibsndfileError) as exc:
+        raise AudioFileError(f"cannot write audio file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return path
-
-
-def _new_file_mode() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 _FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}

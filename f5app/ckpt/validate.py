@@ -11,7 +11,6 @@ resolution never quarantines it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import struct
@@ -21,9 +20,14 @@ from typing import Any, Literal, Mapping, Optional
 
 from f5app.ckpt import arch as arch_sig
 from f5app.ckpt import peek
-from f5app.ckpt.layout import METADATA_FILENAME, MODEL_FILENAME, TEMP_PREFIX, VOCAB_FILENAME
-from f5app.ckpt.metadata import FORMAT, model_config_diff, read_metadata
+from f5app.ckpt.arch import model_config_diff
+from f5app.ckpt.layout import TEMP_PREFIX
+from f5app.ckpt.schema import (
+    METADATA_FILENAME, MODEL_FILENAME, VOCAB_FILENAME, CheckpointMetadata, MetadataError, read_metadata_file,
+)
 from f5app.config import ModelConfig
+from f5app.data.vocab import count_vocab
+from f5app.files import sha256_file
 
 Kind = Literal["f5app", "upstream_pt", "safetensors"]
 WEIGHT_GROUPS = ("model_state_dict", "ema_model_state_dict")
@@ -37,7 +41,7 @@ class ValidationResult:
     ok: bool
     reason: str  # "ok", or why not, in one line
     kind: Optional[Kind]
-    metadata: Optional[dict] = None
+    metadata: Optional[CheckpointMetadata] = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # canonical key -> shape
     incompatible: bool = False  # not damage: does not fit the configured model / vocab, or unreadable now
     checks: list[str] = field(default_factory=list)  # what was verified, in order
@@ -112,38 +116,40 @@ def _validate_folder(path, result, model, vocab_size, full, allow_vocab_growth) 
         raise _Invalid("incomplete: temporary folder of a save that never finished")
     if not (path / METADATA_FILENAME).is_file():
         raise _Invalid(f"incomplete: no {METADATA_FILENAME} (the save did not finish, or this is not a checkpoint)")
-    metadata = read_metadata(path)
-    if metadata is None:
-        raise _Invalid(f"damaged {METADATA_FILENAME}: not valid JSON")
-    if metadata.get("format") != FORMAT:
-        raise _Invalid(f"{METADATA_FILENAME} is not an f5app checkpoint's (format {metadata.get('format')!r})")
+    try:
+        metadata = read_metadata_file(path / METADATA_FILENAME)
+    except MetadataError as error:
+        raise _Invalid(str(error)) from None
     result.metadata = metadata
     result.checks.append("complete")
 
-    recorded_files: Mapping[str, Any] = metadata.get("files") or {}
-    if MODEL_FILENAME not in recorded_files:
+    if MODEL_FILENAME not in metadata.files:
         raise _Invalid(f"{METADATA_FILENAME} records no {MODEL_FILENAME}")
-    for name, info in recorded_files.items():
+    for name, record in metadata.files.items():
         file = path / name
+        if file.is_symlink():
+            raise _Invalid(f"{name} is a symbolic link; a checkpoint's files must be its own regular files")
         if not file.is_file():
             raise _Invalid(f"missing file {name} (recorded in {METADATA_FILENAME})")
-        actual, recorded = file.stat().st_size, int(info.get("size", -1))
-        if actual != recorded:
-            how = "truncated" if actual < recorded else "changed"
-            raise _Invalid(f"{name} is {actual} bytes, metadata recorded {recorded} ({how})")
+        actual = file.stat().st_size
+        if actual != record.size:
+            how = "truncated" if actual < record.size else "changed"
+            raise _Invalid(f"{name} is {actual} bytes, metadata recorded {record.size} ({how})")
     result.checks.append("sizes")
 
     groups = _read_pt_structure(path / MODEL_FILENAME, result)
     shapes = _weight_shapes(groups)
     result.shapes = shapes
+    for name in metadata.files:
+        if name != MODEL_FILENAME and name.endswith(".pt"):
+            _check_small_container(path / name)
+    own_vocab = _recorded_vocab_size(path, metadata)
 
-    recorded_model = metadata.get("model")
-    if model is not None and isinstance(recorded_model, dict):
-        diff = model_config_diff(recorded_model, asdict(model))
+    if model is not None and metadata.model:
+        diff = model_config_diff(metadata.model, asdict(model))
         if diff:
             raise _Invalid("architecture differs from config: " + "; ".join(diff), incompatible=True)
-    own_model = _model_from_dict(recorded_model) if isinstance(recorded_model, dict) else model
-    own_vocab = _recorded_vocab_size(path, metadata)
+    own_model = _model_from_dict(metadata.model) if metadata.model else model
     if own_model is not None:
         # The file must match what its own metadata says it is; a mismatch there is damage.
         _check_architecture(shapes, own_model, incompatible=False, what="metadata's model")
@@ -154,28 +160,45 @@ def _validate_folder(path, result, model, vocab_size, full, allow_vocab_growth) 
     result.checks.append("architecture")
 
     if full:
-        for name, info in recorded_files.items():
-            digest = sha256_of(path / name)
-            if digest != info.get("sha256"):
-                raise _Invalid(f"{name}: sha256 {digest[:12]}… differs from metadata's {str(info.get('sha256'))[:12]}…")
+        for name, record in metadata.files.items():
+            digest = sha256_file(path / name)
+            if digest != record.sha256:
+                raise _Invalid(f"{name}: sha256 {digest[:12]}… differs from metadata's {str(record.sha256)[:12]}…")
         result.checks.append("sha256")
         _check_finite_pt(path / MODEL_FILENAME)
         result.checks.append("finite")
 
 
-def _recorded_vocab_size(folder: Path, metadata: dict) -> Optional[int]:
+#: Files up to this size are read whole during the fast checks (training state, RNG states: KiB).
+_SMALL_CONTAINER_BYTES = 64 * 1024 * 1024
+
+
+def _check_small_container(file: Path) -> None:
+    """Every entry of a small torch.save zip read once and its CRC-32 checked: one changed byte
+    in training_state.pt or an RNG file is damage found now, not an UnpicklingError at resume."""
+    import zipfile
+    import zlib
+
+    size = file.stat().st_size
+    if size > _SMALL_CONTAINER_BYTES:
+        return
+    try:
+        with zipfile.ZipFile(file) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError, RuntimeError, NotImplementedError, zlib.error, OverflowError) as error:
+        raise _Invalid(f"{file.name}: damaged container ({type(error).__name__}: {str(error).splitlines()[0][:100] if str(error) else ''})") from None
+    if bad is not None:
+        raise _Invalid(f"{file.name}: damaged (checksum mismatch in {bad})")
+
+
+def _recorded_vocab_size(folder: Path, metadata: CheckpointMetadata) -> Optional[int]:
     vocab_file = folder / VOCAB_FILENAME
     if vocab_file.is_file():
-        return count_vocab(vocab_file)
-    size = metadata.get("vocab_size")
-    return int(size) if isinstance(size, int) else None
-
-
-def count_vocab(vocab_file: Path) -> int:
-    lines = Path(vocab_file).read_text(encoding="utf-8").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return len(lines)
+        try:
+            return count_vocab(vocab_file)
+        except (UnicodeDecodeError, ValueError) as error:
+            raise _Invalid(f"{VOCAB_FILENAME} is damaged ({str(error).splitlines()[0][:100]})") from None
+    return metadata.vocab_size
 
 
 def _model_from_dict(recorded: dict) -> Optional[ModelConfig]:
@@ -353,14 +376,6 @@ def _check_vocab(shapes, vocab_size: int, *, growth: bool, incompatible: bool, w
 
 
 # --- full checks --------------------------------------------------------------------------------
-
-
-def sha256_of(path: Path, chunk: int = 8 * 1024 * 1024) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_finite_pt(path: Path) -> None:

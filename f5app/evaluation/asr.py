@@ -219,12 +219,12 @@ def _size_names() -> list[str]:
 
 
 def _fetch_snapshot(repo_id: str, cfg: AsrConfig) -> tuple[Path, str, str | None]:
-    from f5app.ckpt.hub import PretrainedUnavailable, fetch_hub_file
+    from f5app.hub import PretrainedUnavailable, fetch_hub_file
 
     alternative = "give a local faster-whisper folder with asr.model=DIR, or use asr=tiny_en (bundled, English)"
 
     def fetch(filename: str) -> Path:
-        return fetch_hub_file(repo_id, filename, cfg.revision, cfg.cache_dir, what="ASR model", setting="asr.model", alternative=alternative)
+        return fetch_hub_file(repo_id, filename, cfg.revision, cfg.cache_dir, what="ASR model", setting="asr.model", alternative=alternative, repo_setting="asr.model")
 
     try:
         paths = [fetch(name) for name in REQUIRED_FILES]

@@ -216,11 +216,11 @@ def _build_wavlm(cfg: SpeakerConfig, device: str) -> WavLMEmbedder:
 
 
 def _fetch_wavlm(repo_id: str, cfg: SpeakerConfig) -> tuple[Path, str, str | None]:
-    from f5app.ckpt.hub import PretrainedUnavailable, fetch_hub_file
+    from f5app.hub import PretrainedUnavailable, fetch_hub_file
 
     def fetch(filename: str) -> Path:
         return fetch_hub_file(
-            repo_id, filename, cfg.revision, cfg.cache_dir, what="speaker model", setting="speaker.model",
+            repo_id, filename, cfg.revision, cfg.cache_dir, what="speaker model", setting="speaker.model", repo_setting="speaker.model",
             alternative="give a local folder with speaker.model=DIR, or use speaker=resemblyzer (bundled)",
         )
 

@@ -13,8 +13,10 @@ import socket
 import time
 from pathlib import Path
 
+from f5app.errors import UserError
 
-class RunLockedError(RuntimeError):
+
+class RunLockedError(UserError, RuntimeError):
     pass
 
 
