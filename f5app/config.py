@@ -192,7 +192,7 @@ class SpeakerConfig:
 class EvalConfig:
     """What evaluation synthesises and how it scores; see f5app/evaluation/ and docs/evaluation.md."""
 
-    every: int = 0  # training: evaluate every N updates and at the end (0: never)
+    every: int = 500  # training: evaluate every N updates and at the last one (0: never); saved with its checkpoint
     prompt_file: Optional[str] = None  # null: pairs of held-out validation clips; else a Seed-TTS meta.lst or LibriSpeech-PC list
     prompt_format: str = "auto"  # auto | seedtts | librispeech_pc
     audio_root: Optional[str] = None  # librispeech_pc: the LibriSpeech test-clean folder
@@ -221,6 +221,8 @@ class TrainConfig:
     asr: AsrConfig = field(default_factory=AsrConfig)
     speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # What the run returns to a sweep (Optuna minimises or maximises it): its best val_loss, wer, cer or sim.
+    objective: str = "val_loss"
 
 
 @dataclass

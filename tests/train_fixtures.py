@@ -52,6 +52,7 @@ def tiny_overrides(data_dir: Path, **extra: object) -> list[str]:
         "logger": "none",
         "trainer.progress_bar": False,
         "trainer.sample_every": 0,
+        "eval.every": 0,  # evaluation has its own tests (tests/test_train_eval.py)
         "trainer.deterministic": True,
         "trainer.async_save": True,
     }

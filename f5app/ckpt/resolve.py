@@ -247,7 +247,21 @@ class _ChainWalker:
         )
 
     def _try_best(self):
-        return self._try_pointer("best")
+        """``best.json`` when it ranks by ``ckpt.best_metric``; asked for another metric
+        (``ckpt=best ckpt.best_metric=wer`` after a run ranked by val_loss), the run's checkpoints
+        are ranked by that metric here, with the store's rule, and best.json is left alone."""
+        pointer = layout.read_pointer(self.ckpt_dir, "best")
+        metric = self.ckpt.best_metric
+        if pointer is None or pointer.metric == metric:
+            return self._try_pointer("best")
+        from f5app.ckpt.store import best_by_metric
+
+        winner = best_by_metric(self.ckpt_dir, metric)
+        if winner is None:
+            self._add("best", self.ckpt_dir, "missing", f"no checkpoint of this run records {metric} (best.json ranks by {pointer.metric}; evaluation records wer/cer/sim)")
+            return None
+        metadata, _ = winner
+        return self._consider("best", self.ckpt_dir / (metadata.name or layout.checkpoint_name(metadata.update)), own=True)
 
     def _try_last(self):
         return self._try_pointer("last")

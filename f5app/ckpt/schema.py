@@ -181,6 +181,21 @@ class Metrics:
     eval: Optional[EvalScores] = None
     #: names of the numbers above that were NaN or infinite when saved (JSON then holds null)
     nonfinite: tuple[str, ...] = ()
+    #: every evaluation of the run so far, oldest first: (update, wer, cer, sim)
+    eval_history: tuple[tuple[int, Optional[float], Optional[float], Optional[float]], ...] = ()
+
+    def best(self, name: str) -> Optional[float]:
+        """The best value of a ranking metric over the run's history (min, or max for sim); None if never measured."""
+        if name == "val_loss":
+            values = [loss for _, loss in self.val_history if _finite(loss)] + ([self.best_val_loss] if _finite(self.best_val_loss) else [])
+        else:
+            column = {"wer": 1, "cer": 2, "sim": 3}.get(name)
+            if column is None:
+                raise ValueError(f"unknown metric {name!r}; use one of {', '.join(METRIC_NAMES)}")
+            values = [point[column] for point in self.eval_history if _finite(point[column])]
+        if not values:
+            return None
+        return max(values) if METRIC_DIRECTIONS[name] == "max" else min(values)
 
     def not_finite(self) -> tuple[str, ...]:
         """Every metric that is, or was when saved, NaN or infinite."""
@@ -209,6 +224,7 @@ class Metrics:
             _float(data.get("train_loss")), _float(data.get("val_loss")), _float(data.get("lr")),
             _float(data.get("best_val_loss")), points, EvalScores.from_dict(data.get("eval")),
             tuple(str(n) for n in data.get("nonfinite") or () if isinstance(n, str)) if isinstance(data.get("nonfinite"), list) else (),
+            eval_history_from(data.get("eval_history")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,11 +235,21 @@ class Metrics:
             "best_val_loss": _json_number(self.best_val_loss),
             "val_history": [[update, _json_number(loss)] for update, loss in self.val_history],
             "nonfinite": list(self.not_finite()),
+            "eval_history": [[update, *(_json_number(v) for v in scores)] for update, *scores in self.eval_history],
         }
         if self.eval is not None:
             scores = asdict(self.eval)
             record["eval"] = {k: _json_number(v) if isinstance(v, float) else v for k, v in scores.items()}
         return record
+
+
+def eval_history_from(data: Any) -> tuple[tuple[int, Optional[float], Optional[float], Optional[float]], ...]:
+    """``[[update, wer, cer, sim], ...]`` as written (values may be null); malformed points are dropped."""
+    points = []
+    for point in data if isinstance(data, (list, tuple)) else ():
+        if isinstance(point, (list, tuple)) and len(point) == 4 and _is_number(point[0]):
+            points.append((int(point[0]), *(_float(v) for v in point[1:])))
+    return tuple(points)
 
 
 # --- metadata.json ---------------------------------------------------------------------------
@@ -453,6 +479,7 @@ class Progress:
     samples_seen: int = 0
     best_val_loss: Optional[float] = None
     val_history: list[list[float]] = field(default_factory=list)
+    eval_history: list[list[Optional[float]]] = field(default_factory=list)  # [update, wer, cer, sim]
 
 
 @dataclass
@@ -476,6 +503,7 @@ class TrainingState:
                 samples_seen=int(payload["samples_seen"]),
                 best_val_loss=_float(payload.get("best_val_loss")),
                 val_history=[[int(u), float(v)] for u, v in payload.get("val_history") or []],
+                eval_history=[list(point) for point in eval_history_from(payload.get("eval_history"))],
             )
         except (KeyError, TypeError, ValueError) as error:
             raise MetadataError(f"{TRAINING_STATE_FILENAME} lacks a usable counter ({type(error).__name__}: {error})") from None

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from f5app.ckpt import layout
 from f5app.ckpt.schema import (
-    EMA_STATE, METADATA_FILENAME, METRIC_DIRECTIONS, MODEL_STATE, Checkpoint, DamagedCheckpoint, FileRecord,
+    EMA_STATE, METADATA_FILENAME, METRIC_DIRECTIONS, MODEL_STATE, Checkpoint, CheckpointMetadata, DamagedCheckpoint, FileRecord,
     is_plain_file_name, read_metadata, require_finite,
 )
 from f5app.errors import UserError
@@ -34,6 +34,22 @@ log = logging.getLogger(__name__)
 
 class CheckpointSaveError(UserError, RuntimeError):
     """A save failed; nothing partial is visible and the previous checkpoints are intact."""
+
+
+def best_by_metric(ckpt_dir: Path, metric: str) -> Optional[tuple[CheckpointMetadata, float]]:
+    """The complete checkpoint with the best recorded ``metric`` (newest on ties) and its value;
+    None when none records it. The one ranking rule behind ``best.json`` and ``ckpt=best``."""
+    winner = None
+    for entry in layout.scan(Path(ckpt_dir)).complete:  # newest first: a tie keeps the newer
+        metadata = read_metadata(entry.path)
+        value = metadata.metrics.value(metric) if metadata is not None else None
+        if value is not None and (winner is None or _better(metric, value, winner[1])):
+            winner = (metadata, value)
+    return winner
+
+
+def _better(metric: str, value: float, than: float) -> bool:
+    return value > than if METRIC_DIRECTIONS[metric] == "max" else value < than
 
 
 class CheckpointStore:
@@ -120,18 +136,13 @@ class CheckpointStore:
             self.rebuild_best()
             return
         value = metadata.metrics.value(self.best_metric)
-        if value is not None and (best.value is None or self._better(value, best.value)):
+        if value is not None and (best.value is None or _better(self.best_metric, value, best.value)):
             self._point_best(folder.name, metadata.update, metadata.metrics.value("val_loss"), value)
 
     def rebuild_best(self) -> Optional[layout.Pointer]:
         """Point ``best.json`` at the complete checkpoint with the best ``best_metric`` (newest on
         ties); remove it when none has a finite value. Used whenever the pointer cannot be trusted."""
-        winner = None
-        for entry in layout.scan(self.ckpt_dir).complete:  # newest first: a tie keeps the newer
-            metadata = read_metadata(entry.path)
-            value = metadata.metrics.value(self.best_metric) if metadata is not None else None
-            if value is not None and (winner is None or self._better(value, winner[1])):
-                winner = (metadata, value)
+        winner = best_by_metric(self.ckpt_dir, self.best_metric)
         if winner is None:
             layout.pointer_path(self.ckpt_dir, "best").unlink(missing_ok=True)
             return None
@@ -141,8 +152,6 @@ class CheckpointStore:
     def _point_best(self, name: str, update: int, val_loss: Optional[float], value: float) -> layout.Pointer:
         return layout.write_pointer(self.ckpt_dir, "best", name, update, val_loss, metric=self.best_metric, value=value)
 
-    def _better(self, value: float, than: float) -> bool:
-        return value > than if METRIC_DIRECTIONS[self.best_metric] == "max" else value < than
 
     # --- retention and cleanup ------------------------------------------------------------------
 

@@ -63,14 +63,20 @@ def validation_prompts(data, num_prompts: int, seed: int) -> list[Prompt]:  # no
     """Prompts from the validation split of ``data`` (a DataConfig), as training splits it."""
     from f5app.config import MelConfig
     from f5app.data.dataset import load_splits
-    from f5app.data.metadata import read_metadata
     from f5app.data.prepare import prepare
 
     prepared = prepare(data, progress=False)
     _, val = load_splits(prepared, MelConfig(), data.val_fraction, data.val_min_items, data.seed)
+    return held_out_prompts(data, val.clips, num_prompts, seed)
+
+
+def held_out_prompts(data, clips, num_prompts: int, seed: int) -> list[Prompt]:  # noqa: ANN001 (DataConfig, dataset Clips)
+    """Prompts from held-out dataset clips (``clip.audio_path``), with their transcripts as
+    written in ``data.path``'s metadata.csv (the prepared tokens are not always the text)."""
+    from f5app.data.metadata import read_metadata
+
     texts = {str(row.audio_path): row.text for row in read_metadata(Path(data.path).expanduser().resolve()).rows}
-    clips = [(Path(clip.audio_path), texts.get(clip.audio_path, "".join(clip.text))) for clip in val.clips]
-    return pair_prompts(clips, num_prompts, seed)
+    return pair_prompts([(Path(c.audio_path), texts.get(c.audio_path, "".join(c.text))) for c in clips], num_prompts, seed)
 
 
 def read_prompt_list(

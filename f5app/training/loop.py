@@ -80,10 +80,13 @@ class Trainer:
         self._writer: CheckpointWriter | None = None
         self._loaded = None  # the checkpoint the main process read (verified) while resolving
         self.tracker = None
+        self.evaluation = None  # TrainingEvaluation on the main process when eval.every > 0
+        self._eval_scores = None  # (update, EvalScores) of the newest evaluation, for the next checkpoint
 
     # ------------------------------------------------------------------ life cycle
     def run(self) -> float | None:
-        """Train to the configured bound; return the best validation loss (the sweep objective)."""
+        """Train to the configured bound; return the best value of ``objective`` over the run (the
+        sweep objective: the best validation loss by default, or the best WER, CER or SIM)."""
         self.stop.install()  # before setup: a signal during start-up must not kill the process half-way
         try:
             self.setup()
@@ -118,6 +121,7 @@ class Trainer:
         from f5app.training.lock import RunLock
 
         cfg = self.cfg
+        _check_objective(cfg)
         self.accelerator = Accelerator(
             # accelerate only forms a multi-process CPU group (gloo) when told it is on CPU.
             cpu=cfg.trainer.cpu or not _accelerator_available(),
@@ -159,6 +163,7 @@ class Trainer:
                  self.resolution.mode, self.world_size, self.accelerator.device)
         self._build_data()
         self._restore_counters_and_rng()
+        self._build_evaluation()
 
         from f5app.training.trackers import build_tracker
 
@@ -204,7 +209,10 @@ class Trainer:
         meta = chosen.metadata if chosen is not None and self.resolution.mode == "resume" else None
         if meta is None or not reached_bounds(meta.update, meta.epoch, self.cfg.trainer.max_updates, self.cfg.trainer.epochs):
             return False
-        self.progress = Progress(update=meta.update, epoch=meta.epoch, samples_seen=meta.samples_seen, best_val_loss=meta.metrics.best_val_loss)
+        self.progress = Progress(
+            update=meta.update, epoch=meta.epoch, samples_seen=meta.samples_seen, best_val_loss=meta.metrics.best_val_loss,
+            val_history=[list(point) for point in meta.metrics.val_history], eval_history=[list(point) for point in meta.metrics.eval_history],
+        )
         return True
 
     def _prepare_data(self):
@@ -325,7 +333,9 @@ class Trainer:
             seed_everything(self.cfg.trainer.seed + self.rank)
             return
         saved = self.resumed.training_state
-        self.progress = dataclasses.replace(saved.progress, val_history=[list(x) for x in saved.progress.val_history])
+        self.progress = dataclasses.replace(
+            saved.progress, val_history=[list(x) for x in saved.progress.val_history], eval_history=[list(x) for x in saved.progress.eval_history]
+        )
         if saved.world_size != self.world_size:
             log.warning(
                 "resuming a %d-process run with %d processes: the data continues from %d samples seen",
@@ -354,7 +364,7 @@ class Trainer:
                 "run already finished at update %d, epoch %d (trainer.max_updates=%d, trainer.epochs=%d): nothing to do; raise a bound to train further",
                 p.update, p.epoch, cfg.trainer.max_updates, cfg.trainer.epochs,
             )
-            return p.best_val_loss
+            return self.objective()
         if self._stop_requested():
             self._stopped(f"stopped by {self.stop.signal_name or 'a signal on another process'} during start-up at update {p.update}; nothing was trained since the last checkpoint")
         total = self._total_updates()
@@ -409,7 +419,8 @@ class Trainer:
                         "train/skipped_updates": self.nonfinite_total,
                     }, p.update)
                     window_start, window_updates, window_frames = time.perf_counter(), 0, 0
-                self._after_update(last_loss)
+                last_of_run = p.batch_in_epoch >= len(batches) and p.epoch + 1 >= cfg.trainer.epochs
+                self._after_update(last_loss, final=self._finished() or last_of_run)
             if p.batch_in_epoch >= len(batches):
                 p.epoch += 1
                 p.batch_in_epoch = 0
@@ -419,7 +430,14 @@ class Trainer:
             self.save_checkpoint(last_loss, val_loss=self._validate_if_due(force=True))
         self._wait_for_save()
         log.info("finished at update %d, epoch %d; best validation loss %s", p.update, p.epoch, _fmt(p.best_val_loss))
-        return p.best_val_loss
+        return self.objective()
+
+    def objective(self) -> float | None:
+        """The best value of ``cfg.objective`` over the run so far (None before it is measured)."""
+        p = self.progress
+        history = Metrics(best_val_loss=p.best_val_loss, val_history=tuple((int(u), float(v)) for u, v in p.val_history),
+                          eval_history=tuple(tuple(point) for point in p.eval_history))  # type: ignore[arg-type]
+        return history.best(self.cfg.objective)
 
     # ------------------------------------------------------------------ divergence guard
     def _grad_norm(self) -> torch.Tensor:
@@ -452,16 +470,18 @@ class Trainer:
                 f"optim.max_grad_norm > 0, check the clips named above, or raise trainer.max_nonfinite"
             )
 
-    def _after_update(self, train_loss: float) -> None:
+    def _after_update(self, train_loss: float, final: bool = False) -> None:
         cfg, p = self.cfg.trainer, self.progress
         val_loss = self._validate_if_due()
+        evaluated = self._evaluate_if_due(final)
         if cfg.sample_every > 0 and p.update % cfg.sample_every == 0:
             self._log_sample()
         if self._stop_requested():
             self.save_checkpoint(train_loss, val_loss=val_loss)
             self._wait_for_save()
             self._stopped(f"stopped by {self.stop.signal_name or 'a signal on another process'} at update {p.update}; checkpoint saved, run the same command to resume")
-        if cfg.save_every > 0 and p.update % cfg.save_every == 0:
+        # An evaluated update is saved too, so ckpt=best by wer/cer/sim can choose those weights.
+        if (cfg.save_every > 0 and p.update % cfg.save_every == 0) or evaluated:
             self.save_checkpoint(train_loss, val_loss=val_loss)
 
     def _stopped(self, message: str) -> None:
@@ -511,6 +531,36 @@ class Trainer:
                 weight += len(indices)
         model.train(was_training)
         return total / max(1, weight)
+
+    def _build_evaluation(self) -> None:
+        """Load the ASR and speaker models (main process) before the first update: a model that
+        cannot be had stops the run here, in one line."""
+        if self.cfg.eval.every <= 0 or not self.is_main:
+            return
+        from f5app.training.evaluation import TrainingEvaluation
+
+        with forked_rng():  # building the models initialises layers from the global RNG before loading weights
+            self.evaluation = TrainingEvaluation(self.cfg, self.val_set.clips, self.vocab, str(self.accelerator.device), self.run_dir)
+
+    def _evaluate_if_due(self, final: bool) -> bool:
+        """Every ``eval.every`` updates and at the last one (the same answer on every process)."""
+        every, p = self.cfg.eval.every, self.progress
+        if every <= 0 or not (p.update % every == 0 or final):
+            return False
+        if self.evaluation is not None and self.ema is not None:
+            try:
+                scores, result = self.evaluation.run(self.ema.ema_model, p.update)
+            except Exception as error:  # a failed evaluation must never stop training
+                log.warning("could not evaluate at update %d: %s", p.update, error)
+            else:
+                self._eval_scores = (p.update, scores)
+                p.eval_history.append([p.update, scores.wer, scores.cer, scores.sim])
+                try:
+                    self.evaluation.track(self.tracker, result, p.update)
+                except Exception as error:
+                    log.warning("could not log the evaluation at update %d to the tracker: %s", p.update, error)
+        self.accelerator.wait_for_everyone()
+        return True
 
     def _log_sample(self) -> None:
         if not self.is_main or self.ema is None:
@@ -568,6 +618,8 @@ class Trainer:
             lr=self.optimizer.param_groups[0]["lr"],
             best_val_loss=p.best_val_loss,
             val_history=tuple((int(u), float(v)) for u, v in p.val_history),
+            eval=self._eval_scores[1] if self._eval_scores is not None and self._eval_scores[0] == p.update else None,
+            eval_history=tuple(tuple(point) for point in p.eval_history),  # type: ignore[arg-type]
         )
         metadata = new_metadata(
             run_name=self.cfg.run_name,
@@ -590,7 +642,7 @@ class Trainer:
             UPDATE_KEY: p.update,
         }
         state = TrainingState(
-            dataclasses.replace(p, val_history=[list(point) for point in p.val_history]),
+            dataclasses.replace(p, val_history=[list(point) for point in p.val_history], eval_history=[list(point) for point in p.eval_history]),
             world_size=self.world_size,
             grad_scaler=scaler.state_dict() if scaler is not None else None,
         )
@@ -653,6 +705,17 @@ class Trainer:
         from tqdm.auto import tqdm
 
         return tqdm(total=total, initial=min(self.progress.update, total), desc="train", unit="update", dynamic_ncols=True)
+
+
+def _check_objective(cfg: TrainConfig) -> None:
+    from f5app.ckpt.schema import METRIC_DIRECTIONS
+
+    if cfg.objective not in METRIC_DIRECTIONS:
+        raise UserError(f"objective={cfg.objective} is not a metric; use one of {', '.join(METRIC_DIRECTIONS)}")
+    if cfg.objective != "val_loss" and cfg.eval.every <= 0:
+        raise UserError(f"objective={cfg.objective} is measured by evaluation, which eval.every=0 switches off; set eval.every=N")
+    if cfg.eval.every < 0:
+        raise UserError(f"eval.every={cfg.eval.every} must be 0 (off) or a number of updates")
 
 
 def _dict_diff(old: Any, new: Any, prefix: str) -> list[str]:

@@ -22,6 +22,8 @@ class Tracker:
 
     def image(self, tag: str, figure: Any, step: int) -> None: ...
 
+    def table(self, tag: str, columns: list[str], rows: list[list[str]], step: int) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -40,6 +42,14 @@ class TensorboardTracker(Tracker):
 
     def image(self, tag: str, figure: Any, step: int) -> None:
         self._writer.add_figure(tag, figure, step)
+
+    def table(self, tag: str, columns: list[str], rows: list[list[str]], step: int) -> None:
+        def cell(value: str) -> str:
+            return str(value).replace("|", "\\|").replace("\n", " ")
+
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+        self._writer.add_text(tag, "\n".join(lines), step)  # tensorboard renders markdown tables
 
     def close(self) -> None:
         self._writer.close()
@@ -62,6 +72,9 @@ class WandbTracker(Tracker):
 
     def image(self, tag: str, figure: Any, step: int) -> None:
         self._run.log({tag: self._wandb.Image(figure)}, step=step)
+
+    def table(self, tag: str, columns: list[str], rows: list[list[str]], step: int) -> None:
+        self._run.log({tag: self._wandb.Table(columns=columns, data=rows)}, step=step)
 
     def close(self) -> None:
         self._run.finish()

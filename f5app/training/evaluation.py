@@ -1,0 +1,93 @@
+"""Evaluation during training: the EMA weights speak the held-out prompts every ``eval.every`` updates.
+
+Runs on the main process only, inside ``forked_rng``, so the training RNG streams never move and
+an interrupted-and-resumed run stays bit-identical with evaluation on. The ASR and the speaker
+embedder are loaded at setup: a model that cannot be had fails the run before its first update.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from f5app.ckpt.schema import EvalScores
+from f5app.config import TrainConfig
+
+log = logging.getLogger("f5app.train")
+
+#: Generated clips sent to the tracker at each evaluation (all are written under the run folder).
+TRACKED_AUDIO = 2
+
+
+class TrainingEvaluation:
+    def __init__(self, cfg: TrainConfig, val_clips: list, vocab: list[str], device: str, run_dir: Path):  # noqa: ANN001
+        from f5app.evaluation.evaluator import build_evaluator
+        from f5app.evaluation.prompts import PromptListError, held_out_prompts, load_prompts
+
+        self.cfg = cfg
+        self.every = cfg.eval.every
+        self.run_dir = Path(run_dir)
+        self.vocab = vocab
+        self.device = device
+        if cfg.eval.prompt_file:
+            self.prompts = load_prompts(cfg.eval)
+        else:
+            self.prompts = held_out_prompts(cfg.data, val_clips, cfg.eval.num_prompts, cfg.eval.seed)
+        if not self.prompts:
+            raise PromptListError("eval.every > 0 needs held-out prompts, but the validation split is empty; raise data.val_fraction or give eval.prompt_file")
+        speaker = None if cfg.speaker.name == "none" else cfg.speaker
+        started = time.perf_counter()
+        self.evaluator = build_evaluator(cfg.asr, speaker, device=device, language=cfg.eval.language)
+        self._vocoder = None
+        log.info("evaluation: %d held-out prompts every %d updates (models loaded in %.1f s)", len(self.prompts), self.every, time.perf_counter() - started)
+
+    def due(self, update: int, final: bool) -> bool:
+        return self.every > 0 and (update % self.every == 0 or final)
+
+    def run(self, ema_model: Any, update: int) -> tuple[EvalScores, Any]:
+        """Score ``ema_model`` now; returns the typed scores and the full result."""
+        from f5app.inference.synthesizer import SamplingSettings, Synthesizer
+        from f5app.training.rng import forked_rng
+
+        if self._vocoder is None:
+            from f5app.audio.vocoder import load_vocoder
+
+            self._vocoder = load_vocoder(self.cfg.vocoder, self.cfg.model.mel, device=self.device)
+        was_training = ema_model.training
+        ema_model.eval()
+        synthesizer = Synthesizer(
+            cfm=ema_model, vocoder=self._vocoder, vocab=self.vocab, model_config=self.cfg.model, device=self.device,
+            dtype=next(ema_model.parameters()).dtype,
+            settings=SamplingSettings(progress=False), source=f"EMA weights at update {update}",
+        )
+        out_dir = self.run_dir / "eval" / f"update_{update:08d}" if self.cfg.eval.save_audio else None
+        started = time.perf_counter()
+        try:
+            with forked_rng():
+                result = self.evaluator.evaluate(synthesizer, self.prompts, self.cfg.eval, out_dir)
+        finally:
+            ema_model.train(was_training)
+        scores = EvalScores(result.wer, result.cer, result.sim, result.num_prompts, result.models)
+        log.info(
+            "update %d: evaluation WER %s, CER %s, SIM %s on %d prompts (%.1f s)",
+            update, _fmt(result.wer), _fmt(result.cer), _fmt(result.sim), result.num_prompts, time.perf_counter() - started,
+        )
+        return scores, result
+
+    def track(self, tracker: Any, result: Any, update: int) -> None:
+        """Scalars, the first clips, and a table of text against transcript."""
+        from f5app.audio.io import read_audio
+
+        tracker.scalars({f"eval/{k}": v for k, v in (("wer", result.wer), ("cer", result.cer), ("sim", result.sim)) if v is not None}, update)
+        for item in result.items[:TRACKED_AUDIO]:
+            if item.audio:
+                wav, sr = read_audio(item.audio)
+                tracker.audio(f"eval/audio/{item.id}", wav, sr, update)
+        rows = [[item.id, item.text, item.transcript, f"{item.wer:.3f}", "-" if item.sim is None else f"{item.sim:.3f}"] for item in result.items]
+        tracker.table("eval/transcripts", ["prompt", "text", "transcript", "wer", "sim"], rows, update)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
