@@ -3,7 +3,9 @@
 Reads only YAML and JSON (``multirun.yaml``, each job's ``.hydra/``, the trainer's
 ``run_status.json``, checkpoint pointers and ``metadata.json``), never log text, torch or f5_tts,
 so it answers in well under a second. Writes the same rows as CSV and JSON, and a PNG of
-validation-loss curves, beside the sweep by default.
+validation-loss curves (and WER / SIM curves when the jobs evaluate), beside the sweep by default.
+The best job is the one with the best value of the sweep's ``objective`` (val_loss, wer, cer:
+lowest; sim: highest), the number each job returned to the sweeper.
 
 Status of a job:
   done         its newest checkpoint reached the job's configured trainer.max_updates / epochs
@@ -50,6 +52,14 @@ class JobRow:
     best_val_loss: Optional[float] = None
     best_checkpoint: Optional[str] = None
     val_curve: list[list[float]] = field(default_factory=list)  # [update, val_loss] of checkpoints on disk
+    objective: str = "val_loss"  # what the job returns to the sweeper (its config's objective)
+    best_wer: Optional[float] = None  # best over the job's evaluations (lowest WER / CER, highest SIM)
+    best_cer: Optional[float] = None
+    best_sim: Optional[float] = None
+    eval_curve: list[list[Optional[float]]] = field(default_factory=list)  # [update, wer, cer, sim]
+
+    def value(self, metric: str) -> Optional[float]:
+        return {"val_loss": self.best_val_loss, "wer": self.best_wer, "cer": self.best_cer, "sim": self.best_sim}[metric]
 
 
 @dataclass
@@ -60,9 +70,18 @@ class SweepReport:
     note: str = ""
 
     @property
+    def objective(self) -> str:
+        """The sweep's objective (the first started job's; every job of one sweep shares it)."""
+        return next((job.objective for job in self.jobs if job.status != "not started"), "val_loss")
+
+    @property
     def best(self) -> Optional[JobRow]:
-        scored = [job for job in self.jobs if job.best_val_loss is not None]
-        return min(scored, key=lambda job: job.best_val_loss) if scored else None  # type: ignore[arg-type,return-value]
+        metric = self.objective
+        scored = [job for job in self.jobs if job.value(metric) is not None]
+        if not scored:
+            return None
+        pick = max if metric == "sim" else min
+        return pick(scored, key=lambda job: job.value(metric))  # type: ignore[arg-type,return-value]
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best
@@ -70,7 +89,11 @@ class SweepReport:
             "sweep_dir": self.sweep_dir,
             "generated_at": self.generated_at,
             "counts": {status: sum(job.status == status for job in self.jobs) for status in STATUSES},
-            "best": None if best is None else {"job": best.job, "label": best.label, "best_val_loss": best.best_val_loss, "best_checkpoint": best.best_checkpoint},
+            "objective": self.objective,
+            "best": None if best is None else {
+                "job": best.job, "label": best.label, "best_val_loss": best.best_val_loss, "best_checkpoint": best.best_checkpoint,
+                "objective": self.objective, "value": best.value(self.objective),
+            },
             "note": self.note,
             "jobs": [asdict(job) for job in self.jobs],
         }
@@ -113,6 +136,12 @@ def _job_row(job_dir: Path, overrides: list[str], label: str) -> JobRow:
     row.best_val_loss = progress.best_val_loss
     row.best_checkpoint = str(progress.best_checkpoint) if progress.best_checkpoint is not None else None
     row.val_curve = _val_curve(job_dir)
+    row.eval_curve = _eval_curve(job_dir)
+    for column, name in ((1, "wer"), (2, "cer"), (3, "sim")):
+        values = [point[column] for point in row.eval_curve if point[column] is not None]
+        setattr(row, f"best_{name}", (max if name == "sim" else min)(values) if values else None)
+    objective = ((_load_yaml(job_dir / ".hydra" / "config.yaml") or {}).get("objective"))
+    row.objective = objective if objective in ("val_loss", "wer", "cer", "sim") else "val_loss"
     row.status, row.reason = _status(job_dir, progress, bounds)
     return row
 
@@ -164,6 +193,25 @@ def _val_curve(job_dir: Path) -> list[list[float]]:
         if val_loss is not None:
             points[metadata.update] = val_loss
     return [[update, loss] for update, loss in sorted(points.items())]
+
+
+def _eval_curve(job_dir: Path) -> list[list[Optional[float]]]:
+    """[update, wer, cer, sim] of every evaluation: the history each checkpoint's metadata carries
+    (retention deletes older checkpoints), and each checkpoint's own scores."""
+    from f5app.ckpt.layout import checkpoints_dir, scan
+    from f5app.ckpt.schema import read_metadata
+
+    points: dict[int, list[Optional[float]]] = {}
+    for entry in scan(checkpoints_dir(job_dir)).complete:
+        metadata = read_metadata(entry.path)
+        if metadata is None:
+            continue
+        for update, *scores in metadata.metrics.eval_history:
+            points.setdefault(update, list(scores))
+        scores = metadata.metrics.eval
+        if scores is not None:
+            points[metadata.update] = [scores.wer, scores.cer, scores.sim]
+    return [[update, *scores] for update, scores in sorted(points.items())]
 
 
 # ------------------------------------------------------------------------------------ the plan
@@ -303,13 +351,15 @@ def _load_yaml(path: Path) -> Any:
 
 
 def format_table(report: SweepReport) -> str:
-    headers = ["job", "status", "updates", "best val loss", "best checkpoint"]
+    evaluated = any(job.eval_curve for job in report.jobs)
+    headers = ["job", "status", "updates", "best val loss"] + (["best WER", "best CER", "best SIM"] if evaluated else []) + ["best checkpoint"]
     rows = [
         [
             job.label,
             job.status,
             _updates(job),
-            "-" if job.best_val_loss is None else f"{job.best_val_loss:.4f}",
+            _number(job.best_val_loss, 4),
+            *([_number(job.best_wer, 3), _number(job.best_cer, 3), _number(job.best_sim, 3)] if evaluated else []),
             "-" if job.best_checkpoint is None else Path(job.best_checkpoint).name,
         ]
         for job in report.jobs
@@ -321,7 +371,11 @@ def format_table(report: SweepReport) -> str:
     lines.append(", ".join(f"{n} {status}" for status, n in counts.items() if n))
     best = report.best
     if best is not None:
-        lines.append(f"best: {best.label} (val loss {best.best_val_loss:.4f}) {best.best_checkpoint}")
+        metric = report.objective
+        if metric == "val_loss":
+            lines.append(f"best: {best.label} (val loss {best.best_val_loss:.4f}) {best.best_checkpoint}")
+        else:
+            lines.append(f"best by {metric}: {best.label} ({metric} {best.value(metric):.4f}) {best.best_checkpoint}")
     for job in report.jobs:
         if job.status in ("failed", "stopped") and job.reason:
             lines.append(f"{job.status}: {job.label}: {job.reason}")
@@ -330,12 +384,19 @@ def format_table(report: SweepReport) -> str:
     return "\n".join(lines)
 
 
+def _number(value: Optional[float], digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def _updates(job: JobRow) -> str:
     done = "-" if job.update is None else str(job.update)
     return done if job.max_updates is None else f"{done}/{job.max_updates}"
 
 
-CSV_FIELDS = ["job", "label", "status", "update", "max_updates", "best_val_loss", "best_checkpoint", "reason", "overrides"]
+CSV_FIELDS = [
+    "job", "label", "status", "update", "max_updates", "best_val_loss", "best_wer", "best_cer", "best_sim", "objective",
+    "best_checkpoint", "reason", "overrides",
+]
 
 
 def write_csv(report: SweepReport, path: Path) -> None:
@@ -357,23 +418,29 @@ def write_json(report: SweepReport, path: Path) -> None:
 
 
 def write_png(report: SweepReport, path: Path) -> bool:
-    """Validation loss against update, one line per job; False when no job has a point yet."""
-    curves = [(job.label, job.val_curve) for job in report.jobs if job.val_curve]
-    if not curves:
+    """Validation loss against update, one line per job, and below it WER and SIM when the jobs
+    evaluate; False when no job has a point yet."""
+    panels = [("validation loss", [(job.label, [(p[0], p[1]) for p in job.val_curve]) for job in report.jobs])]
+    for column, name in ((1, "WER"), (3, "SIM")):
+        panels.append((name, [(job.label, [(p[0], p[column]) for p in job.eval_curve if p[column] is not None]) for job in report.jobs]))
+    panels = [(name, [(label, points) for label, points in curves if points]) for name, curves in panels]
+    panels = [(name, curves) for name, curves in panels if curves]
+    if not panels:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 5))
-    for label, points in curves:
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-    axes.set_xlabel("update")
-    axes.set_ylabel("validation loss")
-    axes.set_title(f"sweep {Path(report.sweep_dir).name}")
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize="small")
+    figure, all_axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels) + 1), sharex=True, squeeze=False)
+    for axes, (name, curves) in zip(all_axes[:, 0], panels):
+        for label, points in curves:
+            axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        axes.set_ylabel(name)
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize="small")
+    all_axes[0, 0].set_title(f"sweep {Path(report.sweep_dir).name}")
+    all_axes[-1, 0].set_xlabel("update")
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
@@ -387,7 +454,7 @@ def write_png(report: SweepReport, path: Path) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="f5app-report",
-        description="Summarise a Hydra sweep: one row per job with status, updates, best validation loss and best checkpoint.",
+        description="Summarise a Hydra sweep: one row per job with status, updates, best validation loss, best WER/CER/SIM and best checkpoint.",
     )
     parser.add_argument("sweep_dir", type=Path, help="the sweep folder (hydra.sweep.dir), e.g. outputs/sweeps/demo")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
