@@ -7,8 +7,8 @@
 
 Prints a table and writes a JSON file (``out=FILE``; default under the run folder) with
 ``metrics`` (wer, cer, sim), ``items`` (per prompt: text, transcript, wer, cer, sim, audio),
-``checkpoint`` and ``models``. The asr/speaker/eval settings recorded in the checkpoint apply
-unless given on the command line. Bad input prints ``error: ...`` and exits 2.
+``checkpoint`` and ``models``. The asr/speaker/eval/vocoder settings recorded in the checkpoint
+apply unless given on the command line. Bad input prints ``error: ...`` and exits 2.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
 
     # Which model the settings, data and prompts come from: the first target that records them.
     recorded = next((t.recorded_config for t in targets if t.recorded_config), None)
-    chosen = effective_settings(settings.asr, settings.speaker, settings.eval, recorded, overridden_groups(overrides or []))
+    chosen = effective_settings(settings.asr, settings.speaker, settings.eval, recorded, overridden_groups(overrides or []), settings.vocoder)
     for note in chosen.notes:
         log.info("evaluation settings: %s", note)
     prompts = load_prompts(chosen.eval, chosen.data)
@@ -69,7 +69,7 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
         if target.label == RECORDINGS:
             result = evaluator.evaluate_recordings(prompts, chosen.eval.prompt_file or "the validation split")
         else:
-            synthesizer = _synthesizer(settings, target)
+            synthesizer = _synthesizer(settings, target, chosen.vocoder or settings.vocoder)
             folder = audio_root / _safe(target.label) if len(targets) > 1 else audio_root
             result = evaluator.evaluate(synthesizer, prompts, chosen.eval, folder, checkpoint=target.describe())
         results.append((target.label, result))
@@ -145,13 +145,13 @@ def _target(settings: EvalAppConfig, entry: str | None) -> _Target:
     return _Target(label, ckpt=ckpt, run_dir=run_dir, resolved=resolution.chosen)
 
 
-def _synthesizer(settings: EvalAppConfig, target: _Target):  # noqa: ANN202
+def _synthesizer(settings: EvalAppConfig, target: _Target, vocoder):  # noqa: ANN001, ANN202
     from f5app.inference.synthesizer import Synthesizer
 
     infer = InferConfig(
         run_name=settings.run_name, output_root=settings.output_root, run_dir=str(target.run_dir),
         device=settings.device, dtype=settings.dtype, progress=False,
-        model=settings.model, ckpt=target.ckpt, vocoder=settings.vocoder,
+        model=settings.model, ckpt=target.ckpt, vocoder=vocoder,
     )
     synthesizer = Synthesizer.from_config(infer, run_dir=target.run_dir)
     log.info("%s: loaded %s on %s", target.label, synthesizer.source, synthesizer.device)

@@ -150,3 +150,21 @@ def test_the_wer_search_preset_minimises_wer_and_ranks_checkpoints_by_it(compose
     cfg = compose_cfg("train", ["hparams_search=optuna_wer", "experiment=demo"], return_hydra_config=True)
     assert cfg.objective == "wer" and cfg.ckpt.best_metric == "wer" and cfg.eval.every > 0
     assert cfg.hydra.sweeper.direction == "minimize" and cfg.sweep_name == "optuna_wer"
+
+
+def test_f5app_eval_on_an_evaluated_checkpoint_reproduces_the_scores_training_recorded(evaluated_run, tmp_path):
+    """Same recorded settings, same prompts, same seeds: the command scores the checkpoint as training did."""
+    import f5app.eval as eval_cli
+    from hydra import compose, initialize_config_dir
+
+    from f5app.config import CONF_DIR
+
+    run_dir, _ = evaluated_run
+    overrides = [f"run_dir={run_dir}", "ckpt=last", "device=cpu", f"out={tmp_path / 'again.json'}"]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("eval", overrides=overrides)
+    record = eval_cli.run(cfg, overrides=overrides)
+    recorded = meta(run_dir, 4)["metrics"]["eval"]
+    assert record["checkpoint"]["update"] == 4
+    assert (record["metrics"]["wer"], record["metrics"]["cer"]) == (recorded["wer"], recorded["cer"])
+    assert record["metrics"]["sim"] == pytest.approx(recorded["sim"], abs=1e-6)

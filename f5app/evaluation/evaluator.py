@@ -177,8 +177,9 @@ class Evaluator:
                 sway_sampling_coef=settings.sway_sampling_coef, speed=settings.speed, progress=False,
             )
             self.timings.synthesis += time.perf_counter() - started
-            audio = _save(out_dir, prompt.id, synthesis.wav, synthesis.sample_rate) if settings.save_audio else None
-            items.append(self.score(synthesis.wav, synthesis.sample_rate, prompt.text, prompt.ref_audio, id=prompt.id, audio=audio, seed=synthesis.seed))
+            wav = as_written(synthesis.wav, synthesis.sample_rate)
+            audio = _save(out_dir, prompt.id, wav, synthesis.sample_rate) if settings.save_audio else None
+            items.append(self.score(wav, synthesis.sample_rate, prompt.text, prompt.ref_audio, id=prompt.id, audio=audio, seed=synthesis.seed))
         return EvalResult(tuple(items), self.models(), "model", checkpoint, self.timings)
 
     def evaluate_recordings(self, prompts: list[Prompt], where: str = "the prompts") -> EvalResult:
@@ -210,13 +211,29 @@ class Evaluator:
         scores = []
         for index in range(count):
             synthesis = synthesizer.generate(text, ref_audio, ref_text, seed=seed + index, **overrides)
-            item = self.score(synthesis.wav, synthesis.sample_rate, text, sim_reference, id=f"seed{synthesis.seed}", seed=synthesis.seed)
+            item = self.score(as_written(synthesis.wav, synthesis.sample_rate), synthesis.sample_rate, text, sim_reference,
+                              id=f"seed{synthesis.seed}", seed=synthesis.seed)
             scores.append(item)
             rank = (item.wer, -(item.sim if item.sim is not None else 0.0))
             if best is None or rank < best[0]:
                 best = (rank, synthesis)
         assert best is not None
         return best[1], scores
+
+
+def as_written(wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``wav`` as it reads back from the 16-bit WAV it is saved as. Scored this way, a clip scores
+    the same in training, in ``f5app.eval`` and from its file: on unintelligible audio the ASR's
+    guesses change with differences far below one 16-bit step (thread counts, devices)."""
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.asarray(wav, dtype=np.float32), sample_rate, format="WAV", subtype="PCM_16")
+    buffer.seek(0)
+    data, _ = sf.read(buffer, dtype="float32")
+    return data
 
 
 def _save(out_dir: Path | None, name: str, wav: np.ndarray, sample_rate: int) -> str | None:

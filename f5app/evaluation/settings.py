@@ -2,7 +2,7 @@
 
 A run trained with ``experiment=demo`` records ``asr=tiny_en speaker=resemblyzer`` and its
 ``eval`` settings in every checkpoint's config; ``python -m f5app.eval`` on that run scores with
-the same models and prompts. A group the user named on the command line (``asr=whisper``,
+the same models, prompts and vocoder. A group the user named on the command line (``asr=whisper``,
 ``eval.num_prompts=8``) wins over the recorded one, group by group.
 """
 
@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from f5app.config import AsrConfig, DataConfig, EvalConfig, SpeakerConfig, to_settings
+from f5app.config import AsrConfig, DataConfig, EvalConfig, SpeakerConfig, VocoderConfig, to_settings
 
-GROUPS = ("asr", "speaker", "eval")
+#: Settings a checkpoint records that decide how it is scored (the vocoder: how its mels are heard).
+GROUPS = ("asr", "speaker", "eval", "vocoder")
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,8 @@ class EvalSettings:
     speaker: SpeakerConfig | None
     eval: EvalConfig
     data: DataConfig | None  # the data set the model was trained on (validation prompts), if recorded
-    notes: tuple[str, ...] = field(default_factory=tuple)  # which settings came from where, for the log
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    vocoder: VocoderConfig | None = None  # which settings came from where, for the log
 
 
 def overridden_groups(overrides: Iterable[str]) -> dict[str, set[str] | None]:
@@ -44,19 +46,19 @@ def overridden_groups(overrides: Iterable[str]) -> dict[str, set[str] | None]:
 
 def effective_settings(
     asr: AsrConfig, speaker: SpeakerConfig | None, evaluation: EvalConfig, recorded: dict[str, Any] | None,
-    overridden: dict[str, set[str] | None],
+    overridden: dict[str, set[str] | None], vocoder: VocoderConfig | None = None,
 ) -> EvalSettings:
     """Current settings, with each group replaced by its ``recorded`` value (a checkpoint's config)
     except what ``overridden`` names: a whole group keeps the current one, keys keep theirs."""
     from dataclasses import asdict
 
     recorded = recorded if isinstance(recorded, dict) else {}
-    current: dict[str, Any] = {"asr": asr, "speaker": speaker, "eval": evaluation}
-    schemas = {"asr": AsrConfig, "speaker": SpeakerConfig, "eval": EvalConfig}
+    current: dict[str, Any] = {"asr": asr, "speaker": speaker, "eval": evaluation, "vocoder": vocoder}
+    schemas = {"asr": AsrConfig, "speaker": SpeakerConfig, "eval": EvalConfig, "vocoder": VocoderConfig}
     notes = []
     for group in GROUPS:
         value = recorded.get(group)
-        if (group in overridden and overridden[group] is None) or not isinstance(value, dict):
+        if (group in overridden and overridden[group] is None) or not isinstance(value, dict) or current[group] is None:
             continue
         merged = dict(value)
         mine = asdict(current[group]) if current[group] is not None else {}
@@ -77,4 +79,4 @@ def effective_settings(
             data = to_settings(recorded["data"], DataConfig)
         except Exception as error:
             notes.append(f"data: the recorded data settings do not fit this version ({str(error).splitlines()[0]})")
-    return EvalSettings(current["asr"], current["speaker"], current["eval"], data, tuple(notes))
+    return EvalSettings(current["asr"], current["speaker"], current["eval"], data, tuple(notes), current["vocoder"])
