@@ -111,6 +111,8 @@ def test_training_ranked_by_wer_records_it_in_best_json_and_keeps_that_checkpoin
     assert best["name"] in [p.name for p in (run_dir / "checkpoints").iterdir()]  # retention never deletes the best
     assert ckpt_main(["list", str(run_dir)]) in (0, None)
     assert "best by wer" in capsys.readouterr().out
+    # the last update is evaluated and saved, and validated as the end of a run always is
+    assert meta(run_dir, 3)["metrics"]["val_loss"] is not None
 
 
 def test_exact_resume_with_evaluation_on_matches_a_run_without_it(voice, compose_cfg, tmp_path):

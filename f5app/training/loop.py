@@ -481,7 +481,10 @@ class Trainer:
             self._wait_for_save()
             self._stopped(f"stopped by {self.stop.signal_name or 'a signal on another process'} at update {p.update}; checkpoint saved, run the same command to resume")
         # An evaluated update is saved too, so ckpt=best by wer/cer/sim can choose those weights.
-        if (cfg.save_every > 0 and p.update % cfg.save_every == 0) or evaluated:
+        due = cfg.save_every > 0 and p.update % cfg.save_every == 0
+        if evaluated and final and not due and val_loss is None:
+            val_loss = self._validate_if_due(force=True)  # as the end-of-run save this one replaces would
+        if due or evaluated:
             self.save_checkpoint(train_loss, val_loss=val_loss)
 
     def _stopped(self, message: str) -> None:
