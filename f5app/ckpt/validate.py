@@ -32,7 +32,7 @@ from f5app.files import sha256_file
 Kind = Literal["f5app", "upstream_pt", "safetensors"]
 WEIGHT_GROUPS = ("model_state_dict", "ema_model_state_dict")
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the format's own limit
-_ZIP_LOCAL_MAGIC = b"PK\x03\x04"
+_ZIP_LOCAL_MAGIC = peek.ZIP_MAGIC
 _ZIP_END_MAGIC = b"PK\x05\x06"
 
 
@@ -267,11 +267,11 @@ def _read_pt_structure(path: Path, result: ValidationResult) -> dict[str, Mappin
     is_zip = head == _ZIP_LOCAL_MAGIC
     if is_zip and _ZIP_END_MAGIC not in tail:
         raise _Invalid(f"{path.name}: truncated (the zip container's end record is missing)")
-    if not is_zip and not head.startswith(b"\x80"):
-        raise _Invalid(f"{path.name}: not a PyTorch checkpoint (unrecognised bytes: random data or another format)")
 
-    # The fast reader handles what torch.save writes for state dicts; anything else goes to torch.
-    payload = peek.read_structure(path) if is_zip else None
+    # No unpickler reads a byte before the gate bounded what the file can make it do. The fast
+    # reader handles what torch.save writes for state dicts; anything else goes to torch.
+    data = check_torch_container(path)
+    payload = peek.structure_of(data) if data is not None else None
     if payload is None:
         payload = _torch_load_safely(path, mmap=is_zip)
     result.checks.append("structure")
@@ -289,7 +289,17 @@ def _read_pt_structure(path: Path, result: ValidationResult) -> dict[str, Mappin
     return groups
 
 
+def check_torch_container(path: Path) -> Optional[bytes]:
+    """:func:`peek.check_torch_file`, its refusal raised as this module's damage reason. Every
+    ``.pt`` a checkpoint holds must pass it before any loader (``torch.load`` included) opens it."""
+    try:
+        return peek.check_torch_file(path)
+    except peek.Refused as refused:
+        raise _Invalid(f"{path.name}: {refused}") from None
+
+
 def _torch_load_safely(path: Path, mmap: bool) -> Any:
+    """``torch.load(weights_only=True)`` of a file that passed :func:`check_torch_container`."""
     import pickle
 
     import torch

@@ -1,0 +1,191 @@
+"""Hostile and malformed files: each is one rejected candidate with a reason, never a crash, a
+hang, a MemoryError or a touched file outside the run.
+
+Every hostile file is built here, byte by byte where torch.save would never write it. The cases
+that cost memory or time on a vulnerable reader run in a child process whose address space may
+grow only a bounded amount past what its imports mapped (RLIMIT_AS; torch alone maps ~3 GiB at
+import, so the limit is set after the imports) and that is killed after a timeout, so a
+regression fails the test instead of hurting the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import zipfile
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from ckpt_factory import fake_cfm_state_dict, tiny_model_config, tiny_vocab
+
+from f5app.ckpt.validate import validate
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL, VOCAB = tiny_model_config(), tiny_vocab()
+
+
+# --- running a risky call under limits ------------------------------------------------------------
+
+
+def run_bounded(body: str, *, memory_mib: int = 512, timeout: float = 30, imports: str = "") -> dict:
+    """Run ``body`` in a fresh interpreter allowed ``memory_mib`` more address space than its
+    imports (``imports``, then validate) mapped; return the JSON object its last stdout line
+    prints. A crash (SIGSEGV), a MemoryError, a traceback or the timeout fails the test."""
+    script = "\n".join([
+        "import json, resource, sys",
+        imports,
+        "from f5app.ckpt.validate import validate",
+        "mapped = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmSize:')) * 1024",
+        f"resource.setrlimit(resource.RLIMIT_AS, (mapped + ({memory_mib} << 20),) * 2)",
+        textwrap.dedent(body),
+    ])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    assert done.returncode == 0, f"child exited with {done.returncode}:\n{done.stderr[-3000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def validate_bounded(path: Path, **limits) -> dict:
+    return run_bounded(
+        f"r = validate({str(path)!r}, model=None, vocab_size=None, min_size_bytes=1)\n"
+        "print(json.dumps({'ok': r.ok, 'reason': r.reason, 'incompatible': r.incompatible}))",
+        **limits,
+    )
+
+
+def assert_damage(result, *fragments: str) -> None:
+    """Rejected as damage (so resolution quarantines it and goes on) with a reason naming why."""
+    ok, reason, incompatible = (result["ok"], result["reason"], result["incompatible"]) if isinstance(result, dict) else (
+        result.ok, result.reason, result.incompatible)
+    assert not ok and not incompatible, reason
+    assert "\n" not in reason and all(f in reason for f in fragments), reason
+
+
+# --- hostile torch files ----------------------------------------------------------------------------
+
+PROTO2 = b"\x80\x02"
+
+
+def torch_zip(path: Path, pickle_bytes: bytes, compress_type: int = zipfile.ZIP_STORED) -> Path:
+    """A zip laid out like torch.save's (``archive/data.pkl``, version, byteorder) around ``pickle_bytes``."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(zipfile.ZipInfo("archive/data.pkl"), pickle_bytes, compress_type=compress_type)
+        archive.writestr("archive/version", "3\n")
+        archive.writestr("archive/byteorder", "little")
+    return path
+
+
+def unicode(text: str) -> bytes:  # BINUNICODE
+    data = text.encode()
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def torch_pickle_of(obj) -> bytes:
+    """The data.pkl torch.save writes for ``obj``."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with zipfile.ZipFile(buffer) as archive:
+        return archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+
+
+@pytest.mark.parametrize("index", [0xFFFFFFFF, 0x4000000], ids=["64GiB", "1GiB"])
+def test_a_memo_index_far_beyond_what_was_stored_is_refused_before_the_unpickler_sizes_its_memo(tmp_path, index):
+    # {} stored at memo slot `index` (LONG_BINPUT): the C unpickler allocates 16 bytes per slot up to it
+    path = torch_zip(tmp_path / "model.pt", PROTO2 + b"}r" + struct.pack("<I", index) + b".")
+    assert_damage(validate_bounded(path, memory_mib=512), "memo index", str(index))
+
+
+def test_a_deflate_bomb_data_pkl_is_refused_without_inflating_it(tmp_path):
+    """1 KB on disk, 1 GiB inflated: refused from the zip directory alone."""
+    block = zlib.compressobj(9, zlib.DEFLATED, -15)
+    segment = block.compress(bytes(1 << 24)) + block.flush(zlib.Z_FULL_FLUSH)  # byte-aligned, no back-references
+    stream = segment * 64 + b"\x03\x00"  # 64 x 16 MiB of zeros, then an empty final block
+    name, size, crc = b"archive/data.pkl", 64 << 24, 0
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(stream), size, len(name), 0) + name
+    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, len(stream), size, len(name), 0, 0, 0, 0, 0, 0) + name
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(local) + len(stream), 0)
+    path = tmp_path / "model.pt"
+    path.write_bytes(local + stream + central + end)
+    assert path.stat().st_size < 1 << 20
+    assert_damage(validate_bounded(path, memory_mib=256), "compressed")
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA], ids=["deflate", "bzip2", "lzma"])
+def test_a_compressed_data_pkl_is_refused_even_when_it_holds_a_valid_state_dict(tmp_path, method):
+    """torch.save stores every entry uncompressed: a compressed one is foreign (or a bomb)."""
+    pickle_bytes = torch_pickle_of({"model_state_dict": fake_cfm_state_dict(MODEL, len(VOCAB))})
+    path = torch_zip(tmp_path / "model.pt", pickle_bytes, compress_type=method)
+    assert_damage(validate(path, model=None, vocab_size=None, min_size_bytes=1), "compressed zip entry")
+
+
+@pytest.mark.parametrize(
+    "pickle_bytes",
+    [
+        # {(((...),),): 1}: hashing the 10^6-deep key recursed in C until SIGSEGV
+        PROTO2 + b"})" + b"\x85" * 10**6 + b"K\x01s.",
+        # a persistent id nested 10^6 deep: repr of it for the error message, RecursionError
+        PROTO2 + b")" + b"\x85" * 10**6 + b"Q.",
+    ],
+    ids=["dict-key", "persistent-id"],
+)
+def test_objects_nested_a_million_deep_are_refused_before_any_unpickler_runs(tmp_path, pickle_bytes):
+    path = torch_zip(tmp_path / "model.pt", pickle_bytes)
+    assert_damage(validate_bounded(path, memory_mib=512), "nested more than")
+
+
+def test_the_cli_validates_a_deeply_nested_file_with_one_line_and_status_1(tmp_path):
+    path = torch_zip(tmp_path / "model.pt", PROTO2 + b"})" + b"\x85" * 10**6 + b"K\x01s.")
+    outcome = run_bounded(
+        "import contextlib, io\n"
+        "from f5app.ckpt.__main__ import main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        f"    status = main(['validate', {str(path)!r}])\n"
+        "print(json.dumps({'status': status, 'out': out.getvalue()}))"
+    )
+    assert outcome["status"] == 1 and outcome["out"].count("\n") == 1 and "nested more than" in outcome["out"]
+
+
+def pax_header(n: int, prefix: bytes) -> bytes:
+    """A valid ustar block (``prefix`` at the start of its name) announcing an ``n``-byte pax header
+    of digits: Python's tarfile searches it with a regex that is quadratic in ``n``."""
+    block = bytearray(512)
+    block[: len(prefix)] = prefix
+    block[100:136] = b"0000644\0" + b"0000000\0" + b"0000000\0" + b"%011o\0" % n
+    block[136:148] = b"00000000000\0"
+    block[156:157], block[257:265] = b"x", b"ustar\x0000"
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    body = b"1" * n
+    return bytes(block) + body + bytes(-len(body) % 512) + bytes(1024)
+
+
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little") + b"."
+
+
+@pytest.mark.parametrize("prefix, reason", [(b"\x80", "not a PyTorch checkpoint"), (LEGACY_MAGIC, "tar archive")],
+                         ids=["0x80", "exact-legacy-magic"])
+def test_a_tar_header_in_a_pt_file_never_reaches_torchs_tar_loader(tmp_path, prefix, reason):
+    """98 KB took 20 s in tarfile's pax parsing (quadratic) before the legacy loader gave up."""
+    path = tmp_path / "model.pt"
+    path.write_bytes(pax_header(98_000, prefix))
+    # torch imported up front: a vulnerable validate spends the timeout in tarfile, not importing torch
+    assert_damage(validate_bounded(path, timeout=10, imports="import torch"), reason)
+
+
+def test_a_non_zip_file_must_start_with_torchs_legacy_magic(tmp_path):
+    assert LEGACY_MAGIC == __import__("pickle").dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
+    forged = tmp_path / "forged.pt"
+    forged.write_bytes(b"\x80\x02" + bytes(4094))  # a pickle protocol byte, then nothing torch wrote
+    assert_damage(validate(forged, model=None, vocab_size=None, min_size_bytes=1), "not a PyTorch checkpoint")
+    genuine = tmp_path / "legacy.pt"
+    torch.save({"model_state_dict": fake_cfm_state_dict(MODEL, len(VOCAB))}, genuine, _use_new_zipfile_serialization=False)
+    assert validate(genuine, model=MODEL, vocab_size=len(VOCAB)).ok
