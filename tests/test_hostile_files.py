@@ -189,3 +189,14 @@ def test_a_non_zip_file_must_start_with_torchs_legacy_magic(tmp_path):
     genuine = tmp_path / "legacy.pt"
     torch.save({"model_state_dict": fake_cfm_state_dict(MODEL, len(VOCAB))}, genuine, _use_new_zipfile_serialization=False)
     assert validate(genuine, model=MODEL, vocab_size=len(VOCAB)).ok
+
+
+# --- hostile safetensors ------------------------------------------------------------------------------
+
+
+def test_a_39_mb_safetensors_header_is_refused_unparsed(tmp_path):
+    """Empty objects cost ~25x their bytes in json.loads: this header took ~1 GiB to parse."""
+    path = tmp_path / "model.safetensors"
+    header = b'{"__metadata__":{},"x":[' + b"{}," * (13 << 20) + b"{}]}"
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    assert_damage(validate_bounded(path, memory_mib=512), "header", "MiB")
