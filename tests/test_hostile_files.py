@@ -200,3 +200,63 @@ def test_a_39_mb_safetensors_header_is_refused_unparsed(tmp_path):
     header = b'{"__metadata__":{},"x":[' + b"{}," * (13 << 20) + b"{}]}"
     path.write_bytes(struct.pack("<Q", len(header)) + header)
     assert_damage(validate_bounded(path, memory_mib=512), "header", "MiB")
+
+
+# --- unexpected exceptions from what a file holds ------------------------------------------------------
+
+
+def rebuild_call(size: bytes) -> bytes:
+    """``{"model_state_dict": {"w": torch._utils._rebuild_tensor_v2("s", 0, SIZE, (1,), False)}}``."""
+    return (PROTO2 + b"}" + unicode("model_state_dict") + b"}" + unicode("w")
+            + b"ctorch._utils\n_rebuild_tensor_v2\n(" + unicode("s") + b"K\x00" + size + b"K\x01\x85\x89tRss.")
+
+
+@pytest.mark.parametrize(
+    "pickle_bytes",
+    [
+        rebuild_call(b"G\x7f\xf0\x00\x00\x00\x00\x00\x00\x85"),  # size (inf,): OverflowError in the fast reader
+        PROTO2 + b"}" + unicode("model_state_dict") + b"}" + unicode("w")
+        + b"ctorch._utils\n_rebuild_tensor_v2\n)Rss.",  # no arguments: TypeError inside torch's loader
+    ],
+    ids=["overflow", "type-error"],
+)
+def test_unexpected_exceptions_while_reading_a_pt_file_are_one_rejected_candidate(tmp_path, pickle_bytes):
+    path = torch_zip(tmp_path / "model.pt", pickle_bytes)
+    assert_damage(validate(path, model=MODEL, vocab_size=len(VOCAB), min_size_bytes=1), "model.pt")
+
+
+def test_a_state_dict_with_non_string_keys_is_a_rejected_candidate(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"model_state_dict": {1: torch.zeros(1), (2, 3): torch.zeros(2)}}, path)
+    assert_damage(validate(path, model=MODEL, vocab_size=len(VOCAB), min_size_bytes=1), "missing keys")
+
+
+def rewrite_header(path: Path, edit) -> Path:
+    """Replace a safetensors file's JSON header by ``edit(header)`` (a dict, or raw bytes), data kept."""
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = edit(json.loads(raw[8 : 8 + length]))
+    encoded = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length :])
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda h: b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not JSON"),  # RecursionError in json
+        (lambda h: {**h, "x": {"dtype": "F32", "shape": [1e999], "data_offsets": [0, 4]}}, "'x'"),  # inf: OverflowError
+        (lambda h: {**h, "x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 4]}}, "'x'"),  # 3 floats in 4 bytes
+        (lambda h: {**h, "x": {"dtype": "F32", "shape": [1], "data_offsets": [0, True]}}, "'x'"),
+        (lambda h: {**h, "__metadata__": {"format": ["pt"]}}, "__metadata__"),
+        # a 5,000-digit block number: int() refuses it (ValueError) deep inside the architecture check
+        (lambda h: {**h, "transformer.transformer_blocks." + "9" * 5000 + ".attn.to_q.weight":
+                    {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}}, "damaged structure"),
+    ],
+    ids=["recursion", "overflow", "span", "bool-offset", "metadata", "huge-index"],
+)
+def test_a_safetensors_header_that_is_json_of_the_wrong_shape_is_a_rejected_candidate(tmp_path, edit, fragment):
+    from ckpt_factory import make_safetensors
+
+    path = rewrite_header(make_safetensors(tmp_path / "model.safetensors", MODEL, len(VOCAB)), edit)
+    assert_damage(validate(path, model=MODEL, vocab_size=len(VOCAB), min_size_bytes=1), fragment)
