@@ -260,3 +260,26 @@ def test_a_safetensors_header_that_is_json_of_the_wrong_shape_is_a_rejected_cand
 
     path = rewrite_header(make_safetensors(tmp_path / "model.safetensors", MODEL, len(VOCAB)), edit)
     assert_damage(validate(path, model=MODEL, vocab_size=len(VOCAB), min_size_bytes=1), fragment)
+
+
+# --- reference audio at an odd rate -------------------------------------------------------------------
+
+
+def test_a_reference_at_44101_hz_resamples_without_a_4_gb_kernel(tmp_path):
+    """gcd(44101, 24000) = 1 made torchaudio build a 24000 x 44125 kernel (4.2 GB)."""
+    import numpy as np
+    import soundfile as sf
+
+    path = tmp_path / "odd.wav"
+    seconds = np.arange(44101) / 44101
+    sf.write(path, (0.5 * np.sin(2 * np.pi * 440 * seconds)).astype(np.float32), 44101)
+    outcome = run_bounded(
+        "import numpy as np\n"
+        "from f5app.audio.io import read_audio\n"
+        f"wav, sr = read_audio({str(path)!r}, target_sr=24000)\n"
+        "peak = float(np.argmax(np.abs(np.fft.rfft(wav))) * sr / len(wav))\n"
+        "print(json.dumps({'sr': sr, 'n': len(wav), 'peak_hz': peak}))",
+        memory_mib=1024, imports="import torch, torchaudio.functional",
+    )
+    assert outcome["sr"] == 24000 and abs(outcome["n"] - 24000) <= 1
+    assert abs(outcome["peak_hz"] - 440) <= 1  # same pitch: the ratio is right to far better than a cent
