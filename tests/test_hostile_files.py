@@ -283,3 +283,40 @@ def test_a_reference_at_44101_hz_resamples_without_a_4_gb_kernel(tmp_path):
     )
     assert outcome["sr"] == 24000 and abs(outcome["n"] - 24000) <= 1
     assert abs(outcome["peak_hz"] - 440) <= 1  # same pitch: the ratio is right to far better than a cent
+
+
+# --- the run lock ----------------------------------------------------------------------------------
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path):
+    from f5app.training.lock import RunLock, RunLockedError
+
+    precious = tmp_path / "thesis.tex"
+    precious.write_text("years of work\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock").symlink_to(precious)
+    with pytest.raises(RunLockedError, match="symbolic link"):
+        RunLock(run_dir).acquire()
+    assert precious.read_text() == "years of work\n"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "hard link"])
+def test_a_lock_file_that_is_not_a_plain_file_of_its_own_is_refused(tmp_path, kind):
+    from f5app.training.lock import RunLock, RunLockedError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    lock = run_dir / ".lock"
+    other = tmp_path / "other.txt"
+    if kind == "fifo":
+        os.mkfifo(lock)
+    elif kind == "directory":
+        lock.mkdir()
+    else:
+        other.write_text("someone else's\n")
+        os.link(other, lock)
+    with pytest.raises(RunLockedError, match="plain file"):
+        RunLock(run_dir).acquire()
+    if kind == "hard link":
+        assert other.read_text() == "someone else's\n"
