@@ -320,3 +320,27 @@ def test_a_lock_file_that_is_not_a_plain_file_of_its_own_is_refused(tmp_path, ki
         RunLock(run_dir).acquire()
     if kind == "hard link":
         assert other.read_text() == "someone else's\n"
+
+
+# --- file systems without flock --------------------------------------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_file_system_without_flock_is_one_clear_line_and_leaks_no_descriptor(tmp_path, monkeypatch):
+    import errno
+
+    from f5app.training import lock as lock_module
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(lock_module.fcntl, "flock", no_locks)
+    before = open_fds()
+    with pytest.raises(lock_module.RunLockedError) as refused:
+        lock_module.RunLock(tmp_path / "run").acquire()
+    assert open_fds() == before
+    message = str(refused.value)
+    assert "\n" not in message and "no file locks" in message and "docs/scale.md" in message

@@ -5,7 +5,8 @@ construction and is simply taken over; the holder's pid/host/start time is only 
 
 The lock file is opened with ``O_NOFOLLOW`` and must be a regular file with no other hard link:
 run folders are shared, and a planted ``.lock`` symlink would otherwise have its target
-truncated.
+truncated. A file system without ``flock`` (NFS mounted ``nolock``: ENOLCK) is refused with one
+line rather than trained on without a lock (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -47,10 +48,22 @@ class RunLock:
                 f"run directory {self.path.parent} is being trained by {holder}; "
                 "wait for it to finish, stop it, or choose another run_name"
             ) from None
-        previous = _read_holder(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode(), 0)
-        os.fsync(fd)
+        except OSError as error:
+            os.close(fd)
+            if error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise LockUnavailable(
+                    f"cannot lock {self.path}: the file system of the run directory has no file locks "
+                    f"({error.strerror}); put output_root on a local disk or a mount with locking (see docs/scale.md)"
+                ) from None
+            raise LockUnavailable(f"cannot lock {self.path}: {error.strerror or error}") from None
+        try:
+            previous = _read_holder(fd)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode(), 0)
+            os.fsync(fd)
+        except OSError as error:
+            os.close(fd)  # closing drops the flock too
+            raise LockUnavailable(f"cannot write the run lock {self.path}: {error.strerror or error}") from None
         self._fd = fd
         self.took_over_from = previous if previous != "an unknown process" else None
         return self
