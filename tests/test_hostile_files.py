@@ -344,3 +344,35 @@ def test_a_file_system_without_flock_is_one_clear_line_and_leaks_no_descriptor(t
     assert open_fds() == before
     message = str(refused.value)
     assert "\n" not in message and "no file locks" in message and "docs/scale.md" in message
+
+
+# --- ckpt prune and the run lock ---------------------------------------------------------------------
+
+
+def test_prune_refuses_while_a_trainer_holds_the_run_lock_and_deletes_nothing(tmp_path, capsys):
+    import fcntl
+
+    from ckpt_factory import make_f5app_checkpoint
+
+    from f5app.ckpt.__main__ import main as ckpt_main
+    from f5app.training.lock import RunLock
+
+    run_dir = tmp_path / "run"
+    for update in (10, 20, 30):
+        make_f5app_checkpoint(run_dir / "checkpoints", update, MODEL, VOCAB, val_loss=1.0 / update)
+    before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    trainer = RunLock(run_dir).acquire()  # flock conflicts between two open files even in one process
+    try:
+        status = ckpt_main(["prune", str(run_dir), "--keep-last", "1"])
+    finally:
+        trainer.release()
+    assert status == 2
+    assert "is being trained by" in capsys.readouterr().err
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
+    assert ckpt_main(["prune", str(run_dir), "--keep-last", "1"]) == 0  # and prunes once the trainer is gone
+    assert len([p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("update_")]) < 3
+    fd = os.open(run_dir / ".lock", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # prune let go of the lock
+    finally:
+        os.close(fd)
