@@ -376,3 +376,30 @@ def test_prune_refuses_while_a_trainer_holds_the_run_lock_and_deletes_nothing(tm
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # prune let go of the lock
     finally:
         os.close(fd)
+
+
+# --- sampling numbers at the Synthesizer's edge -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("seed=1180591620717411303424", "seed"),  # 2**70: torch.manual_seed overflowed
+        ("speed=1e-9", "speed"),  # a 10^12-frame duration
+        ("speed=nan", "speed"),
+        ("nfe_step=1000000000", "nfe_step"),
+        ("cross_fade=inf", "cross_fade"),
+        ("max_ref_seconds=0", "max_ref_seconds"),
+        ("target_rms=-1", "target_rms"),
+    ],
+)
+def test_out_of_range_sampling_numbers_are_one_line_naming_the_key_and_range(compose_cfg, tmp_path, override, key):
+    from f5app.config import InferConfig, to_settings
+    from f5app.inference.errors import InferenceInputError
+    from f5app.inference.synthesizer import Synthesizer
+
+    cfg = to_settings(compose_cfg("infer", [override, f"output_root={tmp_path}"]), InferConfig)
+    with pytest.raises(InferenceInputError) as refused:
+        Synthesizer.from_config(cfg, run_dir=tmp_path / "no-run")  # refused before any checkpoint is looked for
+    message = str(refused.value)
+    assert message.startswith(f"{key}=") and "out of range: use" in message and "\n" not in message
