@@ -181,6 +181,27 @@ def test_a_tar_header_in_a_pt_file_never_reaches_torchs_tar_loader(tmp_path, pre
     assert_damage(validate_bounded(path, timeout=10, imports="import torch"), reason)
 
 
+@pytest.mark.parametrize("protocol", range(6))
+def test_the_opcode_scan_accepts_what_pythons_own_pickler_writes(protocol):
+    """The scan refuses hostile pickles only: every protocol, empty MARK slices, shared and
+    self-referencing objects, long batches (SETITEMS / APPENDS of 1000)."""
+    import collections
+    import pickle
+
+    from f5app.ckpt.peek import scan_pickle
+
+    shared = [1, 2]
+    looped: list = []
+    looped.append(looped)
+    value = {
+        "empty": ((), [], {}, set(), frozenset(), b"", ""), "scalars": (0, -1, 2**70, 1.5, None, True, "é", b"\xff"),
+        "shared": (shared, shared), "looped": looped, "ordered": collections.OrderedDict(a=1),
+        "batches": (list(range(2500)), {i: str(i) for i in range(2500)}), "nested": [[[[()]]]] * 3,
+    }
+    data = pickle.dumps(value, protocol=protocol)
+    assert scan_pickle(data) == len(data)
+
+
 def test_a_non_zip_file_must_start_with_torchs_legacy_magic(tmp_path):
     assert LEGACY_MAGIC == __import__("pickle").dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
     forged = tmp_path / "forged.pt"
