@@ -314,6 +314,9 @@ def _container_update(path: Path, result) -> Optional[int]:
         return None
     import torch
 
+    from f5app.ckpt.peek import check_torch_file
+
+    check_torch_file(path)  # validated already; the gate costs milliseconds and keeps the rule in one place
     payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     update = payload.get("update") if isinstance(payload, dict) else None
     return int(update) if isinstance(update, int) else None

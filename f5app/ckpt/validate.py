@@ -189,6 +189,7 @@ def _check_small_container(file: Path) -> None:
     import zipfile
     import zlib
 
+    check_torch_container(file)  # stored entries only, bounded data.pkl, opcodes scanned
     size = file.stat().st_size
     if size > _SMALL_CONTAINER_BYTES:
         return
