@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -83,9 +84,13 @@ def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> Path:
 
 
 def read_json_object(path: Path, max_bytes: int = 1024 * 1024) -> dict[str, Any] | None:
-    """A small JSON object from ``path``; None when absent, too large, unreadable or not an object."""
+    """A small JSON object from ``path``; None when absent, a link or not a regular file, too large,
+    unreadable or not an object."""
     try:
-        with open(path, "rb") as handle:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None  # a planted FIFO or device must not block or feed the reader
             raw = handle.read(max_bytes + 1)
         if len(raw) > max_bytes:
             return None

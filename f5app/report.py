@@ -327,7 +327,7 @@ def _flock_held_per_proc(stat: os.stat_result) -> bool:
 def _flock_held_by_trying(lock_path: Path) -> bool:
     import fcntl
 
-    fd = os.open(lock_path, os.O_RDONLY)
+    fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:

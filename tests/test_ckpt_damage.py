@@ -129,7 +129,7 @@ def test_one_changed_byte_in_training_state_is_quarantined_during_resolution(run
 
     assert resolution.mode == "resume" and resolution.chosen.path.name == "update_00000100"
     (quarantined,) = [c for c in resolution.candidates if c.status == "quarantined"]
-    assert "training_state.pt" in quarantined.reason and "checksum" in quarantined.reason
+    assert "training_state.pt" in quarantined.reason and "CRC-32" in quarantined.reason
 
 
 def test_a_flipped_bit_in_vocab_txt_is_damage_not_a_unicode_traceback(run):

@@ -99,7 +99,7 @@ def test_the_installed_entry_points_run_outside_the_checkout(venv_bin, tmp_path)
     assert "update_00000002" in _ok(_run([str(venv_bin / "f5app-ckpt"), "list", str(run_dir)], cwd=elsewhere)).stdout
 
     out = elsewhere / "hello.wav"
-    spoken = _ok(_run([str(venv_bin / "f5app-infer"), "ckpt=best", "text=Hello there.", f"out={out}", *FAST_INFER], cwd=elsewhere))
+    spoken = _ok(_run([str(venv_bin / "f5app-infer"), "ckpt=best", "text=Hello, world: the wheel speaks.", f"out={out}", *FAST_INFER], cwd=elsewhere))
     assert spoken.stdout.strip().splitlines()[-1] == str(out) and out.stat().st_size > 44
 
     prepared = _ok(_run([str(venv_bin / "f5app-prepare"), "data=demo", "progress=false"], cwd=elsewhere))

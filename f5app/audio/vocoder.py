@@ -259,8 +259,13 @@ def _check_vocos_mel(args: dict[str, Any], mel: MelConfig, path: Path) -> None:
 def _vocos_weights(path: Path) -> dict[str, "torch.Tensor"]:
     import torch
 
+    from f5app.ckpt.peek import Refused, check_torch_file
+
     try:
+        check_torch_file(Path(path))  # a hostile pickle (memo bombs, deep nesting) never reaches torch.load
         state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Refused as refused:
+        raise VocoderError(f"Vocos weights {path} cannot be read ({refused}); the file is damaged or hostile: fetch it again") from None
     except Exception as exc:  # a damaged file fails in pickle, zip or storage code, each with its own type
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise VocoderError(f"Vocos weights {path} cannot be read ({reason[:200]}); the file is damaged: fetch it again") from None

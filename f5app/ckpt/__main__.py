@@ -122,10 +122,16 @@ def compose_for(purpose: str, overrides: Sequence[str]):
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from f5app.config import CONF_DIR, CkptConfig, ModelConfig, register_configs, to_settings
+    from f5app.config import CONF_DIR, CkptConfig, ModelConfig, to_settings
+    from f5app.free_text import literal_overrides
+    from f5app.hydra_setup import register
 
-    register_configs()
+    register()
     name = "train" if purpose == "train" else "infer"
+    if purpose == "infer":
+        from f5app.infer import FREE_TEXT_KEYS
+
+        overrides = literal_overrides(overrides, FREE_TEXT_KEYS)  # the same words f5app.infer takes literally
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             cfg = compose(name, overrides=list(overrides), return_hydra_config=purpose == "train")
@@ -314,6 +320,9 @@ def _container_update(path: Path, result) -> Optional[int]:
         return None
     import torch
 
+    from f5app.ckpt.peek import check_torch_file
+
+    check_torch_file(path)  # validated already; the gate costs milliseconds and keeps the rule in one place
     payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     update = payload.get("update") if isinstance(payload, dict) else None
     return int(update) if isinstance(update, int) else None

@@ -155,6 +155,12 @@ def _torch_load(path: Path) -> Any:
 
     import torch
 
+    from f5app.ckpt.peek import Refused, check_torch_file
+
+    try:
+        check_torch_file(path)  # nothing hostile reaches an unpickler (ckpt/peek.py)
+    except Refused as refused:
+        raise UnreadableWeights(f"refusing to load {path}: {refused}") from None
     try:
         try:
             # mmap: only the tensors used are read, so a trainer file's optimizer state never fills memory.

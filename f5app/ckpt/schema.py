@@ -637,8 +637,13 @@ def _torch_load(path: Path) -> Any:
 
     import torch
 
+    from f5app.ckpt.peek import Refused, check_torch_file
+
     try:
+        check_torch_file(path)  # nothing hostile reaches an unpickler (ckpt/peek.py)
         return torch.load(path, map_location="cpu", weights_only=True)
+    except Refused as refused:
+        raise DamagedCheckpoint(f"{Path(path).name}: {refused}") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, IndexError, KeyError,
             AttributeError, zipfile.BadZipFile, RecursionError, OverflowError) as error:
         first = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__

@@ -261,18 +261,20 @@ def _describe_failure(name: str, ckpt_dir: Path, error: BaseException) -> str:
     return f"could not save checkpoint {name} in {ckpt_dir}: {why}; nothing partial was left and earlier checkpoints are intact"
 
 
-#: torch.save reports a failed write as RuntimeError ("... unexpected pos N vs M", "file write failed").
-_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "PytorchStreamWriter failed writing")
+#: torch.save reports a failed write as RuntimeError ("... unexpected pos N vs M", "basic_ios::clear").
+_TORCH_WRITE_FAILED = ("unexpected pos", "basic_ios::clear", "file write failed", "PytorchStreamWriter failed writing")
 
 
 def _is_disk_full(error: BaseException, ckpt_dir: Path) -> bool:
-    while error is not None:
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if isinstance(error, RuntimeError) and any(mark in str(error) for mark in _TORCH_WRITE_FAILED):
-            try:
-                return shutil.disk_usage(ckpt_dir).free < 64 * 1024 * 1024
-            except OSError:
-                return False
-        error = error.__cause__ or error.__context__
+    chain, cause = [], error
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in chain):
+        return True
+    if any(isinstance(e, RuntimeError) and any(mark in str(e) for mark in _TORCH_WRITE_FAILED) for e in chain):
+        try:
+            return shutil.disk_usage(ckpt_dir).free < 64 * 1024 * 1024
+        except OSError:
+            return False
     return False
