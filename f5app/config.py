@@ -174,6 +174,9 @@ class AsrConfig:
     device: str = "auto"  # auto | cpu | cuda
     compute_type: str = "auto"  # auto (int8 on CPU, float16 on CUDA) or any CTranslate2 type
     beam_size: int = 5
+    # Decoding that fails (repetition, low confidence) is retried at temperatures 0.2..1.0, as
+    # faster-whisper and upstream's evaluation do; false decodes once (faster on buzzing audio).
+    temperature_fallback: bool = True
     cpu_threads: int = 0  # 0: CTranslate2's default
 
 

@@ -23,7 +23,7 @@ def test_evaluation_section_measures_costs_speed_and_agreement_with_upstream(tmp
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
     cost = results["evaluation"]["evaluation"]
-    assert cost["prompts"] == 3 and cost["train_updates"] == 20 and cost["events_per_run"] == 1
+    assert cost["prompts"] == 2 and cost["train_updates"] == 20 and cost["events_per_run"] == 1
     assert set(cost["seconds_per_prompt"]) == {"synthesis", "asr", "embedding"} and all(v > 0 for v in cost["seconds_per_prompt"].values())
     assert 0 < cost["share_steady"] < cost["share_with_loading"] < 1
     assert 0 < results["evaluation"]["asr_speed"]["beam1"]["rtf"] < 5

@@ -95,11 +95,13 @@ class Transcriber:
         if len(wav) == 0:
             return Transcript("", language or self.cfg.language, (), 0.0, 0.0, 0.0)
         ctranslate2.set_random_seed(0)
+        fallback = {} if self.cfg.temperature_fallback else {"temperature": [0.0]}
         segments, info = self._model.transcribe(
             wav,
             language=language or self.cfg.language,
             beam_size=self.cfg.beam_size,
             word_timestamps=word_timestamps,
+            **fallback,
         )
         segments = list(segments)  # decoding happens while iterating
         text = "".join(segment.text for segment in segments).strip()
@@ -127,6 +129,7 @@ class Transcriber:
             "device": self.device,
             "compute_type": self.compute_type,
             "beam_size": self.cfg.beam_size,
+            "temperature_fallback": self.cfg.temperature_fallback,
             "language": self.cfg.language,
         }
 
