@@ -204,6 +204,7 @@ class InferConfig:
     target_rms: float = 0.1  # quieter references are scaled up to this RMS (output scaled back)
     max_ref_seconds: float = 12.0  # longer references are cut at a pause, with a warning
     progress: bool = True  # tqdm bar over chunks of long texts
+    max_batch: int = 0  # chunks synthesised together in one padded batch; 0: auto (8 on CUDA, else 1)
     model: ModelConfig = field(default_factory=ModelConfig)
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
