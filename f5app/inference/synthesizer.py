@@ -30,6 +30,7 @@ from f5app.inference.text import (
     MAIN_VOICE,
     apply_unknown_policy,
     chunk_text,
+    first_sentence,
     max_chunk_bytes,
     normalize_ref_text,
     split_voices,
@@ -207,8 +208,9 @@ class Synthesizer:
     ) -> "SpeechPlan":
         """Check the input and cut it into chunks (voice, text, speed, seed) without running the model.
 
-        ``first_chunk_small``: the first chunk holds at most a quarter of the usual bytes (whole
-        sentences or clauses still), so a stream's first audio comes after a short synthesis.
+        ``first_chunk_small``: the first chunk is the first sentence (clauses of it when it is
+        longer than a quarter of the usual chunk), so a stream's first audio comes after a short
+        synthesis; the rest is chunked as usual.
         """
         settings = self._settings_with(overrides)
         if text is None or not text.strip():
@@ -230,8 +232,8 @@ class Synthesizer:
             kept_text = " ".join("".join(ch for ch in segment.text if ch not in missing).split())
             max_bytes = max_chunk_bytes(voice.reference.text, voice.reference.seconds, speed)
             if first_chunk_small and not pieces:
-                first, *rest = chunk_text(kept_text, max(1, max_bytes // 4)) or [""]
-                chunks = [first] + chunk_text(" ".join(rest), max_bytes)
+                first, rest = first_sentence(kept_text, max(1, max_bytes // 4))
+                chunks = [first] + chunk_text(rest, max_bytes)
             else:
                 chunks = chunk_text(kept_text, max_bytes)
             pieces += [(segment.voice, voice, chunk, speed) for chunk in chunks if chunk.strip()]
