@@ -68,3 +68,37 @@ def running_server(settings: ServeConfig, synthesizer: Any = None, transcribe: A
         thread.join(30)
         engine.close()
         sock.close()
+
+
+def free_port() -> int:
+    import socket as _socket
+
+    with _socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_process(command: list[str], cwd: Path, env: dict[str, str], log: Path):
+    """``f5app.serve`` (or a shell running it) as a real process; its output goes to ``log``."""
+    import subprocess
+
+    with open(log, "w") as sink:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_healthy(url: str, process: Any, log: Path, timeout: float = 120) -> None:
+    """Until ``url``/health answers 200; fails with the server's log if it exits or takes too long."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited {process.returncode}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the server never became healthy:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -30,8 +29,8 @@ from f5app.inference.synthesizer import Synthesizer
 from f5app.serve import ServeSettingsError, api_key_for, build
 from f5app.serving.formats import pcm16
 from f5app.serving.voices import VoiceError, check_name
-from infer_fixtures import UPSTREAM_REF_TEXT, tiny_run_checkpoint, upstream_ref_wav
-from serve_fixtures import running_server, tiny_serve_settings
+from infer_fixtures import tiny_run_checkpoint, upstream_ref_wav
+from serve_fixtures import free_port, running_server, server_process, tiny_serve_settings, wait_healthy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -545,32 +544,15 @@ def test_the_page_speaks_in_headless_chromium(server, tmp_path):
 
 
 # ------------------------------------------------------------------------------- a real process
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(tmp_path):
     tiny_run_checkpoint(tmp_path / "outputs" / "runs" / "demo", update=2)
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "f5app.serve", f"server.port={port}", "nfe_step=8", "vocoder.n_iter=4", "device=cpu"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-    )
+    port, log = free_port(), tmp_path / "serve.log"
+    process = server_process([sys.executable, "-m", "f5app.serve", f"server.port={port}", "nfe_step=8", "vocoder.n_iter=4", "device=cpu"],
+                             cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}, log=log)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read() if process.poll() is not None else "no health"
-            time.sleep(0.2)
+        wait_healthy(url, process, log)
         long_text = " ".join(f"Sentence number {w} is here, and it goes on." for w in ("one", "two", "three", "four", "five", "six")) * 3
         result: dict[str, httpx.Response] = {}
         request = threading.Thread(target=lambda: result.update(r=speech(url, input=long_text, response_format="wav", stream=False, timeout=120)))
@@ -585,7 +567,7 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(tmp_path):
         assert answer.status_code == 200 and len(samples(answer.content)) / 24000 > 10  # the whole text, not cut off
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{url}/health", timeout=2)
-        assert "stopped" in process.stdout.read()
+        assert "stopped" in log.read_text()
     finally:
         if process.poll() is None:
             process.kill()

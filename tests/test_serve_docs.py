@@ -14,17 +14,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import soundfile as sf
 
 from infer_fixtures import tiny_run_checkpoint, upstream_ref_wav
+from serve_fixtures import free_port, server_process, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "serving.md"
@@ -35,12 +33,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("curl") is None,
 
 def blocks() -> list[tuple[str, str]]:
     return [(m["kind"], m["body"]) for m in BLOCK.finditer(DOC.read_text())]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_every_command_block_is_marked_for_the_test():
@@ -65,8 +57,7 @@ def test_the_commands_of_docs_serving_md_work_as_written(tmp_path):
     def stop(port: str) -> None:
         process = servers.pop(port)
         process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=60)[0]
-        assert process.returncode == 0, output[-3000:]
+        assert process.wait(60) == 0, (tmp_path / f"serve-{port}.log").read_text()[-3000:]
 
     try:
         for kind, body in blocks():
@@ -78,19 +69,9 @@ def test_the_commands_of_docs_serving_md_work_as_written(tmp_path):
                 if port in servers:
                     stop(port)
                 assignments, program = re.fullmatch(r"((?:\w+=\S+\s+)*)(.*)", command, re.S).groups()
-                servers[port] = subprocess.Popen(["bash", "-c", f"{assignments}exec {program}"],  # SIGTERM reaches python
-                                                 cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                deadline = time.monotonic() + 120
-                while True:
-                    try:
-                        if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    process = servers[port]
-                    assert process.poll() is None, f"`{command}` exited {process.returncode}: {process.stdout.read()[-3000:]}"
-                    assert time.monotonic() < deadline, f"`{command}` never became healthy"
-                    time.sleep(0.2)
+                log = tmp_path / f"serve-{port}.log"
+                servers[port] = server_process(["bash", "-c", f"{assignments}exec {program}"], tmp_path, env, log)  # exec: SIGTERM reaches python
+                wait_healthy(f"http://127.0.0.1:{port}", servers[port], log)
             elif kind == "client":
                 done = subprocess.run(["bash", "-euo", "pipefail", "-c", script.replace("curl -s ", "curl -sSf ")],
                                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
