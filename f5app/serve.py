@@ -26,7 +26,7 @@ import hydra
 from omegaconf import DictConfig
 
 from f5app.cli_help import run_hydra_app
-from f5app.config import CONF_DIR, ServeConfig, ServerConfig, to_settings
+from f5app.config import CONF_DIR, ServeConfig, ServerConfig, VoiceConfig, to_settings
 from f5app.errors import UserError
 
 log = logging.getLogger("f5app.serve")
@@ -68,8 +68,14 @@ def build(settings: ServeConfig, transcribe=None):
 
     server = settings.server
     api_key = api_key_for(server)
+    for key in ("text", "text_file", "out", "out_dir"):
+        if getattr(settings, key) is not None:
+            raise ServeSettingsError(f"{key}= is f5app.infer's; the server takes its text from POST /v1/audio/speech")
     configured = parse_voices(settings.voices)
-    require_files([(f"voices.{name}.ref_audio", v.ref_audio) for name, v in configured.items()])
+    require_files([(f"voices.{name}.ref_audio", v.ref_audio) for name, v in configured.items()] + [("ref_audio", settings.ref_audio)])
+    if (settings.ref_audio is None) != (settings.ref_text is None):
+        raise ServeSettingsError("ref_audio and ref_text go together: give both (the `default` voice) or neither")
+    default = VoiceConfig(ref_audio=settings.ref_audio, ref_text=settings.ref_text) if settings.ref_audio else None
     for number, name in (("queue_size", server.queue_size), ("max_active", server.max_active), ("max_text_chars", server.max_text_chars)):
         if name < 1:
             raise ServeSettingsError(f"server.{number}={name} must be at least 1")
@@ -77,7 +83,7 @@ def build(settings: ServeConfig, transcribe=None):
     metrics = Metrics(queue_depth=engine.depth, active=engine.active, ready=lambda: engine.ready)
     voices_dir = Path(server.voices_dir).expanduser() if server.voices_dir else Path(settings.run_dir) / "voices"
     store = VoiceStore(voices_dir, configured, max_upload_bytes=server.max_upload_bytes,
-                       max_upload_seconds=server.max_upload_seconds, transcribe=transcribe)
+                       max_upload_seconds=server.max_upload_seconds, transcribe=transcribe, default=default)
     model_id = server.model_id or f"f5app-{settings.run_name}"
     app = create_app(server=server, engine=engine, voices=store, metrics=metrics, api_key=api_key, model_id=model_id)
     return app, engine

@@ -66,14 +66,15 @@ class Sizes:
     serve_repeats: int
     serve_nfe: int  # sampling steps of the served model (the product default is 32)
     serve_requests_per_client: int
+    serve_long_sentences: int  # of the long text rendered batched vs one chunk at a time
 
 
 QUICK = Sizes(repeats=2, train_updates=90, frames_per_batch=1000, max_samples=4, save_every=50, save_model="f5tts_v1_small",
               save_repeats=1, resolve_big_gib=0.25, resolve_repeats=2, infer_repeats=1, cli_repeats=1,
-              serve_repeats=2, serve_nfe=8, serve_requests_per_client=2)
+              serve_repeats=2, serve_nfe=8, serve_requests_per_client=2, serve_long_sentences=6)
 FULL = Sizes(repeats=5, train_updates=160, frames_per_batch=1000, max_samples=4, save_every=50, save_model="f5tts_v1_small",
              save_repeats=3, resolve_big_gib=1.0, resolve_repeats=3, infer_repeats=3, cli_repeats=5,
-             serve_repeats=5, serve_nfe=32, serve_requests_per_client=4)
+             serve_repeats=5, serve_nfe=32, serve_requests_per_client=4, serve_long_sentences=12)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -805,8 +806,8 @@ def bench_inference(sizes: Sizes, device: str, work: Path, logs: Path) -> dict[s
 THREE_SENTENCES = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
                    "It is easy to tell the depth of a well.")
 CLIENT_TEXT = "Hello there, this is a client asking for a short sentence."
-LONG_TEXT = " ".join(f"Paragraph {word} begins here, and it carries on for a good while so that the chunks fill up." for word in
-                     ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"))
+LONG_SENTENCE = "Paragraph {} begins here, and it carries on for a good while so that the chunks fill up."
+NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
 
 
 def serve_worker(workdir: Path, device: str, threads: int, nfe: int) -> None:
@@ -841,7 +842,8 @@ def serve_worker(workdir: Path, device: str, threads: int, nfe: int) -> None:
         synth.max_batch = request["max_batch"] or auto_batch
         try:
             start = time.perf_counter()
-            result = synth.generate(LONG_TEXT, seed=0)
+            text = " ".join(LONG_SENTENCE.format(word) for word in NUMBER_WORDS[: request["sentences"]])
+            result = synth.generate(text, seed=0)
             return {"seconds": time.perf_counter() - start, "chunks": len(result.chunks), "audio_seconds": result.seconds,
                     "max_batch": synth.max_batch}
         finally:
@@ -932,7 +934,7 @@ def bench_serve(sizes: Sizes, device: str, threads: int, work: Path, logs: Path)
         for rep in range(sizes.serve_repeats):
             names = list(settings)
             for name in names[rep % 3:] + names[:rep % 3]:
-                long_rows[name].append(worker.ask({"command": "long", "max_batch": settings[name]}))
+                long_rows[name].append(worker.ask({"command": "long", "max_batch": settings[name], "sentences": sizes.serve_long_sentences}))
         worker.close()
     except BaseException:
         worker._process.kill()

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"
 
@@ -39,6 +41,7 @@ def test_an_unknown_section_is_a_one_line_usage_error():
     assert "unknown section(s) warp" in done.stderr
 
 
+@pytest.mark.slow  # a server worker process and ~40 requests
 def test_serve_section_measures_streaming_latency_throughput_and_batching(tmp_path):
     out = tmp_path / "bench.json"
     done = run_bench("--quick", "--only", "serve", "--repeats", "1", "--json", str(out), "--workdir", str(tmp_path / "work"))

@@ -571,3 +571,37 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_ref_audio_and_ref_text_make_the_default_voice_and_infer_only_keys_are_refused(run_dir, synth, tmp_path):
+    clip = tmp_path / "me.wav"
+    clip.write_bytes(town_clip())
+    settings = tiny_serve_settings(run_dir, voices_dir=str(tmp_path / "voices"))
+    settings.ref_audio, settings.ref_text = str(clip), "Some call me nature."
+    with running_server(settings, synth) as running:
+        listed = httpx.get(f"{running.url}/v1/voices").json()["data"]
+        assert listed[0]["name"] == "default" and listed[0]["transcript"] == "Some call me nature."
+        spoken = speech(running.url, input="Good day.", seed=1, response_format="wav", stream=False)
+    assert np.array_equal(samples(spoken.content), np.frombuffer(pcm16(synth.generate("Good day.", clip, "Some call me nature.", seed=1).wav), "<i2"))
+    settings.ref_text = None
+    with pytest.raises(ServeSettingsError, match="ref_audio and ref_text go together"):
+        build(settings)
+    settings = tiny_serve_settings(run_dir)
+    settings.text = "Hello."
+    with pytest.raises(ServeSettingsError, match="text= is f5app.infer's"):
+        build(settings)
+
+
+def test_a_voice_deleted_and_uploaded_again_speaks_with_the_new_clip(serve_with, synth, tmp_path):
+    running = serve_with(synth)
+    assert upload(running.url, "again", town_clip(), "Some call me nature.").status_code == 201
+    first = speech(running.url, input="Good day.", voice="again", seed=1, response_format="wav", stream=False).content
+    assert httpx.delete(f"{running.url}/v1/voices/again").status_code == 200
+    wav, sr = sf.read(upstream_ref_wav(), dtype="float32")
+    other = io.BytesIO()
+    sf.write(other, wav[int(sr * 0.5): int(sr * 3.5)], sr, format="WAV")
+    assert upload(running.url, "again", other.getvalue(), "Some call me nature.").status_code == 201
+    second = speech(running.url, input="Good day.", voice="again", seed=1, response_format="wav", stream=False).content
+    assert first != second  # not the first clip, remembered from the cache
+    direct = synth.generate("Good day.", tmp_path / "voices" / "again" / "reference.flac", "Some call me nature.", seed=1)
+    assert np.array_equal(samples(second), np.frombuffer(pcm16(direct.wav), "<i2"))

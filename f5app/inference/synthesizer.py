@@ -114,7 +114,7 @@ class Synthesizer:
     voices: dict[str, VoiceConfig] = field(default_factory=dict)  # extra voices for [NAME] tags
     source: str = ""  # what was loaded, for logs
     max_batch: int = 1  # chunks synthesised together in one padded batch (1: one after another)
-    _voice_cache: dict[tuple[str, str], _Voice] = field(default_factory=dict, repr=False)
+    _voice_cache: dict[tuple, _Voice] = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- building
 
@@ -360,7 +360,14 @@ class Synthesizer:
         return VoiceConfig(ref_audio=str(self.default_voice.audio), ref_text=self.default_voice.text)
 
     def _voice(self, ref_audio: str, ref_text: str, settings: SamplingSettings) -> _Voice:
-        key = (str(ref_audio), ref_text)
+        # The file's size and mtime are part of the key: a long-lived process (the server) sees a
+        # reference replaced under the same name (a voice deleted and uploaded again) afresh.
+        try:
+            stat = Path(ref_audio).expanduser().stat()
+            version: tuple = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            version = ()
+        key = (str(ref_audio), ref_text, *version)
         if key not in self._voice_cache:
             reference = load_reference(ref_audio, ref_text, self.sample_rate, settings.max_ref_seconds)
             reference = replace(reference, text=normalize_ref_text(reference.text))

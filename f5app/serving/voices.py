@@ -91,9 +91,11 @@ class VoiceStore:
         max_upload_bytes: int = 10 * 1024 * 1024,
         max_upload_seconds: float = 60.0,
         transcribe: Transcriber | None = None,
+        default: VoiceConfig | None = None,
     ):
         self.folder = Path(folder)
         self.configured = dict(configured or {})
+        self.default = default  # None: the model's own default reference
         self.max_upload_bytes = max_upload_bytes
         self.max_upload_seconds = max_upload_seconds
         self.transcribe = transcribe
@@ -102,14 +104,14 @@ class VoiceStore:
     # ------------------------------------------------------------------ reading
 
     def list(self, default_transcript: str | None = None) -> list[Voice]:
-        voices = [Voice(DEFAULT_VOICE, "default", None, default_transcript)]
+        voices = [self._default(default_transcript)]
         voices += [self._configured(name) for name in sorted(self.configured) if name != DEFAULT_VOICE]
         voices += [v for v in (self._uploaded(p.name) for p in self._folders()) if v is not None and v.name not in self.configured]
         return voices
 
     def get(self, name: str) -> Voice:
         if name == DEFAULT_VOICE:
-            return Voice(DEFAULT_VOICE, "default", None, None)
+            return self._default(None)
         check_name(name)
         if name in self.configured:
             return self._configured(name)
@@ -118,6 +120,11 @@ class VoiceStore:
             known = ", ".join(v.name for v in self.list())
             raise VoiceNotFound(f"voice {name!r} does not exist; known voices: {known} (upload one with POST /v1/voices)")
         return voice
+
+    def _default(self, model_transcript: str | None) -> Voice:
+        if self.default is None:
+            return Voice(DEFAULT_VOICE, "default", None, model_transcript)
+        return Voice(DEFAULT_VOICE, "default", Path(self.default.ref_audio).expanduser(), self.default.ref_text, self.default.speed)
 
     def _configured(self, name: str) -> Voice:
         config = self.configured[name]
