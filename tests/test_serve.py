@@ -605,3 +605,14 @@ def test_a_voice_deleted_and_uploaded_again_speaks_with_the_new_clip(serve_with,
     assert first != second  # not the first clip, remembered from the cache
     direct = synth.generate("Good day.", tmp_path / "voices" / "again" / "reference.flac", "Some call me nature.", seed=1)
     assert np.array_equal(samples(second), np.frombuffer(pcm16(direct.wav), "<i2"))
+
+
+def test_a_checkpoint_that_cannot_load_stops_the_server_with_the_resolution_error(tmp_path):
+    from f5app.ckpt.resolve import ResolutionError
+    from f5app.config import CkptConfig
+    from f5app.serve import run
+
+    settings = tiny_serve_settings(tmp_path / "runs" / "empty", port=free_port(), voices_dir=str(tmp_path / "voices"))
+    settings.ckpt = CkptConfig(name="best")
+    with pytest.raises(ResolutionError, match="best"):
+        run(settings)  # listens, fails to load, stops: the error is the command's one line (exit 2)
