@@ -458,7 +458,8 @@ def _padding_masked_in_attention(cfm: Any) -> Iterator[None]:
     Upstream already masks the padding everywhere else (text embedding, convolutional position
     embedding) when given per-item lengths.
     """
-    processors = [m for m in cfm.modules() if hasattr(m, "attn_mask_enabled")]
+    # The flag lives on each Attention's processor, a plain object (not a submodule).
+    processors = [m.processor for m in cfm.modules() if hasattr(getattr(m, "processor", None), "attn_mask_enabled")]
     before = [m.attn_mask_enabled for m in processors]
     for module in processors:
         module.attn_mask_enabled = True
