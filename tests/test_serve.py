@@ -320,6 +320,7 @@ def test_requests_that_arrive_together_share_a_batch_and_a_bad_one_fails_alone(s
         ({"input": "Hi.", "voice": "nobody"}, 404, "voice_not_found"),
         ({"input": "Hi.", "voice": "../../etc/passwd"}, 400, "invalid_voice"),
         ({"input": "Hi.", "stream_format": "sse"}, 400, None),
+        ({"input": "Hi.", "voice": {"name": "no id"}}, 400, "invalid_voice"),
     ],
 )
 def test_bad_speech_requests_are_openai_shaped_errors(server, body, status, code):
@@ -616,3 +617,8 @@ def test_a_checkpoint_that_cannot_load_stops_the_server_with_the_resolution_erro
     settings.ckpt = CkptConfig(name="best")
     with pytest.raises(ResolutionError, match="best"):
         run(settings)  # listens, fails to load, stops: the error is the command's one line (exit 2)
+
+
+def test_a_voice_can_be_named_as_an_object_with_an_id_as_newer_openai_clients_send_it(server):
+    answer = speech(server.url, input="Hi there.", voice={"id": "default"}, response_format="wav", stream=False)
+    assert answer.status_code == 200 and answer.content[:4] == b"RIFF"

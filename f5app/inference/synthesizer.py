@@ -564,10 +564,11 @@ def pick_device(name: str) -> str:
     return name
 
 
-#: ``max_batch=0`` (auto) per device kind. On this project's 2-core CPU a padded batch of chunks
-#: was slower than one chunk after another (tiny model, 8 short requests: 3.9 s vs 3.5 s; a long
-#: text's 3 chunks: 2.9 s vs 2.4 s): sampling is compute-bound there and padding adds work. GPUs
-#: run one chunk far below capacity, which is where batching pays (upstream's batched eval).
+#: ``max_batch=0`` (auto) per device kind. On this project's 2-core CPU padded batches of chunks
+#: were slower than one chunk after another (scripts/bench.py --only serve: a long text's 4 chunks
+#: took 79 s in batches of 4 against 31 s one at a time): sampling is compute-bound there, padding
+#: adds work and a masked attention takes a slower kernel. GPUs run one chunk far below capacity,
+#: which is where batching should pay; not measured yet (no GPU in that task).
 AUTO_MAX_BATCH = {"cuda": 8, "mps": 1, "cpu": 1}
 
 

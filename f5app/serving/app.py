@@ -193,7 +193,7 @@ def create_app(*, server: ServerConfig, engine: Engine, voices: VoiceStore, metr
             raise _invalid(exc.errors()) from None
         fmt = _check_speech(ask, server, model_ids)
         synth = require_ready()
-        voice = voices.get(ask.voice["id"] if isinstance(ask.voice, dict) else ask.voice)
+        voice = voices.get(str(ask.voice.get("id", "")) if isinstance(ask.voice, dict) else ask.voice)
         overrides = {k: v for k, v in {"seed": ask.seed, "nfe_step": ask.nfe_step, "cfg_strength": ask.cfg_strength}.items() if v is not None}
         speed = ask.speed if ask.speed is not None else voice.speed
         if speed is not None:
