@@ -17,10 +17,12 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-#: Where the YAML config tree lives (the repository's ``conf/``).
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+#: The YAML config tree: the repository's ``conf/``, which an installed wheel carries as
+#: ``f5app/_conf`` (setup.py maps it in); a checkout, editable installs included, has only ``conf/``.
+CONF_DIR = _PACKAGE_DIR / "_conf" if (_PACKAGE_DIR / "_conf").is_dir() else _PACKAGE_DIR.parent / "conf"
 #: Small files shipped with the package (the demo data set).
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+ASSETS_DIR = _PACKAGE_DIR / "assets"
 
 
 @dataclass
@@ -110,6 +112,9 @@ class TrainerConfig:
     on_save_error: str = "stop"  # stop | warn
     progress_bar: bool = True
     cpu: bool = False  # force CPU even where an accelerator exists
+    # Updates whose loss or gradient norm is NaN/inf are skipped (as a grad scaler does); this many
+    # in a row stop training with exit status 1. 0 never stops.
+    max_nonfinite: int = 25
 
 
 @dataclass
@@ -141,16 +146,20 @@ class CkptConfig:
     quarantine: bool = True
     fallback: bool = False  # an explicitly requested source that is invalid falls through
     keep_last: int = 3
+    best_metric: str = "val_loss"  # what best.json ranks by: val_loss | wer | cer (lower wins) | sim (higher wins)
     min_size_bytes: int = 1024  # lower bound when a file has no metadata recording its size
     use_ema: bool = True
 
 
 @dataclass
 class VocoderConfig:
-    name: str = "griffinlim"  # vocos | bigvgan | griffinlim
-    repo_id: Optional[str] = None
-    local_path: Optional[str] = None
+    """One option of the vocoder group; ``name`` is a vocoder registered in f5app.audio.vocoder."""
+
+    name: str = "griffinlim"  # griffinlim | vocos | bigvgan
+    repo_id: Optional[str] = None  # Hub weights; None: the vocoder's own default_repo
+    local_path: Optional[str] = None  # a folder laid out as the vocoder's Hub repository
     n_iter: int = 32  # griffinlim iterations
+    options: dict[str, Any] = field(default_factory=dict)  # settings of a vocoder that has no field here
 
 
 @dataclass
@@ -241,11 +250,12 @@ class ServeConfig(InferConfig):
 
 
 def register_configs() -> None:
-    """Register the schemas and resolvers. Idempotent: safe to call from every entry point and test."""
-    OmegaConf.register_new_resolver("f5app_asset", lambda name: str(ASSETS_DIR / name), replace=True)
-    from f5app.sweep import JOB_DIRNAME_RESOLVER, job_dirname
+    """Register the schemas and the ``f5app_asset`` resolver. Idempotent.
 
-    OmegaConf.register_new_resolver(JOB_DIRNAME_RESOLVER, job_dirname, replace=True)
+    Entry points and tests call :func:`f5app.hydra_setup.register`, which adds the resolvers
+    that belong to feature modules (this module imports none of them).
+    """
+    OmegaConf.register_new_resolver("f5app_asset", lambda name: str(ASSETS_DIR / name), replace=True)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="infer_schema", node=InferConfig)
@@ -263,11 +273,12 @@ def to_settings(cfg: DictConfig | dict[str, Any], schema: type) -> Any:
     """Turn a composed config (or a plain dict, e.g. from checkpoint metadata) into ``schema``.
 
     Unknown keys are an error naming the key, so a stale or hand-edited config cannot slip
-    through with a value that is silently ignored.
+    through with a value that is silently ignored. Interpolations are resolved once, by
+    ``to_object``: resolving twice would turn the escaped interpolations of free text
+    (f5app/free_text.py) back into interpolations.
     """
     base = OmegaConf.structured(schema)
     merged = OmegaConf.merge(base, cfg)
-    OmegaConf.resolve(merged)
     return OmegaConf.to_object(merged)
 
 

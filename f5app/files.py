@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -80,3 +81,20 @@ def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> Path:
     """JSON (sorted keys, strict: NaN and infinity are refused, not written as invalid JSON)."""
     text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
     return atomic_write(path, text, durable=durable)
+
+
+def read_json_object(path: Path, max_bytes: int = 1024 * 1024) -> dict[str, Any] | None:
+    """A small JSON object from ``path``; None when absent, a link or not a regular file, too large,
+    unreadable or not an object."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None  # a planted FIFO or device must not block or feed the reader
+            raw = handle.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            return None
+        data = json.loads(raw)
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None

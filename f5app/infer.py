@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from f5app.cli_help import run_hydra_app
 from f5app.config import CONF_DIR, InferConfig, to_settings
+from f5app.files import atomic_write
 from f5app.inference.errors import InferenceInputError
 
 log = logging.getLogger("f5app.infer")
@@ -37,6 +38,7 @@ def run(cfg: DictConfig | InferConfig, started: float | None = None) -> Path:
     started = time.perf_counter() if started is None else started
     settings: InferConfig = cfg if isinstance(cfg, InferConfig) else to_settings(cfg, InferConfig)
     text = read_text(settings)
+    log.info("text: %s", text_preview(text))
     require_files([("ref_audio", settings.ref_audio)])
     out_path = choose_output_path(settings)
     synthesizer = Synthesizer.from_config(settings, run_dir=Path(settings.run_dir))
@@ -56,26 +58,43 @@ def run(cfg: DictConfig | InferConfig, started: float | None = None) -> Path:
     return out_path
 
 
+#: ``text_file=-``: read the text from standard input.
+STDIN = "-"
+
+
 def read_text(settings: InferConfig) -> str:
     if settings.text is not None and settings.text_file is not None:
         raise InferenceInputError("pass text=... or text_file=..., not both")
-    if settings.text_file is not None:
+    if settings.text_file == STDIN:
+        text = _decode(sys.stdin.buffer.read(), "standard input (text_file=-)")
+    elif settings.text_file is not None:
         path = Path(settings.text_file).expanduser()
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
         except FileNotFoundError:
             raise InferenceInputError(f"text_file={path} does not exist") from None
-        except UnicodeDecodeError as exc:
-            raise InferenceInputError(f"text_file={path} is not UTF-8 (bad byte at offset {exc.start}); save it as UTF-8") from None
         except OSError as exc:
             raise InferenceInputError(f"cannot read text_file={path}: {exc.strerror}") from None
+        text = _decode(data, f"text_file={path}")
     elif settings.text is not None:
         text = str(settings.text)
     else:
-        raise InferenceInputError('nothing to say: pass text="..." or text_file=FILE')
+        raise InferenceInputError('nothing to say: pass text="..." or text_file=FILE (text_file=- reads standard input)')
     if not text.strip():
         raise InferenceInputError("text is empty; pass text=\"something to say\" or a non-empty text_file")
     return text
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as text-mode reads do
+    except UnicodeDecodeError as exc:
+        raise InferenceInputError(f"{source} is not UTF-8 (bad byte at offset {exc.start}); save it as UTF-8") from None
+
+
+def text_preview(text: str, limit: int = 200) -> str:
+    """The text as logged: Python's quoting, cut at ``limit`` characters."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def choose_output_path(settings: InferConfig) -> Path:
@@ -128,16 +147,13 @@ def save_spectrogram(mel, path: Path, overwrite: bool = False) -> Path:
 
     if path.exists() and not overwrite:
         raise InferenceInputError(f"{path} already exists; pass overwrite=true")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     figure = plt.figure(figsize=(12, 4))
     try:
         plt.imshow(mel, origin="lower", aspect="auto")
         plt.colorbar()
-        figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"), durable=False)
     finally:
         plt.close(figure)
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -153,6 +169,8 @@ _PROCESS_START = time.perf_counter()
 
 
 USAGE = 'usage: python -m f5app.infer text="..." [run_name=NAME] [ckpt=auto|best|last|latest|custom|pretrained] [key=value ...]'
+#: Taken literally from the command line, whatever the sentence holds (f5app/free_text.py).
+FREE_TEXT_KEYS = ("text", "ref_text", "voices.*.ref_text")
 
 
 def main() -> None:
@@ -162,7 +180,7 @@ def main() -> None:
     from f5app.inference.upstream_import import defer_unused_imports
 
     defer_unused_imports()  # a fresh process: skip ~3 s of imports sampling never uses
-    run_hydra_app(_hydra_main, "infer", USAGE)
+    run_hydra_app(_hydra_main, "infer", USAGE, free_text_keys=FREE_TEXT_KEYS)
 
 
 if __name__ == "__main__":

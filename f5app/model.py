@@ -1,4 +1,5 @@
-"""Build upstream F5-TTS's ``CFM(DiT)`` from our typed model config and a vocabulary.
+"""Build upstream F5-TTS's ``CFM(DiT)`` from our typed model config and a vocabulary
+(vocabulary files themselves: :mod:`f5app.data.vocab`).
 
 The f5-tts import is deferred to :func:`build_cfm` because it costs seconds (see NOTES.md);
 callers that only need vocabularies or config never pay it.
@@ -7,34 +8,13 @@ callers that only need vocabularies or config never pay it.
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from f5app.config import ModelConfig
+from f5app.data.vocab import vocab_map
 
 if TYPE_CHECKING:
     from f5_tts.model import CFM
-
-
-def read_vocab(path: str | Path) -> list[str]:
-    """One token per line, as upstream's ``vocab.txt`` (line 0 is the space, used for unknowns)."""
-    text = Path(path).read_text(encoding="utf-8")
-    tokens = text.split("\n")
-    if tokens and tokens[-1] == "":
-        tokens.pop()
-    if not tokens:
-        raise ValueError(f"vocabulary file {path} is empty")
-    if tokens[0] != " ":
-        raise ValueError(f"vocabulary file {path}: line 1 must be a single space (upstream's unknown-token slot)")
-    return tokens
-
-
-def write_vocab(tokens: list[str], path: str | Path) -> None:
-    Path(path).write_text("".join(f"{t}\n" for t in tokens), encoding="utf-8")
-
-
-def vocab_map(tokens: list[str]) -> dict[str, int]:
-    return {token: index for index, token in enumerate(tokens)}
 
 
 def text_embedding_rows(vocab_size: int) -> int:

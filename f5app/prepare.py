@@ -1,7 +1,7 @@
 """``python -m f5app.prepare data=csv_wavs data.path=DIR``: prepare a data set once, ahead of training.
 
 Training prepares on first use too; this entry point lets you check the report before spending
-GPU time. Exits with status 1 and a one-line message when the data cannot be prepared.
+GPU time. Data that cannot be prepared ends in one line, ``error: ...``, and exit status 2.
 """
 
 from __future__ import annotations
@@ -22,18 +22,15 @@ USAGE = "usage: python -m f5app.prepare data=csv_wavs data.path=DIR [data.tokeni
 
 @hydra.main(config_path=str(CONF_DIR), config_name="prepare", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    from f5app.data.prepare import DataError, prepare
+    from f5app.data.prepare import prepare
+    from f5app.errors import UserError, exit_on_user_error
 
-    if OmegaConf.is_missing(cfg.data, "path"):
-        print("f5app-prepare: error: data.path is required: data=csv_wavs data.path=DIR (DIR holds metadata.csv)", file=sys.stderr)
-        raise SystemExit(2)
-    # resolve inside the whole tree first: data.prepared_dir may interpolate ${output_root}
-    data: DataConfig = to_settings(OmegaConf.to_container(cfg.data, resolve=True), DataConfig)
-    try:
+    with exit_on_user_error(log):
+        if OmegaConf.is_missing(cfg.data, "path"):
+            raise UserError("data.path is required: data=csv_wavs data.path=DIR (DIR holds metadata.csv)")
+        # resolve inside the whole tree first: data.prepared_dir may interpolate ${output_root}
+        data: DataConfig = to_settings(OmegaConf.to_container(cfg.data, resolve=True), DataConfig)
         prepared = prepare(data, progress=bool(cfg.progress))
-    except DataError as error:
-        print(f"f5app-prepare: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
     print(
         f"{prepared.num_items} clips ({prepared.total_seconds:.1f} s of audio), {len(prepared.vocab)} tokens, "
         f"{prepared.skipped} rows skipped -> {prepared.dir}\nreport: {prepared.report_path}"
@@ -45,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

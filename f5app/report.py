@@ -1,14 +1,16 @@
 """``python -m f5app.report SWEEP_DIR``: one row per sweep job, while the sweep runs or after.
 
-Reads only YAML/JSON/log text (``multirun.yaml``, each job's ``.hydra/``, checkpoint pointers and
-``metadata.json``), never torch or f5_tts, so it answers in well under a second. Writes the same
-rows as CSV and JSON, and a PNG of validation-loss curves, beside the sweep by default.
+Reads only YAML and JSON (``multirun.yaml``, each job's ``.hydra/``, the trainer's
+``run_status.json``, checkpoint pointers and ``metadata.json``), never log text, torch or f5_tts,
+so it answers in well under a second. Writes the same rows as CSV and JSON, and a PNG of
+validation-loss curves, beside the sweep by default.
 
 Status of a job:
   done         its newest checkpoint reached the job's configured trainer.max_updates / epochs
   running      a process holds the job's run lock (``<job>/.lock``)
-  stopped      stopped by a signal (SLURM's SIGUSR1, Ctrl-C) after a checkpoint: re-run the sweep
-  failed       the job's last launch logged an error, or ended without finishing or being
+  stopped      stopped by a signal (SLURM's SIGUSR1, Ctrl-C) after a checkpoint, or short of a
+               bound raised since: launch the sweep again to resume
+  failed       the trainer recorded an error, or its last launch ended without finishing or being
                stopped (crash, kill -9), or ended with no checkpoint at all
   not started  listed in multirun.yaml but its folder does not exist yet
 """
@@ -26,15 +28,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from f5app.sweep import JobProgress, is_finished, job_dirname, read_json, read_progress
+from f5app.errors import UserError, run_entry_point
+from f5app.files import read_json_object
+from f5app.run_state import LOCK_FILENAME, RunProgress, reached_bounds, read_progress, read_run_status
+from f5app.sweep import job_dirname
 
 log = logging.getLogger("f5app.report")
 
 STATUSES = ("done", "running", "stopped", "failed", "not started")
-JOB_LOG_NAME = "train.log"
-_JOB_START_MARK = "[f5app.train][INFO] - job "  # f5app.sweep.start_line, logged once per launch
-_ERROR_MARK = "][ERROR] - "
-_STOPPED_MARK = "[f5app.train][WARNING] - stopped by "
 
 
 @dataclass
@@ -75,7 +76,7 @@ class SweepReport:
         }
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """SWEEP_DIR is not something a report can be made of; the message says what to pass."""
 
 
@@ -116,29 +117,29 @@ def _job_row(job_dir: Path, overrides: list[str], label: str) -> JobRow:
     return row
 
 
-def _status(job_dir: Path, progress: JobProgress, bounds: Optional[tuple[int, int]]) -> tuple[str, str]:
-    holder = lock_holder(job_dir / ".lock")
+def _status(job_dir: Path, progress: RunProgress, bounds: Optional[tuple[int, int]]) -> tuple[str, str]:
+    holder = lock_holder(job_dir / LOCK_FILENAME)
     if holder is not None:
         return "running", holder
-    if bounds is not None and is_finished(progress, *bounds):
+    if bounds is not None and progress.update is not None and reached_bounds(progress.update, progress.epoch, *bounds):
         return "done", ""
-    last_launch = _last_launch_log(job_dir / JOB_LOG_NAME)
-    error = _last_line_with(last_launch, _ERROR_MARK)
-    if error is not None:
-        return "failed", error
-    if progress.update is not None:
-        stop = _last_line_with(last_launch, _STOPPED_MARK)
-        if stop is not None or not last_launch:
-            return "stopped", stop or "not running and short of its bound; launch the sweep again to resume"
-        return "failed", f"its last launch ended at update {progress.update} without finishing or being stopped (crashed or killed; see train.log); launching the sweep again resumes it"
-    return "failed", "ended without writing a checkpoint (killed, or crashed before the first save); see its train.log"
+    status = read_run_status(job_dir)
+    if status is not None and status.state == "failed":
+        return "failed", status.message
+    if progress.update is None:
+        return "failed", "ended without writing a checkpoint (killed, or crashed before the first save); see its train.log"
+    if status is not None and status.state == "stopped":
+        return "stopped", status.message
+    if status is not None and status.state == "finished":
+        return "stopped", f"finished at update {status.update} under an earlier bound; launch the sweep again to resume"
+    return "failed", f"its last launch ended at update {progress.update} without finishing or being stopped (crashed or killed; see train.log); launching the sweep again resumes it"
 
 
-def _configured_bounds(job_dir: Path, progress: JobProgress) -> Optional[tuple[int, int]]:
+def _configured_bounds(job_dir: Path, progress: RunProgress) -> Optional[tuple[int, int]]:
     """(max_updates, epochs) from the job's latest launch config, else from its last checkpoint."""
     trainer = ((_load_yaml(job_dir / ".hydra" / "config.yaml") or {}).get("trainer")) or {}
-    if not _bounds_ok(trainer) and progress.last_checkpoint is not None:
-        trainer = ((read_json(progress.last_checkpoint / "metadata.json") or {}).get("config") or {}).get("trainer") or {}
+    if not _bounds_ok(trainer):
+        trainer = progress.trainer
     return (int(trainer["max_updates"]), int(trainer["epochs"])) if _bounds_ok(trainer) else None
 
 
@@ -147,20 +148,21 @@ def _bounds_ok(trainer: dict[str, Any]) -> bool:
 
 
 def _val_curve(job_dir: Path) -> list[list[float]]:
-    """[update, val_loss] points: each checkpoint's metrics.val_loss, plus the full history when
-    a checkpoint's metadata carries ``val_history`` (retention deletes older checkpoints)."""
+    """[update, val_loss] points: each checkpoint's metrics.val_loss, plus the full history its
+    metadata carries (retention deletes older checkpoints)."""
     from f5app.ckpt.layout import checkpoints_dir, scan
+    from f5app.ckpt.schema import read_metadata
 
     points: dict[int, float] = {}
     for entry in scan(checkpoints_dir(job_dir)).complete:
-        metadata = read_json(entry.path / "metadata.json") or {}
-        metrics = metadata.get("metrics") or {}
-        history = metadata.get("val_history") or metrics.get("val_history") or []
-        for item in history:
-            if isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(x, (int, float)) for x in item):
-                points.setdefault(int(item[0]), float(item[1]))
-        if isinstance(metrics.get("val_loss"), (int, float)) and entry.update is not None:
-            points[entry.update] = float(metrics["val_loss"])
+        metadata = read_metadata(entry.path)
+        if metadata is None:
+            continue
+        for update, loss in metadata.metrics.val_history:
+            points.setdefault(update, loss)
+        val_loss = metadata.metrics.value("val_loss")
+        if val_loss is not None:
+            points[metadata.update] = val_loss
     return [[update, loss] for update, loss in sorted(points.items())]
 
 
@@ -178,20 +180,34 @@ def _planned_jobs(multirun: dict[str, Any], exclude_keys: list[str]) -> tuple[di
     arguments = [f"{k}={v}" for k, v in ((hydra_cfg.get("sweeper") or {}).get("params") or {}).items()]
     arguments += list((hydra_cfg.get("overrides") or {}).get("task") or [])
     try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         parser = OverridesParser.create()
-        batches = BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)
+        jobs = _cartesian_jobs(parser.parse_overrides(arguments))
     except Exception as error:  # an override this parser cannot expand without the config tree
         return {}, f"could not expand the sweep's overrides ({error}); jobs are listed from the folders present"
     naming = (hydra_cfg.get("job") or {}).get("config", {}).get("override_dirname", {})
     planned: dict[str, list[str]] = {}
-    for job in batches[0] if batches else []:
+    for job in jobs:
         identity = _identity(parser.parse_overrides(list(job)), exclude_keys)
         dirname = _override_dirname(identity, naming.get("item_sep", ","), naming.get("kv_sep", "="))
         planned[job_dirname(dirname)] = [o.input_line for o in identity]
     return planned, ""
+
+
+def _cartesian_jobs(parsed: list[Any]) -> list[list[str]]:
+    """Every job the basic sweeper launches, in its order: the cartesian product of the sweep
+    overrides (the last one varying fastest), each a list of ``key=value`` lines."""
+    import itertools
+
+    choices = []
+    for override in parsed:
+        if override.is_sweep_override():
+            key = override.get_key_element()
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            choices.append([override.input_line])
+    return [list(job) for job in itertools.product(*choices)]
 
 
 def _identity(parsed: list[Any], exclude_keys: list[str]) -> list[Any]:
@@ -243,7 +259,7 @@ def lock_holder(lock_path: Path) -> Optional[str]:
     held = _flock_held_per_proc(stat) if Path("/proc/locks").exists() else _flock_held_by_trying(lock_path)
     if not held:
         return None
-    info = read_json(lock_path) or {}
+    info = read_json_object(lock_path) or {}
     return f"pid {info.get('pid', '?')} on {info.get('host', '?')}"
 
 
@@ -263,7 +279,7 @@ def _flock_held_per_proc(stat: os.stat_result) -> bool:
 def _flock_held_by_trying(lock_path: Path) -> bool:
     import fcntl
 
-    fd = os.open(lock_path, os.O_RDONLY)
+    fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -271,23 +287,6 @@ def _flock_held_by_trying(lock_path: Path) -> bool:
     finally:
         os.close(fd)  # closing releases a lock we got
     return False
-
-
-def _last_launch_log(log_path: Path) -> list[str]:
-    """The job log's lines since its last launch (Hydra appends one log across launches)."""
-    try:
-        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    starts = [i for i, line in enumerate(lines) if _JOB_START_MARK in line]
-    return lines[starts[-1]:] if starts else lines
-
-
-def _last_line_with(lines: list[str], mark: str) -> Optional[str]:
-    for line in reversed(lines):
-        if mark in line:
-            return line.split(" - ", 1)[-1].strip()
-    return None
 
 
 def _load_yaml(path: Path) -> Any:
@@ -401,11 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        report = collect(args.sweep_dir)
-    except ReportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_entry_point("f5app-report", lambda: _report(args))
+
+
+def _report(args: argparse.Namespace) -> int:
+    report = collect(args.sweep_dir)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_table(report))
     if args.no_files:
         return 0
@@ -420,8 +419,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         write_json(report, targets["json"])
         wrote_png = write_png(report, targets["png"])
     except OSError as error:
-        print(f"error: could not write the report files ({error}); pass --csv/--json-file/--png elsewhere or --no-files", file=sys.stderr)
-        return 2
+        raise UserError(f"could not write the report files ({error}); pass --csv/--json-file/--png elsewhere or --no-files") from None
     if not args.json:  # keep --json output parseable
         written = [targets["csv"], targets["json"]] + ([targets["png"]] if wrote_png else [])
         print("wrote " + ", ".join(str(path) for path in written))

@@ -165,13 +165,17 @@ def _hydra_main(cfg: DictConfig) -> None:
 USAGE = "usage: python -m f5app.serve [run_name=NAME] [ckpt=auto|best|last|latest|custom|pretrained] [server.host=127.0.0.1] [server.port=8000] [key=value ...]"
 
 
+#: Values taken as typed (commas, quotes, brackets), as f5app.infer does for its transcripts.
+FREE_TEXT_KEYS = ("ref_text", "voices.*.ref_text")
+
+
 def main() -> None:
     # As f5app.infer: idle OpenMP threads spinning made sampling ~10x slower on a busy CPU.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from f5app.inference.upstream_import import defer_unused_imports
 
     defer_unused_imports()
-    run_hydra_app(_hydra_main, "serve", USAGE)
+    run_hydra_app(_hydra_main, "serve", USAGE, free_text_keys=FREE_TEXT_KEYS)
 
 
 if __name__ == "__main__":

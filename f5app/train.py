@@ -9,41 +9,40 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from f5app.ckpt.schema import HydraRecord
 from f5app.cli_help import run_hydra_app
 from f5app.config import CONF_DIR, TrainConfig, resolved_container, to_settings
 
 log = logging.getLogger("f5app.train")
 
 
-def hydra_record() -> dict[str, Any]:
+def hydra_record() -> HydraRecord:
     """What Hydra knows about this job: overrides, group choices, and sweep position."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
-        return {}
+        return HydraRecord()
     hc = HydraConfig.get()
-    record: dict[str, Any] = {
-        "overrides": list(hc.overrides.task),
-        "choices": {k: v for k, v in OmegaConf.to_container(hc.runtime.choices).items() if not k.startswith("hydra/")},
-        "mode": str(hc.mode.name) if hc.mode is not None else None,
-        "output_dir": hc.runtime.output_dir,
-    }
-    if hc.mode is not None and hc.mode.name == "MULTIRUN":
-        record["sweep"] = {"dir": hc.sweep.dir, "subdir": hc.sweep.subdir, "job_num": hc.job.num, "override_dirname": hc.job.override_dirname}
-    return record
+    multirun = hc.mode is not None and hc.mode.name == "MULTIRUN"
+    return HydraRecord(
+        overrides=tuple(hc.overrides.task),
+        choices={k: str(v) for k, v in OmegaConf.to_container(hc.runtime.choices).items() if not k.startswith("hydra/")},
+        mode=str(hc.mode.name) if hc.mode is not None else None,
+        output_dir=hc.runtime.output_dir,
+        sweep={"dir": hc.sweep.dir, "subdir": hc.sweep.subdir, "job_num": hc.job.num, "override_dirname": hc.job.override_dirname} if multirun else None,
+    )
 
 
-def run(cfg: DictConfig, run_dir: Path, hydra_info: dict[str, Any] | None = None) -> float | None:
+def run(cfg: DictConfig, run_dir: Path, hydra_info: HydraRecord | None = None) -> float | None:
     """Train with a composed config; the programmatic twin of the command line."""
     from f5app.training.loop import RunContext, Trainer
 
     settings: TrainConfig = to_settings(cfg, TrainConfig)
-    context = RunContext(run_dir=Path(run_dir), resolved_config=resolved_container(cfg), hydra=hydra_info or {})
+    context = RunContext(run_dir=Path(run_dir), resolved_config=resolved_container(cfg), hydra=hydra_info or HydraRecord())
     return Trainer(settings, context).run()
 
 
@@ -55,10 +54,20 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from f5app.errors import exit_on_user_error
     from f5app.sweep import start_line
 
-    with exit_on_user_error(log, reraise=HydraConfig.get().mode == RunMode.MULTIRUN):
+    from f5app.training.loop import TrainingDiverged
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    with exit_on_user_error(log, reraise=multirun):
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         log.info("%s", start_line(run_dir, cfg.trainer.max_updates, cfg.trainer.epochs, label=run_dir.name))
-        return run(cfg, run_dir, hydra_record())
+        try:
+            return run(cfg, run_dir, hydra_record())
+        except TrainingDiverged as error:  # a failed run (status 1), told in one line
+            log.error("%s", error)
+            print(f"error: {error}", file=sys.stderr)
+            if multirun:
+                raise
+            raise SystemExit(1) from None
 
 
 USAGE = "usage: python -m f5app.train [group=option ...] [key=value ...]   (also: accelerate launch -m f5app.train ..., -m for sweeps)"

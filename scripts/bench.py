@@ -15,6 +15,8 @@ Sections (docs/benchmarks.md has the goals and the latest table):
   infer       RTF vs upstream ``infer_process`` and process start to wav vs ``f5-tts_infer-cli``
               (scripts/bench_infer.py), plus peak RSS of both command lines.
   cli         wall time of ``f5app.ckpt list RUN_DIR`` and of each entry point's ``--help``.
+  verify      reading a ~1 GiB checkpoint for resume with verification (sha256 of every file while
+              it is read, finiteness of the weights) vs the same read without it.
   serve       ``f5app.serve`` on a tiny trained model: time to the first streamed audio byte vs the
               full response (three sentences), server latency vs ``Synthesizer.generate`` in the
               same process, throughput at 1/2/4 concurrent clients, and a long text rendered as
@@ -44,7 +46,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
-SECTIONS = ("training", "save", "resolve", "infer", "cli", "serve")
+SECTIONS = ("training", "save", "resolve", "infer", "cli", "verify", "serve")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
 
 
@@ -67,11 +69,13 @@ class Sizes:
     serve_nfe: int  # sampling steps of the served model (the product default is 32)
     serve_requests_per_client: int
     serve_long_sentences: int  # of the long text rendered batched vs one chunk at a time
+    verify_gib: float = 1.0
+    verify_repeats: int = 5
 
 
 QUICK = Sizes(repeats=2, train_updates=90, frames_per_batch=1000, max_samples=4, save_every=50, save_model="f5tts_v1_small",
               save_repeats=1, resolve_big_gib=0.25, resolve_repeats=2, infer_repeats=1, cli_repeats=1,
-              serve_repeats=2, serve_nfe=8, serve_requests_per_client=2, serve_long_sentences=6)
+              serve_repeats=2, serve_nfe=8, serve_requests_per_client=2, serve_long_sentences=6, verify_gib=0.25, verify_repeats=3)
 FULL = Sizes(repeats=5, train_updates=160, frames_per_batch=1000, max_samples=4, save_every=50, save_model="f5tts_v1_small",
              save_repeats=3, resolve_big_gib=1.0, resolve_repeats=3, infer_repeats=3, cli_repeats=5,
              serve_repeats=5, serve_nfe=32, serve_requests_per_client=4, serve_long_sentences=12)
@@ -460,52 +464,36 @@ def bench_training(sizes: Sizes, device: str, threads: int, work: Path, logs: Pa
 # ---------------------------------------------------------------------------------------- save stall
 def upstream_vocab() -> list[str]:
     """The pretrained models' 2,545-token vocabulary shipped inside f5-tts (so the text embedding is full size)."""
-    import importlib.util
+    from f5app.data.vocab import read_vocab, upstream_vocab_path
 
-    from f5app.model import read_vocab
-
-    package = Path(next(iter(importlib.util.find_spec("f5_tts").submodule_search_locations)))
-    return read_vocab(package / "infer" / "examples" / "vocab.txt")
+    return read_vocab(upstream_vocab_path())
 
 
 def save_stall_worker(workdir: Path, device: str, model_name: str) -> None:
     """Serve ``save`` requests: one f5app checkpoint (timed on the calling thread) or one torch.save.
 
-    The trainer is f5app's real ``Trainer`` with its real ``CheckpointWriter`` / ``StateSnapshot`` /
-    ``CheckpointStore``; only its setup is skipped: the model comes from ``build_cfm`` and the
-    optimizer state from one AdamW step on random gradients (what a training step leaves behind).
+    The trainer is f5app's real ``Trainer``, set up as ``f5app.train`` sets it up (scratch weights,
+    the demo data) and saving through its public ``save_checkpoint``; the optimizer state comes
+    from one AdamW step on random gradients (what a training step leaves behind).
     """
     import torch
-    from accelerate import Accelerator
-    from ema_pytorch import EMA
 
-    from f5app.ckpt.store import CheckpointStore
     from f5app.config import TrainConfig, resolved_container, to_settings
-    from f5app.model import build_cfm
     from f5app.training.loop import RunContext, Trainer
-    from f5app.training.saver import CheckpointWriter
 
     cfg = compose_train_config([f"model={model_name}", "data=demo", f"output_root={workdir}", "run_name=save", "logger=none",
-                                f"trainer.cpu={'true' if device == 'cpu' else 'false'}", "ckpt.keep_last=1"])
+                                f"trainer.cpu={'true' if device == 'cpu' else 'false'}", "ckpt.keep_last=1",
+                                "ckpt.train_chain=[scratch]", "ckpt.allow_scratch=true", "trainer.progress_bar=false"])
     settings = to_settings(cfg, TrainConfig)
-    accelerator = Accelerator(cpu=device == "cpu")
-    vocab = upstream_vocab()
+    trainer = Trainer(settings, RunContext(run_dir=workdir / "runs" / "save", resolved_config=resolved_container(cfg)))
+    trainer.setup()
+    model, optimizer, ema, accelerator, vocab = trainer.model, trainer.optimizer, trainer.ema, trainer.accelerator, trainer.vocab
     torch.manual_seed(0)
-    model = build_cfm(settings.model, vocab).to(accelerator.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.optim.lr)
     for parameter in model.parameters():
         parameter.grad = torch.randn_like(parameter) * 1e-3
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    ema = EMA(model, include_online_model=False, beta=settings.trainer.ema_decay, update_every=1)
-    ema.to(accelerator.device)
     ema.update()
-
-    trainer = Trainer(settings, RunContext(run_dir=workdir / "runs" / "save", resolved_config=resolved_container(cfg)))
-    trainer.accelerator, trainer.model, trainer.optimizer, trainer.ema = accelerator, model, optimizer, ema
-    trainer.is_main, trainer.world_size, trainer.rank, trainer.vocab = True, 1, 0, vocab
-    trainer.store = CheckpointStore(trainer.run_dir / "checkpoints", keep_last=1)
-    trainer._writer = CheckpointWriter(trainer.store.save, background=settings.trainer.async_save)
     sync_dir = workdir / "sync"
     state_bytes = sum(t.numel() * t.element_size() for t in _tensors(
         {"m": model.state_dict(), "e": ema.state_dict(), "o": optimizer.state_dict()}))
@@ -529,10 +517,10 @@ def save_stall_worker(workdir: Path, device: str, model_name: str) -> None:
         start = time.perf_counter()
         trainer.save_checkpoint(train_loss=1.0, val_loss=None)
         called = time.perf_counter() - start
-        blocked_before = trainer._writer.blocked_seconds
+        blocked_before = trainer.writer.blocked_seconds
         update_s = one_update()
-        fence = trainer._writer.blocked_seconds - blocked_before
-        trainer._writer.wait()  # untimed: the background write must not overlap the next measurement
+        fence = trainer.writer.blocked_seconds - blocked_before
+        trainer.writer.wait()  # untimed: the background write must not overlap the next measurement
         return {"stall_s": called + fence, "call_s": called, "fence_s": fence, "update_s": update_s,
                 "background_done_s": time.perf_counter() - start}
 
@@ -699,6 +687,49 @@ def bench_resolution(sizes: Sizes, work: Path, logs: Path) -> dict[str, Any]:
             "chosen": ours["chosen"][0],
         }
     return out
+
+
+# ---------------------------------------------------------------------------------------- verify on load
+def verify_worker(workdir: Path, gib: float) -> None:
+    """Serve ``load`` requests over one checkpoint of ~``gib`` GiB written by the real store."""
+    sys.path[:0] = [str(ROOT / "tests")]
+    import torch
+    from ckpt_factory import checkpoint_record, tiny_model_config, tiny_vocab
+
+    from f5app.ckpt import schema
+    from f5app.ckpt.store import CheckpointStore
+
+    record = checkpoint_record(1, tiny_model_config(), tiny_vocab(), 1.0)
+    third = int(gib * 2**30) // 4 // 3
+    record.weights[schema.MODEL_STATE]["transformer.big"] = torch.randn(third)
+    record.weights[schema.EMA_STATE]["ema_model.transformer.big"] = torch.randn(third)
+    record.weights[schema.OPTIMIZER_STATE] = {"state": {0: {"exp_avg": torch.randn(third)}}, "param_groups": []}
+    folder = CheckpointStore(workdir / "checkpoints", keep_last=0).save(record)
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    schema.load_checkpoint(folder, rank=0, verify=False)  # page cache warm for both sides
+
+    def load(request: dict[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
+        schema.load_checkpoint(folder, rank=0, verify=request["verify"])
+        return {"seconds": time.perf_counter() - start}
+
+    serve({"load": load, "info": lambda _: {"gib": size / 2**30}})
+
+
+def bench_verify(sizes: Sizes, work: Path, logs: Path) -> dict[str, Any]:
+    worker = Worker("verify", ["--workdir", str(work / "verify"), "--big-gib", str(sizes.verify_gib)], logs / "verify.log")
+    try:
+        info = worker.ask({"command": "info"})
+        seconds: dict[bool, list[float]] = {True: [], False: []}
+        for rep in range(sizes.verify_repeats):
+            for verify in ((False, True) if rep % 2 == 0 else (True, False)):
+                seconds[verify].append(worker.ask({"command": "load", "verify": verify})["seconds"])
+        worker.close()
+    except BaseException:
+        worker._process.kill()
+        raise
+    plain, verified = median(seconds[False]), median(seconds[True])
+    return {"gib": info["gib"], "plain_s": plain, "verified_s": verified, "ratio": verified / plain}
 
 
 # ---------------------------------------------------------------------------------------- CLI latency
@@ -978,6 +1009,8 @@ def run_worker(argv: list[str]) -> None:
         infer_worker(args.workdir, args.device, args.repeats, args.nfe)
     elif args.worker == "resolve":
         resolve_worker(args.workdir, args.big_gib)
+    elif args.worker == "verify":
+        verify_worker(args.workdir, args.big_gib)
     elif args.worker == "serve":
         serve_worker(args.workdir, args.device, args.threads, args.nfe)
     else:
@@ -1068,6 +1101,10 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
         for name, row in c["commands"].items():
             rows.append(Row(f"`python -m f5app.{name}` wall time", f"{row['seconds']:.2f} s", f"python -c pass {c['python_startup_s']:.2f} s",
                             None, "<= 1.5 s", row["seconds"] <= 1.5))
+    w = results.get("verify")
+    if w:
+        rows.append(Row(f"resume read of a {w['gib']:.2f} GiB checkpoint with sha256 + finiteness verification vs without",
+                        f"{w['verified_s']:.2f} s", f"{w['plain_s']:.2f} s", w["ratio"], "<= 1.1x", w["ratio"] <= 1.1))
     return rows
 
 
@@ -1138,6 +1175,7 @@ def main(argv: list[str] | None = None) -> int:
             ("resolve", "resolution", lambda: bench_resolution(sizes, work, logs)),
             ("infer", "inference", lambda: bench_inference(sizes, args.device, work, logs)),
             ("cli", "cli", lambda: bench_cli(sizes, work, logs)),
+            ("verify", "verify", lambda: bench_verify(sizes, work, logs)),
             ("serve", "serve", lambda: bench_serve(sizes, args.device, args.threads, work, logs)),
         ):
             if section in only:

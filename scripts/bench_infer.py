@@ -69,7 +69,7 @@ def make_assets(work: Path) -> dict[str, Path]:
     from ema_pytorch import EMA
     from vocos import Vocos
 
-    from f5app.ckpt.metadata import build_metadata
+    from f5app.ckpt import schema
     from f5app.ckpt.store import CheckpointStore
     from f5app.config import ArchConfig, ModelConfig
     from f5app.inference.upstream_import import register_lazy_f5_model_package
@@ -81,16 +81,13 @@ def make_assets(work: Path) -> dict[str, Path]:
     torch.manual_seed(0)
     cfm = build_cfm(model, vocab)
     ema = EMA(cfm, include_online_model=False)
-    metadata = build_metadata(
-        config={"model": asdict(model)}, hydra={}, update=1, epoch=0, samples_seen=0, metrics={}, world_size=1,
-        precision="no", model=asdict(model), vocab_size=len(vocab),
-        lineage={"mode": "scratch", "resumed_from": None, "finetuned_from": None}, run_name="bench",
+    metadata = schema.new_metadata(
+        run_name="bench", update=1, epoch=0, samples_seen=0, metrics=schema.Metrics(), world_size=1, precision="no",
+        model=asdict(model), vocab_size=len(vocab), config={"model": asdict(model)}, hydra=schema.HydraRecord(), lineage=schema.Lineage(),
     )
-    payloads = {
-        "model.pt": {"model_state_dict": cfm.state_dict(), "ema_model_state_dict": ema.state_dict(), "update": 1},
-        "vocab.txt": "".join(f"{t}\n" for t in vocab),
-    }
-    ckpt = CheckpointStore(work / "runs" / "bench" / "checkpoints", keep_last=0).save(payloads, metadata)
+    weights = {schema.MODEL_STATE: cfm.state_dict(), schema.EMA_STATE: ema.state_dict(), schema.OPTIMIZER_STATE: {}, schema.UPDATE_KEY: 1}
+    record = schema.Checkpoint(metadata, weights, schema.TrainingState(schema.Progress(update=1), world_size=1), [], vocab)
+    ckpt = CheckpointStore(work / "runs" / "bench" / "checkpoints", keep_last=0).save(record)
 
     upstream_cfg = work / "tiny_upstream.yaml"
     arch = asdict(model.arch)

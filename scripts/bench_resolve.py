@@ -69,7 +69,7 @@ def _rewrite_model_pt(folder: Path, payload: dict) -> None:
     """Replace model.pt and record its size in metadata, as if it had been saved that way."""
     import json
 
-    from f5app.ckpt.validate import sha256_of
+    from f5app.files import sha256_file as sha256_of
 
     torch.save(payload, folder / "model.pt")
     metadata = json.loads((folder / "metadata.json").read_text())

@@ -22,8 +22,7 @@ from typing import Optional
 
 import torch
 
-from f5app.ckpt import layout
-from f5app.ckpt.metadata import build_metadata
+from f5app.ckpt import layout, schema
 from f5app.ckpt.store import CheckpointStore
 from f5app.config import ArchConfig, ModelConfig
 
@@ -101,6 +100,43 @@ def ema_section(state: dict[str, torch.Tensor], step: int = 0) -> dict:
     return section
 
 
+def checkpoint_record(
+    update: int,
+    model_cfg: ModelConfig,
+    vocab: list[str],
+    val_loss: Optional[float] = None,
+    *,
+    run_name: str = "test",
+    world_size: int = 1,
+    lineage: Optional[schema.Lineage] = None,
+    seed: Optional[int] = None,
+    state: Optional[dict] = None,
+    config: Optional[dict] = None,
+    overrides: tuple[str, ...] = (),
+    eval_scores: Optional[schema.EvalScores] = None,
+    epoch: int = 0,
+) -> schema.Checkpoint:
+    """A :class:`~f5app.ckpt.schema.Checkpoint` built with the same constructors the trainer uses."""
+    state = state if state is not None else fake_cfm_state_dict(model_cfg, len(vocab), seed=update if seed is None else seed)
+    metrics = schema.Metrics(train_loss=1.0, val_loss=val_loss, best_val_loss=val_loss, eval=eval_scores)
+    metadata = schema.new_metadata(
+        run_name=run_name, update=update, epoch=epoch, samples_seen=update * 4, metrics=metrics, world_size=world_size,
+        precision="no", model=asdict(model_cfg), vocab_size=len(vocab),
+        config=config if config is not None else {"run_name": run_name, "model": asdict(model_cfg)},
+        hydra=schema.HydraRecord(overrides=(f"run_name={run_name}", *overrides), choices={"model": model_cfg.name}),
+        lineage=lineage or schema.Lineage(),
+    )
+    weights = {
+        schema.MODEL_STATE: state,
+        schema.EMA_STATE: ema_section(state, update),
+        schema.OPTIMIZER_STATE: {"state": {}, "param_groups": []},
+        schema.UPDATE_KEY: update,
+    }
+    progress = schema.Progress(update=update, epoch=epoch, batch_in_epoch=update, samples_seen=update * 4, best_val_loss=val_loss)
+    rng = [{"python": random.getstate(), "torch": torch.get_rng_state()} for _ in range(world_size)]
+    return schema.Checkpoint(metadata, weights, schema.TrainingState(progress, world_size), rng, list(vocab))
+
+
 def make_f5app_checkpoint(
     ckpt_dir: Path,
     update: int,
@@ -108,39 +144,13 @@ def make_f5app_checkpoint(
     vocab: list[str],
     val_loss: Optional[float] = None,
     *,
-    run_name: str = "test",
     keep_last: int = 0,
-    world_size: int = 1,
-    lineage: Optional[dict] = None,
-    seed: Optional[int] = None,
-    state: Optional[dict] = None,
+    best_metric: str = "val_loss",
+    **record,
 ) -> Path:
     """One complete checkpoint written through the real CheckpointStore (pointers updated too)."""
-    state = state if state is not None else fake_cfm_state_dict(model_cfg, len(vocab), seed=update if seed is None else seed)
-    metrics = {"train_loss": 1.0} if val_loss is None else {"train_loss": 1.0, "val_loss": val_loss}
-    metadata = build_metadata(
-        config={"run_name": run_name, "model": asdict(model_cfg)},
-        hydra={"overrides": {"task": [f"run_name={run_name}"]}, "choices": {"model": model_cfg.name}},
-        update=update, epoch=0, samples_seen=update * 4, metrics=metrics, world_size=world_size,
-        precision="no", model=asdict(model_cfg), vocab_size=len(vocab),
-        lineage=lineage or {"mode": "scratch", "resumed_from": None, "finetuned_from": None}, run_name=run_name,
-    )
-    payloads = {
-        layout.MODEL_FILENAME: {
-            "model_state_dict": state,
-            "ema_model_state_dict": ema_section(state, update),
-            "optimizer_state_dict": {"state": {}, "param_groups": []},
-            "update": update,
-        },
-        layout.TRAINING_STATE_FILENAME: {
-            "update": update, "epoch": 0, "batch_in_epoch": update, "samples_seen": update * 4,
-            "world_size": world_size, "grad_scaler": None, "best_val_loss": val_loss, "val_history": [],
-        },
-        layout.VOCAB_FILENAME: "".join(f"{t}\n" for t in vocab),
-    }
-    for rank in range(world_size):
-        payloads[layout.rng_state_filename(rank)] = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    return CheckpointStore(Path(ckpt_dir), keep_last=keep_last).save(payloads, metadata, val_loss=val_loss)
+    checkpoint = checkpoint_record(update, model_cfg, vocab, val_loss, **record)
+    return CheckpointStore(Path(ckpt_dir), keep_last=keep_last, best_metric=best_metric).save(checkpoint)
 
 
 def make_upstream_pt(
@@ -215,7 +225,7 @@ def make_code_running_pickle(path: Path, marker: Path, model_cfg: Optional[Model
 
 def drop_metadata(folder: Path) -> Path:
     """A final-named folder without metadata.json, as a hand copy or an older tool leaves it."""
-    (Path(folder) / layout.METADATA_FILENAME).unlink()
+    (Path(folder) / schema.METADATA_FILENAME).unlink()
     return Path(folder)
 
 
@@ -223,7 +233,7 @@ def make_temp_leftover(ckpt_dir: Path, update: int, pid: int, model_cfg: ModelCo
     """What a writer killed mid-save leaves: a temp folder with files but no metadata."""
     temp = Path(ckpt_dir) / layout.temp_name(update, pid)
     temp.mkdir(parents=True)
-    torch.save({"model_state_dict": fake_cfm_state_dict(model_cfg, len(vocab))}, temp / layout.MODEL_FILENAME)
+    torch.save({"model_state_dict": fake_cfm_state_dict(model_cfg, len(vocab))}, temp / schema.MODEL_FILENAME)
     return temp
 
 

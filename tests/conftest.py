@@ -15,9 +15,10 @@ os.environ.setdefault("F5APP_CACHE_DIR", tempfile.mkdtemp(prefix="f5app-test-cac
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from f5app.config import CONF_DIR, register_configs  # noqa: E402
+from f5app.config import CONF_DIR  # noqa: E402
+from f5app.hydra_setup import register  # noqa: E402
 
-register_configs()
+register()
 
 
 @pytest.fixture

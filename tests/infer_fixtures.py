@@ -13,7 +13,8 @@ import torch
 
 from f5app.config import ArchConfig, MelConfig, ModelConfig
 from f5app.inference.upstream_import import register_lazy_f5_model_package
-from f5app.model import build_cfm, write_vocab
+from f5app.data.vocab import write_vocab
+from f5app.model import build_cfm
 
 TINY_VOCAB = [" "] + list(string.ascii_lowercase) + list(string.ascii_uppercase) + list(".,!?'-")
 UPSTREAM_REF_TEXT = "Some call me nature, others call me mother nature."

@@ -13,7 +13,8 @@ from f5app.ckpt.adapt import read_weights
 from f5app.ckpt.export import export_weights
 from f5app.ckpt.fingerprint import weights_fingerprint, weights_fingerprint_of
 from f5app.config import ArchConfig, ModelConfig
-from f5app.model import build_cfm, read_vocab, write_vocab
+from f5app.data.vocab import read_vocab, write_vocab
+from f5app.model import build_cfm
 
 VOCAB = [" ", "a", "b", "c", "ã"]
 TINY = ModelConfig(name="tiny", arch=ArchConfig(dim=64, depth=2, heads=2, ff_mult=2, text_dim=32, conv_layers=1))
@@ -153,6 +154,13 @@ def test_export_refuses_a_different_vocab_already_in_the_folder(checkpoint, tmp_
     assert read_vocab(tmp_path / "vocab.txt") == [" ", "x"]
 
 
+def test_export_refuses_a_damaged_vocab_already_in_the_folder_as_another_vocabulary(checkpoint, tmp_path):
+    (tmp_path / "vocab.txt").write_bytes(b" \n\xff\n")
+    with pytest.raises(FileExistsError, match="another vocabulary"):
+        export_weights(checkpoint, tmp_path / "model.safetensors")
+    assert (tmp_path / "vocab.txt").read_bytes() == b" \n\xff\n"
+
+
 @pytest.mark.parametrize(("name", "fmt"), [("model.pt", "safetensors"), ("model.safetensors", "pt"), ("model.bin", "pt")])
 def test_export_suffix_must_match_the_format(checkpoint, tmp_path, name, fmt):
     with pytest.raises(ValueError, match="must end with"):
@@ -212,3 +220,58 @@ def test_fingerprint_ignores_memory_layout():
     assert not transposed_copy.is_contiguous()
     assert weights_fingerprint({"transformer.w": tensor}) == weights_fingerprint({"transformer.w": transposed_copy})
     assert weights_fingerprint({"transformer.w": torch.ones(2, dtype=torch.bfloat16)})  # no numpy dtype needed
+
+
+# ---------------------------------------------------------------------------- the format from the name
+
+
+@pytest.mark.parametrize(("name", "layout"), [("OUT.pt", "pt"), ("OUT.safetensors", "safetensors")])
+def test_ckpt_export_picks_the_format_from_the_suffix(checkpoint, tmp_path, capsys, name, layout):
+    from f5app.ckpt.__main__ import main
+
+    out = tmp_path / name
+    assert main(["export", str(checkpoint), str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith(str(out))
+    if layout == "pt":
+        payload = torch.load(out, weights_only=True)
+        assert {"ema_model_state_dict", "model_state_dict"} <= payload.keys()
+    else:
+        assert {"initted", "step"} <= load_file(str(out)).keys()
+    assert json.loads(out.with_name(out.name + ".metadata.json").read_text())["export"]["format"] == layout
+
+
+def test_export_into_a_folder_without_a_format_is_safetensors(checkpoint, tmp_path):
+    assert export_weights(checkpoint, tmp_path) == tmp_path / "model.safetensors"
+
+
+def test_ckpt_export_with_a_suffix_that_names_no_format_says_how_to_name_it(checkpoint, tmp_path, capsys):
+    from f5app.ckpt.__main__ import main
+
+    assert main(["export", str(checkpoint), str(tmp_path / "model.bin")]) == 1
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "'.bin' names no export format" in message and ".safetensors or .pt" in message
+    assert not (tmp_path / "model.bin").exists()
+    assert main(["export", str(checkpoint), str(tmp_path / "model.bin"), "--format", "pt"]) == 1
+    assert "must end with .pt" in capsys.readouterr().err
+
+
+def test_export_never_writes_through_a_planted_symlink(checkpoint, tmp_path):
+    """The temporary names an exporter uses are guessable; links planted at them are not followed."""
+    import os
+    import threading
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out_dir = tmp_path / "export"
+    out_dir.mkdir()
+    for name in ("model.pt", "vocab.txt", "model.pt.metadata.json"):
+        (out_dir / f".{name}.tmp-{os.getpid()}").symlink_to(victim)  # the name the exporter used to write through
+
+    exported = export_weights(checkpoint, out_dir / "model.pt")
+    assert victim.read_text() == "precious"
+    assert exported.is_file() and not exported.is_symlink() and read_weights(exported).vocab == VOCAB
+
+    (out_dir / f".model.safetensors.tmp-{os.getpid()}-{threading.get_ident()}").symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        export_weights(checkpoint, out_dir / "model.safetensors")
+    assert victim.read_text() == "precious" and not (out_dir / "model.safetensors").exists()

@@ -290,7 +290,7 @@ def test_infer_with_an_export_takes_the_model_config_carried_beside_it(compose_c
     ckpt = _ckpt(compose_cfg, "infer", "ckpt=custom", f"ckpt.path={exported}")
     resolution = resolve(ckpt, purpose="infer", run_dir=tmp_path / "elsewhere", model=base)
     assert resolution.chosen.path == exported and resolution.chosen.model_config["name"] == "tiny"
-    assert resolution.chosen.metadata["update"] == 100
+    assert resolution.chosen.metadata.update == 100
 
 
 def test_custom_naming_model_pt_inside_our_checkpoint_uses_the_whole_folder(compose_cfg, run_dir):

@@ -43,7 +43,7 @@ def test_a_fresh_checkpoint_passes_fast_and_full_checks(checkpoint):
     full = _check(checkpoint, full=True)
     assert (fast.ok, fast.kind, fast.reason) == (True, "f5app", "ok")
     assert "sha256" not in fast.checks and {"sha256", "finite"} <= set(full.checks) and full.ok
-    assert fast.metadata["update"] == 100
+    assert fast.metadata.update == 100
     assert fast.shapes[arch.TEXT_EMBED] == (len(VOCAB) + 1, 32)
 
 

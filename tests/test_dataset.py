@@ -15,7 +15,7 @@ import torch
 from f5app.config import DataConfig, MelConfig
 from f5app.data.dataset import FrameBatches, collate, load_splits
 from f5app.data.prepare import PreparedData, prepare
-from f5app.model import vocab_map
+from f5app.data.vocab import vocab_map
 
 MEL = MelConfig()  # upstream's 24 kHz, 100 mels, hop 256
 

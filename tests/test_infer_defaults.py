@@ -6,9 +6,15 @@ import pytest
 import soundfile as sf
 import torch
 
+from ckpt_factory import checkpoint_record, tiny_model_config, tiny_vocab
 from f5app.inference.defaults import DEMO_DATA_DIR, UPSTREAM_REF_TEXT, default_reference
 from f5app.inference.errors import InferenceInputError
 from f5app.inference.synthesizer import pick_device, pick_dtype
+
+
+def trained_on(data: dict):
+    """The metadata a checkpoint of a run with this ``data`` config carries (the real record)."""
+    return checkpoint_record(100, tiny_model_config(), tiny_vocab(), config={"data": data}).metadata
 
 
 def test_weights_without_f5app_metadata_use_upstreams_english_reference():
@@ -17,7 +23,7 @@ def test_weights_without_f5app_metadata_use_upstreams_english_reference():
 
 
 def test_demo_checkpoints_use_the_first_clip_of_the_bundled_demo_set():
-    ref = default_reference({"config": {"data": {"name": "demo", "path": "/nowhere"}}})
+    ref = default_reference(trained_on({"name": "demo", "path": "/nowhere"}))
     first_line = (DEMO_DATA_DIR / "metadata.csv").read_text(encoding="utf-8").splitlines()[1]
     audio, text = first_line.split("|", 1)
     assert ref.audio == (DEMO_DATA_DIR / audio).resolve() and ref.text == text
@@ -27,12 +33,12 @@ def test_checkpoints_trained_on_a_user_set_use_its_first_clip(tmp_path):
     (tmp_path / "wavs").mkdir()
     sf.write(tmp_path / "wavs" / "a.wav", [0.1] * 2400, 24000)
     (tmp_path / "metadata.csv").write_text("audio_file|text\nwavs/missing.wav|Gone.\nwavs/a.wav|Hello there.\n", encoding="utf-8")
-    ref = default_reference({"config": {"data": {"name": "csv_wavs", "path": str(tmp_path)}}})
+    ref = default_reference(trained_on({"name": "csv_wavs", "path": str(tmp_path)}))
     assert ref.audio == (tmp_path / "wavs" / "a.wav").resolve() and ref.text == "Hello there."
 
 
 def test_a_set_that_moved_away_falls_back_to_a_bundled_reference(tmp_path):
-    ref = default_reference({"config": {"data": {"name": "csv_wavs", "path": str(tmp_path / "gone")}}})
+    ref = default_reference(trained_on({"name": "csv_wavs", "path": str(tmp_path / "gone")}))
     assert ref.audio.is_file()
 
 

@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 from f5app.config import ASSETS_DIR, DataConfig, to_settings
 from f5app.data import prepare as prepare_module
 from f5app.data.prepare import DataError, load_prepared, prepare
-from f5app.data.tokenizer import extend_vocab, load_vocab_for, pretrained_vocab_path, tokens_of
-from f5app.model import read_vocab, write_vocab
+from f5app.data.tokenizer import extend_vocab, tokens_of_many
+from f5app.data.vocab import read_vocab, upstream_vocab_path, write_vocab
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -349,13 +349,13 @@ def test_pinyin_tokenizer_converts_chinese_and_extends_upstreams_pretrained_voca
 
     prepared = prepare(data_config(tmp_path, tokenizer="pinyin"))
 
-    pretrained = read_vocab(pretrained_vocab_path())
+    pretrained = read_vocab(upstream_vocab_path())
     assert len(pretrained) == 2545
     assert prepared.vocab[: len(pretrained)] == pretrained
     assert prepared.vocab[len(pretrained) :] == ["☃"]
     tokens = arrow_rows(prepared.dir)[0]["text"]
     assert "ni2" in tokens and "hao3" in tokens and "h" in tokens  # tone sandhi: ni3 hao3 -> ni2 hao3
-    assert tokens == tokens_of("你好 hello ☃", "pinyin")
+    assert tokens == tokens_of_many(["你好 hello ☃"], "pinyin")[0]
 
 
 def test_extend_vocab_keeps_base_order_and_appends_only_new_tokens_sorted():
@@ -363,10 +363,6 @@ def test_extend_vocab_keeps_base_order_and_appends_only_new_tokens_sorted():
 
     assert vocab == [" ", "b", "a", "c", "é"]
     assert added == ["c", "é"]
-
-
-def test_load_vocab_for_char_starts_with_space(tmp_path):
-    assert load_vocab_for(DataConfig(path=str(tmp_path), tokenizer="char"), "hello world") == [" ", "d", "e", "h", "l", "o", "r", "w"]
 
 
 # --- the bundled demo set and the command line -----------------------------------------------
@@ -406,5 +402,5 @@ def test_prepare_command_line_writes_the_set_and_fails_cleanly_on_bad_input(tmp_
     assert (tmp_path / "out" / "prepare_logs").is_dir()
 
     bad = run(tmp_path / "bad")
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # bad input (README: exit statuses)
     assert "wrong header" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,7 +1,7 @@
 """The sweep report, on sweep folders laid out as training and Hydra lay them out.
 
-Checkpoints are written with the real CheckpointStore (text payloads only, so no torch); the
-end-to-end report on real sweeps lives in test_sweep.py.
+Checkpoints are written with the real CheckpointStore and records, and each job's status with the
+trainer's own ``write_run_status``; the end-to-end report on real sweeps lives in test_sweep.py.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ckpt_factory import checkpoint_record, tiny_model_config, tiny_vocab
+from f5app.ckpt import schema
 from f5app.ckpt.store import CheckpointStore
 from f5app.report import collect, format_table, main
+from f5app.run_state import write_run_status
 from f5app.sweep import job_dirname
 from f5app.training.lock import RunLock
 
@@ -41,18 +44,27 @@ def job_folder(sweep_dir: Path, lr: str) -> Path:
     return sweep_dir / job_dirname(",".join(sorted([*FIXED, f"optim.lr={lr}"])))
 
 
-def write_job(sweep_dir: Path, lr: str, max_updates: int, val_losses: dict[int, float] | None = None, log_lines: list[str] = ()) -> Path:
-    """A launched job: .hydra/ as Hydra writes it, checkpoints as the trainer saves them."""
+def write_job(sweep_dir: Path, lr: str, max_updates: int, val_losses: dict[int, float] | None = None, status: tuple[str, str] | None = None) -> Path:
+    """A launched job: .hydra/ as Hydra writes it, checkpoints as the trainer saves them, and the
+    trainer's status record (``status`` = (state, message)) as its last launch left it."""
     job = job_folder(sweep_dir, lr)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*FIXED, f"optim.lr={lr}", f"trainer.max_updates={max_updates}", "logger=none"]))
     (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_updates": max_updates, "epochs": 100}, "optim": {"lr": float(lr)}}))
     store = CheckpointStore(job / "checkpoints", keep_last=10)
     for update, loss in (val_losses or {}).items():
-        metadata = {"update": update, "epoch": 0, "metrics": {"val_loss": loss, "train_loss": loss + 0.1}, "config": {"trainer": {"max_updates": max_updates, "epochs": 100}}}
-        store.save({"vocab.txt": "a\nb\n"}, metadata, val_loss=loss)
-    (job / "train.log").write_text("".join(f"{line}\n" for line in log_lines))
+        store.save(job_checkpoint(update, loss, max_updates))
+    if status is not None:
+        last = max(val_losses or {0: None})
+        write_run_status(job, status[0], update=last, epoch=0, max_updates=max_updates, epochs=100, message=status[1])
     return job
+
+
+def job_checkpoint(update: int, val_loss: float, max_updates: int, history: tuple = ()) -> schema.Checkpoint:
+    record = checkpoint_record(update, tiny_model_config(), tiny_vocab(), val_loss, config={"trainer": {"max_updates": max_updates, "epochs": 100}})
+    if history:
+        record.metadata = schema.CheckpointMetadata.from_dict({**record.metadata.to_dict(), "metrics": {"val_loss": val_loss, "val_history": list(history)}})
+    return record
 
 
 @pytest.fixture
@@ -60,17 +72,10 @@ def mixed_sweep(tmp_path):
     """Five planned jobs: done, stopped, running, failed, not started."""
     sweep = tmp_path / "sweeps" / "lr"
     write_multirun(sweep, [*FIXED, "optim.lr=1,2,3,4,5", "trainer.max_updates=4", "logger=none"])
-    write_job(sweep, "1", 4, {2: 3.0, 4: 2.5})
-    write_job(sweep, "2", 4, {2: 2.9}, log_lines=[
-        "[2026-11-30 03:00:00,000][f5app.train][INFO] - job x: starting (no checkpoint yet), target 4 updates",
-        "[2026-11-30 03:00:05,000][f5app.train][WARNING] - stopped by SIGUSR1 at update 2; checkpoint saved, run the same command to resume",
-    ])
-    running = write_job(sweep, "3", 4, {2: 3.1})
-    write_job(sweep, "4", 4, log_lines=[
-        "[2026-11-30 02:00:00,000][f5app.train][ERROR] - an error from an earlier launch",
-        "[2026-11-30 03:00:00,000][f5app.train][INFO] - job x: starting (no checkpoint yet), target 4 updates",
-        "[2026-11-30 03:00:01,000][f5app.train][ERROR] - data.path /data/voice holds no metadata.csv",
-    ])
+    write_job(sweep, "1", 4, {2: 3.0, 4: 2.5}, status=("finished", ""))
+    write_job(sweep, "2", 4, {2: 2.9}, status=("stopped", "stopped by SIGUSR1 at update 2; checkpoint saved, run the same command to resume"))
+    running = write_job(sweep, "3", 4, {2: 3.1}, status=("running", ""))
+    write_job(sweep, "4", 4, status=("failed", "data.path /data/voice holds no metadata.csv"))
     with RunLock(running):
         yield sweep
 
@@ -91,7 +96,7 @@ def test_report_gives_each_planned_job_its_status_updates_and_best_checkpoint(mi
     assert done.best_checkpoint == str(job_folder(mixed_sweep, "1") / "checkpoints" / "update_00000004")
     assert done.val_curve == [[2, 3.0], [4, 2.5]]
     assert "SIGUSR1" in rows["optim.lr=2"].reason
-    assert rows["optim.lr=4"].reason == "data.path /data/voice holds no metadata.csv"  # the last launch's error, not an older one
+    assert rows["optim.lr=4"].reason == "data.path /data/voice holds no metadata.csv"  # what the trainer recorded
     assert rows["optim.lr=5"].update is None
 
 
@@ -108,7 +113,7 @@ def test_a_job_launched_but_ended_without_a_checkpoint_is_failed(tmp_path):
 def test_raising_the_bound_turns_a_done_job_back_into_unfinished(tmp_path):
     sweep = tmp_path / "sweep"
     write_multirun(sweep, [*FIXED, "optim.lr=1"])
-    job = write_job(sweep, "1", 4, {4: 2.0})
+    job = write_job(sweep, "1", 4, {4: 2.0}, status=("finished", ""))
     assert collect(sweep).jobs[0].status == "done"
 
     (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_updates": 8, "epochs": 100}}))
@@ -170,8 +175,8 @@ def test_val_curve_uses_a_recorded_history_beyond_the_checkpoints_kept(tmp_path)
     sweep = tmp_path / "sweep"
     write_multirun(sweep, [*FIXED, "optim.lr=1"])
     job = write_job(sweep, "1", 8)
-    metadata = {"update": 8, "epoch": 1, "metrics": {"val_loss": 1.5}, "val_history": [[2, 3.0], [4, 2.0], [6, 1.8], [8, 1.5]]}
-    CheckpointStore(job / "checkpoints", keep_last=1).save({"vocab.txt": "a\n"}, metadata, val_loss=1.5)
+    history = ([2, 3.0], [4, 2.0], [6, 1.8], [8, 1.5])
+    CheckpointStore(job / "checkpoints", keep_last=1).save(job_checkpoint(8, 1.5, 8, history=history))
 
     assert collect(sweep).jobs[0].val_curve == [[2, 3.0], [4, 2.0], [6, 1.8], [8, 1.5]]
 
@@ -179,10 +184,7 @@ def test_val_curve_uses_a_recorded_history_beyond_the_checkpoints_kept(tmp_path)
 def test_a_launch_that_ended_without_finishing_or_a_stop_request_is_failed_but_resumable(tmp_path):
     sweep = tmp_path / "sweep"
     write_multirun(sweep, [*FIXED, "optim.lr=1"])
-    write_job(sweep, "1", 8, {2: 3.0}, log_lines=[
-        "[2026-11-30 03:00:00,000][f5app.train][INFO] - job x: starting (no checkpoint yet), target 8 updates",
-        "[2026-11-30 03:00:09,000][f5app.train][INFO] - update 2: validation loss 3.0000 (best n/a)",
-    ])  # then killed -9 / crashed: no "stopped by", no "finished", nobody holds the lock
+    write_job(sweep, "1", 8, {2: 3.0}, status=("running", ""))  # then killed -9: the record still says running, nobody holds the lock
 
     (row,) = collect(sweep).jobs
     assert (row.status, row.update) == ("failed", 2)

@@ -109,7 +109,7 @@ def test_relaunching_a_sweep_skips_finished_jobs_and_a_raised_bound_resumes_them
     for job in jobs:
         assert "resuming from update 2 of 4" in (job / "train.log").read_text()
         meta = json.loads((job / "checkpoints" / "update_00000004" / "metadata.json").read_text())
-        assert meta["lineage"]["mode"] == "resume" and meta["lineage"]["parent"]["update"] == 2
+        assert meta["lineage"]["mode"] == "resume" and meta["lineage"]["resumed_from"]["update"] == 2
         assert meta["hydra"]["sweep"]["subdir"] == job.name
         assert meta["hydra"]["sweep"]["job_num"] in (0, 1)
         assert "optim.lr=" in meta["hydra"]["sweep"]["override_dirname"]

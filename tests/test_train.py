@@ -72,7 +72,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(compose_cfg, voi
             assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs after resume"
     meta = read_meta(interrupted, "update_00000012")
     assert meta["lineage"]["mode"] == "resume"
-    assert meta["lineage"]["parent"]["update"] == 8
+    assert meta["lineage"]["resumed_from"]["update"] == 8
     assert read_meta(straight, "update_00000012")["metrics"]["val_loss"] == meta["metrics"]["val_loss"]
 
 

@@ -4,10 +4,11 @@
     list RUN_DIR [--json]                                       the run's checkpoints, best/last marked
     info PATH [--json]                                          metadata, lineage, files, fingerprint
     validate PATH [--full] [--json]                             exit 1 when invalid
-    export SRC OUT [--format safetensors|pt] [--no-ema]         weights for inference
+    export SRC OUT [--format safetensors|pt] [--no-ema]         weights for inference (format: OUT's suffix)
     prune RUN_DIR [--keep-last N]                               apply retention now
 
-Exit codes: 0 ok, 1 invalid or nothing found, 2 usage error. No f5_tts import anywhere here;
+Exit codes: 0 ok, 1 invalid or nothing found, 2 usage error or bad input, 3 stopped by a
+signal. No f5_tts import anywhere here;
 torch is imported only by the commands that read tensors (info, validate, export, resolve).
 """
 
@@ -20,20 +21,26 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from f5app.errors import UserError, run_entry_point
+
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except _UsageError as error:
-        print(f"f5app-ckpt {args.command}: {error}", file=sys.stderr)
-        return EXIT_USAGE
+
+    def body() -> int:
+        try:
+            return args.handler(args)
+        except _UsageError as error:
+            print(f"f5app-ckpt {args.command}: {error}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return run_entry_point(f"f5app-ckpt {args.command}", body)
 
 
-class _UsageError(Exception):
+class _UsageError(UserError):
     pass
 
 
@@ -66,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("export", help="write inference weights (EMA) as safetensors or upstream .pt")
     p.add_argument("src", type=Path, metavar="SRC")
     p.add_argument("out", type=Path, metavar="OUT")
-    p.add_argument("--format", dest="fmt", choices=("safetensors", "pt"), default="safetensors")
+    p.add_argument("--format", dest="fmt", choices=("safetensors", "pt"), default=None,
+                   help="default: the one OUT's suffix names (.safetensors or .pt); safetensors for a folder")
     p.add_argument("--no-ema", dest="use_ema", action="store_false", help="export the live weights instead of EMA")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=_cmd_export)
@@ -114,10 +122,16 @@ def compose_for(purpose: str, overrides: Sequence[str]):
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from f5app.config import CONF_DIR, CkptConfig, ModelConfig, register_configs, to_settings
+    from f5app.config import CONF_DIR, CkptConfig, ModelConfig, to_settings
+    from f5app.free_text import literal_overrides
+    from f5app.hydra_setup import register
 
-    register_configs()
+    register()
     name = "train" if purpose == "train" else "infer"
+    if purpose == "infer":
+        from f5app.infer import FREE_TEXT_KEYS
+
+        overrides = literal_overrides(overrides, FREE_TEXT_KEYS)  # the same words f5app.infer takes literally
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             cfg = compose(name, overrides=list(overrides), return_hydra_config=purpose == "train")
@@ -135,7 +149,7 @@ def compose_for(purpose: str, overrides: Sequence[str]):
 
 def _cmd_list(args) -> int:
     from f5app.ckpt import layout
-    from f5app.ckpt.metadata import read_metadata
+    from f5app.ckpt.schema import read_metadata
 
     ckpt_dir = layout.checkpoints_dir(args.run_dir)
     if not ckpt_dir.is_dir():
@@ -158,36 +172,44 @@ def _cmd_list(args) -> int:
     if not rows:
         print(f"no checkpoints in {ckpt_dir}")
         return EXIT_INVALID
-    table = [("name", "update", "val_loss", "size", "status", "marks")]
+    metric = best.metric if best is not None else "val_loss"
+    columns = ["val_loss"] + [name for name in ("wer", "cer", "sim") if any(r["metrics"].get("eval") and r["metrics"]["eval"].get(name) is not None for r in rows)]
+    table = [("name", "update", *columns, "size", "status", "marks")]
     for r in rows:
-        val = r["metrics"].get("val_loss") if r["metrics"] else None
-        table.append((r["name"], "-" if r["update"] is None else str(r["update"]), _fmt_loss(val),
+        values = {"val_loss": r["metrics"].get("val_loss"), **((r["metrics"].get("eval") or {}) if r["metrics"] else {})}
+        table.append((r["name"], "-" if r["update"] is None else str(r["update"]), *(_fmt_loss(values.get(c)) for c in columns),
                       _fmt_size(r["size_bytes"]), r["status"], ",".join(r["marks"])))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    print(f"checkpoints in {ckpt_dir}")
+    print(f"checkpoints in {ckpt_dir}" + (f" (best by {metric})" if best is not None else ""))
     for row in table:
         print("  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    for r in rows:
+        if r["reason"]:
+            print(f"  {r['name']}: {r['reason']}")
     return EXIT_OK
 
 
 def _list_row(entry, metadata, status, best, last) -> dict:
+    from f5app.ckpt import layout
+
     marks = [which for which, p in (("best", best), ("last", last)) if p is not None and p.name == entry.name]
-    files = (metadata or {}).get("files") or {}
-    size = sum(int(f.get("size", 0)) for f in files.values()) if files else _du(entry.path)
+    files = {name: {"size": f.size, "sha256": f.sha256} for name, f in metadata.files.items()} if metadata is not None else {}
+    size = sum(f["size"] for f in files.values()) if files else _du(entry.path)
     return {
         "name": entry.name,
         "path": str(entry.path),
-        "update": (metadata or {}).get("update", entry.update),
-        "metrics": (metadata or {}).get("metrics") or {},
+        "update": metadata.update if metadata is not None else entry.update,
+        "metrics": metadata.metrics.to_dict() if metadata is not None else {},
         "size_bytes": size,
         "status": status,
         "marks": marks,
-        "created_at": (metadata or {}).get("created_at"),
-        "id": (metadata or {}).get("id"),
-        "lineage": (metadata or {}).get("lineage"),
-        "config": (metadata or {}).get("config"),
+        "created_at": metadata.created_at if metadata is not None else None,
+        "id": metadata.id if metadata is not None else None,
+        "lineage": metadata.to_dict()["lineage"] if metadata is not None else None,
+        "config": metadata.config if metadata is not None else None,
         "files": files,
-        "fingerprint": (metadata or {}).get("weights_fingerprint"),  # recorded at save time
+        "fingerprint": metadata.weights_fingerprint if metadata is not None else None,  # recorded at save time
+        "reason": layout.quarantine_reason(entry.path) if status == "quarantined" else None,
     }
 
 
@@ -195,11 +217,11 @@ def _quick_status(folder: Path, metadata) -> str:
     """Filesystem-only checks (no torch): complete, recorded files present with recorded sizes."""
     if metadata is None:
         return "incomplete" if not (folder / "metadata.json").exists() else "damaged metadata"
-    for name, info in (metadata.get("files") or {}).items():
+    for name, record in metadata.files.items():
         file = folder / name
         if not file.is_file():
             return f"missing {name}"
-        if file.stat().st_size != int(info.get("size", -1)):
+        if file.stat().st_size != record.size:
             return f"size mismatch {name}"
     return "ok"
 
@@ -220,7 +242,8 @@ def _cmd_info(args) -> int:
     if result.kind is None:
         print(f"f5app-ckpt info: {args.path} does not exist", file=sys.stderr)
         return EXIT_INVALID
-    metadata = result.metadata or _sidecar(args.path) or {}
+    metadata = result.metadata or _sidecar(args.path)
+    record = metadata.to_dict() if metadata is not None else {}
     fingerprint, fingerprint_error = None, None
     if result.ok:
         from f5app.ckpt.fingerprint import weights_fingerprint_of
@@ -234,21 +257,11 @@ def _cmd_info(args) -> int:
         "kind": result.kind,
         "valid": result.ok,
         "reason": result.reason,
-        "id": metadata.get("id"),
-        "update": metadata.get("update", _container_update(args.path, result)),
-        "epoch": metadata.get("epoch"),
-        "samples_seen": metadata.get("samples_seen"),
-        "created_at": metadata.get("created_at"),
-        "metrics": metadata.get("metrics") or {},
-        "config": metadata.get("config"),
-        "hydra": metadata.get("hydra"),
-        "model": metadata.get("model"),
-        "lineage": metadata.get("lineage"),
-        "versions": metadata.get("versions"),
-        "git_commit": metadata.get("git_commit"),
-        "world_size": metadata.get("world_size"),
-        "precision": metadata.get("precision"),
-        "files": metadata.get("files") or _file_sizes(args.path),
+        **{key: record.get(key) for key in ("id", "epoch", "samples_seen", "created_at", "config", "hydra", "model", "lineage",
+                                            "versions", "git_commit", "world_size", "precision")},
+        "update": metadata.update if metadata is not None else _container_update(args.path, result),
+        "metrics": record.get("metrics") or {},
+        "files": record.get("files") or _file_sizes(args.path),
         "num_tensors": len(result.shapes),
         "fingerprint": fingerprint,
     }
@@ -267,13 +280,19 @@ def _print_info(info: dict) -> None:
         if info.get(key) is not None:
             print(f"  {key:13} {info[key]}")
     if info["metrics"]:
-        print("  metrics       " + ", ".join(f"{k}={v}" for k, v in info["metrics"].items()))
-    if info.get("lineage"):
-        print("  lineage       " + json.dumps(info["lineage"], sort_keys=True))
+        shown = {k: v for k, v in info["metrics"].items() if k not in ("val_history", "eval", "nonfinite") and v is not None}
+        shown.update({k: v for k, v in (info["metrics"].get("eval") or {}).items() if k in ("wer", "cer", "sim") and v is not None})
+        print("  metrics       " + ", ".join(f"{k}={_fmt_loss(v)}" for k, v in shown.items()))
+        if info["metrics"].get("nonfinite"):
+            print("  non-finite    " + ", ".join(info["metrics"]["nonfinite"]))
+    lineage = info.get("lineage") or {}
+    if lineage:
+        print(f"  lineage       {lineage.get('mode')}" + "".join(
+            f"; {key.replace('_', ' ')} {_describe_ref(lineage.get(key))}" for key in ("resumed_from", "finetuned_from") if lineage.get(key)))
     if info.get("model"):
         arch = (info["model"] or {}).get("arch") or {}
         print(f"  model         {info['model'].get('name')} " + " ".join(f"{k}={v}" for k, v in arch.items()))
-    overrides = ((info.get("hydra") or {}).get("overrides") or {}).get("task")
+    overrides = (info.get("hydra") or {}).get("overrides")
     if overrides:
         print("  overrides     " + " ".join(overrides))
     print("  files")
@@ -301,15 +320,24 @@ def _container_update(path: Path, result) -> Optional[int]:
         return None
     import torch
 
+    from f5app.ckpt.peek import check_torch_file
+
+    check_torch_file(path)  # validated already; the gate costs milliseconds and keeps the rule in one place
     payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     update = payload.get("update") if isinstance(payload, dict) else None
     return int(update) if isinstance(update, int) else None
 
 
-def _sidecar(path: Path) -> Optional[dict]:
-    from f5app.ckpt.metadata import read_sidecar_metadata
+def _sidecar(path: Path):
+    from f5app.ckpt.schema import read_export_record
 
-    return read_sidecar_metadata(path) if path.is_file() else None
+    record = read_export_record(path) if path.is_file() else None
+    return record.source if record is not None else None
+
+
+def _describe_ref(ref: dict) -> str:
+    where = ref.get("id") or ref.get("path") or "?"
+    return f"{where}" + (f" (update {ref['update']})" if ref.get("update") is not None else "") + (f" via {ref['source']}" if ref.get("source") else "")
 
 
 def _file_sizes(path: Path) -> dict:
@@ -347,9 +375,23 @@ def _cmd_prune(args) -> int:
     if not ckpt_dir.is_dir():
         print(f"f5app-ckpt prune: {ckpt_dir} does not exist", file=sys.stderr)
         return EXIT_INVALID
-    store = CheckpointStore(ckpt_dir, keep_last=keep_last)
-    leftovers = store.cleanup_partials()
-    deleted = store.prune()
+    from f5app.training.lock import RunLock, RunLockedError
+
+    # The trainer's lock: a trainer saving now would find what it expects deleted, and only
+    # while nobody holds the lock is every temporary folder a dead writer's (its pid, as seen
+    # from another PID namespace, proves nothing).
+    run_dir = ckpt_dir.parent if ckpt_dir.name == layout.CHECKPOINTS_DIRNAME else ckpt_dir
+    try:
+        lock = RunLock(run_dir).acquire()
+    except RunLockedError as error:
+        print(f"f5app-ckpt prune: refused: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        store = CheckpointStore(ckpt_dir, keep_last=keep_last)
+        leftovers = store.cleanup_partials()
+        deleted = store.prune()
+    finally:
+        lock.release()
     for path in deleted:
         print(f"deleted {path.name}")
     for path in leftovers:

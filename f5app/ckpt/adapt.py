@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from f5app.ckpt.keys import DuplicateWeightKeys, canonicalize
-from f5app.model import read_vocab, text_embedding_rows, write_vocab
+from f5app.errors import UserError
+from f5app.files import atomic_write, sha256_file
+from f5app.data.vocab import VOCAB_FILE, read_vocab, write_vocab
+from f5app.model import text_embedding_rows
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -36,15 +39,14 @@ ADAPTER_VERSION = 1
 
 CHECKPOINT_WEIGHTS_FILE = "model.pt"
 FOLDER_WEIGHTS_FILES = (CHECKPOINT_WEIGHTS_FILE, "model.safetensors")
-VOCAB_FILE = "vocab.txt"
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 
-class UnreadableWeights(ValueError):
+class UnreadableWeights(UserError, ValueError):
     """The input is not a weights container we understand (or it would need code to unpickle)."""
 
 
-class WeightsMismatch(ValueError):
+class WeightsMismatch(UserError, ValueError):
     """The weights do not fit the model; the message lists what differs."""
 
     def __init__(self, missing: list[str], unexpected: list[str], shape_mismatches: list[str], hint: str = ""):
@@ -153,6 +155,12 @@ def _torch_load(path: Path) -> Any:
 
     import torch
 
+    from f5app.ckpt.peek import Refused, check_torch_file
+
+    try:
+        check_torch_file(path)  # nothing hostile reaches an unpickler (ckpt/peek.py)
+    except Refused as refused:
+        raise UnreadableWeights(f"refusing to load {path}: {refused}") from None
     try:
         try:
             # mmap: only the tensors used are read, so a trainer file's optimizer state never fills memory.
@@ -415,20 +423,10 @@ def _indexed_sha256(path: Path, cache_root: Path) -> str:
     remembered = cache_root / "index" / stamp
     if remembered.is_file():
         return remembered.read_text(encoding="utf-8").strip()
-    digest = _sha256(path)
+    digest = sha256_file(path)
     remembered.parent.mkdir(parents=True, exist_ok=True)
-    temporary = remembered.with_name(f".{stamp}.{os.getpid()}")
-    temporary.write_text(digest, encoding="utf-8")
-    os.replace(temporary, remembered)
+    atomic_write(remembered, digest, durable=False)  # a lost entry is only hashed again
     return digest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _first_line(error: Exception) -> str:

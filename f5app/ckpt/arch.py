@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from f5app.ckpt.keys import normalize_key
 from f5app.config import ModelConfig
@@ -133,3 +133,49 @@ def _fmt(value: object) -> str:
     if isinstance(value, tuple):
         return "(" + ", ".join(str(v) for v in value) + ")"
     return "absent" if value is None else str(value)
+
+
+#: Model-config keys that decide tensor shapes or the meaning of the weights. Everything else in
+#: ModelConfig (name, attention backend, activation checkpointing) may change freely.
+ARCHITECTURE_KEYS = (
+    "backbone",
+    "arch.dim",
+    "arch.depth",
+    "arch.heads",
+    "arch.ff_mult",
+    "arch.text_dim",
+    "arch.text_mask_padding",
+    "arch.qk_norm",
+    "arch.conv_layers",
+    "arch.pe_attn_head",
+    "mel.target_sample_rate",
+    "mel.n_mel_channels",
+    "mel.hop_length",
+    "mel.win_length",
+    "mel.n_fft",
+    "mel.mel_spec_type",
+)
+
+
+def model_config_diff(recorded: dict, current: dict) -> list[str]:
+    """Architecture differences as readable lines, e.g. ``arch.dim: checkpoint 64, config 1024``.
+
+    Only :data:`ARCHITECTURE_KEYS` are compared; a key the checkpoint did not record is skipped.
+    """
+    lines = []
+    for dotted in ARCHITECTURE_KEYS:
+        missing = object()
+        old, new = _lookup(recorded, dotted, missing), _lookup(current, dotted, missing)
+        if old is missing or new is missing:
+            continue
+        if old != new:
+            lines.append(f"{dotted}: checkpoint {old!r}, config {new!r}")
+    return lines
+
+
+def _lookup(tree: Any, dotted: str, default: Any) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return default
+        tree = tree[part]
+    return tree

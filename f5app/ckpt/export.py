@@ -4,33 +4,39 @@
   exactly like upstream's released files, so ``f5_tts.infer.utils_infer.load_checkpoint`` reads it.
 - ``pt``: upstream's trainer layout, ``{"ema_model_state_dict": …, "model_state_dict": …}``.
 
-Upstream chooses the reader by the file's suffix, so the suffix must match the format. Files are
-written under a temporary name and renamed into place; an existing file is never replaced unless
-``overwrite=True``. Next to ``OUT`` go ``vocab.txt`` (when the source has one) and
+Upstream chooses the reader by the file's suffix, so the suffix must match the format; without an
+explicit format the suffix chooses it (a folder gets ``model.safetensors``). Files are written
+through :func:`f5app.files.atomic_write` (a fresh temporary that is never a planted symlink,
+renamed into place); an existing file is never replaced unless ``overwrite=True``. Next to ``OUT`` go ``vocab.txt`` (when the source has one) and
 ``OUT.metadata.json`` (written last): the source's metadata plus what the export did.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from f5app.ckpt.adapt import VOCAB_FILE, choose_weights, read_weight_sets, save_safetensors
+from f5app.ckpt.adapt import choose_weights, read_weight_sets, save_safetensors
 from f5app.ckpt.fingerprint import weights_fingerprint
+from f5app.data.vocab import VOCAB_FILE, vocab_text
+from f5app.files import atomic_write
 
 FORMATS = {"safetensors": ".safetensors", "pt": ".pt"}
 
 
 def export_weights(
-    src: str | Path, out: str | Path, fmt: str = "safetensors", use_ema: bool = True, overwrite: bool = False
+    src: str | Path, out: str | Path, fmt: str | None = None, use_ema: bool = True, overwrite: bool = False
 ) -> Path:
     """Write ``src``'s weights (EMA when ``use_ema`` and present) to ``out``; returns the weights path.
 
-    ``out`` may be an existing folder: the file is then ``model.<fmt suffix>`` inside it.
+    ``fmt`` (``safetensors`` or ``pt``) defaults to the one ``out``'s suffix names. ``out`` may be
+    an existing folder: the file is then ``model.<fmt suffix>`` inside it (safetensors by default).
     """
+    out = Path(out)
+    if fmt is None:
+        fmt = format_for(out)
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is not supported; use one of: {', '.join(FORMATS)}")
     src, out = Path(src), Path(out)
@@ -45,20 +51,20 @@ def export_weights(
     chosen = choose_weights(sets, use_ema=use_ema, path=src)
     vocab_path = out.parent / VOCAB_FILE
     metadata_path = out.with_name(out.name + ".metadata.json")
-    vocab_text = "".join(f"{token}\n" for token in chosen.vocab) if chosen.vocab is not None else None
-    _refuse_clobber(out, metadata_path, vocab_path, vocab_text, overwrite)
+    vocab_content = vocab_text(chosen.vocab) if chosen.vocab is not None else None
+    _refuse_clobber(out, metadata_path, vocab_path, vocab_content, overwrite)
 
     source_metadata = _source_metadata(src)
     step = int(source_metadata.get("update", 0)) if isinstance(source_metadata, dict) else 0
     ema_section = _as_ema(chosen.state, step)
     if fmt == "safetensors":
-        _write_atomic(out, lambda tmp: save_safetensors(ema_section, tmp))
+        atomic_write(out, lambda tmp: save_safetensors(ema_section, tmp))
     else:
         # Upstream's use_ema=False path reads model_state_dict: keep the source's live weights there.
         model_section = sets.model if sets.model is not None else chosen.state
-        _write_atomic(out, lambda tmp: _torch_save({"ema_model_state_dict": ema_section, "model_state_dict": model_section}, tmp))
-    if vocab_text is not None:
-        _write_atomic(vocab_path, lambda tmp: tmp.write_text(vocab_text, encoding="utf-8"))
+        atomic_write(out, lambda tmp: _torch_save({"ema_model_state_dict": ema_section, "model_state_dict": model_section}, tmp))
+    if vocab_content is not None:
+        atomic_write(vocab_path, vocab_content)
 
     record = {
         "source_metadata": source_metadata,
@@ -71,13 +77,26 @@ def export_weights(
             "adaptations": chosen.notes,
             "fingerprint": weights_fingerprint(chosen.state),
             "num_tensors": len(chosen.state),
-            "vocab_file": VOCAB_FILE if vocab_text is not None else None,
+            "vocab_file": VOCAB_FILE if vocab_content is not None else None,
             "vocab_size": len(chosen.vocab) if chosen.vocab is not None else None,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }
-    _write_atomic(metadata_path, lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8"))
+    atomic_write(metadata_path, json.dumps(record, indent=2, default=str) + "\n")
     return out
+
+
+def format_for(out: Path) -> str:
+    """The export format ``out`` asks for by its suffix (an existing folder: safetensors)."""
+    if out.is_dir():
+        return "safetensors"
+    for fmt, suffix in FORMATS.items():
+        if out.suffix == suffix:
+            return fmt
+    raise ValueError(
+        f"{out}: the suffix {out.suffix or '(none)'!r} names no export format; end the name with "
+        f"{' or '.join(FORMATS.values())}, or pass the format (--format {'|'.join(FORMATS)})"
+    )
 
 
 def _as_ema(state: dict, step: int) -> dict:
@@ -89,14 +108,14 @@ def _as_ema(state: dict, step: int) -> dict:
     return section
 
 
-def _refuse_clobber(out: Path, metadata_path: Path, vocab_path: Path, vocab_text: str | None, overwrite: bool) -> None:
+def _refuse_clobber(out: Path, metadata_path: Path, vocab_path: Path, vocab_content: str | None, overwrite: bool) -> None:
     """Check everything before writing anything, so a refusal leaves no partial export."""
     if overwrite:
         return
     for existing in (out, metadata_path):
         if existing.exists():
             raise FileExistsError(f"{existing} already exists; pass overwrite=True (--overwrite) or choose another path")
-    if vocab_text is not None and vocab_path.exists() and vocab_path.read_text(encoding="utf-8") != vocab_text:
+    if vocab_content is not None and vocab_path.exists() and vocab_path.read_bytes() != vocab_content.encode("utf-8"):
         raise FileExistsError(f"{vocab_path} already exists with another vocabulary; export into another folder or pass overwrite=True")
 
 
@@ -116,13 +135,3 @@ def _torch_save(payload: dict, path: Path) -> None:
 
     torch.save(payload, path)
 
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -20,7 +20,6 @@ No torch import here: these are names only, so the checkpoint CLI can use them c
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Iterable, Mapping, TypeVar
 
 #: Wrapper prefixes stripped from the front of a key, repeatedly, in any order.
@@ -55,48 +54,6 @@ def normalize_key(key: str) -> str | None:
     if not canonical or is_non_weight(canonical):
         return None
     return canonical
-
-
-@dataclass(frozen=True)
-class KeyLayout:
-    """How a set of keys is spelled: which wrapper prefixes, and which non-weight entries."""
-
-    prefixes: dict[str, int] = field(default_factory=dict)  # prefix chain ("" = none) -> weight keys
-    non_weight: tuple[str, ...] = ()  # the raw keys that normalize to None
-
-    @property
-    def num_weights(self) -> int:
-        return sum(self.prefixes.values())
-
-    def describe(self) -> str:
-        if not self.prefixes:
-            shape = "no weight keys"
-        elif len(self.prefixes) == 1:
-            (prefix,) = self.prefixes
-            shape = f"{prefix} prefix" if prefix else "no prefix"
-        else:
-            parts = [f"{prefix or 'no prefix'} ({count})" for prefix, count in sorted(self.prefixes.items())]
-            shape = "mixed prefixes: " + ", ".join(parts)
-        if self.non_weight:
-            shape += f"; non-weight entries: {_short_list(self.non_weight)}"
-        return shape
-
-
-def detect_layout(keys: Iterable[str]) -> KeyLayout:
-    prefixes: Counter[str] = Counter()
-    non_weight: list[str] = []
-    for key in keys:
-        prefix, canonical = split_key(key)
-        if not canonical or is_non_weight(canonical):
-            non_weight.append(key)
-        else:
-            prefixes[prefix] += 1
-    return KeyLayout(prefixes=dict(prefixes), non_weight=tuple(non_weight))
-
-
-def describe_layout(keys: Iterable[str]) -> str:
-    """A short human description, e.g. ``"ema_model. prefix; non-weight entries: initted, step"``."""
-    return detect_layout(keys).describe()
 
 
 class DuplicateWeightKeys(ValueError):

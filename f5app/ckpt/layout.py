@@ -16,21 +16,20 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, Optional
 
+from f5app.ckpt.schema import METADATA_FILENAME, utc_now
+from f5app.files import write_json_atomic
+
 CHECKPOINTS_DIRNAME = "checkpoints"
-METADATA_FILENAME = "metadata.json"
-MODEL_FILENAME = "model.pt"
-TRAINING_STATE_FILENAME = "training_state.pt"
-VOCAB_FILENAME = "vocab.txt"
 QUARANTINE_SUFFIX = ".corrupted"
 QUARANTINE_REASON_FILENAME = "QUARANTINED.json"
 TEMP_PREFIX = ".tmp-"
 DELETING_PREFIX = ".deleting-"
+#: A pointer file is a few hundred bytes; a larger one is not ours and is not parsed.
+MAX_POINTER_BYTES = 64 * 1024
 
 PointerName = Literal["best", "last"]
 
@@ -44,10 +43,6 @@ def checkpoint_name(update: int) -> str:
 
 def temp_name(update: int, pid: int) -> str:
     return f"{TEMP_PREFIX}{checkpoint_name(update)}-{pid}"
-
-
-def rng_state_filename(rank: int) -> str:
-    return f"rng_state_{rank}.pt"
 
 
 def parse_update(name: str) -> Optional[int]:
@@ -132,86 +127,101 @@ def _children(folder: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class Pointer:
+    """``best.json`` / ``last.json``: which checkpoint, and (for best) by which metric it won."""
+
     name: str
     update: int
     val_loss: Optional[float]
     updated_at: str
+    metric: str = "val_loss"
+    value: Optional[float] = None  # the winning value of ``metric`` (val_loss for val_loss)
 
 
 def pointer_path(ckpt_dir: Path, which: PointerName) -> Path:
     return Path(ckpt_dir) / f"{which}.json"
 
 
+class PointerError(ValueError):
+    """A pointer file that exists but cannot be trusted; the message says why."""
+
+
 def read_pointer(ckpt_dir: Path, which: PointerName) -> Optional[Pointer]:
-    """The pointer, or None when the file is absent or unreadable (a damaged pointer is no pointer)."""
+    """The pointer, or None when the file is absent or unusable (a damaged pointer is no pointer)."""
     try:
-        data = json.loads(pointer_path(ckpt_dir, which).read_text(encoding="utf-8"))
-        val_loss = data.get("val_loss")
-        return Pointer(
-            name=str(data["name"]),
-            update=int(data["update"]),
-            val_loss=None if val_loss is None else float(val_loss),
-            updated_at=str(data.get("updated_at", "")),
-        )
-    except (OSError, ValueError, KeyError, TypeError):
+        return load_pointer(ckpt_dir, which)
+    except PointerError:
         return None
 
 
-def write_pointer(ckpt_dir: Path, which: PointerName, name: str, update: int, val_loss: Optional[float]) -> Pointer:
+def load_pointer(ckpt_dir: Path, which: PointerName) -> Optional[Pointer]:
+    """The pointer; None when absent, :class:`PointerError` when damaged or naming anything but a
+    checkpoint folder of this run (an absolute path, ``..`` or ``.`` must never steer quarantine)."""
+    path = pointer_path(ckpt_dir, which)
+    try:
+        if path.stat().st_size > MAX_POINTER_BYTES:
+            raise PointerError(f"{path.name} is damaged ({path.stat().st_size} bytes; a pointer is a few hundred)")
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as error:
+        raise PointerError(f"{path.name} is damaged (unreadable JSON: {type(error).__name__})") from None
+    if not isinstance(data, dict):
+        raise PointerError(f"{path.name} is damaged (holds {type(data).__name__}, not an object)")
+    name, update = data.get("name"), data.get("update")
+    if not isinstance(name, str) or parse_update(name) is None:
+        raise PointerError(f"{path.name} is damaged (names {name!r}, which is not a checkpoint folder of this run)")
+    if not isinstance(update, int) or isinstance(update, bool) or update != parse_update(name):
+        raise PointerError(f"{path.name} is damaged (records update {update!r} for {name})")
+    val_loss, value = _number(data.get("val_loss")), _number(data.get("value"))
+    metric = data.get("metric") if isinstance(data.get("metric"), str) else "val_loss"
+    return Pointer(name, update, val_loss, str(data.get("updated_at", "")), metric, val_loss if value is None and metric == "val_loss" else value)
+
+
+def write_pointer(
+    ckpt_dir: Path, which: PointerName, name: str, update: int, val_loss: Optional[float],
+    *, metric: str = "val_loss", value: Optional[float] = None,
+) -> Pointer:
     """Replace ``best.json`` / ``last.json`` atomically: temp file, fsync, os.replace, fsync dir."""
-    pointer = Pointer(name, update, val_loss, utc_now())
+    if parse_update(name) is None:
+        raise ValueError(f"pointer target {name!r} is not a checkpoint folder name")
+    val_loss, value = _number(val_loss), _number(value)
+    pointer = Pointer(name, update, val_loss, utc_now(), metric, val_loss if value is None and metric == "val_loss" else value)
     write_json_atomic(pointer_path(ckpt_dir, which), pointer.__dict__)
     return pointer
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _number(value) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if value == value and value not in (float("inf"), float("-inf")) else None
 
 
 # --- quarantine ---------------------------------------------------------------------------------
 
 
 def quarantine(path: Path, reason: str) -> Path:
-    """Rename ``path`` (a folder or a file) to ``<name>.corrupted`` (``.corrupted-2``… if taken).
+    """Rename ``path`` (a checkpoint folder of a run) to ``<name>.corrupted`` (``.corrupted-2``… if taken).
 
-    Nothing is deleted. The reason is written next to it: inside a quarantined folder as
-    QUARANTINED.json, beside a quarantined file as ``<name>.corrupted.json``.
+    Nothing is deleted, and nothing but a checkpoint folder is ever renamed. The reason is written
+    next to it: inside a quarantined folder as QUARANTINED.json, beside a quarantined link as
+    ``<name>.corrupted.json``.
     """
     path = Path(path)
+    if parse_update(path.name) is None and parse_temp(path.name) is None:
+        raise ValueError(f"refusing to quarantine {path}: only checkpoint folders (update_<8 digits>) are renamed")
     target = path.with_name(path.name + QUARANTINE_SUFFIX)
     counter = 2
-    while target.exists():
+    while os.path.lexists(target):
         target = path.with_name(f"{path.name}{QUARANTINE_SUFFIX}-{counter}")
         counter += 1
     os.rename(path, target)
     note = {"original_name": path.name, "reason": reason, "quarantined_at": utc_now(), "pid": os.getpid()}
-    note_path = target / QUARANTINE_REASON_FILENAME if target.is_dir() else target.with_name(target.name + ".json")
+    in_folder = target.is_dir() and not target.is_symlink()
+    note_path = target / QUARANTINE_REASON_FILENAME if in_folder else target.with_name(target.name + ".json")
     try:
         write_json_atomic(note_path, note)
-    except OSError:
+    except (OSError, ValueError):
         pass  # the rename is what protects the run; the note is a courtesy
     return target
 

@@ -21,14 +21,20 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional, TypeVar
 
 from f5app.ckpt import layout
-from f5app.ckpt.validate import ValidationResult, count_vocab, detect_kind, validate
+from f5app.ckpt.schema import (
+    METADATA_FILENAME, MODEL_FILENAME, VOCAB_FILENAME, CheckpointMetadata, DamagedCheckpoint, read_export_record,
+)
+from f5app.ckpt.validate import ValidationResult, detect_kind, validate
 from f5app.config import CkptConfig, ModelConfig
+from f5app.data.vocab import VocabError, count_vocab
+from f5app.errors import UserError
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Purpose = Literal["train", "infer"]
 Mode = Literal["resume", "finetune", "scratch", "infer"]
 Status = Literal["chosen", "rejected", "missing", "skipped", "quarantined"]
@@ -52,9 +58,13 @@ class ResolvedCheckpoint:
     source: str
     path: Path
     kind: str  # f5app | upstream_pt | safetensors
-    metadata: Optional[dict]
+    metadata: Optional[CheckpointMetadata]  # ours, or the source's record beside an export
     vocab_path: Optional[Path]
-    model_config: Optional[dict]  # recorded in the checkpoint's metadata; None for upstream files
+
+    @property
+    def model_config(self) -> Optional[dict]:
+        """The model tree the checkpoint records; None for upstream files."""
+        return self.metadata.model if self.metadata is not None and self.metadata.model else None
 
 
 @dataclass
@@ -89,7 +99,7 @@ class Resolution:
         }
 
 
-class ResolutionError(RuntimeError):
+class ResolutionError(UserError, RuntimeError):
     """Nothing acceptable to load, or a refusal (all checkpoints invalid, architecture changed…)."""
 
     def __init__(self, message: str, candidates: list[Candidate], purpose: Purpose, chain: list[str]):
@@ -137,17 +147,58 @@ def resolve(
     ``dry_run`` (the CLI's ``resolve``) renames nothing: what would be quarantined is reported.
     Raises :class:`ResolutionError` when the chain ends without a choice or must stop early.
     """
+    return resolve_and_load(ckpt, purpose=purpose, run_dir=run_dir, model=model, vocab_size=vocab_size, dry_run=dry_run)[0]
+
+
+def resolve_and_load(
+    ckpt: CkptConfig,
+    *,
+    purpose: Purpose,
+    run_dir: Path,
+    model: Optional[ModelConfig],
+    load: Optional[Callable[[ResolvedCheckpoint], T]] = None,
+    vocab_size: Optional[int] = None,
+    dry_run: bool = False,
+) -> tuple[Resolution, Optional[T]]:
+    """Resolve, then ``load`` the choice; a checkpoint whose load finds damage
+    (:class:`~f5app.ckpt.schema.DamagedCheckpoint`) is quarantined when it is this run's and the
+    chain is walked again, so damage the fast checks cannot see still costs only that checkpoint."""
     if purpose not in ("train", "infer"):
         raise ValueError(f"purpose must be 'train' or 'infer', not {purpose!r}")
     chain = list(ckpt.train_chain if purpose == "train" else ckpt.infer_chain)
-    walker = _ChainWalker(ckpt, purpose, Path(ckpt.run_dir or run_dir), model, vocab_size, dry_run, chain)
-    try:
-        resolution = walker.run()
-    except ResolutionError as error:
-        log.warning("%s\n%s", error.table(), error)
-        raise
-    log.info("%s\n%s", resolution.table(), resolution.summary())
-    return resolution
+    earlier: list[Candidate] = []
+    while True:
+        walker = _ChainWalker(ckpt, purpose, Path(ckpt.run_dir or run_dir), model, vocab_size, dry_run, chain)
+        try:
+            resolution = walker.run()
+        except ResolutionError as error:
+            error.candidates[:0] = earlier
+            log.warning("%s\n%s", error.table(), error)
+            raise
+        resolution.candidates[:0] = earlier
+        chosen = resolution.chosen
+        if load is None or chosen is None:
+            log.info("%s\n%s", resolution.table(), resolution.summary())
+            return resolution, None
+        try:
+            loaded = load(chosen)
+        except DamagedCheckpoint as damage:
+            reason = f"damaged, found while loading: {damage}"
+            entry = resolution.candidates[-1]
+            if chosen.source in _OWN_SOURCES and ckpt.quarantine and not dry_run:
+                target = layout.quarantine(chosen.path, reason)
+                log.warning("quarantined %s -> %s: %s", chosen.path, target.name, reason)
+                earlier = [*resolution.candidates[:-1], Candidate(entry.source, str(target), "quarantined", reason)]
+                continue
+            earlier = [*resolution.candidates[:-1], Candidate(entry.source, entry.path, "rejected", reason)]
+            error = ResolutionError(f"cannot load {chosen.path}: {damage}", earlier, purpose, chain)
+            log.warning("%s\n%s", error.table(), error)
+            raise error from None
+        log.info("%s\n%s", resolution.table(), resolution.summary())
+        return resolution, loaded
+
+
+_OWN_SOURCES = ("resume", "best", "last", "latest")
 
 
 class _ChainWalker:
@@ -202,11 +253,14 @@ class _ChainWalker:
         return self._try_pointer("last")
 
     def _try_pointer(self, which: layout.PointerName):
-        pointer = layout.read_pointer(self.ckpt_dir, which)
+        pointer_file = layout.pointer_path(self.ckpt_dir, which)
+        try:
+            pointer = layout.load_pointer(self.ckpt_dir, which)
+        except layout.PointerError as error:
+            self._add(which, pointer_file, "missing", f"{error} (ignored; nothing it names is touched)")
+            return None
         if pointer is None:
-            pointer_file = layout.pointer_path(self.ckpt_dir, which)
-            why = f"{which}.json is damaged (unreadable JSON)" if pointer_file.exists() else f"no {which}.json in this run"
-            self._add(which, pointer_file, "missing", why)
+            self._add(which, pointer_file, "missing", f"no {which}.json in this run")
             return None
         target = self.ckpt_dir / pointer.name
         if not target.exists():
@@ -245,7 +299,7 @@ class _ChainWalker:
         return self._explicit_failed(f"ckpt.path={path} is not usable: {last.reason}")
 
     def _try_pretrained(self):
-        from f5app.ckpt import hub
+        from f5app import hub
 
         label = f"{self.ckpt.repo_id}/{self.ckpt.filename}"
         try:
@@ -287,9 +341,8 @@ class _ChainWalker:
         if result.ok:
             mode: Mode = "infer" if self.purpose == "infer" else ("finetune" if source in ("custom", "pretrained") else "resume")
             metadata = result.metadata if kind == "f5app" else _sidecar_metadata(path)
-            model_config = (metadata or {}).get("model") if isinstance((metadata or {}).get("model"), dict) else None
-            self._add(source, path, "chosen", _chosen_reason(result, metadata))
-            chosen = ResolvedCheckpoint(source, path, result.kind or kind, metadata, vocab_path, model_config)
+            self._add(source, path, "chosen", _chosen_reason(result, metadata, self.ckpt.best_metric if source == "best" else None))
+            chosen = ResolvedCheckpoint(source, path, result.kind or kind, metadata, vocab_path)
             return Resolution(mode, chosen, self.candidates, self.purpose, self.chain)
 
         if result.incompatible and self.purpose == "train" and source in ("resume", "best", "last", "latest"):
@@ -309,14 +362,17 @@ class _ChainWalker:
 
     def _validate(self, source, path, kind, vocab_path) -> ValidationResult:
         finetune = self.purpose == "train" and source in ("custom", "pretrained")
-        file_vocab = count_vocab(vocab_path) if vocab_path is not None and vocab_path.is_file() else None
         if self.purpose == "infer" and kind == "f5app":
             # Our checkpoints carry their model config and vocabulary: check against those.
             model, vocab = None, None
         elif self.purpose == "infer":
             # An export carries its source's model config beside it; otherwise use the configured one.
-            recorded = (_sidecar_metadata(path) or {}).get("model")
-            model = _model_or(recorded, self.model)
+            sidecar = _sidecar_metadata(path)
+            model = _model_or(sidecar.model if sidecar is not None and sidecar.model else None, self.model)
+            try:
+                file_vocab = count_vocab(vocab_path) if vocab_path is not None and vocab_path.is_file() else None
+            except VocabError as error:
+                return ValidationResult(ok=False, reason=str(error), kind=kind)
             vocab = file_vocab if file_vocab is not None else self.vocab_size
         else:
             model, vocab = self.model, self.vocab_size
@@ -366,15 +422,15 @@ class _ChainWalker:
 def _expand_custom(path: Path) -> list[Path]:
     """The checkpoint(s) a ``ckpt.path`` names, in the order to try them."""
     if path.is_file():
-        if path.name == layout.MODEL_FILENAME and (path.parent / layout.METADATA_FILENAME).is_file():
+        if path.name == MODEL_FILENAME and (path.parent / METADATA_FILENAME).is_file():
             return [path.parent]  # model.pt of one of our checkpoints: validate the whole folder
         return [path]
-    if (path / layout.METADATA_FILENAME).exists() or path.name.startswith(layout.TEMP_PREFIX):
+    if (path / METADATA_FILENAME).exists() or path.name.startswith(layout.TEMP_PREFIX):
         return [path]
     found = layout.scan(layout.checkpoints_dir(path))
     if found.numbered:
         return [entry.path for entry in found.numbered]
-    if (path / layout.MODEL_FILENAME).is_file():
+    if (path / MODEL_FILENAME).is_file():
         return [path]  # our layout without metadata.json: validation says it is incomplete
     files = [p for p in path.iterdir() if p.is_file() and p.suffix in (".pt", ".safetensors", ".pth", ".ckpt")]
 
@@ -390,15 +446,14 @@ def _expand_custom(path: Path) -> list[Path]:
 
 
 def _vocab_beside(path: Path, kind: str) -> Optional[Path]:
-    vocab = path / layout.VOCAB_FILENAME if kind == "f5app" else path.with_name(layout.VOCAB_FILENAME)
+    vocab = path / VOCAB_FILENAME if kind == "f5app" else path.with_name(VOCAB_FILENAME)
     return vocab if vocab.is_file() else None
 
 
-def _sidecar_metadata(path: Path) -> Optional[dict]:
+def _sidecar_metadata(path: Path) -> Optional[CheckpointMetadata]:
     """Exports carry the source's metadata beside the weights as ``<file>.metadata.json``."""
-    from f5app.ckpt.metadata import read_sidecar_metadata
-
-    return read_sidecar_metadata(path)
+    record = read_export_record(path) if path.is_file() else None
+    return record.source if record is not None else None
 
 
 def _model_or(recorded, default: Optional[ModelConfig]) -> Optional[ModelConfig]:
@@ -412,11 +467,14 @@ def _model_or(recorded, default: Optional[ModelConfig]) -> Optional[ModelConfig]
         return default
 
 
-def _chosen_reason(result: ValidationResult, metadata: Optional[dict]) -> str:
+def _chosen_reason(result: ValidationResult, metadata: Optional[CheckpointMetadata], best_metric: Optional[str] = None) -> str:
     parts = [f"valid ({', '.join(result.checks)})"]
-    if metadata and "update" in metadata:
-        parts.append(f"update {metadata['update']}")
-    val_loss = ((metadata or {}).get("metrics") or {}).get("val_loss")
-    if val_loss is not None:
-        parts.append(f"val_loss {val_loss:.4g}" if isinstance(val_loss, (int, float)) else f"val_loss {val_loss}")
+    if metadata is not None:
+        parts.append(f"update {metadata.update}")
+        val_loss = metadata.metrics.value("val_loss")
+        if val_loss is not None:
+            parts.append(f"val_loss {val_loss:.4g}")
+        if best_metric is not None:
+            value = metadata.metrics.value(best_metric)
+            parts.append(f"best by {best_metric}" + (f" {value:.4g}" if value is not None else ""))
     return ", ".join(parts)

@@ -12,9 +12,8 @@ loop may call :meth:`CheckpointStore.save` from a background thread.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -23,67 +22,78 @@ from pathlib import Path
 from typing import Any, Optional
 
 from f5app.ckpt import layout
+from f5app.ckpt.schema import (
+    EMA_STATE, METADATA_FILENAME, METRIC_DIRECTIONS, MODEL_STATE, Checkpoint, DamagedCheckpoint, FileRecord,
+    is_plain_file_name, read_metadata, require_finite,
+)
+from f5app.errors import UserError
+from f5app.files import fsync_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointSaveError(RuntimeError):
+class CheckpointSaveError(UserError, RuntimeError):
     """A save failed; nothing partial is visible and the previous checkpoints are intact."""
 
 
 class CheckpointStore:
-    def __init__(self, ckpt_dir: Path, keep_last: int):
-        """``keep_last`` newest checkpoints (plus ``best``) survive retention; < 1 keeps all."""
+    def __init__(self, ckpt_dir: Path, keep_last: int, best_metric: str = "val_loss"):
+        """``keep_last`` newest checkpoints (plus ``best``) survive retention; < 1 keeps all.
+        ``best_metric`` ranks checkpoints for ``best.json`` (val_loss, wer, cer or sim)."""
+        if best_metric not in METRIC_DIRECTIONS:
+            raise UserError(f"ckpt.best_metric={best_metric} is not a metric; use one of {', '.join(METRIC_DIRECTIONS)}")
         self.ckpt_dir = Path(ckpt_dir)
         self.keep_last = keep_last
+        self.best_metric = best_metric
         self._lock = threading.Lock()
 
     # --- saving ---------------------------------------------------------------------------------
 
-    def save(self, payloads: dict[str, Any], metadata: dict, *, val_loss: Optional[float] = None) -> Path:
-        """Write one complete checkpoint and return its folder.
+    def save(self, checkpoint: Checkpoint) -> Path:
+        """Write one complete checkpoint, then move the pointers and apply retention.
 
-        ``payloads`` maps file names to objects (``torch.save``d) or ``str`` (UTF-8 text, e.g.
-        vocab.txt). ``metadata`` must hold ``update``; its ``files`` entry is filled in here.
-        Raises :class:`CheckpointSaveError` (one line) when anything fails.
+        Raises :class:`CheckpointSaveError` (one line) when anything fails; weights that are not
+        all finite are refused before anything is written.
         """
-        update = int(metadata["update"])
-        name = layout.checkpoint_name(update)
+        name = layout.checkpoint_name(checkpoint.metadata.update)
         with self._lock:
-            final = self._write_complete(name, update, payloads, metadata)
-            self._update_pointers(name, update, val_loss)
+            final, replaced = self._write_complete(name, checkpoint)
+            self._update_pointers(final, replaced)
             self._apply_retention(protect=name)
         return final
 
-    def _write_complete(self, name: str, update: int, payloads: dict[str, Any], metadata: dict) -> Path:
-        temp = self.ckpt_dir / layout.temp_name(update, os.getpid())
+    def _write_complete(self, name: str, checkpoint: Checkpoint) -> tuple[Path, bool]:
+        temp = self.ckpt_dir / layout.temp_name(checkpoint.metadata.update, os.getpid())
         final = self.ckpt_dir / name
+        replaced = False
         try:
+            _refuse_non_finite(checkpoint.weights)
             if not self.ckpt_dir.is_dir():
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-                layout.fsync_dir(self.ckpt_dir.parent)  # the new folder's own entry must survive a crash too
+                fsync_dir(self.ckpt_dir.parent)  # the new folder's own entry must survive a crash too
             if temp.exists():
                 shutil.rmtree(temp)
             temp.mkdir()
             files = {}
-            for filename, payload in payloads.items():
-                if filename == layout.METADATA_FILENAME or "/" in filename or filename.startswith("."):
+            for filename, payload in checkpoint.payloads().items():
+                if filename == METADATA_FILENAME or not is_plain_file_name(filename) or filename.startswith("."):
                     raise ValueError(f"payload name {filename!r} is not allowed (plain file names, not metadata.json)")
                 files[filename] = _write_file(temp / filename, payload)
-            metadata = {**metadata, "files": files, "weights_fingerprint": _fingerprint(payloads.get(layout.MODEL_FILENAME))}
-            _write_file(temp / layout.METADATA_FILENAME, json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n")
-            layout.fsync_dir(temp)
+            metadata = dataclasses.replace(checkpoint.metadata, files=files, weights_fingerprint=_fingerprint(checkpoint.weights))
+            _write_file(temp / METADATA_FILENAME, metadata.to_json())
+            fsync_dir(temp)
             if final.exists():
                 self._set_aside(final)
+                replaced = True
             os.rename(temp, final)
-            layout.fsync_dir(self.ckpt_dir)
+            fsync_dir(self.ckpt_dir)
         except BaseException as error:
             shutil.rmtree(temp, ignore_errors=True)
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
                 raise
             raise CheckpointSaveError(_describe_failure(name, self.ckpt_dir, error)) from error
         log.info("saved checkpoint %s", final)
-        return final
+        return final, replaced
 
     def _set_aside(self, existing: Path) -> None:
         """A folder with the same name exists (a run forked from an older checkpoint): keep it."""
@@ -95,22 +105,44 @@ class CheckpointStore:
 
     # --- pointers -------------------------------------------------------------------------------
 
-    def _update_pointers(self, name: str, update: int, val_loss: Optional[float]) -> None:
-        layout.write_pointer(self.ckpt_dir, "last", name, update, val_loss)
-        if val_loss is None:
-            return
+    def _update_pointers(self, folder: Path, replaced: bool) -> None:
+        metadata = read_metadata(folder)
+        assert metadata is not None, "a checkpoint just written has its metadata"
+        layout.write_pointer(self.ckpt_dir, "last", folder.name, metadata.update, metadata.metrics.value("val_loss"))
         best = layout.read_pointer(self.ckpt_dir, "best")
-        best_missing = best is None or not layout.is_complete(self.ckpt_dir / best.name)
-        if best_missing or best.val_loss is None or val_loss < best.val_loss:
-            layout.write_pointer(self.ckpt_dir, "best", name, update, val_loss)
+        stale = (
+            best is None
+            or best.metric != self.best_metric
+            or not layout.is_complete(self.ckpt_dir / best.name)
+            or (replaced and best.name == folder.name)  # it named the weights just set aside
+        )
+        if stale:
+            self.rebuild_best()
+            return
+        value = metadata.metrics.value(self.best_metric)
+        if value is not None and (best.value is None or self._better(value, best.value)):
+            self._point_best(folder.name, metadata.update, metadata.metrics.value("val_loss"), value)
 
-    def set_best(self, name: str, val_loss: Optional[float]) -> None:
-        """Point ``best.json`` at an existing complete checkpoint."""
-        update = layout.parse_update(name)
-        if update is None or not layout.is_complete(self.ckpt_dir / name):
-            raise ValueError(f"{name} is not a complete checkpoint in {self.ckpt_dir}")
-        with self._lock:
-            layout.write_pointer(self.ckpt_dir, "best", name, update, val_loss)
+    def rebuild_best(self) -> Optional[layout.Pointer]:
+        """Point ``best.json`` at the complete checkpoint with the best ``best_metric`` (newest on
+        ties); remove it when none has a finite value. Used whenever the pointer cannot be trusted."""
+        winner = None
+        for entry in layout.scan(self.ckpt_dir).complete:  # newest first: a tie keeps the newer
+            metadata = read_metadata(entry.path)
+            value = metadata.metrics.value(self.best_metric) if metadata is not None else None
+            if value is not None and (winner is None or self._better(value, winner[1])):
+                winner = (metadata, value)
+        if winner is None:
+            layout.pointer_path(self.ckpt_dir, "best").unlink(missing_ok=True)
+            return None
+        metadata, value = winner
+        return self._point_best(metadata.name or layout.checkpoint_name(metadata.update), metadata.update, metadata.metrics.value("val_loss"), value)
+
+    def _point_best(self, name: str, update: int, val_loss: Optional[float], value: float) -> layout.Pointer:
+        return layout.write_pointer(self.ckpt_dir, "best", name, update, val_loss, metric=self.best_metric, value=value)
+
+    def _better(self, value: float, than: float) -> bool:
+        return value > than if METRIC_DIRECTIONS[self.best_metric] == "max" else value < than
 
     # --- retention and cleanup ------------------------------------------------------------------
 
@@ -130,6 +162,9 @@ class CheckpointStore:
                 keep.add(pointer.name)
         if protect:
             keep.add(protect)
+        healthy = next((e.name for e in complete if _healthy(e.path)), None)
+        if healthy is not None:
+            keep.add(healthy)  # newer checkpoints of a diverged run never push out the last good one
         deleted = []
         for entry in complete:
             if entry.name not in keep:
@@ -168,8 +203,21 @@ class CheckpointStore:
         return removed
 
 
-def _write_file(path: Path, payload: Any) -> dict:
-    with open(path, "wb") as handle:
+def _healthy(folder: Path) -> bool:
+    metadata = read_metadata(folder)
+    return metadata is not None and not metadata.metrics.not_finite()
+
+
+def _refuse_non_finite(weights: dict[str, Any]) -> None:
+    """A checkpoint of NaN weights would only ever be resumed into more NaN: never write one."""
+    try:
+        require_finite(weights)
+    except DamagedCheckpoint as error:
+        raise ValueError(f"{error}; the run diverged, nothing was written") from None
+
+
+def _write_file(path: Path, payload: Any) -> FileRecord:
+    with open(path, "xb") as handle:
         if isinstance(payload, str):
             handle.write(payload.encode("utf-8"))
         else:
@@ -178,14 +226,12 @@ def _write_file(path: Path, payload: Any) -> dict:
             torch.save(payload, handle)
         handle.flush()
         os.fsync(handle.fileno())
-    return {"size": path.stat().st_size, "sha256": _sha256(path)}
+    return FileRecord(path.stat().st_size, sha256_file(path))
 
 
-def _fingerprint(model_payload: Any) -> Optional[str]:
+def _fingerprint(weights: dict[str, Any]) -> Optional[str]:
     """The weights fingerprint (EMA when present, as ``info`` computes it), so ``list`` needs no torch."""
-    if not isinstance(model_payload, dict):
-        return None
-    state = model_payload.get("ema_model_state_dict") or model_payload.get("model_state_dict")
+    state = weights.get(EMA_STATE) or weights.get(MODEL_STATE)
     if not isinstance(state, dict):
         return None
     from f5app.ckpt.fingerprint import weights_fingerprint
@@ -196,16 +242,8 @@ def _fingerprint(model_payload: Any) -> Optional[str]:
         return None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(8 * 1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _describe_failure(name: str, ckpt_dir: Path, error: BaseException) -> str:
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+    if _is_disk_full(error, ckpt_dir):
         why = "no space left on device"
     elif isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = f"not writable ({error.strerror})"
@@ -214,31 +252,20 @@ def _describe_failure(name: str, ckpt_dir: Path, error: BaseException) -> str:
     return f"could not save checkpoint {name} in {ckpt_dir}: {why}; nothing partial was left and earlier checkpoints are intact"
 
 
-def load_training_state(ckpt_path: Path, rank: int) -> dict:
-    """``{"model", "training_state", "rng_state"}`` of a checkpoint folder, loaded weights-only.
-
-    ``rng_state`` is None when this rank has no file (the run was saved with fewer processes).
-    numpy's RNG state is an ndarray, so numpy's array reconstruction is allow-listed for the RNG
-    file only; that allowlist rebuilds arrays and runs no other code.
-    """
-    import torch
-
-    ckpt_path = Path(ckpt_path)
-    model = torch.load(ckpt_path / layout.MODEL_FILENAME, map_location="cpu", weights_only=True)
-    training_state = torch.load(ckpt_path / layout.TRAINING_STATE_FILENAME, map_location="cpu", weights_only=True)
-    rng_file = ckpt_path / layout.rng_state_filename(rank)
-    rng_state = None
-    if rng_file.is_file():
-        with torch.serialization.safe_globals(_numpy_array_globals()):
-            rng_state = torch.load(rng_file, map_location="cpu", weights_only=True)
-    return {"model": model, "training_state": training_state, "rng_state": rng_state}
+#: torch.save reports a failed write as RuntimeError ("... unexpected pos N vs M", "basic_ios::clear").
+_TORCH_WRITE_FAILED = ("unexpected pos", "basic_ios::clear", "file write failed", "PytorchStreamWriter failed writing")
 
 
-def _numpy_array_globals() -> list:
-    import numpy as np
-
-    try:
-        reconstruct = np._core.multiarray._reconstruct  # numpy >= 2
-    except AttributeError:  # pragma: no cover - numpy 1.x
-        reconstruct = np.core.multiarray._reconstruct
-    return [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+def _is_disk_full(error: BaseException, ckpt_dir: Path) -> bool:
+    chain, cause = [], error
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in chain):
+        return True
+    if any(isinstance(e, RuntimeError) and any(mark in str(e) for mark in _TORCH_WRITE_FAILED) for e in chain):
+        try:
+            return shutil.disk_usage(ckpt_dir).free < 64 * 1024 * 1024
+        except OSError:
+            return False
+    return False

@@ -11,24 +11,38 @@ resolution never quarantines it.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
+import math
 import re
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Iterator, Literal, Mapping, Optional
 
 from f5app.ckpt import arch as arch_sig
 from f5app.ckpt import peek
-from f5app.ckpt.layout import METADATA_FILENAME, MODEL_FILENAME, TEMP_PREFIX, VOCAB_FILENAME
-from f5app.ckpt.metadata import FORMAT, model_config_diff, read_metadata
+from f5app.ckpt.arch import model_config_diff
+from f5app.ckpt.layout import TEMP_PREFIX
+from f5app.ckpt.schema import (
+    METADATA_FILENAME, MODEL_FILENAME, VOCAB_FILENAME, CheckpointMetadata, MetadataError, read_metadata_file,
+)
 from f5app.config import ModelConfig
+from f5app.data.vocab import count_vocab
+from f5app.files import sha256_file
 
 Kind = Literal["f5app", "upstream_pt", "safetensors"]
 WEIGHT_GROUPS = ("model_state_dict", "ema_model_state_dict")
-_SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the format's own limit
-_ZIP_LOCAL_MAGIC = b"PK\x03\x04"
+#: The format allows 100 MiB, but json.loads of a hostile 39 MB header took ~1 GiB (empty objects
+#: cost ~25x their bytes). Measured: f5tts_v1_base's header (366 tensors) is 48,489 bytes; 8 MiB
+#: is ~170x that, and parsing the worst 8 MiB header costs ~200 MiB.
+_SAFETENSORS_MAX_HEADER = 8 * 1024 * 1024
+#: Bytes per element of each safetensors dtype (the format's own list).
+_SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
+    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "C64": 8, "F64": 8, "I64": 8, "U64": 8,
+}
+_ZIP_LOCAL_MAGIC = peek.ZIP_MAGIC
 _ZIP_END_MAGIC = b"PK\x05\x06"
 
 
@@ -37,7 +51,7 @@ class ValidationResult:
     ok: bool
     reason: str  # "ok", or why not, in one line
     kind: Optional[Kind]
-    metadata: Optional[dict] = None
+    metadata: Optional[CheckpointMetadata] = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # canonical key -> shape
     incompatible: bool = False  # not damage: does not fit the configured model / vocab, or unreadable now
     checks: list[str] = field(default_factory=list)  # what was verified, in order
@@ -112,38 +126,40 @@ def _validate_folder(path, result, model, vocab_size, full, allow_vocab_growth) 
         raise _Invalid("incomplete: temporary folder of a save that never finished")
     if not (path / METADATA_FILENAME).is_file():
         raise _Invalid(f"incomplete: no {METADATA_FILENAME} (the save did not finish, or this is not a checkpoint)")
-    metadata = read_metadata(path)
-    if metadata is None:
-        raise _Invalid(f"damaged {METADATA_FILENAME}: not valid JSON")
-    if metadata.get("format") != FORMAT:
-        raise _Invalid(f"{METADATA_FILENAME} is not an f5app checkpoint's (format {metadata.get('format')!r})")
+    try:
+        metadata = read_metadata_file(path / METADATA_FILENAME)
+    except MetadataError as error:
+        raise _Invalid(str(error)) from None
     result.metadata = metadata
     result.checks.append("complete")
 
-    recorded_files: Mapping[str, Any] = metadata.get("files") or {}
-    if MODEL_FILENAME not in recorded_files:
+    if MODEL_FILENAME not in metadata.files:
         raise _Invalid(f"{METADATA_FILENAME} records no {MODEL_FILENAME}")
-    for name, info in recorded_files.items():
+    for name, record in metadata.files.items():
         file = path / name
+        if file.is_symlink():
+            raise _Invalid(f"{name} is a symbolic link; a checkpoint's files must be its own regular files")
         if not file.is_file():
             raise _Invalid(f"missing file {name} (recorded in {METADATA_FILENAME})")
-        actual, recorded = file.stat().st_size, int(info.get("size", -1))
-        if actual != recorded:
-            how = "truncated" if actual < recorded else "changed"
-            raise _Invalid(f"{name} is {actual} bytes, metadata recorded {recorded} ({how})")
+        actual = file.stat().st_size
+        if actual != record.size:
+            how = "truncated" if actual < record.size else "changed"
+            raise _Invalid(f"{name} is {actual} bytes, metadata recorded {record.size} ({how})")
     result.checks.append("sizes")
 
     groups = _read_pt_structure(path / MODEL_FILENAME, result)
     shapes = _weight_shapes(groups)
     result.shapes = shapes
+    for name in metadata.files:
+        if name != MODEL_FILENAME and name.endswith(".pt"):
+            _check_small_container(path / name)
+    own_vocab = _recorded_vocab_size(path, metadata)
 
-    recorded_model = metadata.get("model")
-    if model is not None and isinstance(recorded_model, dict):
-        diff = model_config_diff(recorded_model, asdict(model))
+    if model is not None and metadata.model:
+        diff = model_config_diff(metadata.model, asdict(model))
         if diff:
             raise _Invalid("architecture differs from config: " + "; ".join(diff), incompatible=True)
-    own_model = _model_from_dict(recorded_model) if isinstance(recorded_model, dict) else model
-    own_vocab = _recorded_vocab_size(path, metadata)
+    own_model = _model_from_dict(metadata.model) if metadata.model else model
     if own_model is not None:
         # The file must match what its own metadata says it is; a mismatch there is damage.
         _check_architecture(shapes, own_model, incompatible=False, what="metadata's model")
@@ -154,28 +170,46 @@ def _validate_folder(path, result, model, vocab_size, full, allow_vocab_growth) 
     result.checks.append("architecture")
 
     if full:
-        for name, info in recorded_files.items():
-            digest = sha256_of(path / name)
-            if digest != info.get("sha256"):
-                raise _Invalid(f"{name}: sha256 {digest[:12]}… differs from metadata's {str(info.get('sha256'))[:12]}…")
+        for name, record in metadata.files.items():
+            digest = sha256_file(path / name)
+            if digest != record.sha256:
+                raise _Invalid(f"{name}: sha256 {digest[:12]}… differs from metadata's {str(record.sha256)[:12]}…")
         result.checks.append("sha256")
         _check_finite_pt(path / MODEL_FILENAME)
         result.checks.append("finite")
 
 
-def _recorded_vocab_size(folder: Path, metadata: dict) -> Optional[int]:
+#: Files up to this size are read whole during the fast checks (training state, RNG states: KiB).
+_SMALL_CONTAINER_BYTES = 64 * 1024 * 1024
+
+
+def _check_small_container(file: Path) -> None:
+    """Every entry of a small torch.save zip read once and its CRC-32 checked: one changed byte
+    in training_state.pt or an RNG file is damage found now, not an UnpicklingError at resume."""
+    import zipfile
+    import zlib
+
+    check_torch_container(file)  # stored entries only, bounded data.pkl, opcodes scanned
+    size = file.stat().st_size
+    if size > _SMALL_CONTAINER_BYTES:
+        return
+    try:
+        with zipfile.ZipFile(file) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError, RuntimeError, NotImplementedError, zlib.error, OverflowError) as error:
+        raise _Invalid(f"{file.name}: damaged container ({type(error).__name__}: {str(error).splitlines()[0][:100] if str(error) else ''})") from None
+    if bad is not None:
+        raise _Invalid(f"{file.name}: damaged (checksum mismatch in {bad})")
+
+
+def _recorded_vocab_size(folder: Path, metadata: CheckpointMetadata) -> Optional[int]:
     vocab_file = folder / VOCAB_FILENAME
     if vocab_file.is_file():
-        return count_vocab(vocab_file)
-    size = metadata.get("vocab_size")
-    return int(size) if isinstance(size, int) else None
-
-
-def count_vocab(vocab_file: Path) -> int:
-    lines = Path(vocab_file).read_text(encoding="utf-8").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return len(lines)
+        try:
+            return count_vocab(vocab_file)
+        except (UnicodeDecodeError, ValueError) as error:
+            raise _Invalid(f"{VOCAB_FILENAME} is damaged ({str(error).splitlines()[0][:100]})") from None
+    return metadata.vocab_size
 
 
 def _model_from_dict(recorded: dict) -> Optional[ModelConfig]:
@@ -203,22 +237,23 @@ def _validate_file(path, kind, result, model, vocab_size, full, min_size_bytes, 
         raise _Invalid(f"only {size} bytes, below ckpt.min_size_bytes={min_size_bytes}")
     result.checks.append("size")
 
-    if kind == "safetensors":
-        shapes_raw = _safetensors_shapes(path, size)
-        result.checks.append("structure")
-        result.shapes = arch_sig.canonical_shapes(shapes_raw)
-        if not result.shapes:
-            raise _Invalid("missing keys: no model weights in the safetensors file")
-    else:
-        groups = _read_pt_structure(path, result)
-        result.shapes = _weight_shapes(groups)
+    with _unexpected_content_is_damage(path):
+        if kind == "safetensors":
+            shapes_raw = _safetensors_shapes(path, size)
+            result.checks.append("structure")
+            result.shapes = arch_sig.canonical_shapes(shapes_raw)
+            if not result.shapes:
+                raise _Invalid("missing keys: no model weights in the safetensors file")
+        else:
+            groups = _read_pt_structure(path, result)
+            result.shapes = _weight_shapes(groups)
 
-    if model is not None:
-        _check_architecture(result.shapes, model, incompatible=True, what="config")
-    else:
-        _require_keys(result.shapes)
-    if vocab_size is not None:
-        _check_vocab(result.shapes, vocab_size, growth=allow_vocab_growth, incompatible=True, what="config")
+        if model is not None:
+            _check_architecture(result.shapes, model, incompatible=True, what="config")
+        else:
+            _require_keys(result.shapes)
+        if vocab_size is not None:
+            _check_vocab(result.shapes, vocab_size, growth=allow_vocab_growth, incompatible=True, what="config")
     result.checks.append("architecture" if model is not None else "keys")
 
     if full:
@@ -227,6 +262,22 @@ def _validate_file(path, kind, result, model, vocab_size, full, min_size_bytes, 
         else:
             _check_finite_pt(path)
         result.checks.append("finite")
+
+
+@contextlib.contextmanager
+def _unexpected_content_is_damage(path: Path) -> Iterator[None]:
+    """What a file holds can make the structure and architecture checks fail in ways no reason
+    was written for (a key that is an int, a shape that is a string, a 5,000-digit block index):
+    that is a damaged file, one rejected candidate, not a traceback."""
+    try:
+        yield
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError, RecursionError) as error:
+        raise _Invalid(f"{path.name}: damaged structure ({type(error).__name__}: {_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:160] if text else type(error).__name__
 
 
 # --- containers ---------------------------------------------------------------------------------
@@ -244,11 +295,11 @@ def _read_pt_structure(path: Path, result: ValidationResult) -> dict[str, Mappin
     is_zip = head == _ZIP_LOCAL_MAGIC
     if is_zip and _ZIP_END_MAGIC not in tail:
         raise _Invalid(f"{path.name}: truncated (the zip container's end record is missing)")
-    if not is_zip and not head.startswith(b"\x80"):
-        raise _Invalid(f"{path.name}: not a PyTorch checkpoint (unrecognised bytes: random data or another format)")
 
-    # The fast reader handles what torch.save writes for state dicts; anything else goes to torch.
-    payload = peek.read_structure(path) if is_zip else None
+    # No unpickler reads a byte before the gate bounded what the file can make it do. The fast
+    # reader handles what torch.save writes for state dicts; anything else goes to torch.
+    data = check_torch_container(path)
+    payload = peek.structure_of(data) if data is not None else None
     if payload is None:
         payload = _torch_load_safely(path, mmap=is_zip)
     result.checks.append("structure")
@@ -266,7 +317,17 @@ def _read_pt_structure(path: Path, result: ValidationResult) -> dict[str, Mappin
     return groups
 
 
+def check_torch_container(path: Path) -> Optional[bytes]:
+    """:func:`peek.check_torch_file`, its refusal raised as this module's damage reason. Every
+    ``.pt`` a checkpoint holds must pass it before any loader (``torch.load`` included) opens it."""
+    try:
+        return peek.check_torch_file(path)
+    except peek.Refused as refused:
+        raise _Invalid(f"{path.name}: {refused}") from None
+
+
 def _torch_load_safely(path: Path, mmap: bool) -> Any:
+    """``torch.load(weights_only=True)`` of a file that passed :func:`check_torch_container`."""
     import pickle
 
     import torch
@@ -277,9 +338,10 @@ def _torch_load_safely(path: Path, mmap: bool) -> Any:
         match = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(error))
         what = f" ({match.group(1)})" if match else ""
         raise _Invalid(f"{path.name}: unsafe pickle: refuses to execute code{what}") from None
-    except (RuntimeError, EOFError, ValueError, OSError, struct.error) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise _Invalid(f"{path.name}: damaged container: {first_line[:160]}") from None
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever torch raises on what this file holds is damage
+        raise _Invalid(f"{path.name}: damaged container: {_first_line(error)}") from None
 
 
 def _safetensors_shapes(path: Path, size: int) -> dict[str, tuple[int, ...]]:
@@ -287,30 +349,58 @@ def _safetensors_shapes(path: Path, size: int) -> dict[str, tuple[int, ...]]:
         raise _Invalid(f"truncated: {size} bytes, shorter than a safetensors header")
     with open(path, "rb") as handle:
         (header_len,) = struct.unpack("<Q", handle.read(8))
-        if header_len > _SAFETENSORS_MAX_HEADER:
+        if header_len > 100 * 1024 * 1024:  # beyond the format's own limit: not this format at all
             raise _Invalid("not a safetensors file (unrecognised bytes: random data or another format)")
+        if header_len > _SAFETENSORS_MAX_HEADER:
+            raise _Invalid(
+                f"damaged safetensors header: {header_len} bytes, over the {_SAFETENSORS_MAX_HEADER >> 20} MiB "
+                "a model's header needs"
+            )
         if 8 + header_len > size:
             raise _Invalid(f"truncated: header claims {header_len} bytes, file has {size - 8} after the length")
         raw = handle.read(header_len)
     try:
         header = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise _Invalid("not a safetensors file (header is not JSON: random data or another format)") from None
     if not isinstance(header, dict):
         raise _Invalid("not a safetensors file (header is not a JSON object)")
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _Invalid("damaged safetensors header: __metadata__ is not a map of strings")
     shapes, data_end = {}, 0
     for key, info in header.items():
         if key == "__metadata__":
             continue
-        try:
-            shapes[key] = tuple(int(d) for d in info["shape"])
-            data_end = max(data_end, int(info["data_offsets"][1]))
-        except (KeyError, TypeError, ValueError, IndexError):
-            raise _Invalid(f"damaged safetensors header: entry {key!r} has no valid shape/offsets") from None
+        shape, end = _safetensors_entry(info)
+        if shape is None:
+            raise _Invalid(f"damaged safetensors header: entry {key!r:.80} has no valid dtype/shape/offsets")
+        shapes[key] = shape
+        data_end = max(data_end, end)
     available = size - 8 - header_len
     if data_end > available:
         raise _Invalid(f"truncated: tensor data ends at byte {data_end}, file holds {available} after the header")
     return shapes
+
+
+def _safetensors_entry(info: Any) -> tuple[Optional[tuple[int, ...]], int]:
+    """``(shape, end offset)`` of one header entry, ``(None, 0)`` unless it is what the format says:
+    a known dtype, a list of non-negative ints, and offsets spanning exactly the tensor's bytes."""
+    if not isinstance(info, dict):
+        return None, 0
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in _SAFETENSORS_DTYPE_BYTES or not isinstance(shape, list) or not all(map(_whole, shape)):
+        return None, 0
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_whole, offsets)):
+        return None, 0
+    begin, end = offsets
+    if end - begin != math.prod(shape) * _SAFETENSORS_DTYPE_BYTES[dtype]:
+        return None, 0
+    return tuple(shape), end
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _is_tensor(value: Any) -> bool:
@@ -321,7 +411,8 @@ def _weight_shapes(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[i
     """Canonical shapes; every weight group present must hold the required keys."""
     merged: dict[str, tuple[int, ...]] = {}
     for name, group in groups.items():
-        shapes = arch_sig.canonical_shapes({k: tuple(v.shape) for k, v in group.items() if _is_tensor(v)})
+        tensors = {k: tuple(v.shape) for k, v in group.items() if isinstance(k, str) and _is_tensor(v)}
+        shapes = arch_sig.canonical_shapes(tensors)
         missing = arch_sig.missing_required(shapes)
         if missing:
             raise _Invalid(f"missing keys in {name}: {', '.join(missing[:3])}" + (" …" if len(missing) > 3 else ""))
@@ -353,14 +444,6 @@ def _check_vocab(shapes, vocab_size: int, *, growth: bool, incompatible: bool, w
 
 
 # --- full checks --------------------------------------------------------------------------------
-
-
-def sha256_of(path: Path, chunk: int = 8 * 1024 * 1024) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_finite_pt(path: Path) -> None:

@@ -8,10 +8,8 @@ than the frame budget becomes a batch of its own, and a set smaller than one bat
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
-import os
 import random
 import warnings
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from torch.utils.data import Dataset
 
 from f5app.config import MelConfig
 from f5app.data.prepare import PreparedData
+from f5app.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +166,7 @@ def _write_split(
         "val_audio": [clips[i].audio_path for i in val],
     }
     # every process of a launch writes the same content; write-then-rename keeps readers safe
-    temporary = folder / f".split.json.tmp-{os.getpid()}"
-    temporary.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    os.replace(temporary, folder / "split.json")
+    write_json_atomic(folder / "split.json", record)
 
 
 class FrameBatches:

@@ -36,13 +36,9 @@ class MetadataRow:
 @dataclass(frozen=True)
 class BadRow:
     line: int
-    reason: str  # one of REASONS
+    reason: str  # malformed_line | empty_text | duplicate | missing_file | unreadable_audio | duration_out_of_range
     detail: str
     audio_path: str | None = None
-
-
-# Every reason a row can be skipped for, in the order the checks run.
-REASONS = ("malformed_line", "empty_text", "duplicate", "missing_file", "unreadable_audio", "duration_out_of_range")
 
 
 @dataclass

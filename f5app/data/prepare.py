@@ -26,17 +26,19 @@ import soundfile
 
 from f5app.config import DataConfig
 from f5app.data.metadata import BadRow, Metadata, MetadataError, MetadataRow, read_metadata
-from f5app.data.tokenizer import base_vocab_for, check_tokenizer, extend_vocab, pretrained_vocab_path, tokens_of_many
-from f5app.model import read_vocab, write_vocab
+from f5app.data.tokenizer import base_vocab_for, check_tokenizer, extend_vocab, tokens_of_many
+from f5app.data.vocab import VOCAB_FILE, read_vocab, upstream_vocab_path, write_vocab
+from f5app.errors import UserError
+from f5app.files import fsync_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
 #: Bump when the prepared format changes, so old caches are rebuilt.
 FORMAT_VERSION = 1
-PREPARED_FILES = ("raw.arrow", "duration.json", "vocab.txt", "report.json")
+PREPARED_FILES = ("raw.arrow", "duration.json", VOCAB_FILE, "report.json")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The data cannot be prepared; the message says why and what to fix."""
 
 
@@ -116,7 +118,7 @@ def load_prepared(out_dir: str | Path) -> PreparedData:
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     return PreparedData(
         dir=out_dir,
-        vocab=read_vocab(out_dir / "vocab.txt"),
+        vocab=read_vocab(out_dir / VOCAB_FILE),
         num_items=int(report["num_items"]),
         total_seconds=float(report["total_seconds"]),
         report_path=out_dir / "report.txt",
@@ -147,9 +149,9 @@ def _fingerprint(metadata: Metadata, data: DataConfig) -> str:
     digest.update(metadata.path.read_bytes())
     add(str(metadata.path.parent), data.tokenizer, data.min_duration, data.max_duration)
     if data.tokenizer == "custom":
-        add("vocab", _file_sha256(Path(data.vocab_path).expanduser()))  # type: ignore[arg-type]
+        add("vocab", sha256_file(Path(data.vocab_path).expanduser()))  # type: ignore[arg-type]
     if data.tokenizer == "pinyin":
-        add("vocab", _file_sha256(pretrained_vocab_path()), _f5_tts_version())
+        add("vocab", sha256_file(upstream_vocab_path()), _f5_tts_version())
     for row in metadata.rows:
         try:
             stat = row.audio_path.stat()
@@ -157,10 +159,6 @@ def _fingerprint(metadata: Metadata, data: DataConfig) -> str:
         except OSError:
             add(str(row.audio_path), None)
     return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _f5_tts_version() -> str:
@@ -278,7 +276,7 @@ def _write_upstream_files(folder: Path, clips: list[_Clip], token_lists: list[li
         writer.finalize()
     durations = {"duration": [clip.duration for clip in clips]}
     (folder / "duration.json").write_text(json.dumps(durations, ensure_ascii=False), encoding="utf-8")
-    write_vocab(vocab, folder / "vocab.txt")
+    write_vocab(vocab, folder / VOCAB_FILE)
 
 
 @contextmanager
@@ -297,23 +295,10 @@ def _staging(out_dir: Path) -> Iterator[Path]:
         if out_dir.exists():
             os.rename(out_dir, retired)
         os.rename(staging, out_dir)
-        _fsync_dir(out_dir.parent)
+        fsync_dir(out_dir.parent)
         shutil.rmtree(retired, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @contextmanager

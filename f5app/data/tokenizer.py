@@ -7,11 +7,10 @@ pretrained text embedding keep their meaning when fine-tuning into a new languag
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from f5app.model import read_vocab
+from f5app.data.vocab import read_vocab, upstream_vocab_path
 
 if TYPE_CHECKING:
     from f5app.config import DataConfig
@@ -19,34 +18,16 @@ if TYPE_CHECKING:
 TOKENIZERS = ("char", "pinyin", "custom")
 
 
-def pretrained_vocab_path() -> Path:
-    """Upstream's pretrained vocabulary (2,545 tokens), found without importing f5_tts."""
-    spec = importlib.util.find_spec("f5_tts")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the f5-tts package is not installed; it provides the pinyin vocabulary")
-    return Path(list(spec.submodule_search_locations)[0]) / "infer" / "examples" / "vocab.txt"
-
-
 def check_tokenizer(tokenizer: str) -> None:
     if tokenizer not in TOKENIZERS:
         raise ValueError(f"data.tokenizer={tokenizer!r} is not known; use one of {', '.join(TOKENIZERS)}")
 
 
-def tokens_of(text: str, tokenizer: str) -> list[str]:
-    """The token sequence upstream would store for ``text`` in raw.arrow's ``text`` column."""
-    check_tokenizer(tokenizer)
-    if tokenizer == "pinyin":
-        # Costs seconds (pulls rjieba and pypinyin through f5_tts.model): only for pinyin.
-        from f5_tts.model.utils import convert_char_to_pinyin
-
-        return list(convert_char_to_pinyin([text], polyphone=True)[0])
-    return list(text)
-
-
 def tokens_of_many(texts: list[str], tokenizer: str) -> list[list[str]]:
-    """:func:`tokens_of` for a whole list (one import, one call for pinyin)."""
+    """The token sequence upstream would store in raw.arrow's ``text`` column, for each of ``texts``."""
     check_tokenizer(tokenizer)
     if tokenizer == "pinyin":
+        # Costs seconds (pulls rjieba and pypinyin through f5_tts.model): only for pinyin, once per list.
         from f5_tts.model.utils import convert_char_to_pinyin
 
         return [list(tokens) for tokens in convert_char_to_pinyin(texts, polyphone=True)]
@@ -66,7 +47,7 @@ def base_vocab_for(data: "DataConfig") -> list[str] | None:
     if data.tokenizer == "char":
         return None
     if data.tokenizer == "pinyin":
-        return read_vocab(pretrained_vocab_path())
+        return read_vocab(upstream_vocab_path())
     if not data.vocab_path:
         raise ValueError("data.tokenizer=custom needs data.vocab_path=PATH/vocab.txt (one token per line)")
     path = Path(data.vocab_path).expanduser()
@@ -74,15 +55,3 @@ def base_vocab_for(data: "DataConfig") -> list[str] | None:
         raise ValueError(f"data.vocab_path={data.vocab_path}: no such file")
     return read_vocab(path)
 
-
-def load_vocab_for(data: "DataConfig", chars: Iterable[str]) -> list[str]:
-    """The vocabulary for a data set whose texts use the tokens ``chars``.
-
-    ``char``: the space first, then every other token seen, sorted. ``pinyin``/``custom``: the
-    fixed vocabulary extended with whatever it lacks.
-    """
-    base = base_vocab_for(data)
-    if base is None:
-        base = [" "]
-    vocab, _ = extend_vocab(base, chars)
-    return vocab

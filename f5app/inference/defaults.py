@@ -11,8 +11,8 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from f5app.ckpt.schema import CheckpointMetadata
 from f5app.config import ASSETS_DIR
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,11 @@ def upstream_reference() -> DefaultReference:
     return DefaultReference(folder / "infer/examples/basic/basic_ref_en.wav", UPSTREAM_REF_TEXT, "upstream's basic_ref_en.wav")
 
 
-def default_reference(metadata: dict[str, Any] | None) -> DefaultReference:
+def default_reference(metadata: CheckpointMetadata | None) -> DefaultReference:
     """The reference for a checkpoint with ``metadata`` (None for weights not made by f5app)."""
     if metadata is None:
         return upstream_reference()
-    data = (metadata.get("config") or {}).get("data") or {}
+    data = metadata.config_section("data")
     candidates = [Path(str(data["path"])).expanduser()] if data.get("path") else []
     if data.get("name") == "demo" or not candidates:
         candidates.append(DEMO_DATA_DIR)

@@ -67,15 +67,39 @@ class SamplingSettings:
         return cls(**{name: getattr(cfg, name) for name in names if hasattr(cfg, name)})
 
     def validated(self) -> "SamplingSettings":
-        if self.nfe_step < 1:
-            raise InferenceInputError(f"nfe_step={self.nfe_step} must be at least 1")
-        if self.speed <= 0:
-            raise InferenceInputError(f"speed={self.speed} must be positive")
-        if self.cross_fade < 0:
-            raise InferenceInputError(f"cross_fade={self.cross_fade} must be zero or positive (seconds)")
+        """Every number inside the range that synthesis can honour; else one line naming the key."""
+        for name, (low, high, whole) in _SETTING_RANGES.items():
+            value = getattr(self, name)
+            if name == "seed" and value is None:
+                continue
+            check_range(name, value, low, high, whole=whole)
         if self.unknown_chars not in ("drop", "error"):
             raise InferenceInputError(f"unknown_chars={self.unknown_chars!r} is not an option; use drop or error")
         return self
+
+
+#: key -> (lowest, highest, integer?) accepted. Beyond these, synthesis asks for absurd memory or
+#: time (speed=1e-9: a 10^12-frame duration; nfe_step=10^9 steps), torch refuses the number
+#: (seed=2**70: "Overflow when unpacking long"), or the arithmetic turns to NaN.
+_SETTING_RANGES: dict[str, tuple[float, float, bool]] = {
+    "nfe_step": (1, 1000, True),
+    "cfg_strength": (0.0, 100.0, False),
+    "sway_sampling_coef": (-10.0, 10.0, False),
+    "speed": (0.1, 10.0, False),
+    "cross_fade": (0.0, 10.0, False),  # seconds
+    "seed": (0, 2**63 - 1, True),  # torch.manual_seed takes 64 bits; chunk i uses seed + i
+    "target_rms": (1e-4, 1.0, False),
+    "max_ref_seconds": (1.0, 30.0, False),
+}
+
+
+def check_range(name: str, value: Any, low: float, high: float, *, whole: bool = False) -> None:
+    """:class:`InferenceInputError` naming ``name`` unless ``value`` is a number in ``[low, high]``."""
+    kind = "an integer" if whole else "a number"
+    ok_type = isinstance(value, int) if whole else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or not (low <= value <= high):  # NaN fails the comparison
+        span = f"{low} to {high}" if whole else f"{low:g} to {high:g}"
+        raise InferenceInputError(f"{name}={value!r:.40} is out of range: use {kind} from {span}")
 
 
 @dataclass
@@ -122,30 +146,41 @@ class Synthesizer:
     def from_config(cls, cfg: InferConfig, run_dir: str | Path) -> "Synthesizer":
         """Resolve the checkpoint (``cfg.ckpt``), build and load the model, build the vocoder."""
         from f5app.audio.vocoder import check_vocoder_matches_mel, load_vocoder
-        from f5app.ckpt.resolve import resolve
+        from f5app.ckpt.resolve import resolve_and_load
+        from f5app.ckpt.adapt import UnreadableWeights
+        from f5app.ckpt.schema import MODEL_STATE, DamagedCheckpoint, require_finite, verified_read
 
         # Everything the user typed is checked before seconds go into loading weights.
         settings = SamplingSettings.from_infer_config(cfg).validated()
         voices = parse_voices(cfg.voices)
         require_files([(f"voices.{name}.ref_audio", v.ref_audio) for name, v in voices.items()])
         device = pick_device(cfg.device)
-        resolution = resolve(cfg.ckpt, purpose="infer", run_dir=Path(run_dir), model=cfg.model)
+
+        def load(chosen):
+            model_config = model_config_from_dict(chosen.model_config) if chosen.model_config else cfg.model
+            check_vocoder_matches_mel(cfg.vocoder.name, model_config.mel)
+            # The Hub's released files only need a prefix stripped: read them in place, no second copy.
+            foreign = chosen.kind != "f5app" and chosen.source != "pretrained"
+            weights_path = _adapted_once(chosen.path, cfg.ckpt.use_ema) if foreign else chosen.path
+
+            def read():
+                try:
+                    return load_model(weights_path, chosen.vocab_path, model_config, use_ema=cfg.ckpt.use_ema)
+                except UnreadableWeights as error:
+                    raise DamagedCheckpoint(str(error)) from None
+
+            cfm, vocab = verified_read(chosen.path, chosen.metadata, read) if chosen.kind == "f5app" else read()
+            require_finite({MODEL_STATE: cfm.state_dict()})
+            return model_config, cfm, vocab
+
+        resolution, loaded = resolve_and_load(cfg.ckpt, purpose="infer", run_dir=Path(run_dir), model=cfg.model, load=load)
         chosen = resolution.chosen
-        if chosen is None:  # resolve raises when nothing fits; this guards a changed contract
+        if chosen is None or loaded is None:  # resolve raises when nothing fits; this guards a changed contract
             raise InferenceInputError(f"no checkpoint to load for ckpt={cfg.ckpt.name}")
-        if chosen.model_config:
-            model_config = model_config_from_dict(chosen.model_config)
-        else:
-            model_config = cfg.model
-        check_vocoder_matches_mel(cfg.vocoder.name, model_config.mel)
+        model_config, cfm, vocab = loaded
         dtype = pick_dtype(cfg.dtype, device, model_config.mel.mel_spec_type)
-        # The Hub's released files only need a prefix stripped: read them in place, no second copy.
-        foreign = chosen.kind != "f5app" and chosen.source != "pretrained"
-        weights_path = _adapted_once(chosen.path, cfg.ckpt.use_ema) if foreign else chosen.path
-        cfm, vocab = load_model(weights_path, chosen.vocab_path, model_config, use_ema=cfg.ckpt.use_ema)
         cfm = cfm.to(device=device, dtype=dtype).eval()
         vocoder = load_vocoder(cfg.vocoder, model_config.mel, device=device)
-        metadata = chosen.metadata if isinstance(chosen.metadata, dict) and chosen.metadata else None
         return cls(
             cfm=cfm,
             vocoder=vocoder,
@@ -154,7 +189,7 @@ class Synthesizer:
             device=device,
             dtype=dtype,
             settings=settings,
-            default_voice=default_reference(metadata),
+            default_voice=default_reference(chosen.metadata),
             voices=voices,
             source=f"{chosen.source}: {chosen.path}",
             max_batch=pick_max_batch(cfg.max_batch, device),
@@ -488,6 +523,9 @@ def parse_voices(raw: dict[str, Any]) -> dict[str, VoiceConfig]:
             raise InferenceInputError(
                 f"voices.{name}: {first_line}; give +voices.{name}.ref_audio=FILE +voices.{name}.ref_text=\"...\""
             ) from None
+        if voices[str(name)].speed is not None:
+            low, high, _ = _SETTING_RANGES["speed"]
+            check_range(f"voices.{name}.speed", voices[str(name)].speed, low, high)
     return voices
 
 
@@ -517,7 +555,8 @@ def load_model(
     """Build the CFM for ``model_config`` and load the weights through the checkpoint adapters."""
     from f5app.ckpt.adapt import load_into, read_weights
     from f5app.inference.upstream_import import register_lazy_f5_model_package
-    from f5app.model import build_cfm, read_vocab
+    from f5app.data.vocab import read_vocab, upstream_vocab_path
+    from f5app.model import build_cfm
 
     weights = read_weights(weights_path, use_ema=use_ema)
     if vocab_path is not None:
@@ -535,14 +574,6 @@ def load_model(
     for note in report.notes:
         log.info("weights: %s", note)
     return cfm, vocab
-
-
-def upstream_vocab_path() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("f5_tts")
-    assert spec is not None and spec.submodule_search_locations
-    return Path(next(iter(spec.submodule_search_locations))) / "infer/examples/vocab.txt"
 
 
 def pick_device(name: str) -> str:

@@ -15,10 +15,6 @@ import os
 
 log = logging.getLogger("f5app.train")
 
-#: The variables torch's ``env://`` initialisation (and so accelerate) reads.
-TORCH_DISTRIBUTED_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
 def export_submitit_distributed_env() -> bool:
     """Export the torch distributed variables when running as one task of a multi-task submitit job.
 

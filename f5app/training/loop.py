@@ -16,14 +16,20 @@ from __future__ import annotations
 import logging
 import math
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from f5app.ckpt.schema import (
+    EMA_STATE, MODEL_STATE, OPTIMIZER_STATE, UPDATE_KEY, Checkpoint, CheckpointMetadata, CheckpointRef, HydraRecord,
+    Lineage, Metrics, Progress, TrainingState, new_metadata,
+)
 from f5app.config import TrainConfig
 from f5app.errors import UserError
+from f5app.run_state import PREEMPTED_FILENAME, clear_preempted, reached_bounds, write_preempted, write_run_status
 from f5app.training.rng import capture_rng_state, forked_rng, restore_rng_state, seed_everything
 from f5app.training.saver import CheckpointWriter
 from f5app.training.schedule import learning_rate
@@ -33,7 +39,7 @@ log = logging.getLogger("f5app.train")
 
 VALIDATION_SEED = 1234
 #: Written into the run directory when a signal stopped the run after its checkpoint.
-PREEMPTED_MARKER = "preempted.json"
+PREEMPTED_MARKER = PREEMPTED_FILENAME
 
 
 @dataclass
@@ -42,19 +48,14 @@ class RunContext:
 
     run_dir: Path
     resolved_config: dict[str, Any]
-    hydra: dict[str, Any] = field(default_factory=dict)  # overrides, choices, job / sweep info
+    hydra: HydraRecord = field(default_factory=HydraRecord)  # overrides, choices, job / sweep info
 
 
-@dataclass
-class Progress:
-    """Counters that locate the run; saved in training_state.pt."""
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive updates had a non-finite loss or gradient norm; nothing NaN was saved.
 
-    update: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0  # global batches consumed in this epoch (independent of world size)
-    samples_seen: int = 0
-    best_val_loss: float | None = None
-    val_history: list[list[float]] = field(default_factory=list)
+    Not a UserError: nothing the user typed was refused, the run failed (exit status 1), but its
+    message is one line that says what to change."""
 
 
 class TrainingStopped(SystemExit):
@@ -71,10 +72,13 @@ class Trainer:
         self.ctx = context
         self.run_dir = Path(context.run_dir)
         self.progress = Progress()
-        self.lineage: dict[str, Any] = {"mode": "scratch", "parent": None}
+        self.lineage = Lineage()
+        self.nonfinite_streak = 0  # consecutive skipped updates (non-finite loss or gradient norm)
+        self.nonfinite_total = 0
         self.stop = StopRequest()
         self._lock = None
         self._writer: CheckpointWriter | None = None
+        self._loaded = None  # the checkpoint the main process read (verified) while resolving
         self.tracker = None
 
     # ------------------------------------------------------------------ life cycle
@@ -83,9 +87,26 @@ class Trainer:
         self.stop.install()  # before setup: a signal during start-up must not kill the process half-way
         try:
             self.setup()
-            return self.train()
+            result = self.train()
+            self._record_status("finished")
+            return result
+        except TrainingStopped:
+            raise  # _stopped recorded it
+        except BaseException as error:
+            self._record_status("failed", message=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            raise
         finally:
             self.cleanup()
+
+    def _record_status(self, state: str, message: str = "") -> None:
+        """run_status.json: what the sweep report reads instead of the log. Only the lock holder writes it."""
+        if self._lock is None:
+            return
+        p, t = self.progress, self.cfg.trainer
+        try:
+            write_run_status(self.run_dir, state, update=p.update, epoch=p.epoch, max_updates=t.max_updates, epochs=t.epochs, message=message)
+        except OSError as error:  # a status file must never hide the real outcome
+            log.warning("could not write %s status: %s", state, error)
 
     def setup(self) -> None:
         from f5app.training.distributed_env import export_submitit_distributed_env
@@ -115,10 +136,11 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.is_main:
             self._lock = RunLock(self.run_dir).acquire()
-            (self.run_dir / PREEMPTED_MARKER).unlink(missing_ok=True)
+            clear_preempted(self.run_dir)
             if self._lock.took_over_from:
                 log.warning("took over the run lock left by %s (no longer running)", self._lock.took_over_from)
-        self.store = CheckpointStore(self.run_dir / "checkpoints", keep_last=cfg.ckpt.keep_last)
+            self._record_status("running")
+        self.store = CheckpointStore(self.run_dir / "checkpoints", keep_last=cfg.ckpt.keep_last, best_metric=cfg.ckpt.best_metric)
         if self.is_main:
             for leftover in self.store.cleanup_partials():
                 log.warning("removed a partial checkpoint left by an interrupted save: %s", leftover)
@@ -129,7 +151,12 @@ class Trainer:
             return  # train() reports it; no data, model or tracker is needed for that
         self.prepared = self._prepare_data()
         self.vocab = self._choose_vocab()
-        self._build_model_and_optimizer()
+        model = self._build_model()
+        self._build_ema(model)
+        self._build_optimizer(model)
+        log.info("model %s: %.2f M parameters, vocabulary %d, %s on %d process(es), device %s",
+                 cfg.model.name, sum(p.numel() for p in model.parameters()) / 1e6, len(self.vocab),
+                 self.resolution.mode, self.world_size, self.accelerator.device)
         self._build_data()
         self._restore_counters_and_rng()
 
@@ -152,15 +179,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup pieces
     def _resolve_checkpoint(self):
-        """Main process resolves (it may quarantine files); everyone gets the same answer."""
+        """Main process resolves (it may quarantine files) and, for a resume, reads and verifies the
+        checkpoint; everyone gets the same answer."""
         from accelerate.utils import broadcast_object_list
 
-        from f5app.ckpt.resolve import resolve
+        from f5app.ckpt.resolve import resolve_and_load
+        from f5app.ckpt.schema import load_checkpoint
+
+        def read_for_resume(chosen):
+            return load_checkpoint(chosen.path, rank=self.rank, verify=True) if chosen.source in ("resume", "best", "last", "latest") else None
 
         payload: list[Any] = [None]
         if self.is_main:
-            # resolve() logs its table and decision itself
-            payload = [resolve(self.cfg.ckpt, purpose="train", run_dir=self.run_dir, model=self.cfg.model)]
+            # resolve logs its table and decision itself
+            resolution, self._loaded = resolve_and_load(self.cfg.ckpt, purpose="train", run_dir=self.run_dir, model=self.cfg.model, load=read_for_resume)
+            payload = [resolution]
         if self.world_size > 1:
             broadcast_object_list(payload, from_process=0)
         return payload[0]
@@ -168,14 +201,10 @@ class Trainer:
     def _finished_at_resolved_checkpoint(self) -> bool:
         """A resumed run that already reached its bounds: read the counters from the (validated) metadata."""
         chosen = self.resolution.chosen
-        meta = (chosen.metadata or {}) if chosen is not None and self.resolution.mode == "resume" else {}
-        if "update" not in meta or "epoch" not in meta:
+        meta = chosen.metadata if chosen is not None and self.resolution.mode == "resume" else None
+        if meta is None or not reached_bounds(meta.update, meta.epoch, self.cfg.trainer.max_updates, self.cfg.trainer.epochs):
             return False
-        metrics = meta.get("metrics") or {}
-        progress = Progress(update=meta["update"], epoch=meta["epoch"], samples_seen=meta.get("samples_seen", 0), best_val_loss=metrics.get("best_val_loss"))
-        if progress.update < self.cfg.trainer.max_updates and progress.epoch < self.cfg.trainer.epochs:
-            return False
-        self.progress = progress
+        self.progress = Progress(update=meta.update, epoch=meta.epoch, samples_seen=meta.samples_seen, best_val_loss=meta.metrics.best_val_loss)
         return True
 
     def _prepare_data(self):
@@ -188,7 +217,7 @@ class Trainer:
         """Scratch: the data's vocab. Fine-tune: the weights' vocab grown by the data's new tokens.
         Resume: exactly the checkpoint's vocab (changing it mid-run is refused)."""
         from f5app.data.tokenizer import extend_vocab
-        from f5app.model import read_vocab
+        from f5app.data.vocab import read_vocab
 
         chosen = self.resolution.chosen
         if self.resolution.mode == "scratch" or chosen is None:
@@ -206,17 +235,15 @@ class Trainer:
             log.info("fine-tuning grows the vocabulary by %d tokens: %s", len(added), "".join(added[:60]))
         return vocab
 
-    def _build_model_and_optimizer(self) -> None:
-        from ema_pytorch import EMA
-
+    def _build_model(self) -> torch.nn.Module:
+        """The CFM with the resolved weights in it: fresh (scratch), fine-tuned from, or resumed."""
         from f5app.model import build_cfm
 
         cfg = self.cfg
         seed_everything(cfg.trainer.seed)
         model = build_cfm(cfg.model, self.vocab)
-        self.training_state: dict[str, Any] | None = None
+        self.resumed = None
         mode, chosen = self.resolution.mode, self.resolution.chosen
-
         if mode == "finetune":
             from f5app.ckpt.adapt import load_into, read_weights
 
@@ -224,55 +251,45 @@ class Trainer:
             report = load_into(model, weights.state, old_vocab=weights.vocab, new_vocab=self.vocab)
             for note in [*weights.notes, *report.notes]:
                 log.info("weights: %s", note)
-            self.lineage = {"mode": "finetune", "parent": self._parent_ref(chosen)}
+            self.lineage = Lineage("finetune", finetuned_from=_reference(chosen))
         elif mode == "resume":
-            from f5app.ckpt.store import load_training_state
+            from f5app.ckpt.schema import load_checkpoint
 
-            self._check_config_changes(chosen.metadata or {})
-            self.training_state = load_training_state(chosen.path, rank=self.rank)
-            model.load_state_dict(self.training_state["model"]["model_state_dict"])
-            parent_lineage = (chosen.metadata or {}).get("lineage", {})
-            self.lineage = {
-                "mode": "resume",
-                "parent": self._parent_ref(chosen),
-                "finetuned_from": parent_lineage.get("finetuned_from") or (parent_lineage.get("parent") if parent_lineage.get("mode") == "finetune" else None),
-            }
-        if self.lineage["mode"] == "finetune":
-            self.lineage["finetuned_from"] = self.lineage["parent"]
+            self._check_config_changes(chosen.metadata)
+            self.resumed = self._loaded or load_checkpoint(chosen.path, rank=self.rank, verify=False)  # main read it verified
+            model.load_state_dict(self.resumed.weights[MODEL_STATE])
+            parent_lineage = chosen.metadata.lineage if chosen.metadata is not None else Lineage()
+            self.lineage = parent_lineage.continued(_reference(chosen))
+        return model
+
+    def _build_ema(self, model: torch.nn.Module) -> None:
+        """The EMA copy lives on the main process only (it alone validates, samples and saves)."""
+        from ema_pytorch import EMA
 
         self.ema = None
-        if self.is_main:
-            self.ema = EMA(
-                model,
-                include_online_model=False,
-                beta=cfg.trainer.ema_decay,
-                update_after_step=cfg.trainer.ema_update_after,
-                update_every=1,
-            )
-            if self.training_state is not None:
-                self.ema.load_state_dict(self.training_state["model"]["ema_model_state_dict"])
+        if not self.is_main:
+            return
+        t = self.cfg.trainer
+        self.ema = EMA(model, include_online_model=False, beta=t.ema_decay, update_after_step=t.ema_update_after, update_every=1)
+        if self.resumed is not None:
+            self.ema.load_state_dict(self.resumed.weights[EMA_STATE])
 
-        a = cfg.optim
+    def _build_optimizer(self, model: torch.nn.Module) -> None:
+        a = self.cfg.optim
         optimizer = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay, eps=a.eps)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        if self.training_state is not None:
-            self.optimizer.load_state_dict(self.training_state["model"]["optimizer_state_dict"])
-            if self.training_state["training_state"].get("grad_scaler") and self.accelerator.scaler is not None:
-                self.accelerator.scaler.load_state_dict(self.training_state["training_state"]["grad_scaler"])
+        if self.resumed is not None:
+            self.optimizer.load_state_dict(self.resumed.weights[OPTIMIZER_STATE])
+            scaler_state = self.resumed.training_state.grad_scaler
+            if scaler_state and self.accelerator.scaler is not None:
+                self.accelerator.scaler.load_state_dict(scaler_state)
         if self.ema is not None:
             self.ema.to(self.accelerator.device)
-        n_params = sum(p.numel() for p in model.parameters())
-        log.info("model %s: %.2f M parameters, vocabulary %d, %s on %d process(es), device %s",
-                 cfg.model.name, n_params / 1e6, len(self.vocab), self.resolution.mode, self.world_size, self.accelerator.device)
 
-    def _parent_ref(self, chosen) -> dict[str, Any]:
-        meta = chosen.metadata or {}
-        return {"source": chosen.source, "path": str(chosen.path), "id": meta.get("id"), "update": meta.get("update")}
+    def _check_config_changes(self, metadata: CheckpointMetadata | None) -> None:
+        from f5app.ckpt.arch import model_config_diff
 
-    def _check_config_changes(self, metadata: dict[str, Any]) -> None:
-        from f5app.ckpt.metadata import model_config_diff
-
-        recorded = metadata.get("config") or {}
+        recorded = metadata.config if metadata is not None else {}
         if not recorded:
             log.warning("the checkpoint records no config; cannot check what changed since it was written")
             return
@@ -290,7 +307,7 @@ class Trainer:
 
     def _build_data(self) -> None:
         from f5app.data.dataset import FrameBatches, load_splits
-        from f5app.model import vocab_map
+        from f5app.data.vocab import vocab_map
 
         d = self.cfg.data
         self.train_set, self.val_set = load_splits(self.prepared, self.cfg.model.mel, d.val_fraction, d.val_min_items, d.seed)
@@ -304,26 +321,18 @@ class Trainer:
         log.info("data: %d training clips, %d validation clips, %d batches per epoch", len(self.train_set), len(self.val_set), len(self.train_batches.for_epoch(0)))
 
     def _restore_counters_and_rng(self) -> None:
-        state = self.training_state
-        if state is None:
+        if self.resumed is None:
             seed_everything(self.cfg.trainer.seed + self.rank)
             return
-        saved = state["training_state"]
-        self.progress = Progress(
-            update=saved["update"],
-            epoch=saved["epoch"],
-            batch_in_epoch=saved["batch_in_epoch"],
-            samples_seen=saved["samples_seen"],
-            best_val_loss=saved.get("best_val_loss"),
-            val_history=[list(x) for x in saved.get("val_history", [])],
-        )
-        if saved.get("world_size", self.world_size) != self.world_size:
+        saved = self.resumed.training_state
+        self.progress = dataclasses.replace(saved.progress, val_history=[list(x) for x in saved.progress.val_history])
+        if saved.world_size != self.world_size:
             log.warning(
                 "resuming a %d-process run with %d processes: the data continues from %d samples seen",
-                saved["world_size"], self.world_size, self.progress.samples_seen,
+                saved.world_size, self.world_size, self.progress.samples_seen,
             )
-        if state.get("rng_state") is not None:
-            restore_rng_state(state["rng_state"])
+        if self.resumed.rng_state is not None:
+            restore_rng_state(self.resumed.rng_state)
         else:
             seed = self.cfg.trainer.seed + self.rank + 1_000_003 * self.progress.update
             log.warning("process %d has no saved RNG state in the checkpoint; re-seeded deterministically with %d", self.rank, seed)
@@ -336,7 +345,7 @@ class Trainer:
         return max(1, min(self.cfg.trainer.max_updates, per_epoch * self.cfg.trainer.epochs))
 
     def _finished(self) -> bool:
-        return self.progress.update >= self.cfg.trainer.max_updates or self.progress.epoch >= self.cfg.trainer.epochs
+        return reached_bounds(self.progress.update, self.progress.epoch, self.cfg.trainer.max_updates, self.cfg.trainer.epochs)
 
     def train(self) -> float | None:
         cfg, acc, p = self.cfg, self.accelerator, self.progress
@@ -355,7 +364,8 @@ class Trainer:
         self.model.train()
         while not self._finished():
             batches = self.train_batches.for_epoch(p.epoch)
-            for batch in self._epoch_loader(batches, p.epoch, start=p.batch_in_epoch):
+            steps, loader = self._epoch_loader(batches, p.epoch, start=p.batch_in_epoch)
+            for indices, batch in zip(steps, loader):
                 if self._finished():
                     break
                 batch = {key: value.to(acc.device, non_blocking=True) for key, value in batch.items()}
@@ -364,14 +374,22 @@ class Trainer:
                         group["lr"] = learning_rate(p.update, cfg.optim, total)
                     loss, _, _ = self.model(batch["mel"], text=batch["text"], lens=batch["mel_lengths"])
                     acc.backward(loss)
-                    grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm) if acc.sync_gradients and cfg.optim.max_grad_norm > 0 else None
-                    self.optimizer.step()
-                    self.optimizer.zero_grad()
+                    grad_norm = self._grad_norm() if acc.sync_gradients else None
+                    skipped = acc.sync_gradients and self._nonfinite(loss, grad_norm)
+                    if skipped and acc.scaler is None:
+                        self.optimizer.zero_grad()  # as a grad scaler does: this update does not happen
+                    else:
+                        self.optimizer.step()  # with fp16 the scaler skips an overflowing step itself
+                        self.optimizer.zero_grad()
                 p.samples_seen += sum(len(batches[(p.batch_in_epoch + r) % len(batches)]) for r in range(self.world_size))
                 p.batch_in_epoch = min(len(batches), p.batch_in_epoch + self.world_size)
                 window_frames += int(batch["mel_lengths"].sum()) * self.world_size
                 if not acc.sync_gradients:
                     continue
+                if skipped:
+                    self._skip_update(loss, grad_norm, indices)
+                    continue
+                self.nonfinite_streak = 0
                 p.update += 1
                 window_updates += 1
                 last_loss = float(loss.detach())
@@ -388,6 +406,7 @@ class Trainer:
                         "train/grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                         "train/updates_per_s": window_updates / elapsed,
                         "train/frames_per_s": window_frames / elapsed,
+                        "train/skipped_updates": self.nonfinite_total,
                     }, p.update)
                     window_start, window_updates, window_frames = time.perf_counter(), 0, 0
                 self._after_update(last_loss)
@@ -401,6 +420,37 @@ class Trainer:
         self._wait_for_save()
         log.info("finished at update %d, epoch %d; best validation loss %s", p.update, p.epoch, _fmt(p.best_val_loss))
         return p.best_val_loss
+
+    # ------------------------------------------------------------------ divergence guard
+    def _grad_norm(self) -> torch.Tensor:
+        """The total gradient norm (clipped to ``optim.max_grad_norm`` when that is > 0)."""
+        limit = self.cfg.optim.max_grad_norm
+        return self.accelerator.clip_grad_norm_(self.model.parameters(), limit if limit > 0 else float("inf"))
+
+    def _nonfinite(self, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> bool:
+        """Whether any process saw a non-finite loss or gradient norm (all must skip together)."""
+        bad = not bool(torch.isfinite(loss.detach()).all()) or (grad_norm is not None and not bool(torch.isfinite(grad_norm)))
+        if self.world_size > 1:
+            flag = self.accelerator.reduce(torch.tensor([1.0 if bad else 0.0], device=self.accelerator.device), reduction="sum")
+            bad = bool(flag.item() > 0)
+        return bad
+
+    def _skip_update(self, loss: torch.Tensor, grad_norm: torch.Tensor | None, indices: list[int]) -> None:
+        self.nonfinite_streak += 1
+        self.nonfinite_total += 1
+        clips = ", ".join(Path(self.train_set.clips[i].audio_path).name for i in indices[:8]) + (" …" if len(indices) > 8 else "")
+        limit = self.cfg.trainer.max_nonfinite
+        log.warning(
+            "update %d skipped: loss %s, gradient norm %s (%d in a row, %d in all; stop after %d in a row); clips: %s",
+            self.progress.update + 1, _fmt(float(loss.detach())), "n/a" if grad_norm is None else _fmt(float(grad_norm)),
+            self.nonfinite_streak, self.nonfinite_total, limit, clips,
+        )
+        if limit > 0 and self.nonfinite_streak >= limit:
+            raise TrainingDiverged(
+                f"training diverged: {self.nonfinite_streak} updates in a row had a non-finite loss or gradient norm "
+                f"(last at update {self.progress.update + 1}); nothing non-finite was saved. Lower optim.lr, keep "
+                f"optim.max_grad_norm > 0, check the clips named above, or raise trainer.max_nonfinite"
+            )
 
     def _after_update(self, train_loss: float) -> None:
         cfg, p = self.cfg.trainer, self.progress
@@ -420,11 +470,8 @@ class Trainer:
         script can rely on. A run that starts again removes it."""
         log.warning(message)
         if self.is_main:
-            from f5app.ckpt.layout import utc_now, write_json_atomic
-
-            write_json_atomic(self.run_dir / PREEMPTED_MARKER, {
-                "signal": self.stop.signal_name, "update": self.progress.update, "at": utc_now(), "message": message,
-            })
+            write_preempted(self.run_dir, signal=self.stop.signal_name, update=self.progress.update, message=message)
+            self._record_status("stopped", message=message)
         raise TrainingStopped(message)
 
     def _stop_requested(self) -> bool:
@@ -484,50 +531,46 @@ class Trainer:
             log.warning("could not render an audio sample at update %d: %s", self.progress.update, error)
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def writer(self) -> CheckpointWriter:
+        """The checkpoint writer (its ``blocked_seconds`` is the training time saves cost)."""
+        assert self._writer is not None, "setup() creates the writer"
+        return self._writer
+
     def _saved_at(self, update: int) -> bool:
         return getattr(self, "_last_saved_update", None) == update
 
     def save_checkpoint(self, train_loss: float, val_loss: float | None) -> None:
-        """Everyone sends RNG states to the main process, which snapshots and hands off to the writer."""
+        """Everyone sends RNG states to the main process, which hands the checkpoint to the writer."""
         from accelerate.utils import gather_object
 
-        from f5app.ckpt.metadata import build_metadata
-
-        p = self.progress
         rng_states = gather_object([capture_rng_state()]) if self.world_size > 1 else [capture_rng_state()]
-        self._last_saved_update = p.update
+        self._last_saved_update = self.progress.update
         if not self.is_main:
             return
-        if val_loss is not None and (p.best_val_loss is None or val_loss < p.best_val_loss):
+        checkpoint = self.checkpoint_record(train_loss, val_loss, rng_states)
+        self._wait_for_save()  # the previous save's failure is reported before this one is queued
+        try:
+            self._writer.submit(checkpoint, before_step=self.optimizer)
+        except Exception as error:
+            self._on_save_error(error)
+
+    def checkpoint_record(self, train_loss: float, val_loss: float | None, rng_states: list[Any]) -> Checkpoint:
+        """The checkpoint of the current state (main process). Its weights are live tensors: the
+        writer copies them before the next optimizer step writes to them."""
+        p = self.progress
+        if val_loss is not None and math.isfinite(val_loss) and (p.best_val_loss is None or val_loss < p.best_val_loss):
             p.best_val_loss = val_loss
         scaler = self.accelerator.scaler
-        # live tensors: the writer copies them before the next optimizer step writes to them
-        model_payload = {
-            "model_state_dict": self.accelerator.unwrap_model(self.model).state_dict(),
-            "ema_model_state_dict": self.ema.state_dict(),
-            "optimizer_state_dict": self.optimizer.state_dict(),
-            "update": p.update,
-        }
-        payloads: dict[str, Any] = {
-            "training_state.pt": {
-                **asdict(p),
-                "world_size": self.world_size,
-                "grad_scaler": scaler.state_dict() if scaler is not None else None,
-            },
-            "vocab.txt": "".join(f"{token}\n" for token in self.vocab),
-        }
-        for rank, state in enumerate(rng_states):
-            payloads[f"rng_state_{rank}.pt"] = state
-        metrics = {
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "best_val_loss": p.best_val_loss,
-            "val_history": [list(point) for point in p.val_history],
-        }
-        metadata = build_metadata(
-            config=self.ctx.resolved_config,
-            hydra=self.ctx.hydra,
+        metrics = Metrics(
+            train_loss=train_loss,
+            val_loss=val_loss,
+            lr=self.optimizer.param_groups[0]["lr"],
+            best_val_loss=p.best_val_loss,
+            val_history=tuple((int(u), float(v)) for u, v in p.val_history),
+        )
+        metadata = new_metadata(
+            run_name=self.cfg.run_name,
             update=p.update,
             epoch=p.epoch,
             samples_seen=p.samples_seen,
@@ -536,14 +579,22 @@ class Trainer:
             precision=self.cfg.trainer.mixed_precision,
             model=asdict(self.cfg.model),
             vocab_size=len(self.vocab),
+            config=self.ctx.resolved_config,
+            hydra=self.ctx.hydra,
             lineage=self.lineage,
-            run_name=self.cfg.run_name,
         )
-        self._wait_for_save()  # the previous save's failure is reported before this one is queued
-        try:
-            self._writer.submit(payloads, metadata, val_loss, live={"model.pt": model_payload}, before_step=self.optimizer)
-        except Exception as error:
-            self._on_save_error(error)
+        weights = {
+            MODEL_STATE: self.accelerator.unwrap_model(self.model).state_dict(),
+            EMA_STATE: self.ema.state_dict(),
+            OPTIMIZER_STATE: self.optimizer.state_dict(),
+            UPDATE_KEY: p.update,
+        }
+        state = TrainingState(
+            dataclasses.replace(p, val_history=[list(point) for point in p.val_history]),
+            world_size=self.world_size,
+            grad_scaler=scaler.state_dict() if scaler is not None else None,
+        )
+        return Checkpoint(metadata, weights, state, list(rng_states), list(self.vocab))
 
     def _wait_for_save(self) -> None:
         if not self.is_main:
@@ -561,7 +612,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ helpers
     def _epoch_loader(self, batches: list[list[int]], epoch: int, start: int):
-        """This process's share of the epoch from global batch ``start`` on: every world_size-th batch.
+        """This process's share of the epoch from global batch ``start`` on: every world_size-th batch,
+        as (the clip indices of each step, a DataLoader yielding those steps' batches).
 
         A short tail wraps around to the epoch's first batches so every process takes the same
         number of steps (collectives must match). The loader gets its own generator: a
@@ -577,7 +629,7 @@ class Trainer:
         steps = math.ceil(max(0, len(batches) - start) / self.world_size)
         mine = [batches[(start + k * self.world_size + self.rank) % len(batches)] for k in range(steps)]
         workers = self.cfg.data.num_workers
-        return DataLoader(
+        return mine, DataLoader(
             self.train_set,
             batch_sampler=mine,
             collate_fn=partial(collate, vocab_map=self.vocab_index),
@@ -610,6 +662,11 @@ def _dict_diff(old: Any, new: Any, prefix: str) -> list[str]:
             lines += _dict_diff(old.get(key), new.get(key), f"{prefix}.{key}")
         return lines
     return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+
+
+def _reference(chosen) -> CheckpointRef:
+    meta = chosen.metadata
+    return CheckpointRef(chosen.source, str(chosen.path), meta.id if meta else None, meta.update if meta else None)
 
 
 def _accelerator_available() -> bool:

@@ -14,6 +14,7 @@ before the next ``optimizer.step`` if the copy has not finished by then.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+
+from f5app.ckpt.schema import Checkpoint
 
 
 class StateSnapshot:
@@ -47,7 +50,10 @@ class StateSnapshot:
 
 
 class CheckpointWriter:
-    def __init__(self, save: Callable[..., Path], background: bool) -> None:
+    """Hands :class:`~f5app.ckpt.schema.Checkpoint` records to ``save`` (``CheckpointStore.save``),
+    in the background when asked to."""
+
+    def __init__(self, save: Callable[[Checkpoint], Path], background: bool) -> None:
         self._save = save
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="f5app-ckpt") if background else None
         self._pending: Future | None = None
@@ -55,18 +61,11 @@ class CheckpointWriter:
         self._fence: Any = None  # the optimizer pre-step hook of the save in flight
         self.blocked_seconds = 0.0  # training-thread time spent waiting on saves (submit + step fence)
 
-    def submit(
-        self,
-        payloads: dict[str, Any],
-        metadata: dict[str, Any],
-        val_loss: float | None,
-        live: Optional[dict[str, Any]] = None,
-        before_step: Optional[torch.optim.Optimizer] = None,
-    ) -> None:
+    def submit(self, checkpoint: Checkpoint, before_step: Optional[torch.optim.Optimizer] = None) -> None:
         """Queue a save. Raises the previous save's error, if it failed.
 
-        ``live`` payloads hold tensors the training keeps changing; they are copied first. With
-        ``before_step`` (and a background writer) the copy happens in the background and that
+        ``checkpoint.weights`` holds tensors the training keeps changing; they are copied first.
+        With ``before_step`` (and a background writer) the copy happens in the background and that
         optimizer's next ``step`` waits until it is done; without it, it happens here.
         """
         start = time.perf_counter()
@@ -74,27 +73,23 @@ class CheckpointWriter:
             self.wait()
         finally:
             self.blocked_seconds += time.perf_counter() - start
-        live = live or {}
-        if self._executor is None or before_step is None:
-            payloads = {**payloads, **{name: self._snapshot.copy(obj, (name,)) for name, obj in live.items()}}
-            live = {}
-        if self._executor is None:
-            self._save(payloads, metadata, val_loss=val_loss)
-            return
-        copied = threading.Event()
-        if live:
+        if self._executor is not None and before_step is not None:
+            copied = threading.Event()
             self._fence = self._fence_before_step(before_step, copied)
+            self._pending = self._executor.submit(self._copy_then_save, checkpoint, copied)
+            return
+        checkpoint = dataclasses.replace(checkpoint, weights=self._snapshot.copy(checkpoint.weights))
+        if self._executor is None:
+            self._save(checkpoint)
         else:
-            copied.set()
-        self._pending = self._executor.submit(self._copy_then_save, live, payloads, metadata, val_loss, copied)
+            self._pending = self._executor.submit(self._save, checkpoint)
 
-    def _copy_then_save(self, live: dict[str, Any], payloads: dict[str, Any], metadata: dict[str, Any],
-                        val_loss: float | None, copied: threading.Event) -> Path:
+    def _copy_then_save(self, checkpoint: Checkpoint, copied: threading.Event) -> Path:
         try:
-            snapshot = {name: self._snapshot.copy(obj, (name,)) for name, obj in live.items()}
+            checkpoint = dataclasses.replace(checkpoint, weights=self._snapshot.copy(checkpoint.weights))
         finally:
             copied.set()  # an error surfaces at the next submit/wait; the step must not hang on it
-        return self._save({**payloads, **snapshot}, metadata, val_loss=val_loss)
+        return self._save(checkpoint)
 
     def _fence_before_step(self, optimizer: Any, copied: threading.Event) -> Any:
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper runs the hooks of the torch optimizer

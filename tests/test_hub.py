@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from f5app.ckpt.hub import PretrainedUnavailable, fetch_pretrained, fetch_vocab
+from f5app.hub import PretrainedUnavailable, fetch_pretrained, fetch_vocab
 
 REPO = "SWivid/F5-TTS"
 WEIGHTS = "F5TTS_v1_Base/model_1250000.safetensors"
@@ -83,3 +83,64 @@ def test_unknown_repository_offline_is_unavailable(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(PretrainedUnavailable, match=r"someone/else/x.safetensors \(revision main\) is not in the Hugging Face cache"):
         fetch_pretrained("someone/else", "x.safetensors", cache_dir=str(tmp_path / "empty"))
+
+
+# ---------------------------------------------------------------------------- names that are not names
+
+
+@pytest.mark.parametrize(
+    ("repo_id", "filename", "revision", "setting"),
+    [
+        ("bad..repo", WEIGHTS, None, "ckpt.repo_id='bad..repo'"),
+        ("org/name/extra", WEIGHTS, None, "ckpt.repo_id='org/name/extra'"),
+        ("", WEIGHTS, None, "ckpt.repo_id=''"),
+        (None, WEIGHTS, None, "ckpt.repo_id=None"),
+        (REPO, "../x", None, "ckpt.filename='../x'"),
+        (REPO, "F5TTS_v1_Base/../../../x", None, "ckpt.filename="),
+        (REPO, "/etc/passwd", None, "ckpt.filename='/etc/passwd'"),
+        (REPO, "C:\\x.pt", None, "ckpt.filename="),
+        (REPO, "", None, "ckpt.filename=''"),
+        (REPO, WEIGHTS, "../../refs/main", "ckpt.revision='../../refs/main'"),
+    ],
+)
+def test_a_name_that_is_not_a_hub_name_is_one_line_naming_the_setting(hub_cache, repo_id, filename, revision, setting):
+    with pytest.raises(PretrainedUnavailable) as caught:
+        fetch_pretrained(repo_id, filename, revision=revision, cache_dir=str(hub_cache))
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(setting)
+
+
+def test_a_refused_name_touches_nothing_outside_the_cache(hub_cache, tmp_path):
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(b"not from the hub")
+    relative = os.path.relpath(outside, hub_cache / "models--SWivid--F5-TTS" / "snapshots" / COMMIT_MAIN)
+    with pytest.raises(PretrainedUnavailable, match="without '..' segments"):
+        fetch_pretrained(REPO, relative, cache_dir=str(hub_cache))
+
+
+def test_a_vocab_name_names_its_own_setting(hub_cache):
+    with pytest.raises(PretrainedUnavailable, match=r"^ckpt.vocab_filename='\.\./vocab.txt'"):
+        fetch_vocab(REPO, "../vocab.txt", cache_dir=str(hub_cache))
+
+
+def test_hub_failures_are_user_errors():
+    from f5app.errors import UserError
+
+    assert issubclass(PretrainedUnavailable, UserError)
+
+
+@pytest.mark.parametrize("revision", ["v1.0", "refs/pr/1", COMMIT_OLD])
+def test_ordinary_revisions_pass_the_name_check(revision):
+    from f5app.hub import check_hub_names
+
+    check_hub_names(REPO, WEIGHTS, revision)
+
+
+@pytest.mark.parametrize("override", ["ckpt.repo_id=bad..repo", "ckpt.filename=../x"])
+def test_resolve_with_a_bad_hub_name_is_one_line_and_exit_1(override, tmp_path, monkeypatch, capsys):
+    from f5app.ckpt.__main__ import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    status = main(["resolve", "--for", "infer", "ckpt=pretrained", override, f"output_root={tmp_path}", f"ckpt.cache_dir={tmp_path}"])
+    errors = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error:")]
+    assert status == 1 and len(errors) == 1 and override.split("=")[0] + "=" in errors[0]
