@@ -266,6 +266,7 @@ class InferConfig:
     max_ref_seconds: float = 12.0  # longer references are cut at a pause, with a warning
     progress: bool = True  # tqdm bar over chunks of long texts
     best_of: int = 1  # synthesise N candidates (seeds seed..seed+N-1), keep the lowest WER (ties: highest SIM)
+    max_batch: int = 0  # chunks synthesised together in one padded batch; 0: auto (8 on CUDA, else 1)
     model: ModelConfig = field(default_factory=ModelConfig)
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
@@ -294,6 +295,36 @@ class EvalAppConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+@dataclass
+class ServerConfig:
+    """``python -m f5app.serve``: where it listens, who may call it, and how much one call may ask."""
+
+    host: str = "127.0.0.1"  # any other address needs an API key
+    port: int = 8000
+    api_key: Optional[str] = None  # bearer token; default: the environment variable below
+    api_key_env: str = "F5APP_API_KEY"
+    cors_origins: list[str] = field(default_factory=list)  # e.g. [http://localhost:3000]; empty: CORS off
+    model_id: Optional[str] = None  # the name /v1/models lists; default: f5app-<run_name>
+    voices_dir: Optional[str] = None  # uploaded voices; default: <run_dir>/voices
+    max_text_chars: int = 4096  # OpenAI's limit for `input`
+    max_request_bytes: int = 65536  # JSON bodies
+    max_upload_bytes: int = 10 * 1024 * 1024  # a reference clip upload
+    max_upload_seconds: float = 60.0  # longer uploads are refused (references are cut to max_ref_seconds anyway)
+    max_nfe_step: int = 64
+    queue_size: int = 16  # requests waiting for the model; beyond it: 429 with Retry-After
+    max_active: int = 8  # requests whose chunks the worker interleaves and batches
+    request_timeout: float = 300.0  # seconds from arrival to the last audio byte
+    shutdown_timeout: float = 60.0  # SIGTERM: seconds to finish in-flight requests
+    log_level: str = "info"
+
+
+@dataclass
+class ServeConfig(InferConfig):
+    """InferConfig (checkpoint, model, vocoder, sampling defaults, configured voices) plus the server."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+
 def register_configs() -> None:
     """Register the schemas and the ``f5app_asset`` resolver. Idempotent.
 
@@ -305,6 +336,7 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="infer_schema", node=InferConfig)
     cs.store(name="eval_app_schema", node=EvalAppConfig)
+    cs.store(name="serve_schema", node=ServeConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="optim", name="optim_schema", node=OptimConfig)

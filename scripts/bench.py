@@ -20,6 +20,10 @@ Sections (docs/benchmarks.md has the goals and the latest table):
   evaluation  seconds per prompt (synthesis, ASR, embedding) and the share of the demo's training
               wall time that evaluation costs at its interval; ASR real-time factor; WER against
               upstream ``f5_tts.eval.utils_eval.run_asr_wer`` on the same files (scripts/bench_eval.py).
+  serve       ``f5app.serve`` on a tiny trained model: time to the first streamed audio byte vs the
+              full response (three sentences), server latency vs ``Synthesizer.generate`` in the
+              same process, throughput at 1/2/4 concurrent clients, and a long text rendered as
+              padded batches vs one chunk at a time.
 
 Every comparison alternates the two sides repetition by repetition, so background load (this
 machine is shared) hits both alike, and reports the median. Heavy work runs in worker processes
@@ -45,7 +49,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
-SECTIONS = ("training", "save", "resolve", "infer", "cli", "verify", "evaluation")
+SECTIONS = ("training", "save", "resolve", "infer", "cli", "verify", "evaluation", "serve")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
 
 
@@ -64,14 +68,20 @@ class Sizes:
     resolve_repeats: int
     infer_repeats: int
     cli_repeats: int
+    serve_repeats: int
+    serve_nfe: int  # sampling steps of the served model (the product default is 32)
+    serve_requests_per_client: int
+    serve_long_sentences: int  # of the long text rendered batched vs one chunk at a time
     verify_gib: float = 1.0
     verify_repeats: int = 5
 
 
 QUICK = Sizes(repeats=2, train_updates=90, frames_per_batch=1000, max_samples=4, save_every=50, save_model="f5tts_v1_small",
-              save_repeats=1, resolve_big_gib=0.25, resolve_repeats=2, infer_repeats=1, cli_repeats=1, verify_gib=0.25, verify_repeats=3)
+              save_repeats=1, resolve_big_gib=0.25, resolve_repeats=2, infer_repeats=1, cli_repeats=1,
+              serve_repeats=2, serve_nfe=8, serve_requests_per_client=2, serve_long_sentences=6, verify_gib=0.25, verify_repeats=3)
 FULL = Sizes(repeats=5, train_updates=160, frames_per_batch=1000, max_samples=4, save_every=50, save_model="f5tts_v1_small",
-             save_repeats=3, resolve_big_gib=1.0, resolve_repeats=3, infer_repeats=3, cli_repeats=5)
+             save_repeats=3, resolve_big_gib=1.0, resolve_repeats=3, infer_repeats=3, cli_repeats=5,
+             serve_repeats=5, serve_nfe=32, serve_requests_per_client=4, serve_long_sentences=12)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -836,6 +846,158 @@ def bench_evaluation(quick: bool, device: str, repeats: int, work: Path, logs: P
         raise RuntimeError(f"scripts/bench_eval.py failed (exit {status}); see {logs / 'evaluation.log'}")
     return {**json.loads(out.read_text()), "seconds": seconds}
 
+# ---------------------------------------------------------------------------------------- serving
+THREE_SENTENCES = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
+                   "It is easy to tell the depth of a well.")
+CLIENT_TEXT = "Hello there, this is a client asking for a short sentence."
+LONG_SENTENCE = "Paragraph {} begins here, and it carries on for a good while so that the chunks fill up."
+NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
+
+
+def serve_worker(workdir: Path, device: str, threads: int, nfe: int) -> None:
+    """A tiny trained run behind ``f5app.serve``'s app on a loopback port, plus direct Synthesizer calls."""
+    import torch
+
+    sys.path[:0] = [str(ROOT / "tests")]
+    from infer_fixtures import tiny_run_checkpoint
+    from serve_fixtures import running_server, tiny_serve_settings
+
+    from f5app.inference.synthesizer import Synthesizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    run = workdir / "runs" / "bench"
+    if not (run / "checkpoints").is_dir():
+        tiny_run_checkpoint(run, update=2)
+    settings = tiny_serve_settings(run, nfe_step=nfe, voices_dir=str(workdir / "voices"), queue_size=64, max_active=8)
+    settings.vocoder.n_iter = 32  # the product's default
+    settings.device = device
+    synth = Synthesizer.from_config(settings, run)
+    auto_batch = synth.max_batch
+    server = running_server(settings, synth)
+    running = server.__enter__()
+
+    def direct(request: dict[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
+        result = synth.generate(request["text"], seed=request["seed"])
+        return {"seconds": time.perf_counter() - start, "audio_seconds": result.seconds}
+
+    def long_text(request: dict[str, Any]) -> dict[str, Any]:
+        synth.max_batch = request["max_batch"] or auto_batch
+        try:
+            start = time.perf_counter()
+            text = " ".join(LONG_SENTENCE.format(word) for word in NUMBER_WORDS[: request["sentences"]])
+            result = synth.generate(text, seed=0)
+            return {"seconds": time.perf_counter() - start, "chunks": len(result.chunks), "audio_seconds": result.seconds,
+                    "max_batch": synth.max_batch}
+        finally:
+            synth.max_batch = auto_batch
+
+    serve({"info": lambda _: {"url": running.url, "auto_max_batch": auto_batch}, "direct": direct, "long": long_text})
+    server.__exit__(None, None, None)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def bench_serve(sizes: Sizes, device: str, threads: int, work: Path, logs: Path) -> dict[str, Any]:
+    import threading
+
+    import httpx
+
+    worker = Worker("serve", ["--workdir", str(work / "serve"), "--device", device, "--threads", str(threads), "--nfe", str(sizes.serve_nfe)],
+                    logs / "serve.log")
+    try:
+        info = worker.ask({"command": "info"})
+        url = f"{info['url']}/v1/audio/speech"
+        client = httpx.Client(timeout=600)
+
+        def full(text: str, seed: int) -> float:
+            start = time.perf_counter()
+            answer = client.post(url, json={"model": "tts-1", "input": text, "response_format": "wav", "stream": False, "seed": seed})
+            answer.raise_for_status()
+            return time.perf_counter() - start
+
+        def first_byte(text: str, seed: int) -> tuple[float, float]:
+            start = time.perf_counter()
+            with client.stream("POST", url, json={"model": "tts-1", "input": text, "response_format": "pcm", "seed": seed}) as answer:
+                answer.raise_for_status()
+                pieces = answer.iter_bytes()
+                next(pieces)
+                first = time.perf_counter() - start
+                for _ in pieces:
+                    pass
+            return first, time.perf_counter() - start
+
+        full(THREE_SENTENCES, 0), first_byte(THREE_SENTENCES, 0), worker.ask({"command": "direct", "text": THREE_SENTENCES, "seed": 0})
+        rows: dict[str, list[float]] = {"first_byte": [], "stream_total": [], "full": [], "direct": []}
+        for rep in range(sizes.serve_repeats):
+            steps = [("full", lambda: full(THREE_SENTENCES, rep)), ("stream", lambda: first_byte(THREE_SENTENCES, rep)),
+                     ("direct", lambda: worker.ask({"command": "direct", "text": THREE_SENTENCES, "seed": rep})["seconds"])]
+            for name, step in steps[rep % 3:] + steps[:rep % 3]:
+                value = step()
+                if name == "stream":
+                    rows["first_byte"].append(value[0])
+                    rows["stream_total"].append(value[1])
+                else:
+                    rows[name].append(value)
+            print(f"  serve rep {rep}: first byte {rows['first_byte'][-1]:.3f} s, full {rows['full'][-1]:.3f} s, "
+                  f"direct {rows['direct'][-1]:.3f} s", file=sys.stderr)
+
+        throughput = {}
+        for clients in (1, 2, 4):
+            latencies: list[float] = []
+            audio: list[float] = []
+
+            def one_client(index: int) -> None:
+                with httpx.Client(timeout=600) as own:
+                    for n in range(sizes.serve_requests_per_client):
+                        start = time.perf_counter()
+                        answer = own.post(url, json={"model": "tts-1", "input": CLIENT_TEXT, "response_format": "pcm", "stream": False,
+                                                     "seed": index * 100 + n})
+                        answer.raise_for_status()
+                        latencies.append(time.perf_counter() - start)
+                        audio.append(len(answer.content) / 2 / 24000)
+
+            started = time.perf_counter()
+            pool = [threading.Thread(target=one_client, args=(i,)) for i in range(clients)]
+            for thread in pool:
+                thread.start()
+            for thread in pool:
+                thread.join()
+            wall = time.perf_counter() - started
+            throughput[str(clients)] = {"requests": len(latencies), "wall_s": wall, "requests_per_s": len(latencies) / wall,
+                                        "audio_seconds_per_s": sum(audio) / wall, "p50_s": _percentile(latencies, 0.5),
+                                        "p95_s": _percentile(latencies, 0.95)}
+            print(f"  serve {clients} client(s): {len(latencies) / wall:.2f} req/s", file=sys.stderr)
+
+        long_rows: dict[str, list[dict[str, Any]]] = {"one_at_a_time": [], "batched_4": [], "auto": []}
+        settings = {"one_at_a_time": 1, "batched_4": 4, "auto": 0}
+        for rep in range(sizes.serve_repeats):
+            names = list(settings)
+            for name in names[rep % 3:] + names[:rep % 3]:
+                long_rows[name].append(worker.ask({"command": "long", "max_batch": settings[name], "sentences": sizes.serve_long_sentences}))
+        worker.close()
+    except BaseException:
+        worker._process.kill()
+        raise
+    long_s = {name: median([r["seconds"] for r in values]) for name, values in long_rows.items()}
+    return {
+        "nfe_step": sizes.serve_nfe, "repeats": sizes.serve_repeats, "auto_max_batch": info["auto_max_batch"],
+        "first_byte_s": median(rows["first_byte"]), "stream_total_s": median(rows["stream_total"]),
+        "full_response_s": median(rows["full"]), "direct_s": median(rows["direct"]),
+        "first_byte_ratio": median(rows["first_byte"]) / median(rows["full"]),
+        "server_overhead_ratio": median(rows["full"]) / median(rows["direct"]),
+        "throughput": throughput,
+        "long_text": {"chunks": long_rows["auto"][0]["chunks"], "audio_seconds": long_rows["auto"][0]["audio_seconds"],
+                      "one_at_a_time_s": long_s["one_at_a_time"], "batched_4_s": long_s["batched_4"], "auto_s": long_s["auto"],
+                      "batched_4_ratio": long_s["batched_4"] / long_s["one_at_a_time"],
+                      "auto_ratio": long_s["auto"] / long_s["one_at_a_time"]},
+        "reps": rows,
+    }
+
 
 # ---------------------------------------------------------------------------------------- main
 def run_worker(argv: list[str]) -> None:
@@ -862,6 +1024,8 @@ def run_worker(argv: list[str]) -> None:
         resolve_worker(args.workdir, args.big_gib)
     elif args.worker == "verify":
         verify_worker(args.workdir, args.big_gib)
+    elif args.worker == "serve":
+        serve_worker(args.workdir, args.device, args.threads, args.nfe)
     else:
         raise SystemExit(f"unknown worker {args.worker!r}")
 
@@ -923,6 +1087,28 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
             Row("inference CLI peak RSS (MiB)", f"{i['peak_rss_mib']['f5app']:.0f}", f"{i['peak_rss_mib']['upstream']:.0f}",
                 i["peak_rss_mib"]["f5app"] / i["peak_rss_mib"]["upstream"], "info", None),
         ]
+    sv = results.get("serve")
+    if sv:
+        rows += [
+            Row("serve: first audio byte (stream) vs full response, three sentences", f"{sv['first_byte_s']:.2f} s",
+                f"{sv['full_response_s']:.2f} s", sv["first_byte_ratio"], "<= 0.5x", sv["first_byte_ratio"] <= 0.5),
+            Row("serve: full response latency vs Synthesizer.generate in-process", f"{sv['full_response_s']:.2f} s",
+                f"{sv['direct_s']:.2f} s", sv["server_overhead_ratio"], "<= 1.1x", sv["server_overhead_ratio"] <= 1.1),
+        ]
+        for clients, t in sv["throughput"].items():
+            rows.append(Row(f"serve: {clients} concurrent client(s), {t['requests']} requests", f"{t['requests_per_s']:.2f} req/s, "
+                            f"{t['audio_seconds_per_s']:.1f} audio s/s", f"p50 {t['p50_s']:.2f} s, p95 {t['p95_s']:.2f} s", None, "info", None))
+        lt = sv["long_text"]
+        on_gpu = results.get("device") == "cuda"
+        rows += [
+            Row(f"long text ({lt['chunks']} chunks): default (max_batch auto={sv['auto_max_batch']}) vs one chunk at a time",
+                f"{lt['auto_s']:.2f} s", f"{lt['one_at_a_time_s']:.2f} s", lt["auto_ratio"],
+                "<= 0.6x" if on_gpu else "<= 1.0x (CPU)",
+                # auto=1 is the one-at-a-time path itself (batching measured slower on CPU): the ratio is noise
+                sv["auto_max_batch"] == 1 or lt["auto_ratio"] <= (0.6 if on_gpu else 1.0)),
+            Row("  same, padded batches of 4 forced", f"{lt['batched_4_s']:.2f} s", f"{lt['one_at_a_time_s']:.2f} s",
+                lt["batched_4_ratio"], "info", None),
+        ]
     c = results.get("cli")
     if c:
         for name, row in c["commands"].items():
@@ -983,17 +1169,17 @@ def main(argv: list[str] | None = None) -> int:
         run_worker(argv)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference or evaluation section unless --only names it (under 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference, evaluation or serve section unless --only names it (under 3 minutes)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; --quick: all but infer and evaluation)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; --quick: all but infer, evaluation and serve)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads in both training workers (default 1: steadier on a shared CPU; 0: torch's default)")
     parser.add_argument("--repeats", type=int, help="override every section's repetitions")
     parser.add_argument("--big-gib", type=float, help="override the size of the big checkpoints in the resolution run")
     parser.add_argument("--workdir", type=Path, help="scratch folder, kept afterwards (default: a temp folder, removed)")
     args = parser.parse_args(argv)
-    only = set(args.only.split(",")) if args.only else set(SECTIONS) - ({"infer", "evaluation"} if args.quick else set())
+    only = set(args.only.split(",")) if args.only else set(SECTIONS) - ({"infer", "evaluation", "serve"} if args.quick else set())
     unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
@@ -1003,7 +1189,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     if args.repeats:
         sizes = replace(sizes, repeats=args.repeats, save_repeats=args.repeats, resolve_repeats=args.repeats,
-                        infer_repeats=args.repeats, cli_repeats=args.repeats)
+                        infer_repeats=args.repeats, cli_repeats=args.repeats, serve_repeats=args.repeats)
     if args.big_gib:
         sizes = replace(sizes, resolve_big_gib=args.big_gib)
 
@@ -1024,6 +1210,7 @@ def main(argv: list[str] | None = None) -> int:
             ("cli", "cli", lambda: bench_cli(sizes, work, logs)),
             ("verify", "verify", lambda: bench_verify(sizes, work, logs)),
             ("evaluation", "evaluation", lambda: bench_evaluation(args.quick, args.device, args.repeats or 2, work, logs)),
+            ("serve", "serve", lambda: bench_serve(sizes, args.device, args.threads, work, logs)),
         ):
             if section in only:
                 print(f"[{time.perf_counter() - started:5.0f} s] {section} ...", file=sys.stderr)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"
 
@@ -37,3 +39,22 @@ def test_an_unknown_section_is_a_one_line_usage_error():
     done = run_bench("--only", "resolve,warp")
     assert done.returncode == 2
     assert "unknown section(s) warp" in done.stderr
+
+
+@pytest.mark.slow  # a server worker process and ~40 requests
+def test_serve_section_measures_streaming_latency_throughput_and_batching(tmp_path):
+    out = tmp_path / "bench.json"
+    done = run_bench("--quick", "--only", "serve", "--repeats", "1", "--json", str(out), "--workdir", str(tmp_path / "work"))
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    serve = json.loads(out.read_text())["serve"]
+    assert 0 < serve["first_byte_s"] < serve["stream_total_s"]  # the first audio comes before the stream ends
+    assert serve["first_byte_ratio"] == serve["first_byte_s"] / serve["full_response_s"]
+    assert serve["server_overhead_ratio"] == serve["full_response_s"] / serve["direct_s"]
+    assert sorted(serve["throughput"]) == ["1", "2", "4"]
+    for clients, row in serve["throughput"].items():
+        assert row["requests"] == 2 * int(clients) and row["requests_per_s"] > 0 and row["audio_seconds_per_s"] > 0
+        assert row["p50_s"] <= row["p95_s"]
+    assert serve["long_text"]["chunks"] >= 2
+    measures = [goal["measure"] for goal in json.loads(out.read_text())["goals"]]
+    assert any("first audio byte" in m for m in measures) and any("Synthesizer.generate" in m for m in measures)

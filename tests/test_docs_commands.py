@@ -44,6 +44,9 @@ SKIPPED: list[tuple[str, str]] = [
     (r"--multi_gpu", "needs several GPUs (two CPU processes training together: tests/test_train_processes.py)"),
     (r"hydra/launcher=slurm", "submits the jobs to SLURM"),
     (r"scripts/bench\.py", "the benchmark measures for minutes by design (its resolution section: tests/test_bench.py)"),
+    (r"f5app[.-]serve|\bcurl\b", "a server that runs until stopped, and the clients calling it: "
+                                                          "tests/test_serve_docs.py starts docs/serving.md's servers in the background, "
+                                                          "runs its curl and Python blocks against them, and stops them with SIGTERM"),
     (r"\[[^\]]*(?:--|\|)[^\]]*\]", "a synopsis: its [--options] and a|b choices are placeholders"),
 ]
 

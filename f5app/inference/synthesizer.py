@@ -11,8 +11,10 @@ pulls transformers and pydub.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from f5app.config import InferConfig, ModelConfig, VoiceConfig, model_config_from_dict, to_settings
-from f5app.inference.chunking import cross_fade
+from f5app.inference.chunking import CrossFadeStream, cross_fade
 from f5app.inference.defaults import DefaultReference, default_reference
 from f5app.inference.errors import InferenceInputError
 from f5app.inference.reference import Reference, load_reference
@@ -28,6 +30,7 @@ from f5app.inference.text import (
     MAIN_VOICE,
     apply_unknown_policy,
     chunk_text,
+    first_sentence,
     max_chunk_bytes,
     normalize_ref_text,
     split_voices,
@@ -136,7 +139,8 @@ class Synthesizer:
     voices: dict[str, VoiceConfig] = field(default_factory=dict)  # extra voices for [NAME] tags
     source: str = ""  # what was loaded, for logs
     metadata: Optional["CheckpointMetadata"] = None  # the checkpoint's record (f5app checkpoints): its recorded settings
-    _voice_cache: dict[tuple[str, str], _Voice] = field(default_factory=dict, repr=False)
+    max_batch: int = 1  # chunks synthesised together in one padded batch (1: one after another)
+    _voice_cache: dict[tuple, _Voice] = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- building
 
@@ -191,6 +195,7 @@ class Synthesizer:
             voices=voices,
             source=f"{chosen.source}: {chosen.path}",
             metadata=chosen.metadata,
+            max_batch=pick_max_batch(cfg.max_batch, device),
         )
 
     # ---------------------------------------------------------------- synthesis
@@ -213,6 +218,38 @@ class Synthesizer:
         self, text: str, ref_audio: str | Path | None = None, ref_text: str | None = None, **overrides: Any
     ) -> Synthesis:
         """Like :meth:`synthesize`, with the mel, chunks, seed and dropped characters."""
+        plan = self.plan(text, ref_audio, ref_text, **overrides)
+        rendered = self.render(plan.chunks, progress=plan.settings.progress)
+        return plan.assemble(rendered, self.sample_rate)
+
+    def stream(
+        self, text: str, ref_audio: str | Path | None = None, ref_text: str | None = None, **overrides: Any
+    ) -> Iterator[np.ndarray]:
+        """Speak ``text`` piece by piece: the first (short) chunk alone, so audio starts early, then the rest batched.
+
+        The pieces concatenated are the cross-faded audio of :meth:`generate` with ``first_chunk_small=True``.
+        """
+        plan = self.plan(text, ref_audio, ref_text, first_chunk_small=True, **overrides)
+        joiner = CrossFadeStream(self.sample_rate, plan.settings.cross_fade)
+        for start, end in plan.stream_rounds():
+            for piece in self.render(plan.chunks[start:end]):
+                yield joiner.push(piece.wave)
+        yield joiner.finish()
+
+    def plan(
+        self,
+        text: str,
+        ref_audio: str | Path | None = None,
+        ref_text: str | None = None,
+        first_chunk_small: bool = False,
+        **overrides: Any,
+    ) -> "SpeechPlan":
+        """Check the input and cut it into chunks (voice, text, speed, seed) without running the model.
+
+        ``first_chunk_small``: the first chunk is the first sentence (clauses of it when it is
+        longer than a quarter of the usual chunk), so a stream's first audio comes after a short
+        synthesis; the rest is chunked as usual.
+        """
         settings = self._settings_with(overrides)
         if text is None or not text.strip():
             raise InferenceInputError("text is empty; pass text=\"something to say\" or text_file=FILE")
@@ -220,7 +257,7 @@ class Synthesizer:
         segments = split_voices(text, set(voices))
         seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31)
 
-        plan: list[tuple[str, _Voice, str, float]] = []  # (voice name, voice, chunk text, speed)
+        pieces: list[tuple[str, _Voice, str, float]] = []  # (voice name, voice, chunk text, speed)
         dropped: list[str] = []
         for segment in segments:
             config = voices[segment.voice]
@@ -232,58 +269,106 @@ class Synthesizer:
             dropped += [c for c in missing if c not in dropped]
             kept_text = " ".join("".join(ch for ch in segment.text if ch not in missing).split())
             max_bytes = max_chunk_bytes(voice.reference.text, voice.reference.seconds, speed)
-            plan += [(segment.voice, voice, chunk, speed) for chunk in chunk_text(kept_text, max_bytes) if chunk.strip()]
+            if first_chunk_small and not pieces:
+                first, rest = first_sentence(kept_text, max(1, max_bytes // 4))
+                chunks = [first] + chunk_text(rest, max_bytes)
+            else:
+                chunks = chunk_text(kept_text, max_bytes)
+            pieces += [(segment.voice, voice, chunk, speed) for chunk in chunks if chunk.strip()]
         if dropped:
             log.warning("dropped characters missing from the model's vocabulary: %s", " ".join(repr(c) for c in dropped))
-        if not plan:
+        if not pieces:
             raise InferenceInputError("nothing left to say: every character of the text is missing from the vocabulary")
+        chunks = [
+            ChunkJob(name, voice, chunk, replace(settings, speed=speed), seed + index)
+            for index, (name, voice, chunk, speed) in enumerate(pieces)
+        ]
+        return SpeechPlan(chunks=chunks, seed=seed, settings=settings, dropped_chars=dropped)
 
-        waves, mels = [], []
-        for index, (_, voice, chunk, speed) in enumerate(self._progress(plan, settings)):
-            wave, mel = self._generate_chunk(voice, chunk, replace(settings, speed=speed), seed + index)
-            waves.append(wave)
-            mels.append(mel)
-        wav = cross_fade(waves, self.sample_rate, settings.cross_fade)
-        return Synthesis(
-            wav=wav,
-            sample_rate=self.sample_rate,
-            mel=np.concatenate(mels, axis=1),
-            chunks=[(name, chunk) for name, _, chunk, _ in plan],
-            seed=seed,
-            dropped_chars=dropped,
-        )
+    def render(self, chunks: Sequence["ChunkJob"], progress: bool = False) -> list["RenderedChunk"]:
+        """Synthesise ``chunks`` (of one text or of several requests), in order.
 
-    def _generate_chunk(self, voice: _Voice, text: str, settings: SamplingSettings, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        import torch
+        Chunks that share the sampling knobs run as one padded batch through ``CFM.sample``, at
+        most ``max_batch`` at a time (1: one after another). Each chunk keeps its own seed, and the
+        padding is masked out of attention, so a chunk sounds the same batched or alone (within
+        float rounding: the padded sums run in another order).
+        """
+        results: list[Optional[RenderedChunk]] = [None] * len(chunks)
+        groups: dict[tuple, list[int]] = {}
+        for index, chunk in enumerate(chunks):
+            groups.setdefault(chunk.batch_key, []).append(index)
+        batches: list[list[int]] = []
+        for indices in groups.values():
+            # Neighbours in length share a batch, so little of it is padding.
+            indices.sort(key=lambda i: self._frames(chunks[i])[1])
+            size = max(1, self.max_batch)
+            batches += [indices[start : start + size] for start in range(0, len(indices), size)]
+        for batch in self._progress(batches, progress and len(chunks) > 1):
+            for index, rendered in zip(batch, self._render_batch([chunks[i] for i in batch])):
+                results[index] = rendered
+        return [r for r in results if r is not None]
 
+    def _frames(self, chunk: "ChunkJob") -> tuple[int, int]:
+        """(reference frames, total frames) of a chunk, as upstream computes its duration."""
         hop = self.model_config.mel.hop_length
-        audio = torch.from_numpy(voice.reference.wav)[None].to(self.device)
-        if voice.rms < settings.target_rms:
-            audio = audio * settings.target_rms / voice.rms
-        tokens = voice.tokens + to_tokens(text, self._vocab_map)
-        tokens = [t for t in tokens if t in self._vocab_map]
-        ref_frames = audio.shape[-1] // hop
-        ref_bytes = max(1, len(voice.reference.text.encode("utf-8")))
-        gen_bytes = len(text.encode("utf-8"))
+        ref_frames = len(chunk.voice.reference.wav) // hop
+        ref_bytes = max(1, len(chunk.voice.reference.text.encode("utf-8")))
+        gen_bytes = len(chunk.text.encode("utf-8"))
         # Upstream: very short texts get a slower pace so a word is not swallowed.
-        speed = 0.3 if gen_bytes < 10 else settings.speed
-        duration = ref_frames + int(ref_frames / ref_bytes * gen_bytes / speed)
+        speed = 0.3 if gen_bytes < 10 else chunk.settings.speed
+        return ref_frames, ref_frames + int(ref_frames / ref_bytes * gen_bytes / speed)
+
+    def _render_batch(self, chunks: list["ChunkJob"]) -> list["RenderedChunk"]:
+        import torch
+        from torch.nn.utils.rnn import pad_sequence
+
+        settings = chunks[0].settings
+        audios, tokens, ref_frames, durations = [], [], [], []
+        for chunk in chunks:
+            audio = torch.from_numpy(chunk.voice.reference.wav)[None].to(self.device)
+            if chunk.voice.rms < settings.target_rms:
+                audio = audio * settings.target_rms / chunk.voice.rms
+            audios.append(audio)
+            chunk_tokens = chunk.voice.tokens + to_tokens(chunk.text, self._vocab_map)
+            tokens.append([t for t in chunk_tokens if t in self._vocab_map])
+            frames, duration = self._frames(chunk)
+            ref_frames.append(frames)
+            durations.append(duration)
         with torch.inference_mode():
-            generated, _ = self.cfm.sample(
-                cond=audio,
-                text=[tokens],
-                duration=duration,
-                steps=settings.nfe_step,
-                cfg_strength=settings.cfg_strength,
-                sway_sampling_coef=settings.sway_sampling_coef,
-                seed=seed,
-            )
-            mel = generated.to(torch.float32)[:, ref_frames:, :].permute(0, 2, 1)
-            torch.manual_seed(seed)  # Griffin-Lim starts from random phases
-            wave = self.vocoder.decode(mel)
-            if voice.rms < settings.target_rms:
-                wave = wave * voice.rms / settings.target_rms
-        return wave.squeeze(0).float().cpu().numpy(), mel[0].cpu().numpy()
+            if len(chunks) == 1:
+                cond, lens, seed, duration = audios[0], None, chunks[0].seed, durations[0]
+                masked = contextlib.nullcontext()
+                ends: list[Optional[int]] = [None]
+            else:
+                mels = [self.cfm.mel_spec(audio)[0].permute(1, 0) for audio in audios]  # (frames, n_mels) each
+                lens = torch.tensor([len(m) for m in mels], device=self.device)
+                cond = pad_sequence(mels, batch_first=True)
+                # CFM.sample lengthens a duration shorter than the text or the prompt; each row ends there.
+                ends = [max(max(len(t), len(m)) + 1, d) for t, m, d in zip(tokens, mels, durations)]
+                seed = _PerItemSeeds([chunk.seed for chunk in chunks])
+                duration = torch.tensor(durations, device=self.device)
+                masked = _padding_masked_in_attention(self.cfm)
+            with masked:
+                generated, _ = self.cfm.sample(
+                    cond=cond,
+                    text=tokens,
+                    duration=duration,
+                    lens=lens,
+                    steps=settings.nfe_step,
+                    cfg_strength=settings.cfg_strength,
+                    sway_sampling_coef=settings.sway_sampling_coef,
+                    seed=seed,
+                )
+            generated = generated.to(torch.float32)
+            rendered = []
+            for row, (chunk, frames) in enumerate(zip(chunks, ref_frames)):
+                mel = generated[row : row + 1, frames : ends[row], :].permute(0, 2, 1)
+                torch.manual_seed(chunk.seed)  # Griffin-Lim starts from random phases
+                wave = self.vocoder.decode(mel)
+                if chunk.voice.rms < settings.target_rms:
+                    wave = wave * chunk.voice.rms / settings.target_rms
+                rendered.append(RenderedChunk(wave.squeeze(0).float().cpu().numpy(), mel[0].cpu().numpy()))
+        return rendered
 
     # ---------------------------------------------------------------- helpers
 
@@ -313,7 +398,14 @@ class Synthesizer:
         return VoiceConfig(ref_audio=str(self.default_voice.audio), ref_text=self.default_voice.text)
 
     def _voice(self, ref_audio: str, ref_text: str, settings: SamplingSettings) -> _Voice:
-        key = (str(ref_audio), ref_text)
+        # The file's size and mtime are part of the key: a long-lived process (the server) sees a
+        # reference replaced under the same name (a voice deleted and uploaded again) afresh.
+        try:
+            stat = Path(ref_audio).expanduser().stat()
+            version: tuple = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            version = ()
+        key = (str(ref_audio), ref_text, *version)
         if key not in self._voice_cache:
             reference = load_reference(ref_audio, ref_text, self.sample_rate, settings.max_ref_seconds)
             reference = replace(reference, text=normalize_ref_text(reference.text))
@@ -324,12 +416,96 @@ class Synthesizer:
             self._voice_cache[key] = _Voice(reference=reference, tokens=tokens, rms=max(rms, 1e-8))
         return self._voice_cache[key]
 
-    def _progress(self, plan: list, settings: SamplingSettings) -> Any:
-        if not settings.progress or len(plan) < 2:
-            return plan
+    def _progress(self, batches: list, show: bool) -> Any:
+        if not show:
+            return batches
         from tqdm import tqdm
 
-        return tqdm(plan, desc="chunks", unit="chunk")
+        return tqdm(batches, desc="batches of chunks", unit="batch")
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """One chunk to synthesise: a piece of text in one voice, with its own settings and seed."""
+
+    voice_name: str
+    voice: _Voice
+    text: str
+    settings: SamplingSettings
+    seed: int
+
+    @property
+    def batch_key(self) -> tuple:
+        """Chunks with the same key can share one ``CFM.sample`` call."""
+        s = self.settings
+        return (s.nfe_step, s.cfg_strength, s.sway_sampling_coef, s.target_rms)
+
+
+@dataclass
+class RenderedChunk:
+    wave: np.ndarray  # float32 mono
+    mel: np.ndarray  # (n_mels, frames)
+
+
+@dataclass
+class SpeechPlan:
+    """A text cut into chunks, ready for :meth:`Synthesizer.render`."""
+
+    chunks: list[ChunkJob]
+    seed: int
+    settings: SamplingSettings
+    dropped_chars: list[str] = field(default_factory=list)
+
+    def stream_rounds(self) -> list[tuple[int, int]]:
+        """Chunk ranges to render in turn when streaming: the first chunk alone, then the rest."""
+        return [(0, 1)] + ([(1, len(self.chunks))] if len(self.chunks) > 1 else [])
+
+    def assemble(self, rendered: list[RenderedChunk], sample_rate: int) -> Synthesis:
+        return Synthesis(
+            wav=cross_fade([r.wave for r in rendered], sample_rate, self.settings.cross_fade),
+            sample_rate=sample_rate,
+            mel=np.concatenate([r.mel for r in rendered], axis=1),
+            chunks=[(c.voice_name, c.text) for c in self.chunks],
+            seed=self.seed,
+            dropped_chars=self.dropped_chars,
+        )
+
+
+class _PerItemSeeds:
+    """Each batch item's own seed through ``CFM.sample``'s one ``seed`` argument.
+
+    Upstream seeds every item's noise with ``torch.manual_seed(seed)``, once per item in order,
+    so all items would share one seed. ``torch.manual_seed`` reads ``int(seed)``: answering it
+    with the items' seeds in turn gives item k the noise it gets alone (tested: batched equals
+    one at a time).
+    """
+
+    def __init__(self, seeds: list[int]):
+        self._seeds = iter(seeds)
+
+    def __int__(self) -> int:
+        return next(self._seeds)
+
+
+@contextlib.contextmanager
+def _padding_masked_in_attention(cfm: Any) -> Iterator[None]:
+    """Mask padded frames out of attention for one batched call.
+
+    Released F5-TTS configs have ``attn_mask_enabled=False`` (one text at a time needs no mask);
+    in a padded batch the short items would then attend to the padding and sound different.
+    Upstream already masks the padding everywhere else (text embedding, convolutional position
+    embedding) when given per-item lengths.
+    """
+    # The flag lives on each Attention's processor, a plain object (not a submodule).
+    processors = [m.processor for m in cfm.modules() if hasattr(getattr(m, "processor", None), "attn_mask_enabled")]
+    before = [m.attn_mask_enabled for m in processors]
+    for module in processors:
+        module.attn_mask_enabled = True
+    try:
+        yield
+    finally:
+        for module, value in zip(processors, before):
+            module.attn_mask_enabled = value
 
 
 # ---------------------------------------------------------------------- config edges
@@ -420,6 +596,20 @@ def pick_device(name: str) -> str:
     if not available[kind]:
         raise InferenceInputError(f"device={name} is not available on this machine; use device=auto or device=cpu")
     return name
+
+
+#: ``max_batch=0`` (auto) per device kind. On this project's 2-core CPU padded batches of chunks
+#: were slower than one chunk after another (scripts/bench.py --only serve: a long text's 4 chunks
+#: took 79 s in batches of 4 against 31 s one at a time): sampling is compute-bound there, padding
+#: adds work and a masked attention takes a slower kernel. GPUs run one chunk far below capacity,
+#: which is where batching should pay; not measured yet (no GPU in that task).
+AUTO_MAX_BATCH = {"cuda": 8, "mps": 1, "cpu": 1}
+
+
+def pick_max_batch(max_batch: int, device: str) -> int:
+    if max_batch < 0:
+        raise InferenceInputError(f"max_batch={max_batch} must be 0 (auto) or a positive number of chunks")
+    return max_batch or AUTO_MAX_BATCH.get(device.split(":")[0], 1)
 
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}

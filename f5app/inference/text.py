@@ -72,6 +72,19 @@ def chunk_text(text: str, max_bytes: int) -> list[str]:
     return chunks
 
 
+def first_sentence(text: str, max_bytes: int) -> tuple[str, str]:
+    """``(first sentence, the rest)``; a first sentence over ``max_bytes`` is cut after the clauses that fit (at least one)."""
+    clauses = chunk_text(text, 1)  # every clause alone: chunk_text never cuts inside one
+    first: list[str] = []
+    for clause in clauses:
+        if first and len(" ".join(first + [clause]).encode("utf-8")) > max_bytes:
+            break
+        first.append(clause)
+        if clause.endswith((".", "!", "?", "。", "！", "？")):
+            break
+    return " ".join(first), " ".join(clauses[len(first):])
+
+
 def max_chunk_bytes(ref_text: str, ref_seconds: float, speed: float, window_seconds: float = 22.0) -> int:
     """Upstream's chunk size: as many bytes as fit in the time left in a ~22 s window at the reference's pace."""
     pace = len(ref_text.encode("utf-8")) / max(ref_seconds, 1e-3)

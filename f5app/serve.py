@@ -1,0 +1,182 @@
+"""``python -m f5app.serve``: an OpenAI-compatible speech server for any resolved checkpoint (Hydra entry, thin).
+
+    python -m f5app.serve                                   # the demo run on http://127.0.0.1:8000
+    python -m f5app.serve run_name=my_voice ckpt=best server.port=8001
+    F5APP_API_KEY=secret python -m f5app.serve server.host=0.0.0.0
+
+The checkpoint resolves exactly as ``f5app.infer``'s (same ``ckpt=`` words, same table). The
+server listens at once and answers ``/health`` with 503 until the model is loaded. SIGTERM or
+Ctrl-C stops accepting, finishes the requests in flight, and exits 0. Bad settings print
+``error: <what to fix>`` and exit 2 before anything loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from f5app.cli_help import run_hydra_app
+from f5app.config import CONF_DIR, ServeConfig, ServerConfig, VoiceConfig, to_settings
+from f5app.errors import UserError
+
+log = logging.getLogger("f5app.serve")
+
+
+class ServeSettingsError(UserError):
+    """A server setting that cannot work as given."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def api_key_for(server: ServerConfig) -> str | None:
+    """The key callers must send; refuses to listen beyond this machine without one."""
+    key = server.api_key or os.environ.get(server.api_key_env) or None
+    if key is not None and len(key) < 8:
+        raise ServeSettingsError(f"the API key is {len(key)} characters; use at least 8 (server.api_key or ${server.api_key_env})")
+    if key is None and not is_loopback(server.host):
+        raise ServeSettingsError(
+            f"server.host={server.host} is reachable from other machines: set an API key first "
+            f"({server.api_key_env}=... or server.api_key=...), or keep server.host=127.0.0.1"
+        )
+    return key
+
+
+def build(settings: ServeConfig, transcribe=None):
+    """(ASGI app, engine) for ``settings``; the engine gets its Synthesizer from :func:`load_into`."""
+    from f5app.inference.synthesizer import parse_voices, require_files
+    from f5app.serving.app import create_app
+    from f5app.serving.metrics import Metrics
+    from f5app.serving.queue import Engine
+    from f5app.serving.voices import VoiceStore
+
+    server = settings.server
+    api_key = api_key_for(server)
+    for key in ("text", "text_file", "out", "out_dir"):
+        if getattr(settings, key) is not None:
+            raise ServeSettingsError(f"{key}= is f5app.infer's; the server takes its text from POST /v1/audio/speech")
+    configured = parse_voices(settings.voices)
+    require_files([(f"voices.{name}.ref_audio", v.ref_audio) for name, v in configured.items()] + [("ref_audio", settings.ref_audio)])
+    if (settings.ref_audio is None) != (settings.ref_text is None):
+        raise ServeSettingsError("ref_audio and ref_text go together: give both (the `default` voice) or neither")
+    default = VoiceConfig(ref_audio=settings.ref_audio, ref_text=settings.ref_text) if settings.ref_audio else None
+    for number, name in (("queue_size", server.queue_size), ("max_active", server.max_active), ("max_text_chars", server.max_text_chars)):
+        if name < 1:
+            raise ServeSettingsError(f"server.{number}={name} must be at least 1")
+    engine = Engine(queue_size=server.queue_size, max_active=server.max_active)
+    metrics = Metrics(queue_depth=engine.depth, active=engine.active, ready=lambda: engine.ready)
+    voices_dir = Path(server.voices_dir).expanduser() if server.voices_dir else Path(settings.run_dir) / "voices"
+    store = VoiceStore(voices_dir, configured, max_upload_bytes=server.max_upload_bytes,
+                       max_upload_seconds=server.max_upload_seconds, transcribe=transcribe, default=default)
+    model_id = server.model_id or f"f5app-{settings.run_name}"
+    app = create_app(server=server, engine=engine, voices=store, metrics=metrics, api_key=api_key, model_id=model_id)
+    return app, engine
+
+
+def load_into(engine, settings: ServeConfig) -> None:
+    """Resolve the checkpoint and build the Synthesizer (seconds to minutes), then open the queue."""
+    from f5app.inference.synthesizer import Synthesizer
+
+    started = time.perf_counter()
+    synthesizer = Synthesizer.from_config(settings, run_dir=Path(settings.run_dir))
+    engine.attach(synthesizer)
+    log.info("loaded %s on %s in %.1f s (max_batch %d); ready", synthesizer.source, synthesizer.device,
+             time.perf_counter() - started, synthesizer.max_batch)
+
+
+def run(cfg: DictConfig | ServeConfig) -> None:
+    import uvicorn
+
+    settings: ServeConfig = cfg if isinstance(cfg, ServeConfig) else to_settings(cfg, ServeConfig)
+    server = settings.server
+    # Uploads without a transcript need an ASR: f5app.evaluation.asr is wired in here once it lands
+    # (build(settings, transcribe=lambda path: ...)); until then such uploads get a 400.
+    app, engine = build(settings, transcribe=None)
+    config = uvicorn.Config(app, host=server.host, port=server.port, log_config=None, log_level=server.log_level,
+                            timeout_graceful_shutdown=server.shutdown_timeout, lifespan="off")
+    web = uvicorn.Server(config)
+
+    def load() -> None:
+        try:
+            load_into(engine, settings)
+        except BaseException as error:  # reported after the server stops, as the exit status
+            engine.load_error = error
+            web.should_exit = True
+
+    threading.Thread(target=load, name="f5app-load", daemon=True).start()
+    log.info("listening on http://%s:%d (the page is at /, the API at /v1; auth %s)",
+             server.host, server.port, "on" if api_key_for(server) else "off (loopback only)")
+    try:
+        with _signals_end_the_server_cleanly():
+            web.run()
+    except SystemExit:  # uvicorn exits 1 when it cannot bind; say why in one line
+        raise ServeSettingsError(
+            f"cannot listen on {server.host}:{server.port} (in use, or not an address of this machine); choose server.port=..."
+        ) from None
+    finally:
+        engine.close(timeout=server.shutdown_timeout)
+    if engine.load_error is not None:
+        raise engine.load_error
+    if not web.started:
+        raise ServeSettingsError(f"cannot listen on {server.host}:{server.port}; choose another server.port=...")
+    log.info("stopped")
+
+
+@contextlib.contextmanager
+def _signals_end_the_server_cleanly():
+    """uvicorn re-raises the SIGTERM/SIGINT it caught once its graceful shutdown is done, to the
+    handler that was there before it; with Python's defaults that kills the process (status -15)
+    or raises KeyboardInterrupt. This handler takes the signal instead, so a stop exits 0."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda number, frame: log.info("stopped by signal %d", number)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="serve", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    from f5app.errors import exit_on_user_error
+
+    with exit_on_user_error(log):
+        run(cfg)
+
+
+USAGE = "usage: python -m f5app.serve [run_name=NAME] [ckpt=auto|best|last|latest|custom|pretrained] [server.host=127.0.0.1] [server.port=8000] [key=value ...]"
+
+
+#: Values taken as typed (commas, quotes, brackets), as f5app.infer does for its transcripts.
+FREE_TEXT_KEYS = ("ref_text", "voices.*.ref_text")
+
+
+def main() -> None:
+    # As f5app.infer: idle OpenMP threads spinning made sampling ~10x slower on a busy CPU.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from f5app.inference.upstream_import import defer_unused_imports
+
+    defer_unused_imports()
+    run_hydra_app(_hydra_main, "serve", USAGE, free_text_keys=FREE_TEXT_KEYS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Voices the server can speak with: configured ones (``voices.NAME`` in the config) and uploaded
+ones, kept in the run folder so a restart finds them.
+
+    <voices_dir>/<name>/reference.flac   the uploaded clip, decoded and re-encoded (never the raw bytes)
+    <voices_dir>/<name>/voice.json       {"name", "transcript", "created_at", "seconds", "original_filename"}
+
+A voice folder is written under a hidden temporary name and renamed into place once complete,
+so a crash never leaves half a voice. Names are one word of letters, digits, ``-`` and ``_``:
+they become folder names, so anything else (``..``, ``/``) is refused before touching the disk.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from f5app.config import VoiceConfig
+from f5app.errors import UserError
+from f5app.files import fsync_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VOICE = "default"
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+AUDIO_FILE = "reference.flac"
+RECORD_FILE = "voice.json"
+
+#: ``transcribe(path) -> text``: an ASR for uploads without a transcript (f5app.evaluation.asr when wired).
+Transcriber = Callable[[Path], str]
+
+
+class VoiceError(UserError):
+    """A voice request that cannot be served as asked; ``status`` is the HTTP answer."""
+
+    status = 400
+    code = "invalid_voice"
+
+
+class VoiceNotFound(VoiceError):
+    status = 404
+    code = "voice_not_found"
+
+
+class VoiceExists(VoiceError):
+    status = 409
+    code = "voice_exists"
+
+
+class VoiceReadOnly(VoiceError):
+    status = 403
+    code = "voice_read_only"
+
+
+@dataclass(frozen=True)
+class Voice:
+    name: str
+    source: str  # default | configured | uploaded
+    ref_audio: Optional[Path]  # None: the model's default reference
+    transcript: Optional[str]
+    speed: Optional[float] = None
+    created_at: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return {"id": self.name, "object": "voice", "name": self.name, "source": self.source,
+                "transcript": self.transcript, "created_at": self.created_at}
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RULE.fullmatch(name):
+        raise VoiceError(
+            f"voice name {name!r} is not allowed: use 1-64 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return name
+
+
+class VoiceStore:
+    def __init__(
+        self,
+        folder: Path,
+        configured: dict[str, VoiceConfig] | None = None,
+        *,
+        max_upload_bytes: int = 10 * 1024 * 1024,
+        max_upload_seconds: float = 60.0,
+        transcribe: Transcriber | None = None,
+        default: VoiceConfig | None = None,
+    ):
+        self.folder = Path(folder)
+        self.configured = dict(configured or {})
+        self.default = default  # None: the model's own default reference
+        self.max_upload_bytes = max_upload_bytes
+        self.max_upload_seconds = max_upload_seconds
+        self.transcribe = transcribe
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ reading
+
+    def list(self, default_transcript: str | None = None) -> list[Voice]:
+        voices = [self._default(default_transcript)]
+        voices += [self._configured(name) for name in sorted(self.configured) if name != DEFAULT_VOICE]
+        voices += [v for v in (self._uploaded(p.name) for p in self._folders()) if v is not None and v.name not in self.configured]
+        return voices
+
+    def get(self, name: str) -> Voice:
+        if name == DEFAULT_VOICE:
+            return self._default(None)
+        check_name(name)
+        if name in self.configured:
+            return self._configured(name)
+        voice = self._uploaded(name)
+        if voice is None:
+            known = ", ".join(v.name for v in self.list())
+            raise VoiceNotFound(f"voice {name!r} does not exist; known voices: {known} (upload one with POST /v1/voices)")
+        return voice
+
+    def _default(self, model_transcript: str | None) -> Voice:
+        if self.default is None:
+            return Voice(DEFAULT_VOICE, "default", None, model_transcript)
+        return Voice(DEFAULT_VOICE, "default", Path(self.default.ref_audio).expanduser(), self.default.ref_text, self.default.speed)
+
+    def _configured(self, name: str) -> Voice:
+        config = self.configured[name]
+        return Voice(name, "configured", Path(config.ref_audio).expanduser(), config.ref_text, config.speed)
+
+    def _folders(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.iterdir() if p.is_dir() and NAME_RULE.fullmatch(p.name))
+
+    def _uploaded(self, name: str) -> Voice | None:
+        import json
+
+        folder = self.folder / name
+        try:
+            record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not (folder / AUDIO_FILE).is_file():
+            return None
+        return Voice(name, "uploaded", folder / AUDIO_FILE, str(record.get("transcript", "")), None, record.get("created_at"))
+
+    # ------------------------------------------------------------------ writing
+
+    def add(self, name: str, data: bytes, transcript: str | None, filename: str | None = None) -> Voice:
+        """Check ``data`` as audio with speech, transcribe it if needed, and keep it under ``name``."""
+        import numpy as np
+        import soundfile as sf
+
+        check_name(name)
+        if name == DEFAULT_VOICE or name in self.configured:
+            raise VoiceExists(f"voice {name!r} is configured on the server; choose another name")
+        if len(data) > self.max_upload_bytes:
+            raise VoiceError(f"the audio file is {len(data)} bytes; the limit is {self.max_upload_bytes} (server.max_upload_bytes)")
+        if not data:
+            raise VoiceError("the audio file is empty")
+        try:
+            wav, sample_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+            raise VoiceError("the uploaded file is not audio soundfile can read (send wav, flac, ogg or mp3)") from None
+        seconds = len(wav) / sample_rate if sample_rate else 0.0
+        if seconds > self.max_upload_seconds:
+            raise VoiceError(f"the clip is {seconds:.1f} s; the limit is {self.max_upload_seconds:g} s (server.max_upload_seconds)")
+        if len(wav) == 0 or not np.isfinite(wav).all() or float(np.abs(wav).max()) == 0.0:
+            raise VoiceError("the uploaded audio is empty or silent; send a clip of someone speaking")
+        mono = wav.mean(axis=1)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            if self._uploaded(name) is not None:
+                raise VoiceExists(f"voice {name!r} already exists; DELETE /v1/voices/{name} first or choose another name")
+            tmp = self.folder / f".tmp-{name}-{os.getpid()}-{threading.get_ident()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            try:
+                sf.write(tmp / AUDIO_FILE, mono, sample_rate, format="FLAC")
+                text = (transcript or "").strip()
+                if not text:
+                    text = self._transcribed(tmp / AUDIO_FILE)
+                self._check_reference(tmp / AUDIO_FILE, text, sample_rate)
+                record = {"name": name, "transcript": text, "seconds": round(seconds, 3),
+                          "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                          "original_filename": os.path.basename(filename or "")[:200]}
+                write_json_atomic(tmp / RECORD_FILE, record)
+                fsync_dir(tmp)
+                os.replace(tmp, self.folder / name)
+                fsync_dir(self.folder)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        log.info("voice %s uploaded (%.1f s)", name, seconds)
+        voice = self._uploaded(name)
+        assert voice is not None
+        return voice
+
+    def delete(self, name: str) -> None:
+        if name != DEFAULT_VOICE:
+            check_name(name)
+        if name == DEFAULT_VOICE or name in self.configured:
+            raise VoiceReadOnly(f"voice {name!r} comes from the server's configuration and cannot be deleted here")
+        with self._lock:
+            if self._uploaded(name) is None:
+                raise VoiceNotFound(f"voice {name!r} does not exist")
+            # Renamed first, so a crash mid-delete leaves a hidden folder, never half a voice.
+            doomed = self.folder / f".deleted-{name}-{os.getpid()}-{threading.get_ident()}"
+            os.replace(self.folder / name, doomed)
+            fsync_dir(self.folder)
+            shutil.rmtree(doomed, ignore_errors=True)
+        log.info("voice %s deleted", name)
+
+    def _transcribed(self, path: Path) -> str:
+        if self.transcribe is None:
+            raise VoiceError("a transcript is required: send the form field `transcript` (no speech recogniser is configured)")
+        text = (self.transcribe(path) or "").strip()
+        if not text:
+            raise VoiceError("no speech was recognised in the clip; send the form field `transcript`")
+        return text
+
+    @staticmethod
+    def _check_reference(path: Path, transcript: str, sample_rate: int) -> None:
+        """The same preparation synthesis applies (silence trimmed), so a clip it cannot use is refused now."""
+        from f5app.inference.errors import InferenceInputError
+        from f5app.inference.reference import load_reference
+
+        try:
+            load_reference(path, transcript, sample_rate, max_seconds=float("inf"))
+        except InferenceInputError as exc:
+            raise VoiceError(str(exc).replace(str(path), "the uploaded clip")) from None
