@@ -163,6 +163,50 @@ class VocoderConfig:
 
 
 @dataclass
+class AsrConfig:
+    """Speech recognition for evaluation (faster-whisper); see f5app/evaluation/asr.py."""
+
+    name: str = "whisper"  # whisper (asr.model: a Hub id, a faster-whisper size name, or a folder) | tiny_en (bundled)
+    model: str = "large-v3"
+    revision: Optional[str] = None  # Hub branch, tag or commit
+    cache_dir: Optional[str] = None  # Hub cache; default HF_HUB_CACHE / ~/.cache/huggingface/hub
+    language: Optional[str] = None  # e.g. en; null: detected from the audio
+    device: str = "auto"  # auto | cpu | cuda
+    compute_type: str = "auto"  # auto (int8 on CPU, float16 on CUDA) or any CTranslate2 type
+    beam_size: int = 5
+    cpu_threads: int = 0  # 0: CTranslate2's default
+
+
+@dataclass
+class SpeakerConfig:
+    """Speaker embedder for speaker similarity (SIM); see f5app/evaluation/speaker.py."""
+
+    name: str = "resemblyzer"  # resemblyzer (weights in the package) | wavlm (speaker.model: Hub id or folder) | none
+    model: Optional[str] = None  # wavlm: e.g. microsoft/wavlm-base-plus-sv; resemblyzer: ignored
+    revision: Optional[str] = None
+    cache_dir: Optional[str] = None
+    device: str = "auto"  # auto (the caller's device) | cpu | cuda
+
+
+@dataclass
+class EvalConfig:
+    """What evaluation synthesises and how it scores; see f5app/evaluation/ and docs/evaluation.md."""
+
+    every: int = 0  # training: evaluate every N updates and at the end (0: never)
+    prompt_file: Optional[str] = None  # null: pairs of held-out validation clips; else a Seed-TTS meta.lst or LibriSpeech-PC list
+    prompt_format: str = "auto"  # auto | seedtts | librispeech_pc
+    audio_root: Optional[str] = None  # librispeech_pc: the LibriSpeech test-clean folder
+    num_prompts: int = 4  # 0: every prompt of the file (or every validation clip)
+    seed: int = 0  # which held-out clips pair up; prompt i is synthesised with seed + i
+    language: Optional[str] = None  # normalisation and ASR language; default asr.language
+    nfe_step: int = 32
+    cfg_strength: float = 2.0
+    sway_sampling_coef: float = -1.0
+    speed: float = 1.0
+    save_audio: bool = True  # keep each generated clip beside the results
+
+
+@dataclass
 class TrainConfig:
     run_name: str = "default"
     sweep_name: str = "${run_name}"
@@ -174,6 +218,9 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 @dataclass
@@ -213,9 +260,33 @@ class InferConfig:
     target_rms: float = 0.1  # quieter references are scaled up to this RMS (output scaled back)
     max_ref_seconds: float = 12.0  # longer references are cut at a pause, with a warning
     progress: bool = True  # tqdm bar over chunks of long texts
+    best_of: int = 1  # synthesise N candidates (seeds seed..seed+N-1), keep the lowest WER (ties: highest SIM)
     model: ModelConfig = field(default_factory=ModelConfig)
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)  # best_of > 1 only
+    speaker: SpeakerConfig = field(default_factory=SpeakerConfig)  # best_of > 1 only
+
+
+@dataclass
+class EvalAppConfig:
+    """``python -m f5app.eval``: score a checkpoint (or the recordings) on held-out prompts."""
+
+    run_name: str = "demo"
+    output_root: str = "outputs"
+    run_dir: str = "${output_root}/runs/${run_name}"
+    source: str = "model"  # model (synthesise with the resolved checkpoint) | recordings (the ground truth)
+    # Side by side in one command: run names, run folders, checkpoint paths, pretrained, recordings.
+    compare: list[str] = field(default_factory=list)
+    out: Optional[str] = None  # the JSON results; default ${run_dir}/eval/eval-<what>-<time>.json
+    device: str = "auto"
+    dtype: str = "auto"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ckpt: CkptConfig = field(default_factory=CkptConfig)
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def register_configs() -> None:
@@ -228,6 +299,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="infer_schema", node=InferConfig)
+    cs.store(name="eval_app_schema", node=EvalAppConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="optim", name="optim_schema", node=OptimConfig)
@@ -235,6 +307,9 @@ def register_configs() -> None:
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
     cs.store(group="ckpt", name="ckpt_schema", node=CkptConfig)
     cs.store(group="vocoder", name="vocoder_schema", node=VocoderConfig)
+    cs.store(group="asr", name="asr_schema", node=AsrConfig)
+    cs.store(group="speaker", name="speaker_schema", node=SpeakerConfig)
+    cs.store(group="eval", name="eval_schema", node=EvalConfig)
 
 
 def to_settings(cfg: DictConfig | dict[str, Any], schema: type) -> Any:

@@ -30,8 +30,12 @@ log = logging.getLogger("f5app.infer")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
-def run(cfg: DictConfig | InferConfig, started: float | None = None) -> Path:
-    """Synthesise as the command line does and return the written audio path (the programmatic twin of the CLI)."""
+def run(cfg: DictConfig | InferConfig, started: float | None = None, overrides: list[str] | None = None) -> Path:
+    """Synthesise as the command line does and return the written audio path (the programmatic twin of the CLI).
+
+    ``overrides`` (the command line's) tell which asr/speaker settings the user chose for
+    ``best_of``; the others come from the checkpoint's recorded config.
+    """
     from f5app.audio.io import write_audio
     from f5app.inference.synthesizer import Synthesizer, require_files
 
@@ -40,11 +44,16 @@ def run(cfg: DictConfig | InferConfig, started: float | None = None) -> Path:
     text = read_text(settings)
     log.info("text: %s", text_preview(text))
     require_files([("ref_audio", settings.ref_audio)])
+    if settings.best_of < 1:
+        raise InferenceInputError(f"best_of={settings.best_of} must be at least 1")
     out_path = choose_output_path(settings)
     synthesizer = Synthesizer.from_config(settings, run_dir=Path(settings.run_dir))
     log.info("loaded %s on %s (%s)", synthesizer.source, synthesizer.device, str(synthesizer.dtype).replace("torch.", ""))
     synthesis_started = time.perf_counter()
-    result = synthesizer.generate(text, settings.ref_audio, settings.ref_text)
+    if settings.best_of > 1:
+        result = best_of(synthesizer, settings, text, overrides or [])
+    else:
+        result = synthesizer.generate(text, settings.ref_audio, settings.ref_text)
     synthesis_seconds = time.perf_counter() - synthesis_started
     write_audio(out_path, result.wav, result.sample_rate, overwrite=settings.overwrite)
     if settings.save_spectrogram:
@@ -60,6 +69,41 @@ def run(cfg: DictConfig | InferConfig, started: float | None = None) -> Path:
 
 #: ``text_file=-``: read the text from standard input.
 STDIN = "-"
+
+
+def best_of(synthesizer, settings: InferConfig, text: str, overrides: list[str]):  # noqa: ANN001, ANN201
+    """``best_of`` candidates scored by WER against ``text`` and SIM against the reference voice; the best is kept."""
+    import random
+
+    from f5app.config import EvalConfig
+    from f5app.evaluation.evaluator import build_evaluator
+    from f5app.evaluation.settings import effective_settings, overridden_groups
+    from f5app.inference.text import MAIN_VOICE
+
+    recorded = (synthesizer.metadata or {}).get("config")
+    chosen = effective_settings(settings.asr, settings.speaker, EvalConfig(), recorded, overridden_groups(overrides))
+    speaker = None if chosen.speaker is None or chosen.speaker.name == "none" else chosen.speaker
+    evaluator = build_evaluator(chosen.asr, speaker, device=synthesizer.device)
+    if settings.ref_audio is not None:
+        reference = settings.ref_audio
+    elif MAIN_VOICE in synthesizer.voices:
+        reference = synthesizer.voices[MAIN_VOICE].ref_audio
+    elif synthesizer.default_voice is not None:
+        reference = str(synthesizer.default_voice.audio)
+    else:
+        raise InferenceInputError("best_of needs a reference voice to compare with: pass ref_audio=FILE ref_text=\"...\"")
+    seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31 - settings.best_of)
+    result, candidates = evaluator.best_of(
+        synthesizer, text, ref_audio=settings.ref_audio, ref_text=settings.ref_text, sim_reference=reference,
+        count=settings.best_of, seed=seed,
+    )
+    for item in candidates:
+        sim = "-" if item.sim is None else f"{item.sim:.3f}"
+        mark = "  <- kept" if item.seed == result.seed else ""
+        log.info("best_of: seed %d wer %.3f sim %s \"%s\"%s", item.seed, item.wer, sim, item.transcript, mark)
+    kept = next(item for item in candidates if item.seed == result.seed)
+    log.info("best_of=%d: kept seed %d (wer %.3f, sim %s)", settings.best_of, result.seed, kept.wer, "-" if kept.sim is None else f"{kept.sim:.3f}")
+    return result
 
 
 def read_text(settings: InferConfig) -> str:
@@ -161,8 +205,10 @@ def save_spectrogram(mel, path: Path, overwrite: bool = False) -> Path:
 def _hydra_main(cfg: DictConfig) -> None:
     from f5app.errors import exit_on_user_error
 
+    from hydra.core.hydra_config import HydraConfig
+
     with exit_on_user_error(log):
-        run(cfg, started=_PROCESS_START)
+        run(cfg, started=_PROCESS_START, overrides=list(HydraConfig.get().overrides.task))
 
 
 _PROCESS_START = time.perf_counter()

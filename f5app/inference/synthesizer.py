@@ -134,6 +134,7 @@ class Synthesizer:
     default_voice: Optional[DefaultReference] = None
     voices: dict[str, VoiceConfig] = field(default_factory=dict)  # extra voices for [NAME] tags
     source: str = ""  # what was loaded, for logs
+    metadata: Optional[dict] = None  # the checkpoint's metadata.json (f5app checkpoints), for its recorded settings
     _voice_cache: dict[tuple[str, str], _Voice] = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- building
@@ -188,6 +189,7 @@ class Synthesizer:
             default_voice=default_reference(chosen.metadata),
             voices=voices,
             source=f"{chosen.source}: {chosen.path}",
+            metadata=metadata,
         )
 
     # ---------------------------------------------------------------- synthesis

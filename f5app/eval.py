@@ -1,0 +1,278 @@
+"""``python -m f5app.eval``: WER, CER and speaker similarity of any checkpoint, or of the recordings.
+
+    python -m f5app.eval run_name=demo                         # the demo run's best/last checkpoint
+    python -m f5app.eval run_name=demo source=recordings       # the ground truth: the ceiling
+    python -m f5app.eval run_name=demo 'compare=[demo,recordings]'
+    python -m f5app.eval ckpt=custom ckpt.path=model_1250000.safetensors eval.prompt_file=meta.lst
+
+Prints a table and writes a JSON file (``out=FILE``; default under the run folder) with
+``metrics`` (wer, cer, sim), ``items`` (per prompt: text, transcript, wer, cer, sim, audio),
+``checkpoint`` and ``models``. The asr/speaker/eval settings recorded in the checkpoint apply
+unless given on the command line. Bad input prints ``error: ...`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from f5app.cli_help import run_hydra_app
+from f5app.config import CONF_DIR, EvalAppConfig, InferConfig, to_settings
+from f5app.errors import UserError
+
+log = logging.getLogger("f5app.eval")
+
+RECORDINGS = "recordings"
+
+
+class EvalInputError(UserError):
+    """A bad ``f5app.eval`` setting; the message names it."""
+
+
+def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Evaluate as the command line does; returns what was written to the JSON file (plus ``path``)."""
+    from f5app.evaluation.evaluator import build_evaluator
+    from f5app.evaluation.prompts import load_prompts
+    from f5app.evaluation.settings import effective_settings, overridden_groups
+
+    settings: EvalAppConfig = cfg if isinstance(cfg, EvalAppConfig) else to_settings(cfg, EvalAppConfig)
+    if settings.source not in ("model", RECORDINGS):
+        raise EvalInputError(f"source={settings.source} is not an option; use model or recordings")
+    _check_out(settings.out)  # before anything is resolved or loaded
+    entries = list(settings.compare) or [RECORDINGS if settings.source == RECORDINGS else None]
+    targets = [_target(settings, entry) for entry in entries]
+    out_path = _output_path(settings, targets)
+
+    # Which model the settings, data and prompts come from: the first target that records them.
+    recorded = next((t.recorded_config for t in targets if t.recorded_config), None)
+    chosen = effective_settings(settings.asr, settings.speaker, settings.eval, recorded, overridden_groups(overrides or []))
+    for note in chosen.notes:
+        log.info("evaluation settings: %s", note)
+    prompts = load_prompts(chosen.eval, chosen.data)
+    speaker = None if chosen.speaker is None or chosen.speaker.name == "none" else chosen.speaker
+    evaluator = build_evaluator(chosen.asr, speaker, device=_device(settings.device), language=chosen.eval.language)
+    log.info("evaluating %d prompt(s) with %s", len(prompts), ", ".join(t.label for t in targets))
+
+    results = []
+    audio_root = out_path.with_suffix("")
+    for target in targets:
+        started = time.perf_counter()
+        if target.label == RECORDINGS:
+            result = evaluator.evaluate_recordings(prompts, chosen.eval.prompt_file or "the validation split")
+        else:
+            synthesizer = _synthesizer(settings, target)
+            folder = audio_root / _safe(target.label) if len(targets) > 1 else audio_root
+            result = evaluator.evaluate(synthesizer, prompts, chosen.eval, folder, checkpoint=target.describe())
+        results.append((target.label, result))
+        log.info("%s: %d prompts in %.1f s", target.label, result.num_prompts, time.perf_counter() - started)
+
+    print(format_table(results), flush=True)
+    record = _record(results, chosen)
+    _write_json(out_path, record)
+    print(out_path, flush=True)
+    return {**record, "path": str(out_path)}
+
+
+# ---------------------------------------------------------------------- what is evaluated
+
+
+class _Target:
+    """One column: a checkpoint to synthesise with (its ckpt settings), or the recordings."""
+
+    def __init__(self, label: str, ckpt=None, run_dir: Path | None = None, resolved=None):  # noqa: ANN001
+        self.label = label
+        self.ckpt = ckpt
+        self.run_dir = run_dir
+        self.resolved = resolved  # ResolvedCheckpoint, when there is one
+
+    @property
+    def recorded_config(self) -> dict | None:
+        metadata = getattr(self.resolved, "metadata", None)
+        config = metadata.get("config") if isinstance(metadata, dict) else None
+        return config if isinstance(config, dict) else None
+
+    def describe(self) -> dict[str, Any] | None:
+        if self.resolved is None:
+            return None
+        metadata = self.resolved.metadata if isinstance(self.resolved.metadata, dict) else {}
+        return {
+            "label": self.label,
+            "source": self.resolved.source,
+            "path": str(self.resolved.path),
+            "kind": self.resolved.kind,
+            "update": metadata.get("update"),
+            "run_dir": str(self.run_dir) if self.run_dir else None,
+        }
+
+
+def _target(settings: EvalAppConfig, entry: str | None) -> _Target:
+    """Resolve one compare entry (None: this run with ``ckpt=``) without loading weights."""
+    from f5app.ckpt.resolve import resolve
+
+    run_dir = Path(settings.run_dir)
+    ckpt = settings.ckpt
+    if entry == RECORDINGS:
+        # The ground truth still needs the run's recorded data set for its prompts (when no list is given).
+        if settings.eval.prompt_file:
+            return _Target(RECORDINGS)
+        resolution = resolve(ckpt, purpose="infer", run_dir=run_dir, model=settings.model, dry_run=True)
+        return _Target(RECORDINGS, resolved=resolution.chosen, run_dir=run_dir)
+    label = entry or settings.run_name
+    if entry is not None:
+        path = Path(entry).expanduser()
+        if entry == "pretrained":
+            ckpt = replace(ckpt, name="pretrained", infer_chain=["pretrained"])
+        elif path.is_file() or (path.is_dir() and not (path / "checkpoints").is_dir()):
+            ckpt = replace(ckpt, name="custom", path=str(path), infer_chain=["custom"])
+        elif path.is_dir():
+            run_dir = path
+        elif (Path(settings.output_root) / "runs" / entry).is_dir():
+            run_dir = Path(settings.output_root) / "runs" / entry
+        else:
+            raise EvalInputError(
+                f"compare entry {entry!r} is not a run name under {Path(settings.output_root) / 'runs'}, "
+                "a run folder, a checkpoint path, 'pretrained' or 'recordings'"
+            )
+    resolution = resolve(ckpt, purpose="infer", run_dir=run_dir, model=settings.model, dry_run=True)
+    return _Target(label, ckpt=ckpt, run_dir=run_dir, resolved=resolution.chosen)
+
+
+def _synthesizer(settings: EvalAppConfig, target: _Target):  # noqa: ANN202
+    from f5app.inference.synthesizer import Synthesizer
+
+    infer = InferConfig(
+        run_name=settings.run_name, output_root=settings.output_root, run_dir=str(target.run_dir),
+        device=settings.device, dtype=settings.dtype, progress=False,
+        model=settings.model, ckpt=target.ckpt, vocoder=settings.vocoder,
+    )
+    synthesizer = Synthesizer.from_config(infer, run_dir=target.run_dir)
+    log.info("%s: loaded %s on %s", target.label, synthesizer.source, synthesizer.device)
+    return synthesizer
+
+
+def _device(name: str) -> str:
+    from f5app.inference.synthesizer import pick_device
+
+    return pick_device(name)
+
+
+# ---------------------------------------------------------------------- output
+
+
+def format_table(results: list[tuple[str, Any]]) -> str:
+    """Aggregates side by side, then each prompt's text and transcripts."""
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    labels = [label for label, _ in results]
+    width = max(12, *(len(label) for label in labels))
+    lines = [f"{'':<10}" + "".join(f"{label:>{width + 2}}" for label in labels)]
+    for metric in ("wer", "cer", "sim"):
+        lines.append(f"{metric.upper():<10}" + "".join(f"{number(getattr(r, metric)):>{width + 2}}" for _, r in results))
+    lines.append(f"{'prompts':<10}" + "".join(f"{r.num_prompts:>{width + 2}}" for _, r in results))
+    lines.append("")
+    first = results[0][1]
+    for index, item in enumerate(first.items):
+        lines.append(f"[{item.id}] {item.text}")
+        for label, result in results:
+            other = result.items[index]
+            sim = "" if other.sim is None else f" sim {other.sim:.2f}"
+            lines.append(f"  {label}: wer {other.wer:.2f}{sim}  \"{other.transcript}\"")
+    return "\n".join(lines)
+
+
+def _record(results: list[tuple[str, Any]], chosen) -> dict[str, Any]:  # noqa: ANN001
+    from dataclasses import asdict
+
+    settings = {"asr": asdict(chosen.asr), "speaker": asdict(chosen.speaker) if chosen.speaker else None, "eval": asdict(chosen.eval)}
+    rows = [{"label": label, **result.to_dict()} for label, result in results]
+    if len(rows) == 1:
+        return {**rows[0], "settings": settings, "created_at": _now()}
+    return {
+        "compare": rows,
+        "metrics": {row["label"]: row["metrics"] for row in rows},
+        "settings": settings,
+        "created_at": _now(),
+    }
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _check_out(out: str | None) -> None:
+    if out is None:
+        return
+    path = Path(out).expanduser()
+    if path.suffix.lower() != ".json":
+        raise EvalInputError(f"out={path}: the results file name must end in .json")
+    if path.is_dir():
+        raise EvalInputError(f"out={path} is a directory; give a file name ending in .json")
+
+
+def _output_path(settings: EvalAppConfig, targets: list[_Target]) -> Path:
+    if settings.out:
+        path = Path(settings.out).expanduser()
+    else:
+        from f5app.infer import unused_name
+
+        what = "-vs-".join(_safe(t.label) for t in targets)
+        folder = Path(settings.run_dir) / "eval"
+        path = unused_name(folder, f"eval-{what}-{datetime.now().strftime('%Y%m%d-%H%M%S')}", ".json")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EvalInputError(f"cannot create {path.parent}: {error.strerror}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise EvalInputError(f"{path.parent} is not writable; choose another out=")
+    return path
+
+
+def _safe(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(label).name or label)[:60]
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    from f5app.files import write_json_atomic
+
+    write_json_atomic(path, record)
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from f5app.errors import exit_on_user_error
+
+    with exit_on_user_error(log):
+        run(cfg, overrides=list(HydraConfig.get().overrides.task))
+
+
+USAGE = (
+    "usage: python -m f5app.eval [run_name=NAME] [ckpt=auto|best|last|latest|custom|pretrained] "
+    "[source=model|recordings] ['compare=[A,B]'] [out=FILE.json] [asr=...] [speaker=...] [eval.KEY=VALUE ...]"
+)
+
+
+def main() -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in f5app.infer: idle OpenMP threads must not spin
+    from f5app.inference.upstream_import import defer_unused_imports
+
+    defer_unused_imports()
+    run_hydra_app(_hydra_main, "eval", USAGE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Synthesise prompts, transcribe, score: the one place WER, CER and SIM are computed.
+
+    evaluator = build_evaluator(asr_cfg, speaker_cfg, device="cpu")      # loads both models once
+    result = evaluator.evaluate(synthesizer, prompts, eval_cfg, out_dir)  # EvalResult
+    result.wer, result.cer, result.sim, result.items[0].transcript
+
+Aggregates are means over prompts of the per-prompt scores (upstream's evaluation reports the
+mean per-utterance WER too). SIM compares the generated clip with the prompt's reference
+recording (upstream's SIM-o); audio that holds no speech to embed scores SIM 0.
+``evaluate_recordings`` scores the ground-truth recordings of the same prompts: the ceiling
+a fine-tune is compared with.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from f5app.config import AsrConfig, EvalConfig, SpeakerConfig
+from f5app.evaluation.prompts import Prompt, require_targets
+from f5app.evaluation.text import score
+
+if TYPE_CHECKING:
+    from f5app.evaluation.asr import Transcriber
+    from f5app.evaluation.speaker import SpeakerEmbedder
+    from f5app.inference.synthesizer import Synthesis, Synthesizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ItemScore:
+    id: str
+    text: str  # what should have been said
+    transcript: str  # what the ASR heard
+    wer: float
+    cer: float
+    sim: float | None  # None when no speaker embedder is configured
+    audio: str | None  # the scored clip (None when not saved)
+    ref_audio: str
+    seconds: float  # audio length
+    seed: int | None = None  # synthesis seed (None for recordings)
+    confidence: float = 0.0  # ASR confidence, see f5app.evaluation.asr
+
+
+@dataclass
+class Timings:
+    synthesis: float = 0.0
+    asr: float = 0.0
+    embedding: float = 0.0
+    audio: float = 0.0  # seconds of audio scored
+
+    def per_prompt(self, count: int) -> dict[str, float]:
+        count = max(count, 1)
+        return {"synthesis": self.synthesis / count, "asr": self.asr / count, "embedding": self.embedding / count}
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    items: tuple[ItemScore, ...]
+    models: dict[str, Any]  # {"asr": {...}, "speaker": {...} | None}
+    source: str  # "model" or "recordings"
+    checkpoint: dict[str, Any] | None = None
+    timings: Timings = field(default_factory=Timings)
+
+    @property
+    def wer(self) -> float | None:
+        return _mean([item.wer for item in self.items])
+
+    @property
+    def cer(self) -> float | None:
+        return _mean([item.cer for item in self.items])
+
+    @property
+    def sim(self) -> float | None:
+        return _mean([item.sim for item in self.items if item.sim is not None])
+
+    @property
+    def num_prompts(self) -> int:
+        return len(self.items)
+
+    def metrics(self) -> dict[str, float | None]:
+        return {"wer": self.wer, "cer": self.cer, "sim": self.sim, "num_prompts": self.num_prompts}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "metrics": self.metrics(),
+            "checkpoint": self.checkpoint,
+            "models": self.models,
+            "seconds_per_prompt": self.timings.per_prompt(self.num_prompts),
+            "items": [asdict(item) for item in self.items],
+        }
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+@dataclass
+class Evaluator:
+    """ASR + optional speaker embedder, built once; every score in f5app goes through :meth:`score`."""
+
+    transcriber: "Transcriber"
+    embedder: "SpeakerEmbedder | None" = None
+    language: str | None = None  # default: the ASR's configured language
+    timings: Timings = field(default_factory=Timings)
+    _references: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def models(self) -> dict[str, Any]:
+        return {"asr": self.transcriber.describe(), "speaker": self.embedder.describe() if self.embedder else None}
+
+    def score(
+        self, wav: np.ndarray, sample_rate: int, text: str, ref_audio: str | Path, *,
+        id: str = "", audio: str | None = None, seed: int | None = None,  # noqa: A002
+    ) -> ItemScore:
+        """Transcribe ``wav``, compare with ``text``, compare its voice with ``ref_audio``."""
+        language = self.language or self.transcriber.cfg.language
+        started = time.perf_counter()
+        transcript = self.transcriber.transcribe(wav, sample_rate, language=language)
+        self.timings.asr += time.perf_counter() - started
+        self.timings.audio += len(wav) / sample_rate
+        text_score = score(text, transcript.text, language or transcript.language)
+        sim = None
+        if self.embedder is not None:
+            started = time.perf_counter()
+            sim = self._similarity(wav, sample_rate, ref_audio)
+            self.timings.embedding += time.perf_counter() - started
+        return ItemScore(
+            id=id,
+            text=text,
+            transcript=transcript.text,
+            wer=text_score.wer,
+            cer=text_score.cer,
+            sim=sim,
+            ref_audio=str(ref_audio),
+            seconds=len(wav) / sample_rate,
+            confidence=transcript.confidence,
+            audio=audio,
+            seed=seed,
+        )
+
+    def _similarity(self, wav: np.ndarray, sample_rate: int, ref_audio: str | Path) -> float:
+        from f5app.audio.io import read_audio
+        from f5app.evaluation.speaker import similarity
+
+        assert self.embedder is not None
+        key = str(ref_audio)
+        if key not in self._references:
+            reference, ref_sr = read_audio(ref_audio)
+            self._references[key] = self.embedder.embed(reference, ref_sr)
+        try:
+            generated = self.embedder.embed(wav, sample_rate)
+        except ValueError:  # silent or too short: no voice to compare
+            return 0.0
+        return similarity(generated, self._references[key])
+
+    # ------------------------------------------------------------------ whole sets
+
+    def evaluate(
+        self, synthesizer: "Synthesizer", prompts: list[Prompt], settings: EvalConfig, out_dir: Path | None = None,
+        checkpoint: dict[str, Any] | None = None,
+    ) -> EvalResult:
+        """Synthesise every prompt with ``synthesizer`` (seed ``settings.seed + i``), then score it."""
+        self.timings = Timings()
+        items = []
+        for index, prompt in enumerate(prompts):
+            started = time.perf_counter()
+            synthesis = synthesizer.generate(
+                prompt.text, prompt.ref_audio, prompt.ref_text,
+                seed=settings.seed + index, nfe_step=settings.nfe_step, cfg_strength=settings.cfg_strength,
+                sway_sampling_coef=settings.sway_sampling_coef, speed=settings.speed, progress=False,
+            )
+            self.timings.synthesis += time.perf_counter() - started
+            audio = _save(out_dir, prompt.id, synthesis.wav, synthesis.sample_rate) if settings.save_audio else None
+            items.append(self.score(synthesis.wav, synthesis.sample_rate, prompt.text, prompt.ref_audio, id=prompt.id, audio=audio, seed=synthesis.seed))
+        return EvalResult(tuple(items), self.models(), "model", checkpoint, self.timings)
+
+    def evaluate_recordings(self, prompts: list[Prompt], where: str = "the prompts") -> EvalResult:
+        """Score each prompt's ground-truth recording of its target text (the ceiling)."""
+        from f5app.audio.io import read_audio
+
+        require_targets(prompts, where)
+        self.timings = Timings()
+        items = []
+        for prompt in prompts:
+            assert prompt.target_audio is not None
+            wav, sr = read_audio(prompt.target_audio)
+            items.append(self.score(wav, sr, prompt.text, prompt.ref_audio, id=prompt.id, audio=str(prompt.target_audio)))
+        return EvalResult(tuple(items), self.models(), "recordings", None, self.timings)
+
+    def best_of(
+        self, synthesizer: "Synthesizer", text: str, *, ref_audio: str | Path | None, ref_text: str | None,
+        sim_reference: str | Path, count: int, seed: int, **overrides: Any,
+    ) -> tuple["Synthesis", list[ItemScore]]:
+        """``count`` candidates with seeds ``seed``, ``seed + 1``…; keep the lowest WER (ties: highest SIM).
+
+        ``ref_audio``/``ref_text`` go to the synthesizer as given (None: its default voice);
+        ``sim_reference`` is the recording SIM compares with. Returns the kept synthesis and
+        every candidate's scores, in seed order.
+        """
+        if count < 1:
+            raise ValueError(f"count={count} must be at least 1")
+        best: tuple[tuple[float, float], "Synthesis"] | None = None
+        scores = []
+        for index in range(count):
+            synthesis = synthesizer.generate(text, ref_audio, ref_text, seed=seed + index, **overrides)
+            item = self.score(synthesis.wav, synthesis.sample_rate, text, sim_reference, id=f"seed{synthesis.seed}", seed=synthesis.seed)
+            scores.append(item)
+            rank = (item.wer, -(item.sim if item.sim is not None else 0.0))
+            if best is None or rank < best[0]:
+                best = (rank, synthesis)
+        assert best is not None
+        return best[1], scores
+
+
+def _save(out_dir: Path | None, name: str, wav: np.ndarray, sample_rate: int) -> str | None:
+    from f5app.audio.io import write_audio
+
+    if out_dir is None:
+        return None
+    return str(write_audio(Path(out_dir) / f"{name}.wav", wav, sample_rate, overwrite=True))
+
+
+def build_evaluator(asr: AsrConfig, speaker: SpeakerConfig | None, device: str = "cpu", language: str | None = None) -> Evaluator:
+    """Load the ASR and (unless ``speaker`` is None) the speaker embedder, once."""
+    from f5app.evaluation.asr import build_transcriber
+    from f5app.evaluation.speaker import build_embedder
+
+    transcriber = build_transcriber(asr, device=device)
+    embedder = build_embedder(speaker, device=device) if speaker is not None else None
+    return Evaluator(transcriber, embedder, language)
