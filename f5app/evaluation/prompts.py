@@ -68,7 +68,8 @@ def validation_prompts(data, num_prompts: int, seed: int) -> list[Prompt]:  # no
 
     prepared = prepare(data, progress=False)
     _, val = load_splits(prepared, MelConfig(), data.val_fraction, data.val_min_items, data.seed)
-    texts = {str(row.audio_path): row.text for row in read_metadata(Path(data.path).expanduser().resolve()).rows}
+    folder = prepared.metadata_path.parent if prepared.metadata_path else Path(data.path).expanduser().resolve()  # data=recordings: the clips'
+    texts = {str(row.audio_path): row.text for row in read_metadata(folder).rows}
     clips = [(Path(clip.audio_path), texts.get(clip.audio_path, "".join(clip.text))) for clip in val.clips]
     return pair_prompts(clips, num_prompts, seed)
 
