@@ -15,6 +15,9 @@ Sections (docs/benchmarks.md has the goals and the latest table):
   infer       RTF vs upstream ``infer_process`` and process start to wav vs ``f5-tts_infer-cli``
               (scripts/bench_infer.py), plus peak RSS of both command lines.
   cli         wall time of ``f5app.ckpt list RUN_DIR`` and of each entry point's ``--help``.
+  prepare     ``data=recordings`` on a 10 and a 60 min recording (--quick: 1 and 3 min) made of f5-tts's
+              human speech: seconds of recording per wall second per step and in all (asr=tiny_en),
+              peak RSS of both, WER against the known words (scripts/bench_prepare.py).
 
 Every comparison alternates the two sides repetition by repetition, so background load (this
 machine is shared) hits both alike, and reports the median. Heavy work runs in worker processes
@@ -40,7 +43,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
-SECTIONS = ("training", "save", "resolve", "infer", "cli")
+SECTIONS = ("training", "save", "resolve", "infer", "cli", "prepare")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
 
 
@@ -775,6 +778,18 @@ def bench_inference(sizes: Sizes, device: str, work: Path, logs: Path) -> dict[s
     }
 
 
+# ---------------------------------------------------------------------------------------- prepare
+def _bench_prepare_module():  # noqa: ANN202
+    sys.path[:0] = [str(SCRIPTS)]
+    import bench_prepare
+
+    return bench_prepare
+
+
+def bench_prepare(quick: bool, minutes: str | None, work: Path, logs: Path) -> dict[str, Any]:
+    return _bench_prepare_module().bench_prepare(quick, minutes, work, logs, with_rss_report, run_timed, worker_env())
+
+
 # ---------------------------------------------------------------------------------------- main
 def run_worker(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench.py --worker")
@@ -864,6 +879,7 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
         for name, row in c["commands"].items():
             rows.append(Row(f"`python -m f5app.{name}` wall time", f"{row['seconds']:.2f} s", f"python -c pass {c['python_startup_s']:.2f} s",
                             None, "<= 1.5 s", row["seconds"] <= 1.5))
+    rows += [Row(**row) for row in _bench_prepare_module().table_rows(results.get("prepare"))]
     return rows
 
 
@@ -904,6 +920,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="override every section's repetitions")
     parser.add_argument("--big-gib", type=float, help="override the size of the big checkpoints in the resolution run")
     parser.add_argument("--workdir", type=Path, help="scratch folder, kept afterwards (default: a temp folder, removed)")
+    parser.add_argument("--prepare-minutes", help="prepare section: SHORT,LONG recording lengths (default 10,60; --quick 1,3)")
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else set(SECTIONS) - ({"infer"} if args.quick else set())
     unknown = only - set(SECTIONS)
@@ -934,6 +951,7 @@ def main(argv: list[str] | None = None) -> int:
             ("resolve", "resolution", lambda: bench_resolution(sizes, work, logs)),
             ("infer", "inference", lambda: bench_inference(sizes, args.device, work, logs)),
             ("cli", "cli", lambda: bench_cli(sizes, work, logs)),
+            ("prepare", "prepare", lambda: bench_prepare(args.quick, args.prepare_minutes, work, logs)),
         ):
             if section in only:
                 print(f"[{time.perf_counter() - started:5.0f} s] {section} ...", file=sys.stderr)

@@ -47,13 +47,27 @@ STEPS = ("read", "segment", "normalise", "transcribe", "review")
 class StepStats:
     items: int = 0
     cached: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall
+    cpu_seconds: float = 0.0  # this process's CPU time, every thread (a busy shared machine inflates only the wall)
     audio_seconds: float = 0.0  # audio this step handled (the recordings, or the clips)
-    input_seconds: float = 0.0  # the recordings' length, for the real-time factor
+    input_seconds: float = 0.0  # the recordings' length, for the real-time factors
 
     def to_dict(self) -> dict[str, Any]:
-        realtime = self.input_seconds / self.seconds if self.seconds > 0 and self.input_seconds else None
-        return {**asdict(self), "computed": self.items - self.cached, "realtime": realtime}
+        def per(seconds: float) -> float | None:
+            return self.input_seconds / seconds if seconds > 0 and self.input_seconds else None
+
+        return {**asdict(self), "computed": self.items - self.cached, "realtime": per(self.seconds), "realtime_cpu": per(self.cpu_seconds)}
+
+
+class _Clock:
+    """Wall and CPU time since it was made, written into a StepStats by :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def stop(self, stats: StepStats) -> None:
+        stats.seconds = time.perf_counter() - self.wall
+        stats.cpu_seconds = time.process_time() - self.cpu
 
 
 @dataclass
@@ -143,7 +157,7 @@ class _Run:
 
     # ------------------------------------------------------------------ the run
     def run(self, paths: list[Path], problems: list[Problem]) -> PreparedData:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         self.problems = list(problems)
         recordings = self._identify(paths)
         decoded = self._read(recordings)
@@ -151,7 +165,7 @@ class _Run:
         self._normalise(clips)
         self._transcribe(clips)
         self._note_empty_recordings(decoded, clips)
-        reviewed = time.perf_counter()
+        review_clock = _Clock()
         kept = [clip for clip in clips if clip.dropped is None]
         merged = review.merge_metadata(self.work, self.cache_dir, [(clip.audio_file, clip.text) for clip in kept])  # type: ignore[misc]
         self._forget_stale_clips(clips, merged)
@@ -164,8 +178,9 @@ class _Run:
                 val = self._held_out(prepared)
             except DataError as failure:
                 error = failure
-        self.steps["review"] = StepStats(items=len(merged.rows), seconds=time.perf_counter() - reviewed, input_seconds=self._input_seconds(decoded))
-        review_path = self._write_review(decoded, clips, merged, prepared, val, time.perf_counter() - started)
+        self.steps["review"] = StepStats(items=len(merged.rows), input_seconds=self._input_seconds(decoded))
+        review_clock.stop(self.steps["review"])
+        review_path = self._write_review(decoded, clips, merged, prepared, val, time.perf_counter() - started, time.process_time() - cpu_started)
         if error is not None:
             raise DataError(f"{error}; the review is {review_path}") from None
         if prepared is None:
@@ -193,7 +208,7 @@ class _Run:
     def _read(self, recordings: list[Recording]) -> list[tuple[Recording, str]]:
         cache = StepCache(self.cache_dir, "read")
         stats = self.steps["read"]
-        started = time.perf_counter()
+        clock = _Clock()
         headers: dict[str, float] = {}
         for recording in recordings:
             try:
@@ -224,7 +239,7 @@ class _Run:
                 self.read_info[key] = record
                 stats.audio_seconds += record["seconds"]
                 decoded.append((recording, key))
-        stats.seconds = time.perf_counter() - started
+        clock.stop(stats)
         stats.input_seconds = self._input_seconds(decoded)
         return decoded
 
@@ -234,7 +249,7 @@ class _Run:
         words_cache = StepCache(self.cache_dir, "words")
         read_cache = StepCache(self.cache_dir, "read")
         stats = self.steps["segment"]
-        started = time.perf_counter()
+        clock = _Clock()
         vad: segment.Vad | None = None
         clips: list[Clip] = []
         names: set[str] = set()
@@ -271,7 +286,7 @@ class _Run:
                 for span in segment.spans(pieces, seconds, self.seg):
                     clip = Clip(recording, read_key, span, f"{base}_{_stamp(span.start)}", dropped=span.dropped)
                     clips.append(clip)
-        stats.seconds = time.perf_counter() - started
+        clock.stop(stats)
         stats.input_seconds = self._input_seconds(decoded)
         return clips
 
@@ -296,7 +311,7 @@ class _Run:
         cache = StepCache(self.cache_dir, "normalise")
         read_cache = StepCache(self.cache_dir, "read")
         stats = self.steps["normalise"]
-        started = time.perf_counter()
+        clock = _Clock()
         settings = normalise.Settings(self.data.loudness_lufs, self.data.min_loudness_lufs, self.data.max_clipped_fraction, self.data.min_seconds)
         todo = [clip for clip in clips if clip.dropped is None]
         with self._bar("3/4 normalise", len(todo), "clip") as bar:
@@ -317,14 +332,14 @@ class _Run:
                 clip.dropped = record["dropped"]
                 stats.audio_seconds += record["seconds"]
                 bar.update(1)
-        stats.seconds = time.perf_counter() - started
+        clock.stop(stats)
         stats.input_seconds = self.steps["read"].input_seconds
 
     # ------------------------------------------------------------------ 4. transcribe
     def _transcribe(self, clips: list[Clip]) -> None:
         cache = StepCache(self.cache_dir, "transcribe")
         stats = self.steps["transcribe"]
-        started = time.perf_counter()
+        clock = _Clock()
         made = [clip for clip in clips if clip.measured is not None]
         by_recording: dict[str, list[Clip]] = {}
         for clip in made:
@@ -357,7 +372,7 @@ class _Run:
         for clip in made:
             if clip.dropped is None and not clip.text.strip():
                 clip.dropped = "no_speech"  # the ASR heard no words (noise, music, breathing)
-        stats.seconds = time.perf_counter() - started
+        clock.stop(stats)
         stats.input_seconds = self.steps["read"].input_seconds
 
     def _note_empty_recordings(self, decoded: list[tuple[Recording, str]], clips: list[Clip]) -> None:
@@ -396,7 +411,7 @@ class _Run:
         write_json_atomic(record_path, {"files": sorted(now)}, durable=False)
 
     def _write_review(self, decoded, clips: list[Clip], merged: review.Merged, prepared: PreparedData | None,  # noqa: ANN001
-                      val: set[str], total_seconds: float) -> Path:
+                      val: set[str], total_seconds: float, total_cpu_seconds: float) -> Path:
         texts = dict(merged.rows)
         coverage = report.vocabulary_coverage(list(texts.values()), self.data, self.work)
         missing = set(coverage["missing"])
@@ -417,8 +432,7 @@ class _Run:
                 dropped_rows.append(row)
         input_seconds = self._input_seconds(decoded)
         steps = {name: stats.to_dict() for name, stats in self.steps.items()}
-        steps["all"] = {"items": len(decoded), "cached": 0, "seconds": total_seconds, "input_seconds": input_seconds,
-                        "realtime": input_seconds / total_seconds if total_seconds > 0 else None}
+        steps["all"] = StepStats(len(decoded), 0, total_seconds, total_cpu_seconds, input_seconds, input_seconds).to_dict()
         summary = {
             "recordings": len(decoded),
             "input_seconds": input_seconds,
