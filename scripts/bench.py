@@ -15,7 +15,8 @@ Sections (docs/benchmarks.md has the goals and the latest table):
   infer       RTF vs upstream ``infer_process`` and process start to wav vs ``f5-tts_infer-cli``
               (scripts/bench_infer.py), plus peak RSS of both command lines.
   cli         wall time of ``f5app.ckpt list RUN_DIR`` and of each entry point's ``--help``.
-  prepare     ``data=recordings`` on a 10 and a 60 min recording (--quick: 1 and 3 min) made of f5-tts's
+  prepare     (only with --only prepare: ~25 min here) ``data=recordings`` on a 10 and a 60 min recording
+              (--quick: 1 and 3 min; --prepare-minutes SHORT,LONG) made of f5-tts's
               human speech: seconds of recording per wall second per step and in all (asr=tiny_en),
               peak RSS of both, WER against the known words (scripts/bench_prepare.py).
 
@@ -914,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference section (under 3 minutes)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; --quick: all but infer)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but prepare; --quick: also not infer)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads in both training workers (default 1: steadier on a shared CPU; 0: torch's default)")
     parser.add_argument("--repeats", type=int, help="override every section's repetitions")
@@ -922,7 +923,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="scratch folder, kept afterwards (default: a temp folder, removed)")
     parser.add_argument("--prepare-minutes", help="prepare section: SHORT,LONG recording lengths (default 10,60; --quick 1,3)")
     args = parser.parse_args(argv)
-    only = set(args.only.split(",")) if args.only else set(SECTIONS) - ({"infer"} if args.quick else set())
+    # prepare (an hour of audio through the recordings pipeline) runs only when named: --only prepare
+    only = set(args.only.split(",")) if args.only else set(SECTIONS) - {"prepare"} - ({"infer"} if args.quick else set())
     unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")

@@ -234,6 +234,11 @@ def test_the_source_folder_is_never_modified(folder, prepared):
     assert tree_digest(folder["root"], "f5app_clips") == folder["before"]
 
 
+def test_the_work_folder_is_never_taken_for_recordings(prepared, compose_cfg_module):
+    with pytest.raises(UserError, match="is \\(or is inside\\) a work folder of data=recordings"):
+        prepare(recordings_config(compose_cfg_module, prepared["work"] / "wavs"), progress=False)
+
+
 def test_a_folder_without_audio_or_without_speech_is_one_user_error(tmp_path, compose_cfg_module):
     empty = tmp_path / "empty"
     empty.mkdir()

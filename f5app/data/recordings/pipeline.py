@@ -54,7 +54,7 @@ class StepStats:
 
     def to_dict(self) -> dict[str, Any]:
         def per(seconds: float) -> float | None:
-            return self.input_seconds / seconds if seconds > 0 and self.input_seconds else None
+            return self.input_seconds / seconds if self.items and seconds > 0 and self.input_seconds else None
 
         return {**asdict(self), "computed": self.items - self.cached, "realtime": per(self.seconds), "realtime_cpu": per(self.cpu_seconds)}
 
@@ -110,6 +110,9 @@ def prepare_recordings(data: RecordingsDataConfig, progress: bool = True) -> Pre
     if not root.exists():
         raise DataError(f"data.path={root} does not exist; point it at the folder holding your recordings")
     work = work_dir_for(data)
+    folder = root if root.is_dir() else root.parent
+    if root == work or work in root.parents or any((f / read.WORK_DIR_MARKER).exists() for f in (folder, *folder.parents)):
+        raise DataError(f"data.path={root} is (or is inside) a work folder of data=recordings; point it at your recordings")
     paths, problems = read.find_audio(root, [work, prepared_dir_for(_csv_settings(data, work))])
     if not paths and not problems:
         raise DataError(
@@ -118,6 +121,7 @@ def prepare_recordings(data: RecordingsDataConfig, progress: bool = True) -> Pre
         )
     try:
         (work / "cache").mkdir(parents=True, exist_ok=True)
+        (work / read.WORK_DIR_MARKER).touch()
     except OSError as error:
         raise DataError(f"cannot create {work} ({error.strerror}); set data.work_dir to a folder you can write") from None
     with folder_lock(work / "cache" / "run"):
@@ -277,11 +281,12 @@ class _Run:
                     continue
                 pieces: list[segment.Piece] = []
                 for piece in segment.plan(regions, self.seg):
-                    if piece.too_long:
-                        words = self._words(words_cache, read_key, wav, piece)
-                        pieces.extend(segment.word_cuts(piece, words, self.seg, probabilities))
-                    else:
+                    if not piece.too_long:
                         pieces.append(piece)
+                        continue
+                    for window in segment.windows(piece, probabilities):  # the ASR hears at most a few minutes at once
+                        words = self._words(words_cache, read_key, wav, window)
+                        pieces.extend(segment.word_cuts(window, words, self.seg, probabilities))
                 base = _unique(_slug(recording.name), names)
                 for span in segment.spans(pieces, seconds, self.seg):
                     clip = Clip(recording, read_key, span, f"{base}_{_stamp(span.start)}", dropped=span.dropped)

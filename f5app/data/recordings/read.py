@@ -27,6 +27,8 @@ from f5app.files import atomic_write, read_json_object, sha256_file, write_json_
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf", ".w64", ".rf64")
 #: Audio that libsndfile cannot decode: each such file is one line in the review, saying to convert it.
 UNDECODABLE_SUFFIXES = (".m4a", ".aac", ".mp4", ".wma", ".webm", ".mkv", ".amr", ".ape", ".wv", ".mka")
+#: Written into every work folder, so that a folder of recordings holding an old one never reads its clips as recordings.
+WORK_DIR_MARKER = ".f5app_recordings_work_dir"
 BLOCK_SECONDS = 10.0
 #: A sample at or above this magnitude counts as clipped.
 CLIP_LEVEL = 0.999
@@ -54,17 +56,22 @@ class Problem:
 def find_audio(root: Path, skip: list[Path]) -> tuple[list[Path], list[Problem]]:
     """Audio files under ``root`` (a folder, searched recursively, or one file), sorted by path.
 
-    Hidden entries and the folders in ``skip`` (our own output) are left out; files whose suffix
-    names a format soundfile cannot decode become problems.
+    Hidden entries, the folders in ``skip`` and every work folder of ours (marked by
+    :data:`WORK_DIR_MARKER`) are left out; files whose suffix names a format soundfile cannot
+    decode become problems.
     """
     if root.is_file():
         return [root], []
     skipped = {path.resolve() for path in skip}
+
+    def ours(folder: Path) -> bool:
+        return folder.resolve() in skipped or (folder / WORK_DIR_MARKER).exists()
+
     found: list[Path] = []
     problems: list[Problem] = []
     for folder, subfolders, files in os.walk(root):
         here = Path(folder)
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and (here / d).resolve() not in skipped)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and not ours(here / d))
         for name in sorted(files):
             path = here / name
             suffix = path.suffix.lower()

@@ -146,7 +146,7 @@ def _html(review: dict[str, Any]) -> str:
             f"{clip['start']:.2f}-{clip['end']:.2f} s</small></td>"
             f"<td><audio controls preload='none' src='{e(clip['audio_file'])}'></audio></td>"
             f"<td class='num'>{clip['seconds']:.2f}</td><td class='num'>{conf}</td><td>{e(clip.get('split') or '')}</td>"
-            f"<td class='flag'>{e(', '.join(clip['flags']))}</td><td>{e(clip['text'])}</td></tr>"
+            f"<td class='flag'>{e(', '.join(clip['flags']))}</td><td>{e(clip['text'])}{_origin(clip)}</td></tr>"
         )
     lines.append("</table>")
     if review["dropped"]:
@@ -165,3 +165,11 @@ def _html(review: dict[str, Any]) -> str:
                      f"<td class='num'>{step['seconds']:.1f}</td><td class='num'>{speed}</td></tr>")
     lines += ["</table>", f"<h2>Settings</h2><pre>{e(json.dumps(review['settings'], indent=2))}</pre>", "</body></html>"]
     return "\n".join(lines) + "\n"
+
+
+def _origin(clip: dict[str, Any]) -> str:
+    if clip.get("edited"):
+        return "<br><small>your text</small>"
+    if clip.get("text_source") not in (None, "asr"):
+        return f"<br><small>from {html.escape(clip['text_source'])}</small>"
+    return ""

@@ -35,6 +35,7 @@ MIN_PAUSE_MS = 100
 VAD_VERSION = 1  # bump when the probabilities would change (model, framing)
 #: How a clip's ends were found, from the safest: in a pause, between words, anywhere.
 CUT_KINDS = ("pause", "words", "forced")
+WORDS_WINDOW_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,19 @@ def word_cuts(piece: Piece, words: Sequence[tuple[float, float]], settings: Sett
     cut = max(piece.cut, kind, key=CUT_KINDS.index)  # a piece is as doubtful as its worst end
     left, right = Piece(piece.start, at, cut), Piece(at, piece.end, cut)
     return word_cuts(left, words, settings, probabilities) + word_cuts(right, words, settings, probabilities)
+
+
+def windows(piece: Piece, probabilities: np.ndarray, longest: float = WORDS_WINDOW_SECONDS) -> list[Piece]:
+    """``piece`` cut at its least speech-like moments into parts of at most ``longest`` seconds.
+
+    Speech that never pauses for minutes (or noise the VAD takes for speech) is cut like this
+    before the ASR looks for words in it, so no more than ``longest`` seconds are ever read at once.
+    """
+    if piece.seconds <= longest:
+        return [piece]
+    at = _quietest_moment(probabilities, piece.start + piece.seconds / 3, piece.end - piece.seconds / 3)
+    left, right = Piece(piece.start, at, "forced", True), Piece(at, piece.end, "forced", True)
+    return windows(left, probabilities, longest) + windows(right, probabilities, longest)
 
 
 def _quietest_moment(probabilities: np.ndarray, start: float, end: float) -> float:
