@@ -181,6 +181,29 @@ class AsrConfig:
 
 
 @dataclass
+class RecordingsDataConfig(DataConfig):
+    """``data=recordings``: a folder of long recordings, cut into clips, transcribed and reviewed.
+
+    The clips, their ``metadata.csv`` and the review land in ``work_dir``, which is then prepared
+    exactly as ``data=csv_wavs`` would prepare it (see f5app/data/recordings/ and docs/recordings.md).
+    """
+
+    name: str = "recordings"
+    work_dir: Optional[str] = None  # clips, metadata.csv (edit it), review.html; default <data.path>/f5app_clips
+    sample_rate: int = 24000  # clips are written at the model's rate (model.mel.target_sample_rate)
+    min_seconds: float = 2.0  # shorter speech is dropped (listed in the review)
+    max_seconds: float = 15.0  # upstream maintainers: clips over ~15-20 s hurt quality
+    max_pause_seconds: float = 1.0  # a clip never spans a silence this long
+    pad_seconds: float = 0.25  # silence kept around the speech (at most half the pause to the next clip)
+    vad_threshold: float = 0.5  # silero-vad speech probability
+    loudness_lufs: float = -20.0  # BS.1770 integrated loudness every clip is normalised to
+    min_loudness_lufs: float = -45.0  # quieter clips are dropped (too_quiet)
+    max_clipped_fraction: float = 0.001  # clips with more samples at full scale are dropped (clipping)
+    min_confidence: float = 0.6  # lower ASR confidence is flagged for review
+    asr: Optional[AsrConfig] = None  # conf/data/recordings.yaml: ${asr}, the asr= group (None: AsrConfig())
+
+
+@dataclass
 class SpeakerConfig:
     """Speaker embedder for speaker similarity (SIM); see f5app/evaluation/speaker.py."""
 
@@ -339,6 +362,7 @@ def register_configs() -> None:
     cs.store(name="serve_schema", node=ServeConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="data", name="recordings_data_schema", node=RecordingsDataConfig)
     cs.store(group="optim", name="optim_schema", node=OptimConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
@@ -360,6 +384,11 @@ def to_settings(cfg: DictConfig | dict[str, Any], schema: type) -> Any:
     base = OmegaConf.structured(schema)
     merged = OmegaConf.merge(base, cfg)
     return OmegaConf.to_object(merged)
+
+
+def data_schema_for(tree: DictConfig | dict[str, Any]) -> type:
+    """The data schema a data tree (composed, or recorded in a checkpoint) was written with."""
+    return RecordingsDataConfig if tree.get("name") == "recordings" else DataConfig
 
 
 def model_config_from_dict(recorded: dict[str, Any]) -> ModelConfig:

@@ -67,6 +67,10 @@ def run(cfg: DictConfig | InferConfig, started: float | None = None, overrides: 
     return out_path
 
 
+#: ``text_file=-``: read the text from standard input.
+STDIN = "-"
+
+
 def best_of(synthesizer, settings: InferConfig, text: str, overrides: list[str]):  # noqa: ANN001, ANN201
     """``best_of`` candidates scored by WER against ``text`` and SIM against the reference voice; the best is kept."""
     import random
@@ -100,10 +104,6 @@ def best_of(synthesizer, settings: InferConfig, text: str, overrides: list[str])
     kept = next(item for item in candidates if item.seed == result.seed)
     log.info("best_of=%d: kept seed %d (wer %.3f, sim %s)", settings.best_of, result.seed, kept.wer, "-" if kept.sim is None else f"{kept.sim:.3f}")
     return result
-
-
-#: ``text_file=-``: read the text from standard input.
-STDIN = "-"
 
 
 def read_text(settings: InferConfig) -> str:

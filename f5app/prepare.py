@@ -1,5 +1,8 @@
 """``python -m f5app.prepare data=csv_wavs data.path=DIR``: prepare a data set once, ahead of training.
 
+``data=recordings data.path=DIR asr=tiny_en`` first cuts long recordings into clips, transcribes
+them and writes a metadata.csv to review and edit (docs/recordings.md).
+
 Training prepares on first use too; this entry point lets you check the report before spending
 GPU time. Data that cannot be prepared ends in one line, ``error: ...``, and exit status 2.
 """
@@ -13,11 +16,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from f5app.cli_help import run_hydra_app
-from f5app.config import CONF_DIR, DataConfig, to_settings
+from f5app.config import CONF_DIR, DataConfig, data_schema_for, to_settings
 
 log = logging.getLogger(__name__)
 
-USAGE = "usage: python -m f5app.prepare data=csv_wavs data.path=DIR [data.tokenizer=char|pinyin|custom] [key=value ...]"
+USAGE = ("usage: python -m f5app.prepare data=csv_wavs data.path=DIR [data.tokenizer=char|pinyin|custom] [key=value ...]\n"
+         "       python -m f5app.prepare data=recordings data.path=DIR [asr=whisper|tiny_en] [key=value ...]")
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="prepare", version_base="1.3")
@@ -27,14 +31,18 @@ def _hydra_main(cfg: DictConfig) -> None:
 
     with exit_on_user_error(log):
         if OmegaConf.is_missing(cfg.data, "path"):
-            raise UserError("data.path is required: data=csv_wavs data.path=DIR (DIR holds metadata.csv)")
+            what = "the folder holding your recordings" if cfg.data.get("name") == "recordings" else "DIR holds metadata.csv"
+            raise UserError(f"data.path is required: data={cfg.data.get('name', 'csv_wavs')} data.path=DIR ({what})")
         # resolve inside the whole tree first: data.prepared_dir may interpolate ${output_root}
-        data: DataConfig = to_settings(OmegaConf.to_container(cfg.data, resolve=True), DataConfig)
+        tree = OmegaConf.to_container(cfg.data, resolve=True)
+        data: DataConfig = to_settings(tree, data_schema_for(tree))
         prepared = prepare(data, progress=bool(cfg.progress))
     print(
         f"{prepared.num_items} clips ({prepared.total_seconds:.1f} s of audio), {len(prepared.vocab)} tokens, "
         f"{prepared.skipped} rows skipped -> {prepared.dir}\nreport: {prepared.report_path}"
     )
+    if prepared.review_path is not None:
+        print(f"review: {prepared.review_path}\nedit {prepared.review_path.parent / 'metadata.csv'} and run the same command again to change texts")
 
 
 def main() -> None:

@@ -24,6 +24,10 @@ Sections (docs/benchmarks.md has the goals and the latest table):
               full response (three sentences), server latency vs ``Synthesizer.generate`` in the
               same process, throughput at 1/2/4 concurrent clients, and a long text rendered as
               padded batches vs one chunk at a time.
+  prepare     (only with --only prepare: ~25 min here) ``data=recordings`` on a 10 and a 60 min recording
+              (--quick: 1 and 3 min; --prepare-minutes SHORT,LONG) made of f5-tts's
+              human speech: seconds of recording per wall second per step and in all (asr=tiny_en),
+              peak RSS of both, WER against the known words (scripts/bench_prepare.py).
 
 Every comparison alternates the two sides repetition by repetition, so background load (this
 machine is shared) hits both alike, and reports the median. Heavy work runs in worker processes
@@ -49,7 +53,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
-SECTIONS = ("training", "save", "resolve", "infer", "cli", "verify", "evaluation", "serve")
+SECTIONS = ("training", "save", "resolve", "infer", "cli", "verify", "evaluation", "serve", "prepare")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
 
 
@@ -997,6 +1001,16 @@ def bench_serve(sizes: Sizes, device: str, threads: int, work: Path, logs: Path)
                       "auto_ratio": long_s["auto"] / long_s["one_at_a_time"]},
         "reps": rows,
     }
+# ---------------------------------------------------------------------------------------- prepare
+def _bench_prepare_module():  # noqa: ANN202
+    sys.path[:0] = [str(SCRIPTS)]
+    import bench_prepare
+
+    return bench_prepare
+
+
+def bench_prepare(quick: bool, minutes: str | None, work: Path, logs: Path) -> dict[str, Any]:
+    return _bench_prepare_module().bench_prepare(quick, minutes, work, logs, with_rss_report, run_timed, worker_env())
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -1138,6 +1152,7 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
         rows.append(Row(f"WER vs upstream run_asr_wer, same files and model ({up['files']} files; {up['agree']} agree, rest explained)",
                         f"{up['ours_mean_wer']:.3f}", f"{up['upstream_mean_wer']:.3f}", None, "agree or explained",
                         all(r["why"] == "agree" or r["why"].startswith(("normalisation", "different transcripts")) for r in up["rows"])))
+    rows += [Row(**row) for row in _bench_prepare_module().table_rows(results.get("prepare"))]
     return rows
 
 
@@ -1172,14 +1187,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference, evaluation or serve section unless --only names it (under 3 minutes)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; --quick: all but infer, evaluation and serve)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but prepare; --quick: also not infer, evaluation, serve)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads in both training workers (default 1: steadier on a shared CPU; 0: torch's default)")
     parser.add_argument("--repeats", type=int, help="override every section's repetitions")
     parser.add_argument("--big-gib", type=float, help="override the size of the big checkpoints in the resolution run")
     parser.add_argument("--workdir", type=Path, help="scratch folder, kept afterwards (default: a temp folder, removed)")
+    parser.add_argument("--prepare-minutes", help="prepare section: SHORT,LONG recording lengths (default 10,60; --quick 1,3)")
     args = parser.parse_args(argv)
-    only = set(args.only.split(",")) if args.only else set(SECTIONS) - ({"infer", "evaluation", "serve"} if args.quick else set())
+    # prepare (an hour of audio through the recordings pipeline) runs only when named: --only prepare
+    only = set(args.only.split(",")) if args.only else set(SECTIONS) - {"prepare"} - ({"infer", "evaluation", "serve"} if args.quick else set())
     unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
@@ -1211,6 +1228,7 @@ def main(argv: list[str] | None = None) -> int:
             ("verify", "verify", lambda: bench_verify(sizes, work, logs)),
             ("evaluation", "evaluation", lambda: bench_evaluation(args.quick, args.device, args.repeats or 2, work, logs)),
             ("serve", "serve", lambda: bench_serve(sizes, args.device, args.threads, work, logs)),
+            ("prepare", "prepare", lambda: bench_prepare(args.quick, args.prepare_minutes, work, logs)),
         ):
             if section in only:
                 print(f"[{time.perf_counter() - started:5.0f} s] {section} ...", file=sys.stderr)

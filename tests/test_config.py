@@ -16,7 +16,7 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-# ckpt=custom needs ckpt.path and data=csv_wavs needs data.path: give every option what it needs.
+# ckpt=custom needs ckpt.path and data=csv_wavs|recordings need data.path: give every option what it needs.
 TRAIN_BASE = ["data.path=/data/voice", "ckpt.path=/weights/model.pt"]
 
 
@@ -25,7 +25,7 @@ def test_every_training_option_composes_into_typed_settings(compose_cfg, group):
     for option in options(group):
         overrides = [f"{group}={option}", *TRAIN_BASE]
         if group == "data" or group == "experiment":
-            overrides = [f"{group}={option}", "ckpt.path=/weights/model.pt"] + (["data.path=/data/voice"] if option == "csv_wavs" else [])
+            overrides = [f"{group}={option}", "ckpt.path=/weights/model.pt"] + (["data.path=/data/voice"] if option in ("csv_wavs", "recordings") else [])
         settings = to_settings(compose_cfg("train", overrides), TrainConfig)
         assert isinstance(settings, TrainConfig), f"{group}={option}"
 

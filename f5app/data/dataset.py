@@ -111,10 +111,25 @@ def load_splits(
 ) -> tuple[SpeechDataset, SpeechDataset]:
     """Split the prepared set into (train, validation) and record the split in ``split.json``.
 
+    The split is :func:`record_split`'s; this wraps each side in a :class:`SpeechDataset`.
+    """
+    clips, train_indices, val_indices = record_split(prepared, val_fraction, val_min_items, seed)
+    train = SpeechDataset([clips[i] for i in train_indices], mel)
+    val = SpeechDataset([clips[i] for i in val_indices], mel)
+    log.info("data split: %d training clips, %d validation clips (seed %d)", len(train), len(val), seed)
+    return train, val
+
+
+def record_split(
+    prepared: PreparedData, val_fraction: float, val_min_items: int, seed: int
+) -> tuple[list[Clip], list[int], list[int]]:
+    """``(clips, train indices, validation indices)`` of the prepared set, recorded in ``split.json``.
+
     A clip's side depends only on ``seed`` and its audio path (ranked by a hash), so the split is
     reproducible and adding clips to metadata.csv moves few existing clips across. Validation gets
     ``max(val_min_items, round(n * val_fraction))`` clips, leaving at least one for training; a
-    one-clip set uses that clip for both (with a warning).
+    one-clip set uses that clip for both (with a warning). Preparation (data=recordings) and
+    training call this alike, so the held-out clips a review lists are the ones training holds out.
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"data.val_fraction={val_fraction} must be in [0, 1)")
@@ -144,10 +159,7 @@ def load_splits(
         train_indices = sorted(ranked[val_count:])
 
     _write_split(prepared.dir, clips, train_indices, val_indices, val_fraction, val_min_items, seed)
-    train = SpeechDataset([clips[i] for i in train_indices], mel)
-    val = SpeechDataset([clips[i] for i in val_indices], mel)
-    log.info("data split: %d training clips, %d validation clips (seed %d)", len(train), len(val), seed)
-    return train, val
+    return clips, train_indices, val_indices
 
 
 def _rank(seed: int, audio_path: str) -> str:

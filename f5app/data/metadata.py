@@ -137,3 +137,16 @@ def _parse_ljspeech(line: str, folder: Path) -> tuple[Path, str] | str:
         text = fields[2].strip()
     name = clip_id if clip_id.lower().endswith(AUDIO_SUFFIXES) else f"{clip_id}.wav"
     return _resolve(folder / "wavs", name), text
+
+
+def metadata_text(rows: list[tuple[str, str]]) -> str:
+    """``metadata.csv`` in upstream's layout for ``(audio_file, text)`` rows (what :func:`read_metadata` reads back).
+
+    A transcript is one line: line breaks inside it become spaces.
+    """
+    lines = [UPSTREAM_LAYOUT]
+    for audio_file, text in rows:
+        if "|" in audio_file or "\n" in audio_file:
+            raise ValueError(f"an audio_file cannot hold '|' or a line break: {audio_file!r}")
+        lines.append(f"{audio_file}|{' '.join(text.split())}")
+    return "\n".join(lines) + "\n"

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import soundfile
 
-from f5app.config import DataConfig
+from f5app.config import DataConfig, RecordingsDataConfig
 from f5app.data.metadata import BadRow, Metadata, MetadataError, MetadataRow, read_metadata
 from f5app.data.tokenizer import base_vocab_for, check_tokenizer, extend_vocab, tokens_of_many
 from f5app.data.vocab import VOCAB_FILE, read_vocab, upstream_vocab_path, write_vocab
@@ -50,6 +50,8 @@ class PreparedData:
     total_seconds: float
     report_path: Path
     skipped: int
+    review_path: Path | None = None  # data=recordings: the review of the clips (review.html)
+    metadata_path: Path | None = None  # the metadata.csv it was prepared from
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,14 @@ def prepare(data: DataConfig, progress: bool = True) -> PreparedData:
 
     Raises DataError for a missing/malformed metadata.csv, a bad tokenizer setting, or when no
     row is usable (the message names the report listing every skipped line).
+
+    ``data=recordings`` first cuts long recordings into clips with a metadata.csv
+    (f5app/data/recordings/), then prepares those exactly as this function prepares any folder.
     """
+    if isinstance(data, RecordingsDataConfig):
+        from f5app.data.recordings import prepare_recordings
+
+        return prepare_recordings(data, progress=progress)
     _check_settings(data)
     folder = Path(data.path).expanduser().resolve()
     out_dir = prepared_dir_for(data)
@@ -82,7 +91,7 @@ def prepare(data: DataConfig, progress: bool = True) -> PreparedData:
         raise DataError(str(error)) from None
 
     fingerprint = _fingerprint(metadata, data)
-    with _lock(out_dir):
+    with folder_lock(out_dir):
         cached = _load_if_current(out_dir, fingerprint)
         if cached is not None:
             log.info("prepared data %s is up to date with %s (%d clips); nothing to do", out_dir, metadata.path, cached.num_items)
@@ -106,7 +115,7 @@ def prepare(data: DataConfig, progress: bool = True) -> PreparedData:
         "prepared %d clips (%.1f s) from %s into %s; skipped %d (%s)",
         len(clips), report["total_seconds"], metadata.path, out_dir, len(bad), _counts_text(report["skipped_by_reason"]) or "none",
     )
-    return PreparedData(out_dir, vocab, len(clips), report["total_seconds"], report_path, len(bad))
+    return PreparedData(out_dir, vocab, len(clips), report["total_seconds"], report_path, len(bad), metadata_path=metadata.path)
 
 
 def load_prepared(out_dir: str | Path) -> PreparedData:
@@ -123,6 +132,7 @@ def load_prepared(out_dir: str | Path) -> PreparedData:
         total_seconds=float(report["total_seconds"]),
         report_path=out_dir / "report.txt",
         skipped=int(report["skipped"]),
+        metadata_path=Path(report["metadata"]) if report.get("metadata") else None,
     )
 
 
@@ -302,7 +312,7 @@ def _staging(out_dir: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def _lock(out_dir: Path) -> Iterator[None]:
+def folder_lock(out_dir: Path) -> Iterator[None]:
     """One preparer per folder at a time (e.g. every process of an accelerate launch)."""
     try:
         import fcntl

@@ -67,15 +67,17 @@ def validation_prompts(data, num_prompts: int, seed: int) -> list[Prompt]:  # no
 
     prepared = prepare(data, progress=False)
     _, val = load_splits(prepared, MelConfig(), data.val_fraction, data.val_min_items, data.seed)
-    return held_out_prompts(data, val.clips, num_prompts, seed)
+    return held_out_prompts(data, val.clips, num_prompts, seed, metadata_path=prepared.metadata_path)
 
 
-def held_out_prompts(data, clips, num_prompts: int, seed: int) -> list[Prompt]:  # noqa: ANN001 (DataConfig, dataset Clips)
-    """Prompts from held-out dataset clips (``clip.audio_path``), with their transcripts as
-    written in ``data.path``'s metadata.csv (the prepared tokens are not always the text)."""
+def held_out_prompts(data, clips, num_prompts: int, seed: int, metadata_path: Path | None = None) -> list[Prompt]:  # noqa: ANN001 (DataConfig, dataset Clips)
+    """Prompts from held-out dataset clips (``clip.audio_path``), with their transcripts as written
+    in the metadata.csv they were prepared from (``metadata_path``; default ``data.path``'s — for
+    data=recordings it is the reviewed one), since the prepared tokens are not always the text."""
     from f5app.data.metadata import read_metadata
 
-    texts = {str(row.audio_path): row.text for row in read_metadata(Path(data.path).expanduser().resolve()).rows}
+    folder = metadata_path.parent if metadata_path else Path(data.path).expanduser().resolve()
+    texts = {str(row.audio_path): row.text for row in read_metadata(folder).rows}
     return pair_prompts([(Path(c.audio_path), texts.get(c.audio_path, "".join(c.text))) for c in clips], num_prompts, seed)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from f5app.config import AsrConfig, DataConfig, EvalConfig, SpeakerConfig, VocoderConfig, to_settings
+from f5app.config import AsrConfig, DataConfig, EvalConfig, SpeakerConfig, VocoderConfig, data_schema_for, to_settings
 
 #: Settings a checkpoint records that decide how it is scored (the vocoder: how its mels are heard).
 GROUPS = ("asr", "speaker", "eval", "vocoder")
@@ -76,7 +76,7 @@ def effective_settings(
     data = None
     if isinstance(recorded.get("data"), dict) and recorded["data"].get("path"):
         try:
-            data = to_settings(recorded["data"], DataConfig)
+            data = to_settings(recorded["data"], data_schema_for(recorded["data"]))
         except Exception as error:
             notes.append(f"data: the recorded data settings do not fit this version ({str(error).splitlines()[0]})")
     return EvalSettings(current["asr"], current["speaker"], current["eval"], data, tuple(notes), current["vocoder"])

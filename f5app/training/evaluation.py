@@ -22,7 +22,8 @@ TRACKED_AUDIO = 2
 
 
 class TrainingEvaluation:
-    def __init__(self, cfg: TrainConfig, val_clips: list, vocab: list[str], device: str, run_dir: Path):  # noqa: ANN001
+    def __init__(self, cfg: TrainConfig, val_clips: list, vocab: list[str], device: str, run_dir: Path,
+                 metadata_path: Path | None = None):  # noqa: ANN001
         from f5app.evaluation.evaluator import build_evaluator
         from f5app.evaluation.prompts import PromptListError, held_out_prompts, load_prompts
 
@@ -34,7 +35,7 @@ class TrainingEvaluation:
         if cfg.eval.prompt_file:
             self.prompts = load_prompts(cfg.eval)
         else:
-            self.prompts = held_out_prompts(cfg.data, val_clips, cfg.eval.num_prompts, cfg.eval.seed)
+            self.prompts = held_out_prompts(cfg.data, val_clips, cfg.eval.num_prompts, cfg.eval.seed, metadata_path=metadata_path)
         if not self.prompts:
             raise PromptListError("eval.every > 0 needs held-out prompts, but the validation split is empty; raise data.val_fraction or give eval.prompt_file")
         speaker = None if cfg.speaker.name == "none" else cfg.speaker

@@ -543,7 +543,8 @@ class Trainer:
         from f5app.training.evaluation import TrainingEvaluation
 
         with forked_rng():  # building the models initialises layers from the global RNG before loading weights
-            self.evaluation = TrainingEvaluation(self.cfg, self.val_set.clips, self.vocab, str(self.accelerator.device), self.run_dir)
+            self.evaluation = TrainingEvaluation(self.cfg, self.val_set.clips, self.vocab, str(self.accelerator.device), self.run_dir,
+                                                 metadata_path=self.prepared.metadata_path)
 
     def _evaluate_if_due(self, final: bool) -> bool:
         """Every ``eval.every`` updates and at the last one (the same answer on every process)."""

@@ -1,0 +1,134 @@
+"""A long recording made of the human speech f5-tts ships, to try ``data=recordings`` on (and test it).
+
+    python -m f5app.data.recordings.example DIR [--minutes M] [--sample-rate 44100] [--channels 2]
+
+writes ``DIR/example_recording.flac``: f5-tts's four English recordings (``basic_ref_en.wav``,
+``multi/main.flac``, ``town.flac``, ``country.flac``) joined with silences, a pause short enough
+to join two of them into one passage longer than a clip may be, and bursts of noise, over a faint
+noise floor, at another sample rate and in stereo. ``--minutes`` repeats them (random order,
+pauses and levels, seeded) until the recording is that long. It is written block by block, so
+an hour costs no more memory than a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+#: name -> (file under f5_tts/infer/examples, (start, end) of its speech in seconds, its words)
+#: The bounds are silero-vad's speech timestamps of each file widened by 0.1 s; the texts are
+#: the passages read ("Please call Stella", "The Rainbow Passage"); country.flac's reader
+#: departs from hers, so it has none.
+SPEECH = {
+    "nature": ("basic/basic_ref_en.wav", (0.4, 5.1), "Some call me nature, others call me mother nature."),
+    "stella": ("multi/main.flac", (0.7, 6.1),
+               "Six spoons of fresh snow peas, five thick slabs of blue cheese, and maybe a snack for her brother Bob."),
+    "rainbow": ("multi/town.flac", (0.8, 9.2),
+                "The difference in the rainbow depends considerably upon the size of the drops, and the width of the "
+                "colored band increases as the size of the drops increases."),
+    "country": ("multi/country.flac", (0.8, 7.4), None),
+}
+#: ~40 s: four utterances; rainbow and country joined by a 0.5 s pause into a 15.5 s passage.
+STANDARD = (
+    ("silence", 1.0), ("speech", "nature"), ("silence", 1.5), ("speech", "stella"), ("noise", 2.0),
+    ("speech", "rainbow"), ("silence", 0.5), ("speech", "country"), ("silence", 1.5), ("noise", 1.5), ("silence", 1.0),
+)
+NOISE_RMS = 0.02  # the noise bursts (-34 dBFS)
+FLOOR_RMS = 0.001  # under everything (-60 dBFS): no stretch is digital silence
+FILE_NAME = "example_recording.flac"
+
+
+@dataclass(frozen=True)
+class Utterance:
+    name: str
+    start: float  # seconds in the written file
+    end: float
+    text: str | None
+
+
+def examples_dir() -> Path:
+    spec = importlib.util.find_spec("f5_tts")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the f5-tts package is not installed; it ships the recordings this example is made of")
+    return Path(next(iter(spec.submodule_search_locations))) / "infer" / "examples"
+
+
+def load_speech(sample_rate: int) -> dict[str, np.ndarray]:
+    """Each shipped recording, cut to its speech bounds, mono, at ``sample_rate``."""
+    import soundfile
+    import soxr
+
+    out = {}
+    for name, (relative, (start, end), _) in SPEECH.items():
+        wav, rate = soundfile.read(str(examples_dir() / relative), dtype="float32", always_2d=True)
+        wav = wav.mean(axis=1)[int(start * rate):int(end * rate)]
+        out[name] = soxr.resample(wav, rate, sample_rate).astype(np.float32) if rate != sample_rate else wav
+    return out
+
+
+def looped(minutes: float, seed: int = 0) -> Iterator[tuple[str, object]]:
+    """Layout items for a recording of about ``minutes``: the four utterances over and over."""
+    rng = np.random.default_rng(seed)
+    names = list(SPEECH)
+    lengths = {name: bounds[1] - bounds[0] for name, (_, bounds, _) in SPEECH.items()}
+    total = 0.0
+    yield ("silence", 1.0)
+    while total < minutes * 60:
+        name = names[int(rng.integers(len(names)))]
+        yield ("speech", (name, float(rng.uniform(-6.0, 0.0))))
+        gap = float(rng.choice([0.3, 0.5, 0.8, 1.2, 2.0]))
+        yield ("noise", 1.5) if rng.random() < 0.1 else ("silence", gap)
+        total += lengths[name] + gap
+
+
+def write(path: Path, layout=STANDARD, sample_rate: int = 44100, channels: int = 2, seed: int = 0) -> list[Utterance]:  # noqa: ANN001
+    """Write the recording ``layout`` describes to ``path``; return where each utterance is."""
+    import soundfile
+
+    speech = load_speech(sample_rate)
+    rng = np.random.default_rng(seed)
+    utterances: list[Utterance] = []
+    written = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with soundfile.SoundFile(str(path), "w", samplerate=sample_rate, channels=channels) as out:
+        for kind, value in layout:
+            if kind == "speech":
+                name, gain_db = value if isinstance(value, tuple) else (value, 0.0)
+                signal = speech[name] * np.float32(10 ** (gain_db / 20))
+                utterances.append(Utterance(name, written / sample_rate, (written + len(signal)) / sample_rate, SPEECH[name][2]))
+            elif kind == "noise":
+                signal = (NOISE_RMS * rng.standard_normal(int(value * sample_rate))).astype(np.float32)
+            elif kind == "silence":
+                signal = np.zeros(int(value * sample_rate), dtype=np.float32)
+            else:
+                raise ValueError(f"unknown layout item {kind!r}")
+            block = np.stack([signal * (1.0 - 0.1 * channel) for channel in range(channels)], axis=1)
+            block += (FLOOR_RMS * rng.standard_normal(block.shape)).astype(np.float32)
+            out.write(block)
+            written += len(signal)
+    return utterances
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m f5app.data.recordings.example", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path, help="where to write example_recording.flac (created if needed)")
+    parser.add_argument("--minutes", type=float, help="repeat the speech until the recording is this long")
+    parser.add_argument("--sample-rate", type=int, default=44100)
+    parser.add_argument("--channels", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    layout = looped(args.minutes, args.seed) if args.minutes else STANDARD
+    path = args.folder / FILE_NAME
+    utterances = write(path, layout, args.sample_rate, args.channels, args.seed)
+    print(f"{path}: {len(utterances)} utterances, {utterances[-1].end / 60:.1f} min, {args.sample_rate} Hz, {args.channels} channel(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,572 @@
+"""data=recordings end to end: read -> segment -> normalise -> transcribe -> review, then the
+csv_wavs preparation of the folder that produced (one preparation path for every data set).
+
+Layout of ``data.work_dir`` (default ``<data.path>/f5app_clips``; nothing in ``data.path`` is
+ever modified):
+
+    metadata.csv        the kept clips, ``audio_file|text``: edit it and run again
+    edits.json          your edits, as taken from metadata.csv (applied on every run)
+    review.html         every clip with its text, confidence and flags; durations.png; review.json
+    wavs/               the clips (mono, the model's rate, loudness-normalised)
+    rejected/           the clips dropped for clipping, loudness or length, to listen to
+    vocab_extended.txt  the starting vocabulary plus your characters (only when some are missing)
+    cache/              each step's results by content key; a stopped run resumes from here
+    .f5app_prepared/    what training reads (data.prepared_dir), with split.json
+
+Each step shows a progress bar (on a terminal) and caches per item, so Ctrl-C and the same
+command again carry on where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from f5app.config import AsrConfig, DataConfig, RecordingsDataConfig
+from f5app.data.prepare import DataError, PreparedData, folder_lock, prepare, prepared_dir_for
+from f5app.data.recordings import normalise, read, report, review, segment, transcribe
+from f5app.data.recordings.cache import StepCache, content_key
+from f5app.data.recordings.read import Problem, Recording
+from f5app.data.recordings.segment import Span
+from f5app.files import atomic_write, read_json_object, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORK_DIR = "f5app_clips"
+STEPS = ("read", "segment", "normalise", "transcribe", "review")
+
+
+@dataclass
+class StepStats:
+    items: int = 0
+    cached: int = 0
+    seconds: float = 0.0  # wall
+    cpu_seconds: float = 0.0  # this process's CPU time, every thread (a busy shared machine inflates only the wall)
+    audio_seconds: float = 0.0  # audio this step handled (the recordings, or the clips)
+    input_seconds: float = 0.0  # the recordings' length, for the real-time factors
+
+    def to_dict(self) -> dict[str, Any]:
+        def per(seconds: float) -> float | None:
+            return self.input_seconds / seconds if self.items and seconds > 0 and self.input_seconds else None
+
+        return {**asdict(self), "computed": self.items - self.cached, "realtime": per(self.seconds), "realtime_cpu": per(self.cpu_seconds)}
+
+
+class _Clock:
+    """Wall and CPU time since it was made, written into a StepStats by :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def stop(self, stats: StepStats) -> None:
+        stats.seconds = time.perf_counter() - self.wall
+        stats.cpu_seconds = time.process_time() - self.cpu
+
+
+@dataclass
+class Clip:
+    """One planned clip and what each step found about it."""
+
+    recording: Recording
+    read_key: str
+    span: Span
+    name: str
+    measured: dict[str, Any] | None = None  # normalise's record
+    asr: dict[str, Any] | None = None  # transcribe's record
+    text: str = ""
+    text_source: str = "asr"
+    agreement: float | None = None
+    dropped: str | None = None
+
+    @property
+    def audio_file(self) -> str | None:
+        if self.measured is None:
+            return None
+        return f"{self.measured['folder']}/{self.measured['file']}"
+
+
+def work_dir_for(data: RecordingsDataConfig) -> Path:
+    if data.work_dir:
+        return Path(data.work_dir).expanduser().resolve()
+    root = Path(data.path).expanduser().resolve()
+    return root / DEFAULT_WORK_DIR if not root.is_file() else root.parent / f"{root.stem}_{DEFAULT_WORK_DIR}"
+
+
+def prepare_recordings(data: RecordingsDataConfig, progress: bool = True) -> PreparedData:
+    """Cut, transcribe and review the recordings of ``data.path``; return the prepared clips.
+
+    Raises DataError (a UserError) for a missing folder, a folder without audio, settings that
+    cannot work, or when no recording gives a usable clip (after writing the review that says why).
+    """
+    _check(data)
+    root = Path(data.path).expanduser().resolve()
+    if not root.exists():
+        raise DataError(f"data.path={root} does not exist; point it at the folder holding your recordings")
+    work = work_dir_for(data)
+    folder = root if root.is_dir() else root.parent
+    if root == work or work in root.parents or any((f / read.WORK_DIR_MARKER).exists() for f in (folder, *folder.parents)):
+        raise DataError(f"data.path={root} is (or is inside) a work folder of data=recordings; point it at your recordings")
+    paths, problems = read.find_audio(root, [work, prepared_dir_for(_csv_settings(data, work))])
+    if not paths and not problems:
+        raise DataError(
+            f"no audio files in {root} (looked for {', '.join(read.AUDIO_SUFFIXES)}, in subfolders too); "
+            "point data.path at the folder holding your recordings"
+        )
+    try:
+        (work / "cache").mkdir(parents=True, exist_ok=True)
+        (work / read.WORK_DIR_MARKER).touch()
+    except OSError as error:
+        raise DataError(f"cannot create {work} ({error.strerror}); set data.work_dir to a folder you can write") from None
+    with folder_lock(work / "cache" / "run"):
+        return _Run(data, root, work, progress).run(paths, problems)
+
+
+def _check(data: RecordingsDataConfig) -> None:
+    problems = []
+    if not 0 < data.min_seconds < data.max_seconds:
+        problems.append(f"data.min_seconds={data.min_seconds} and data.max_seconds={data.max_seconds}: need 0 < min_seconds < max_seconds")
+    if data.pad_seconds < 0 or data.max_pause_seconds <= 0:
+        problems.append("data.pad_seconds must be >= 0 and data.max_pause_seconds > 0")
+    if not 0 < data.vad_threshold < 1:
+        problems.append(f"data.vad_threshold={data.vad_threshold} must be between 0 and 1")
+    if data.sample_rate < 8000:
+        problems.append(f"data.sample_rate={data.sample_rate} is too low (the model's rate: 24000)")
+    if data.max_duration < data.max_seconds:
+        problems.append(f"data.max_duration={data.max_duration} is below data.max_seconds={data.max_seconds}: every long clip would be skipped")
+    if problems:
+        raise DataError("; ".join(problems))
+
+
+class _Run:
+    def __init__(self, data: RecordingsDataConfig, root: Path, work: Path, progress: bool):
+        self.data = data
+        self.root = root
+        self.work = work
+        self.cache_dir = work / "cache"
+        self.show = progress and sys.stderr.isatty()
+        self.asr_cfg = data.asr if data.asr is not None else AsrConfig()
+        self.asr = transcribe.LazyTranscriber(self.asr_cfg)
+        self.asr_id = transcribe.asr_identity(self.asr_cfg)
+        self.steps = {name: StepStats() for name in STEPS}
+        self.problems: list[Problem] = []
+        self.read_info: dict[str, dict[str, Any]] = {}  # read key -> decode record
+        self.seg = segment.Settings(data.min_seconds, data.max_seconds, data.max_pause_seconds, data.pad_seconds, data.vad_threshold)
+
+    # ------------------------------------------------------------------ the run
+    def run(self, paths: list[Path], problems: list[Problem]) -> PreparedData:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        self.problems = list(problems)
+        recordings = self._identify(paths)
+        decoded = self._read(recordings)
+        clips = self._segment(decoded)
+        self._normalise(clips)
+        self._transcribe(clips)
+        self._note_empty_recordings(decoded, clips)
+        review_clock = _Clock()
+        kept = [clip for clip in clips if clip.dropped is None]
+        merged = review.merge_metadata(self.work, self.cache_dir, [(clip.audio_file, clip.text) for clip in kept])  # type: ignore[misc]
+        self._forget_stale_clips(clips, merged)
+        prepared = None
+        error: DataError | None = None
+        val: set[str] = set()
+        if merged.rows:
+            try:
+                prepared = prepare(self._csv_settings(), progress=self.show)
+                val = self._held_out(prepared)
+            except DataError as failure:
+                error = failure
+        self.steps["review"] = StepStats(items=len(merged.rows), input_seconds=self._input_seconds(decoded))
+        review_clock.stop(self.steps["review"])
+        review_path = self._write_review(decoded, clips, merged, prepared, val, time.perf_counter() - started, time.process_time() - cpu_started)
+        if error is not None:
+            raise DataError(f"{error}; the review is {review_path}") from None
+        if prepared is None:
+            raise DataError(
+                f"no usable speech in {self.root}: {len(self.problems)} recording(s) gave no clips "
+                f"({_count_reasons(self.problems)}){' and every clip was dropped' if clips else ''}; see {review_path}"
+            )
+        log.info(
+            "recordings: %d clips kept (%d dropped) from %d recording(s); review: %s; edit %s and run again to change texts",
+            len(merged.rows), sum(1 for clip in clips if clip.dropped), len(decoded), review_path, self.work / review.METADATA_FILE,
+        )
+        return replace(prepared, review_path=review_path)
+
+    # ------------------------------------------------------------------ 1. read
+    def _identify(self, paths: list[Path]) -> list[Recording]:
+        hashes_path = self.cache_dir / "sources.json"
+        hashes = read.load_hashes(hashes_path)
+        recordings, duplicates = read.identify(paths, self.root, hashes)
+        read.save_hashes(hashes_path, hashes)
+        self.problems += duplicates
+        self.known, problems = transcribe.known_texts(self.root, recordings)
+        self.problems += problems
+        return recordings
+
+    def _read(self, recordings: list[Recording]) -> list[tuple[Recording, str]]:
+        cache = StepCache(self.cache_dir, "read")
+        stats = self.steps["read"]
+        clock = _Clock()
+        headers: dict[str, float] = {}
+        for recording in recordings:
+            try:
+                header = read.describe(recording.path)
+                headers[recording.sha256] = header["source_frames"] / max(1, header["source_rate"])
+            except Exception:  # noqa: BLE001 (decoding reports it below)
+                headers[recording.sha256] = 0.0
+        decoded: list[tuple[Recording, str]] = []
+        with self._bar("1/4 read", sum(headers.values()), "s") as bar:
+            for recording in recordings:
+                key = content_key("read", read.READ_VERSION, recording.sha256, self.data.sample_rate)
+                wav = cache.file(key, ".wav")
+                record = cache.get(key)
+                stats.items += 1
+                if record is not None and (wav.is_file() or "failed" in record):
+                    stats.cached += 1
+                    bar.update(headers[recording.sha256])
+                else:
+                    try:
+                        record = cache.put(key, read.decode(recording.path, wav, self.data.sample_rate, bar.update))
+                    except Exception as failure:  # noqa: BLE001 (soundfile raises many types for bad files)
+                        detail = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+                        # the same bytes fail the same way: remembered until the file changes
+                        record = cache.put(key, {"failed": "empty" if "no samples" in detail else "unreadable", "detail": detail})
+                if "failed" in record:
+                    self.problems.append(Problem(recording.name, record["failed"], f"cannot decode it: {record['detail']}"))
+                    continue
+                self.read_info[key] = record
+                stats.audio_seconds += record["seconds"]
+                decoded.append((recording, key))
+        clock.stop(stats)
+        stats.input_seconds = self._input_seconds(decoded)
+        return decoded
+
+    # ------------------------------------------------------------------ 2. segment
+    def _segment(self, decoded: list[tuple[Recording, str]]) -> list[Clip]:
+        cache = StepCache(self.cache_dir, "vad")
+        words_cache = StepCache(self.cache_dir, "words")
+        read_cache = StepCache(self.cache_dir, "read")
+        stats = self.steps["segment"]
+        clock = _Clock()
+        vad: segment.Vad | None = None
+        clips: list[Clip] = []
+        names: set[str] = set()
+        with self._bar("2/4 segment", self._input_seconds(decoded), "s") as bar:
+            for recording, read_key in decoded:
+                info = self.read_info[read_key]
+                wav = read_cache.file(read_key, ".wav")
+                key = content_key("vad", segment.VAD_VERSION, read_key)
+                npy = cache.file(key, ".npy")
+                stats.items += 1
+                if cache.get(key) is not None and npy.is_file():
+                    stats.cached += 1
+                    probabilities = np.load(npy)
+                    bar.update(info["seconds"])
+                else:
+                    vad = vad or segment.Vad()
+                    probabilities = segment.speech_probabilities(vad, wav, info["sample_rate"], _scaled(bar.update, info))
+                    atomic_write(npy, lambda tmp: _save_npy(tmp, probabilities), durable=False)
+                    cache.put(key, {"frames": int(len(probabilities)), "frame_seconds": segment.FRAME_SECONDS})
+                stats.audio_seconds += info["seconds"]
+                seconds = info["frames"] / info["sample_rate"]
+                regions = self._regions(cache, key, probabilities, seconds)
+                if not regions:
+                    self.problems.append(Problem(recording.name, "no_speech", "no speech found (silero-vad heard none)"))
+                    continue
+                pieces: list[segment.Piece] = []
+                for piece in segment.plan(regions, self.seg):
+                    if not piece.too_long:
+                        pieces.append(piece)
+                        continue
+                    for window in segment.windows(piece, probabilities):  # the ASR hears at most a few minutes at once
+                        words = self._words(words_cache, read_key, wav, window)
+                        pieces.extend(segment.word_cuts(window, words, self.seg, probabilities))
+                base = _unique(_slug(recording.name), names)
+                for span in segment.spans(pieces, seconds, self.seg):
+                    clip = Clip(recording, read_key, span, f"{base}_{_stamp(span.start)}", dropped=span.dropped)
+                    clips.append(clip)
+        clock.stop(stats)
+        stats.input_seconds = self._input_seconds(decoded)
+        return clips
+
+    def _regions(self, cache: StepCache, vad_key: str, probabilities: np.ndarray, seconds: float) -> list[segment.Region]:
+        """silero's speech regions, cached too: a fully cached run never imports silero (nor torch)."""
+        key = content_key("regions", vad_key, self.data.vad_threshold, segment.MIN_SPEECH_MS, segment.MIN_PAUSE_MS)
+        record = cache.get(key)
+        if record is None:
+            found = segment.speech_regions(probabilities, seconds, self.data.vad_threshold)
+            record = cache.put(key, {"regions": [[region.start, region.end] for region in found]})
+        return [segment.Region(start, end) for start, end in record["regions"]]
+
+    def _words(self, cache: StepCache, read_key: str, wav: Path, piece: segment.Piece) -> list[tuple[float, float]]:
+        key = content_key("words", transcribe.TRANSCRIBE_VERSION, read_key, piece.start, piece.end, self.asr_id)
+        record = cache.get(key)
+        if record is None:
+            record = cache.put(key, {"words": transcribe.word_times(self.asr, wav, piece.start, piece.end)})
+        return [tuple(word) for word in record["words"]]  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ 3. normalise
+    def _normalise(self, clips: list[Clip]) -> None:
+        cache = StepCache(self.cache_dir, "normalise")
+        read_cache = StepCache(self.cache_dir, "read")
+        stats = self.steps["normalise"]
+        clock = _Clock()
+        settings = normalise.Settings(self.data.loudness_lufs, self.data.min_loudness_lufs, self.data.max_clipped_fraction, self.data.min_seconds)
+        todo = [clip for clip in clips if clip.dropped is None]
+        with self._bar("3/4 normalise", len(todo), "clip") as bar:
+            for clip in todo:
+                key = content_key("normalise", normalise.NORMALISE_VERSION, clip.read_key, clip.span.start, clip.span.end,
+                                  clip.name, asdict(settings))
+                record = cache.get(key)
+                stats.items += 1
+                if record is not None and _file_matches(self.work / record["folder"] / record["file"], record):
+                    stats.cached += 1
+                else:
+                    fraction = read.clipped_fraction(self.read_info[clip.read_key], clip.span.start, clip.span.end)
+                    record = cache.put(key, normalise.normalise_clip(
+                        read_cache.file(clip.read_key, ".wav"), clip.span, fraction, settings,
+                        self.work / "wavs" / f"{clip.name}.wav", self.work / "rejected" / f"{clip.name}.wav",
+                    ))
+                clip.measured = record
+                clip.dropped = record["dropped"]
+                stats.audio_seconds += record["seconds"]
+                bar.update(1)
+        clock.stop(stats)
+        stats.input_seconds = self.steps["read"].input_seconds
+
+    # ------------------------------------------------------------------ 4. transcribe
+    def _transcribe(self, clips: list[Clip]) -> None:
+        cache = StepCache(self.cache_dir, "transcribe")
+        stats = self.steps["transcribe"]
+        clock = _Clock()
+        made = [clip for clip in clips if clip.measured is not None]
+        by_recording: dict[str, list[Clip]] = {}
+        for clip in made:
+            by_recording.setdefault(clip.recording.name, []).append(clip)
+        for name, group in by_recording.items():
+            if name in self.known and len(group) == 1:  # the whole transcript is this clip's: no ASR
+                group[0].text, group[0].text_source = self.known[name]
+        todo = [clip for clip in made if clip.text_source == "asr" and (clip.dropped is None or clip.recording.name in self.known)]
+        with self._bar("4/4 transcribe", len(todo), "clip") as bar:
+            for clip in todo:
+                assert clip.measured is not None
+                key = content_key("asr", transcribe.TRANSCRIBE_VERSION, clip.measured["sha256"], self.asr_id)
+                record = cache.get(key)
+                stats.items += 1
+                if record is not None:
+                    stats.cached += 1
+                else:
+                    record = cache.put(key, transcribe.transcribe_clip(self.asr, self.work / clip.audio_file))  # type: ignore[operator]
+                clip.asr, clip.text = record, record["text"]
+                stats.audio_seconds += clip.measured["seconds"]
+                bar.update(1)
+        for name, group in by_recording.items():
+            if name in self.known and len(group) > 1:
+                from f5app.evaluation.text import normalize
+
+                text, origin = self.known[name]
+                shared = transcribe.share_text(text, [clip.text for clip in group], lambda word: normalize(word, self.asr_cfg.language))
+                for clip, (part, agreement) in zip(group, shared):
+                    clip.text, clip.text_source, clip.agreement = part, origin, agreement
+        for clip in made:
+            if clip.dropped is None and not clip.text.strip():
+                clip.dropped = "no_speech"  # the ASR heard no words (noise, music, breathing)
+        clock.stop(stats)
+        stats.input_seconds = self.steps["read"].input_seconds
+
+    def _note_empty_recordings(self, decoded: list[tuple[Recording, str]], clips: list[Clip]) -> None:
+        """One problem line for each recording that gave clips but kept none (noise, music, too quiet…)."""
+        noted = {problem.source for problem in self.problems}
+        for recording, _ in decoded:
+            own = [clip for clip in clips if clip.recording.name == recording.name]
+            if recording.name in noted or not own or any(clip.dropped is None for clip in own):
+                continue
+            reasons = _counts(clip.dropped for clip in own)
+            reason = "no_speech" if set(reasons) == {"no_speech"} else "no_clips"
+            detail = "the ASR heard no words in it" if reason == "no_speech" else "every clip was dropped"
+            self.problems.append(Problem(recording.name, reason, f"{detail} ({', '.join(f'{k}: {v}' for k, v in reasons.items())})"))
+
+    # ------------------------------------------------------------------ 5. review and preparation
+    def _csv_settings(self) -> DataConfig:
+        return _csv_settings(self.data, self.work)
+
+    def _held_out(self, prepared: PreparedData) -> set[str]:
+        from f5app.data.dataset import record_split
+
+        try:
+            clips, _, val = record_split(prepared, self.data.val_fraction, self.data.val_min_items, self.data.seed)
+        except ValueError as error:
+            raise DataError(str(error)) from None
+        return {clips[i].audio_path for i in val}
+
+    def _forget_stale_clips(self, clips: list[Clip], merged: review.Merged) -> None:
+        """Delete clip files an earlier run made that this one does not (other settings), unless a line names them."""
+        record_path = self.cache_dir / "made.json"
+        earlier = set((read_json_object(record_path, max_bytes=256 * 1024 * 1024) or {}).get("files", []))
+        now = {clip.audio_file for clip in clips if clip.audio_file}
+        named = {name for name, _ in merged.rows}
+        for name in sorted(earlier - now - named):
+            (self.work / name).unlink(missing_ok=True)
+        write_json_atomic(record_path, {"files": sorted(now)}, durable=False)
+
+    def _write_review(self, decoded, clips: list[Clip], merged: review.Merged, prepared: PreparedData | None,  # noqa: ANN001
+                      val: set[str], total_seconds: float, total_cpu_seconds: float) -> Path:
+        texts = dict(merged.rows)
+        coverage = report.vocabulary_coverage(list(texts.values()), self.data, self.work)
+        missing = set(coverage["missing"])
+        skipped = _skipped_rows(prepared, self.work)
+        kept_rows, dropped_rows = [], []
+        for clip in clips:
+            row = self._clip_row(clip)
+            if clip.dropped is None and clip.audio_file in merged.removed:
+                row["dropped"] = "removed_by_you"
+            if row["dropped"] is None:
+                row["text"] = texts.get(clip.audio_file, row["text"])
+                row["edited"] = clip.audio_file in merged.edited
+                row["skipped"] = skipped.get(str((self.work / clip.audio_file).resolve()))
+                row["split"] = "val" if str((self.work / clip.audio_file).resolve()) in val else "train" if prepared else None
+                row["flags"] = report.flags_for(row, self.data, missing)
+                kept_rows.append(row)
+            else:
+                dropped_rows.append(row)
+        input_seconds = self._input_seconds(decoded)
+        steps = {name: stats.to_dict() for name, stats in self.steps.items()}
+        steps["all"] = StepStats(len(decoded), 0, total_seconds, total_cpu_seconds, input_seconds, input_seconds).to_dict()
+        summary = {
+            "recordings": len(decoded),
+            "input_seconds": input_seconds,
+            "clips": len(kept_rows),
+            "clip_seconds": sum(row["seconds"] for row in kept_rows),
+            "train": sum(1 for row in kept_rows if row["split"] == "train"),
+            "val": sum(1 for row in kept_rows if row["split"] == "val"),
+            "dropped": len(dropped_rows),
+            "dropped_by_reason": _counts(row["dropped"] for row in dropped_rows),
+            "flagged": sum(1 for row in kept_rows if row["flags"]),
+            "added_by_you": sorted(merged.added),
+        }
+        content = {
+            "source": str(self.root),
+            "work_dir": str(self.work),
+            "metadata": str(self.work / review.METADATA_FILE),
+            "prepared_dir": str(prepared.dir) if prepared else None,
+            "asr": self._asr_description(),
+            "summary": summary,
+            "problems": [asdict(problem) for problem in self.problems],
+            "clips": kept_rows,
+            "dropped": dropped_rows,
+            "orphaned_edits": merged.orphaned,
+            "vocabulary": coverage,
+            "steps": steps,
+            "settings": {key: value for key, value in asdict(self.data).items() if key != "asr"} | {"asr": self.asr_id},
+        }
+        path = report.write_review(self.work, content)
+        for problem in self.problems:
+            log.warning("%s: %s: %s", problem.source, problem.reason, problem.detail)
+        return path
+
+    def _clip_row(self, clip: Clip) -> dict[str, Any]:
+        measured = clip.measured or {}
+        return {
+            "audio_file": clip.audio_file,
+            "source": clip.recording.name,
+            "start": measured.get("start", clip.span.start),
+            "end": measured.get("end", clip.span.end),
+            "seconds": measured.get("seconds", clip.span.seconds),
+            "cut": clip.span.cut,
+            "text": clip.text,
+            "text_source": clip.text_source,
+            "asr_text": (clip.asr or {}).get("text"),
+            "confidence": (clip.asr or {}).get("confidence"),
+            "language": (clip.asr or {}).get("language"),
+            "agreement": clip.agreement,
+            "loudness_lufs": measured.get("loudness_lufs"),
+            "gain_db": measured.get("gain_db"),
+            "clipped_fraction": measured.get("clipped_fraction"),
+            "dropped": clip.dropped,
+            "flags": [],
+            "split": None,
+        }
+
+    def _asr_description(self) -> str:
+        if self.asr.loaded:
+            described = self.asr.get().describe()
+            return f"{described['name']} ({described['model']}, {described['library']}, beam {described['beam_size']})"
+        return f"{self.asr_cfg.name} ({self.asr_cfg.model}; every transcript from the cache or your files)"
+
+    # ------------------------------------------------------------------ helpers
+    def _input_seconds(self, decoded: list[tuple[Recording, str]]) -> float:
+        return sum(self.read_info[key]["seconds"] for _, key in decoded)
+
+    def _bar(self, label: str, total: float, unit: str):  # noqa: ANN202
+        from tqdm import tqdm
+
+        fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]" if unit == "s" else None
+        return tqdm(total=total, desc=label, unit=unit, disable=not self.show, bar_format=fmt, leave=True)
+
+
+def _csv_settings(data: RecordingsDataConfig, work: Path) -> DataConfig:
+    """The same data settings for the clips folder, as ``data=csv_wavs`` would take them."""
+    values = {f.name: getattr(data, f.name) for f in fields(DataConfig)}
+    return DataConfig(**{**values, "name": "csv_wavs", "path": str(work)})
+
+
+def _scaled(update: Callable[[float], Any], info: dict[str, Any]) -> Callable[[float], None]:
+    """Progress in the recording's seconds from seconds of its decoded copy (the two differ by resampling rounding)."""
+    factor = info["seconds"] / max(1e-9, info["frames"] / info["sample_rate"])
+    return lambda seconds: update(seconds * factor)
+
+
+def _save_npy(path: Path, values: np.ndarray) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, values.astype(np.float32))
+
+
+def _file_matches(path: Path, record: dict[str, Any]) -> bool:
+    try:
+        return path.stat().st_size == record["size"]
+    except OSError:
+        return False
+
+
+def _skipped_rows(prepared: PreparedData | None, work: Path) -> dict[str, str]:
+    if prepared is None:
+        return {}
+    data = read_json_object(prepared.dir / "report.json", max_bytes=256 * 1024 * 1024) or {}
+    return {row.get("audio_path") or "": row.get("reason", "") for row in data.get("skipped_rows", [])}
+
+
+def _slug(name: str) -> str:
+    stem = name.rsplit(".", 1)[0] if "." in Path(name).name else name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem.replace("/", "__")).strip("._") or "recording"
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def _stamp(seconds: float) -> str:
+    """``00h01m05.20s``: where the clip starts in its recording, sortable."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{int(hours):02d}h{int(minutes):02d}m{secs:05.2f}s"
+
+
+def _counts(values: Iterator[Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        out[str(value)] = out.get(str(value), 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _count_reasons(problems: list[Problem]) -> str:
+    return ", ".join(f"{reason}: {count}" for reason, count in _counts(p.reason for p in problems).items()) or "none"
