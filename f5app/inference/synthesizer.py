@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import torch
 
     from f5app.audio.vocoder import Vocoder
+    from f5app.inference.adapters import AdapterVoices
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class Synthesizer:
     default_voice: Optional[DefaultReference] = None
     voices: dict[str, VoiceConfig] = field(default_factory=dict)  # extra voices for [NAME] tags
     source: str = ""  # what was loaded, for logs
+    adapters: Optional["AdapterVoices"] = None  # LoRA voices on one base (inference/adapters.py)
     _voice_cache: dict[tuple[str, str], _Voice] = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- building
@@ -151,6 +153,11 @@ class Synthesizer:
         voices = parse_voices(cfg.voices)
         require_files([(f"voices.{name}.ref_audio", v.ref_audio) for name, v in voices.items()])
         device = pick_device(cfg.device)
+        voice_adapters = {}
+        if any(v.adapter for v in voices.values()):
+            from f5app.inference.adapters import resolve_voice_adapters
+
+            voice_adapters = resolve_voice_adapters(voices, cfg.ckpt)
 
         def load(chosen):
             model_config = model_config_from_dict(chosen.model_config) if chosen.model_config else cfg.model
@@ -161,19 +168,23 @@ class Synthesizer:
 
             def read():
                 try:
-                    return load_model(weights_path, chosen.vocab_path, model_config, use_ema=cfg.ckpt.use_ema)
+                    if chosen.base is not None or voice_adapters:
+                        from f5app.inference.adapters import load_on_one_base
+
+                        return load_on_one_base(chosen, voice_adapters, model_config, cfg.ckpt.use_ema)
+                    return (*load_model(weights_path, chosen.vocab_path, model_config, use_ema=cfg.ckpt.use_ema), None)
                 except UnreadableWeights as error:
                     raise DamagedCheckpoint(str(error)) from None
 
-            cfm, vocab = verified_read(chosen.path, chosen.metadata, read) if chosen.kind == "f5app" else read()
+            cfm, vocab, adapters = verified_read(chosen.path, chosen.metadata, read) if chosen.kind == "f5app" else read()
             require_finite({MODEL_STATE: cfm.state_dict()})
-            return model_config, cfm, vocab
+            return model_config, cfm, vocab, adapters
 
         resolution, loaded = resolve_and_load(cfg.ckpt, purpose="infer", run_dir=Path(run_dir), model=cfg.model, load=load)
         chosen = resolution.chosen
         if chosen is None or loaded is None:  # resolve raises when nothing fits; this guards a changed contract
             raise InferenceInputError(f"no checkpoint to load for ckpt={cfg.ckpt.name}")
-        model_config, cfm, vocab = loaded
+        model_config, cfm, vocab, adapters = loaded
         dtype = pick_dtype(cfg.dtype, device, model_config.mel.mel_spec_type)
         cfm = cfm.to(device=device, dtype=dtype).eval()
         vocoder = load_vocoder(cfg.vocoder, model_config.mel, device=device)
@@ -187,7 +198,8 @@ class Synthesizer:
             settings=settings,
             default_voice=default_reference(chosen.metadata),
             voices=voices,
-            source=f"{chosen.source}: {chosen.path}",
+            source=f"{chosen.source}: {chosen.path}" + (f" on base {chosen.base.path}" if chosen.base is not None else ""),
+            adapters=adapters,
         )
 
     # ---------------------------------------------------------------- synthesis
@@ -236,7 +248,9 @@ class Synthesizer:
             raise InferenceInputError("nothing left to say: every character of the text is missing from the vocabulary")
 
         waves, mels = [], []
-        for index, (_, voice, chunk, speed) in enumerate(self._progress(plan, settings)):
+        for index, (name, voice, chunk, speed) in enumerate(self._progress(plan, settings)):
+            if self.adapters is not None:
+                self.adapters.use(name)
             wave, mel = self._generate_chunk(voice, chunk, replace(settings, speed=speed), seed + index)
             waves.append(wave)
             mels.append(mel)
