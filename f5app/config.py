@@ -117,6 +117,25 @@ class TrainerConfig:
     max_nonfinite: int = 25
 
 
+#: LoRA's default targets in upstream's DiT (f5_tts/model/modules.py): each block's attention
+#: projections (Attention.to_q/to_k/to_v/to_out[0]) and feed-forward linears (FeedForward.ff[0][0],
+#: ff[2]). AdaLN (attn_norm.linear, norm_out.linear) and the zero-initialised proj_out stay frozen:
+#: see docs/lora.md for why.
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.ff.0.0", "ff.ff.2")
+
+
+@dataclass
+class FinetuneConfig:
+    """How fine-tuning changes the weights: ``full`` (every weight) or ``lora`` (low-rank adapters
+    through peft, plus the text-embedding rows of new tokens; docs/lora.md)."""
+
+    name: str = "full"  # full | lora
+    rank: int = 16  # lora: rank r of each adapter
+    alpha: float = 32.0  # lora: scale alpha / r on the adapter's output
+    dropout: float = 0.0  # lora: dropout on the adapter's input
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))  # lora: module-name suffixes
+
+
 @dataclass
 class LoggerConfig:
     name: str = "tensorboard"  # tensorboard | wandb | none
@@ -149,6 +168,8 @@ class CkptConfig:
     best_metric: str = "val_loss"  # what best.json ranks by: val_loss | wer | cer (lower wins) | sim (higher wins)
     min_size_bytes: int = 1024  # lower bound when a file has no metadata recording its size
     use_ema: bool = True
+    # An adapter checkpoint's base weights, moved from where its metadata records them (checked by fingerprint).
+    base_path: Optional[str] = None
 
 
 @dataclass
@@ -249,6 +270,7 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     # What the run returns to a sweep (Optuna minimises or maximises it): its best val_loss, wer, cer or sim.
     objective: str = "val_loss"
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 @dataclass
@@ -258,6 +280,9 @@ class VoiceConfig:
     ref_audio: str = MISSING
     ref_text: str = ""
     speed: Optional[float] = None  # default: the run's speed
+    # A LoRA adapter checkpoint trained on the same base as the main model: this voice speaks with it
+    # (one base in memory, adapters switched by voice; docs/lora.md).
+    adapter: Optional[str] = None
 
 
 @dataclass
@@ -371,6 +396,7 @@ def register_configs() -> None:
     cs.store(group="asr", name="asr_schema", node=AsrConfig)
     cs.store(group="speaker", name="speaker_schema", node=SpeakerConfig)
     cs.store(group="eval", name="eval_schema", node=EvalConfig)
+    cs.store(group="finetune", name="finetune_schema", node=FinetuneConfig)
 
 
 def to_settings(cfg: DictConfig | dict[str, Any], schema: type) -> Any:

@@ -28,6 +28,8 @@ Sections (docs/benchmarks.md has the goals and the latest table):
               (--quick: 1 and 3 min; --prepare-minutes SHORT,LONG) made of f5-tts's
               human speech: seconds of recording per wall second per step and in all (asr=tiny_en),
               peak RSS of both, WER against the known words (scripts/bench_prepare.py).
+  lora        finetune=lora vs finetune=full on ``--lora-model`` (f5tts_v1_small): trainable share, peak
+              RSS, updates/s, checkpoint size, save stall; voices switched on one base (scripts/bench_lora.py).
 
 Every comparison alternates the two sides repetition by repetition, so background load (this
 machine is shared) hits both alike, and reports the median. Heavy work runs in worker processes
@@ -53,7 +55,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
-SECTIONS = ("training", "save", "resolve", "infer", "cli", "verify", "evaluation", "serve", "prepare")
+SECTIONS = ("training", "save", "resolve", "infer", "cli", "verify", "evaluation", "serve", "prepare", "lora")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
 
 
@@ -518,18 +520,7 @@ def save_stall_worker(workdir: Path, device: str, model_name: str) -> None:
         return time.perf_counter() - start
 
     def save_f5app(request: dict[str, Any]) -> dict[str, Any]:
-        """Training-thread time lost to one checkpoint: the save_checkpoint call, plus the wait at the
-        next optimizer step for the state copy (which overlaps that update's forward/backward)."""
-        trainer.progress.update = request["update"]
-        start = time.perf_counter()
-        trainer.save_checkpoint(train_loss=1.0, val_loss=None)
-        called = time.perf_counter() - start
-        blocked_before = trainer.writer.blocked_seconds
-        update_s = one_update()
-        fence = trainer.writer.blocked_seconds - blocked_before
-        trainer.writer.wait()  # untimed: the background write must not overlap the next measurement
-        return {"stall_s": called + fence, "call_s": called, "fence_s": fence, "update_s": update_s,
-                "background_done_s": time.perf_counter() - start}
+        return timed_save(trainer, request["update"], one_update)
 
     def plain_update(request: dict[str, Any]) -> dict[str, Any]:
         return {"update_s": one_update()}
@@ -551,6 +542,21 @@ def save_stall_worker(workdir: Path, device: str, model_name: str) -> None:
 
     info = {"parameters": sum(p.numel() for p in model.parameters()), "state_bytes": state_bytes}
     serve({"f5app": save_f5app, "sync": save_sync, "update": plain_update, "info": lambda _: info})
+
+
+def timed_save(trainer: Any, update: int, one_update: Callable[[], float]) -> dict[str, Any]:
+    """Training-thread time lost to one checkpoint: the save_checkpoint call, plus the wait at the
+    next optimizer step for the state copy (which overlaps that update's forward/backward)."""
+    trainer.progress.update = update
+    start = time.perf_counter()
+    trainer.save_checkpoint(train_loss=1.0, val_loss=None)
+    called = time.perf_counter() - start
+    blocked_before = trainer.writer.blocked_seconds
+    update_s = one_update()
+    fence = trainer.writer.blocked_seconds - blocked_before
+    trainer.writer.wait()  # untimed: the background write must not overlap the next measurement
+    return {"stall_s": called + fence, "call_s": called, "fence_s": fence, "update_s": update_s,
+            "background_done_s": time.perf_counter() - start}
 
 
 def _synthetic_batch(n_mels: int, vocab_size: int, device: Any, clips: int = 2, frames: int = 300) -> dict[str, Any]:
@@ -1026,8 +1032,16 @@ def run_worker(argv: list[str]) -> None:
     parser.add_argument("--big-gib", type=float)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--nfe", type=int, default=32)
+    parser.add_argument("--method")
+    parser.add_argument("--base")
+    parser.add_argument("--adapters")
     args = parser.parse_args(argv)
     os.environ.update(OFFLINE_ENV)
+    if args.worker.startswith("lora-"):
+        import bench_lora
+
+        bench_lora.run_worker(args.worker, args)
+        return
     if args.worker in ("train-f5app", "train-upstream"):
         training_worker(args.worker.split("-", 1)[1], args.workdir, args.device, args.frames, args.max_samples, args.threads)
     elif args.worker == "save":
@@ -1123,6 +1137,10 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
             Row("  same, padded batches of 4 forced", f"{lt['batched_4_s']:.2f} s", f"{lt['one_at_a_time_s']:.2f} s",
                 lt["batched_4_ratio"], "info", None),
         ]
+    if results.get("lora"):
+        import bench_lora
+
+        rows += bench_lora.table_rows(results["lora"])
     c = results.get("cli")
     if c:
         for name, row in c["commands"].items():
@@ -1178,25 +1196,34 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "torch": version("torch")}
 
 
+def _bench_lora(args: argparse.Namespace, sizes: Sizes, work: Path, logs: Path) -> dict[str, Any]:
+    import bench_lora
+
+    return bench_lora.bench_lora(args.lora_model, args.lora_updates, sizes.save_repeats, args.device, args.threads, work, logs)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--worker" in argv:
         run_worker(argv)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference, evaluation or serve section unless --only names it (under 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference, evaluation, serve or lora section unless --only names it (under 3 minutes)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but prepare; --quick: also not infer, evaluation, serve)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but prepare; --quick: also not infer, evaluation, serve, lora)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads in both training workers (default 1: steadier on a shared CPU; 0: torch's default)")
     parser.add_argument("--repeats", type=int, help="override every section's repetitions")
     parser.add_argument("--big-gib", type=float, help="override the size of the big checkpoints in the resolution run")
     parser.add_argument("--workdir", type=Path, help="scratch folder, kept afterwards (default: a temp folder, removed)")
     parser.add_argument("--prepare-minutes", help="prepare section: SHORT,LONG recording lengths (default 10,60; --quick 1,3)")
+    parser.add_argument("--lora-model", default="f5tts_v1_small", help="model of the lora section (tiny for a smoke test)")
+    parser.add_argument("--lora-updates", type=int, default=3, help="timed updates per side in the lora section (slow on CPU)")
     args = parser.parse_args(argv)
-    # prepare (an hour of audio through the recordings pipeline) runs only when named: --only prepare
-    only = set(args.only.split(",")) if args.only else set(SECTIONS) - {"prepare"} - ({"infer", "evaluation", "serve"} if args.quick else set())
+    # prepare (an hour of audio through the recordings pipeline) runs only when named: --only prepare;
+    # --quick also leaves out the sections that take minutes each on a CPU
+    only = set(args.only.split(",")) if args.only else set(SECTIONS) - {"prepare"} - ({"infer", "evaluation", "serve", "lora"} if args.quick else set())
     unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
@@ -1229,6 +1256,7 @@ def main(argv: list[str] | None = None) -> int:
             ("evaluation", "evaluation", lambda: bench_evaluation(args.quick, args.device, args.repeats or 2, work, logs)),
             ("serve", "serve", lambda: bench_serve(sizes, args.device, args.threads, work, logs)),
             ("prepare", "prepare", lambda: bench_prepare(args.quick, args.prepare_minutes, work, logs)),
+            ("lora", "lora", lambda: _bench_lora(args, sizes, work, logs)),
         ):
             if section in only:
                 print(f"[{time.perf_counter() - started:5.0f} s] {section} ...", file=sys.stderr)

@@ -4,7 +4,9 @@
     list RUN_DIR [--json]                                       the run's checkpoints, best/last marked
     info PATH [--json]                                          metadata, lineage, files, fingerprint
     validate PATH [--full] [--json]                             exit 1 when invalid
-    export SRC OUT [--format safetensors|pt] [--no-ema]         weights for inference (format: OUT's suffix)
+    export SRC OUT [--format safetensors|pt|peft] [--merge] [--no-ema]
+                                                                weights for inference (format: OUT's suffix);
+                                                                a LoRA adapter: --merge (into its base) or peft
     prune RUN_DIR [--keep-last N]                               apply retention now
 
 Exit codes: 0 ok, 1 invalid or nothing found, 2 usage error or bad input, 3 stopped by a
@@ -70,11 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_validate)
 
-    p = commands.add_parser("export", help="write inference weights (EMA) as safetensors or upstream .pt")
+    p = commands.add_parser("export", help="write inference weights (EMA) as safetensors or upstream .pt, or a LoRA adapter")
     p.add_argument("src", type=Path, metavar="SRC")
     p.add_argument("out", type=Path, metavar="OUT")
-    p.add_argument("--format", dest="fmt", choices=("safetensors", "pt"), default=None,
-                   help="default: the one OUT's suffix names (.safetensors or .pt); safetensors for a folder")
+    p.add_argument("--format", dest="fmt", choices=("safetensors", "pt", "peft"), default=None,
+                   help="default: the one OUT's suffix names (.safetensors or .pt); safetensors for a folder; "
+                        "peft (a folder) for a LoRA adapter checkpoint without --merge")
+    p.add_argument("--merge", action="store_true", help="a LoRA adapter checkpoint: fold it into its base (found and "
+                   "fingerprint-checked as for inference) and write full weights in upstream's format")
     p.add_argument("--no-ema", dest="use_ema", action="store_false", help="export the live weights instead of EMA")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=_cmd_export)
@@ -246,10 +251,15 @@ def _cmd_info(args) -> int:
     record = metadata.to_dict() if metadata is not None else {}
     fingerprint, fingerprint_error = None, None
     if result.ok:
-        from f5app.ckpt.fingerprint import weights_fingerprint_of
+        from f5app.ckpt.fingerprint import weights_fingerprint, weights_fingerprint_of
 
         try:
-            fingerprint = weights_fingerprint_of(args.path)
+            if metadata is not None and metadata.adapter is not None:  # an adapter's own (EMA) tensors
+                from f5app.ckpt.lora import read_adapter_weights
+
+                fingerprint = weights_fingerprint(read_adapter_weights(args.path))
+            else:
+                fingerprint = weights_fingerprint_of(args.path)
         except Exception as error:  # a damaged file still gets its metadata shown
             fingerprint_error = str(error).splitlines()[0] if str(error) else type(error).__name__
     info = {
@@ -258,7 +268,7 @@ def _cmd_info(args) -> int:
         "valid": result.ok,
         "reason": result.reason,
         **{key: record.get(key) for key in ("id", "epoch", "samples_seen", "created_at", "config", "hydra", "model", "lineage",
-                                            "versions", "git_commit", "world_size", "precision")},
+                                            "versions", "git_commit", "world_size", "precision", "adapter")},
         "update": metadata.update if metadata is not None else _container_update(args.path, result),
         "metrics": record.get("metrics") or {},
         "files": record.get("files") or _file_sizes(args.path),
@@ -289,6 +299,13 @@ def _print_info(info: dict) -> None:
     if lineage:
         print(f"  lineage       {lineage.get('mode')}" + "".join(
             f"; {key.replace('_', ' ')} {_describe_ref(lineage.get(key))}" for key in ("resumed_from", "finetuned_from") if lineage.get(key)))
+    adapter = info.get("adapter")
+    if adapter:
+        base = adapter.get("base") or {}
+        print(f"  adapter       {adapter.get('method')} rank {adapter.get('rank')} alpha {adapter.get('alpha')} on "
+              f"{', '.join(adapter.get('target_modules') or [])}")
+        where = f"{base.get('repo_id')}/{base.get('filename')}@{base.get('revision')}" if base.get("source") == "pretrained" else base.get("path")
+        print(f"  base          {where} (fingerprint {str(base.get('fingerprint'))[:16]}…)")
     if info.get("model"):
         arch = (info["model"] or {}).get("arch") or {}
         print(f"  model         {info['model'].get('name')} " + " ".join(f"{k}={v}" for k, v in arch.items()))
@@ -350,12 +367,17 @@ def _file_sizes(path: Path) -> dict:
 
 
 def _cmd_export(args) -> int:
-    from f5app.ckpt.export import export_weights
+    from f5app.ckpt.export import adapter_record, export_adapter, export_merged, export_weights
 
     if not args.src.exists():
         raise _UsageError(f"{args.src} does not exist")
     try:
-        written = export_weights(args.src, args.out, args.fmt, use_ema=args.use_ema, overwrite=args.overwrite)
+        if args.merge:
+            written = export_merged(args.src, args.out, None if args.fmt == "peft" else args.fmt, use_ema=args.use_ema, overwrite=args.overwrite)
+        elif args.fmt == "peft" or (args.fmt is None and adapter_record(args.src) is not None and args.out.suffix not in (".safetensors", ".pt")):
+            written = export_adapter(args.src, args.out, use_ema=args.use_ema, overwrite=args.overwrite)
+        else:
+            written = export_weights(args.src, args.out, args.fmt, use_ema=args.use_ema, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"f5app-ckpt export: {str(error).splitlines()[0]}", file=sys.stderr)
         return EXIT_INVALID

@@ -9,19 +9,27 @@ explicit format the suffix chooses it (a folder gets ``model.safetensors``). Fil
 through :func:`f5app.files.atomic_write` (a fresh temporary that is never a planted symlink,
 renamed into place); an existing file is never replaced unless ``overwrite=True``. Next to ``OUT`` go ``vocab.txt`` (when the source has one) and
 ``OUT.metadata.json`` (written last): the source's metadata plus what the export did.
+
+A LoRA adapter checkpoint has no full weights: :func:`export_merged` folds it into its base (found
+and checked as resolution does) and writes the result as above; :func:`export_adapter` writes the
+adapter alone in peft's own layout.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from f5app.ckpt.adapt import choose_weights, read_weight_sets, save_safetensors
 from f5app.ckpt.fingerprint import weights_fingerprint
 from f5app.data.vocab import VOCAB_FILE, vocab_text
 from f5app.files import atomic_write
+
+if TYPE_CHECKING:
+    from f5app.config import CkptConfig
 
 FORMATS = {"safetensors": ".safetensors", "pt": ".pt"}
 
@@ -34,34 +42,133 @@ def export_weights(
     ``fmt`` (``safetensors`` or ``pt``) defaults to the one ``out``'s suffix names. ``out`` may be
     an existing folder: the file is then ``model.<fmt suffix>`` inside it (safetensors by default).
     """
+    src = Path(src)
+    if adapter_record(src) is not None:
+        raise ValueError(f"{src} is a LoRA adapter checkpoint (no full weights): export it merged into its base "
+                         "(--merge) or as a peft adapter folder (--format peft)")
+    out, fmt = _target(out, fmt)
+    sets = read_weight_sets(src)
+    chosen = choose_weights(sets, use_ema=use_ema, path=src)
+    # Upstream's use_ema=False path reads model_state_dict: keep the source's live weights there.
+    model_section = sets.model if sets.model is not None else chosen.state
+    facts = {"source_kind": chosen.source_kind, "weights": chosen.weights, "adaptations": chosen.notes}
+    return _write_weights(src, out, fmt, chosen.state, model_section, chosen.vocab, facts, overwrite)
+
+
+def export_merged(
+    src: str | Path, out: str | Path, fmt: str | None = None, use_ema: bool = True, overwrite: bool = False,
+    ckpt: "CkptConfig | None" = None,
+) -> Path:
+    """An adapter checkpoint folded into its base (resolved and fingerprint-checked as for inference),
+    written in upstream's format exactly like :func:`export_weights` writes full weights."""
+    from f5app.ckpt.resolve import resolve
+    from f5app.config import CkptConfig
+
+    src = Path(src)
+    if adapter_record(src) is None:
+        raise ValueError(f"--merge folds a LoRA adapter into its base; {src} is not an adapter checkpoint: export it without --merge")
+    out, fmt = _target(out, fmt)
+    settings = dataclasses.replace(ckpt or CkptConfig(), name="custom", path=str(src), infer_chain=["custom"], fallback=False)
+    chosen = resolve(settings, purpose="infer", run_dir=src.parent, model=None).chosen
+    assert chosen is not None and chosen.base is not None and chosen.metadata is not None and chosen.metadata.adapter is not None
+    from f5app.ckpt import lora
+    from f5app.config import model_config_from_dict
+    from f5app.data.vocab import read_vocab
+
+    record = chosen.metadata.adapter
+    vocab = read_vocab(chosen.vocab_path)
+    state = lora.merged_state(chosen.base.path, model_config_from_dict(chosen.metadata.model), vocab, record,
+                              lora.read_adapter_weights(src, use_ema=use_ema))
+    facts = {
+        "source_kind": "f5app LoRA adapter checkpoint, merged into its base",
+        "weights": "ema adapter" if use_ema else "live adapter",
+        "adaptations": [f"merged LoRA rank {record.rank} (alpha {record.alpha:g}) into {chosen.base.path}"],
+        "base": dataclasses.asdict(record.base),
+    }
+    return _write_weights(src, out, fmt, state, state, vocab, facts, overwrite)
+
+
+#: A peft export's files (peft's own layout) plus f5app's record of where the adapter belongs.
+PEFT_CONFIG, PEFT_WEIGHTS, ADAPTER_SIDECAR = "adapter_config.json", "adapter_model.safetensors", "f5app_adapter.json"
+
+
+def export_adapter(src: str | Path, out: str | Path, use_ema: bool = True, overwrite: bool = False) -> Path:
+    """The adapter alone in peft's layout (``adapter_config.json`` + ``adapter_model.safetensors``)
+    in the folder ``out``, with ``vocab.txt`` and ``f5app_adapter.json`` (the base it needs) beside.
+
+    ``PeftModel.from_pretrained(cfm, out)`` loads it onto a CFM holding the base whose text embedding
+    has ``len(vocab.txt) + 1`` rows (new token rows are the adapter's; their values do not matter).
+    """
+    from f5app.ckpt import lora
+    from f5app.data.vocab import read_vocab
+
+    src, out = Path(src), Path(out)
+    record = adapter_record(src)
+    if record is None:
+        raise ValueError(f"--format peft exports a LoRA adapter; {src} is not an adapter checkpoint (finetune=lora)")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"{out.parent} does not exist; create the output folder first")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: a peft export is a folder; choose a folder name")
+    files = [out / name for name in (PEFT_CONFIG, PEFT_WEIGHTS, ADAPTER_SIDECAR, VOCAB_FILE)]
+    if not overwrite and any(f.exists() for f in files):
+        raise FileExistsError(f"{out} already holds an export; pass overwrite=True (--overwrite) or choose another folder")
+    vocab = read_vocab(src / VOCAB_FILE)
+    state = lora.read_adapter_weights(src, use_ema=use_ema)
+    config = lora.peft_config(record, len(vocab), inference=True)
+    out.mkdir(exist_ok=True)
+    config_text = json.dumps(config.to_dict(), indent=2, sort_keys=True, default=_jsonable) + "\n"
+    atomic_write(out / PEFT_WEIGHTS, lambda tmp: save_safetensors(state, tmp, metadata={"format": "pt"}))
+    atomic_write(out / PEFT_CONFIG, config_text)
+    atomic_write(out / VOCAB_FILE, vocab_text(vocab))
+    sidecar = {"source_metadata": _source_metadata(src), "export": {
+        "format": "peft", "source": str(src.resolve()), "weights": "ema adapter" if use_ema else "live adapter",
+        "base": dataclasses.asdict(record.base), "vocab_size": len(vocab), "base_vocab_size": record.base_vocab_size,
+        "fingerprint": weights_fingerprint(state), "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
+    atomic_write(out / ADAPTER_SIDECAR, json.dumps(sidecar, indent=2, default=str) + "\n")
+    return out
+
+
+def adapter_record(src: Path):
+    """The AdapterRecord of an adapter checkpoint folder; None for anything else."""
+    from f5app.ckpt.schema import read_metadata
+
+    metadata = read_metadata(src) if Path(src).is_dir() else None
+    return metadata.adapter if metadata is not None else None
+
+
+def _jsonable(value: Any) -> Any:
+    return sorted(value) if isinstance(value, (set, frozenset)) else str(value)
+
+
+def _target(out: str | Path, fmt: str | None) -> tuple[Path, str]:
     out = Path(out)
     if fmt is None:
         fmt = format_for(out)
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is not supported; use one of: {', '.join(FORMATS)}")
-    src, out = Path(src), Path(out)
     if out.is_dir():
         out = out / f"model{FORMATS[fmt]}"
     if out.suffix != FORMATS[fmt]:
         raise ValueError(f"{out}: a {fmt} export must end with {FORMATS[fmt]} (upstream picks the reader by suffix)")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"{out.parent} does not exist; create the output folder first")
+    return out, fmt
 
-    sets = read_weight_sets(src)
-    chosen = choose_weights(sets, use_ema=use_ema, path=src)
+
+def _write_weights(src: Path, out: Path, fmt: str, state: dict, model_section: dict, vocab: list[str] | None,
+                   facts: dict[str, Any], overwrite: bool) -> Path:
     vocab_path = out.parent / VOCAB_FILE
     metadata_path = out.with_name(out.name + ".metadata.json")
-    vocab_content = vocab_text(chosen.vocab) if chosen.vocab is not None else None
+    vocab_content = vocab_text(vocab) if vocab is not None else None
     _refuse_clobber(out, metadata_path, vocab_path, vocab_content, overwrite)
 
     source_metadata = _source_metadata(src)
     step = int(source_metadata.get("update", 0)) if isinstance(source_metadata, dict) else 0
-    ema_section = _as_ema(chosen.state, step)
+    ema_section = _as_ema(state, step)
     if fmt == "safetensors":
         atomic_write(out, lambda tmp: save_safetensors(ema_section, tmp))
     else:
-        # Upstream's use_ema=False path reads model_state_dict: keep the source's live weights there.
-        model_section = sets.model if sets.model is not None else chosen.state
         atomic_write(out, lambda tmp: _torch_save({"ema_model_state_dict": ema_section, "model_state_dict": model_section}, tmp))
     if vocab_content is not None:
         atomic_write(vocab_path, vocab_content)
@@ -72,13 +179,11 @@ def export_weights(
             "format": fmt,
             "file": out.name,
             "source": str(src.resolve()),
-            "source_kind": chosen.source_kind,
-            "weights": chosen.weights,
-            "adaptations": chosen.notes,
-            "fingerprint": weights_fingerprint(chosen.state),
-            "num_tensors": len(chosen.state),
+            **facts,
+            "fingerprint": weights_fingerprint(state),
+            "num_tensors": len(state),
             "vocab_file": VOCAB_FILE if vocab_content is not None else None,
-            "vocab_size": len(chosen.vocab) if chosen.vocab is not None else None,
+            "vocab_size": len(vocab) if vocab is not None else None,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }

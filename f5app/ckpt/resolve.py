@@ -9,6 +9,10 @@
   ``.safetensors``, or a folder of upstream files (``model_last.pt``, ``model_<N>.pt``)
 - ``pretrained``  the Hub, cache first;  ``scratch``  random init (training, ``allow_scratch``)
 
+An adapter checkpoint (finetune=lora) that is chosen brings its base: the base its metadata records
+is resolved through the same sources (``custom`` or ``pretrained``, or ``ckpt.base_path``) and its
+fingerprint compared; both appear in the table, and a missing or different base is refused.
+
 Only this run's own checkpoints are ever quarantined (renamed ``.corrupted``): a user's
 ``ckpt.path`` and the Hub cache are reported, never renamed. A checkpoint that is readable but
 does not fit the configured model or vocabulary is never quarantined either: resuming it is
@@ -60,6 +64,7 @@ class ResolvedCheckpoint:
     kind: str  # f5app | upstream_pt | safetensors
     metadata: Optional[CheckpointMetadata]  # ours, or the source's record beside an export
     vocab_path: Optional[Path]
+    base: Optional["ResolvedCheckpoint"] = None  # an adapter checkpoint's base weights, fingerprint checked
 
     @property
     def model_config(self) -> Optional[dict]:
@@ -81,7 +86,8 @@ class Resolution:
         if self.chosen is None:
             return f"{self.purpose}: train from scratch (random weights; ckpt.allow_scratch=true)" + tail
         verb = {"resume": "resume from", "finetune": "fine-tune from", "infer": "infer with"}[self.mode]
-        return f"{self.purpose}: {verb} {self.chosen.path} (source {self.chosen.source}, {self.chosen.kind})" + tail
+        base = f" on base {self.chosen.base.path}" if self.chosen.base is not None else ""
+        return f"{self.purpose}: {verb} {self.chosen.path} (source {self.chosen.source}, {self.chosen.kind}){base}" + tail
 
     def table(self) -> str:
         return format_table(self.candidates, self.purpose, self.chain)
@@ -93,6 +99,7 @@ class Resolution:
             "chosen": None if self.chosen is None else str(self.chosen.path),
             "source": None if self.chosen is None else self.chosen.source,
             "kind": None if self.chosen is None else self.chosen.kind,
+            "base": None if self.chosen is None or self.chosen.base is None else str(self.chosen.base.path),
             "chain": list(self.chain),
             "summary": self.summary(),
             "candidates": [c.to_dict() for c in self.candidates],
@@ -205,6 +212,7 @@ class _ChainWalker:
     def __init__(self, ckpt, purpose, run_dir, model, vocab_size, dry_run, chain):
         self.ckpt: CkptConfig = ckpt
         self.purpose: Purpose = purpose
+        self.run_dir = run_dir
         self.ckpt_dir = layout.checkpoints_dir(run_dir)
         self.model: Optional[ModelConfig] = model
         self.vocab_size: Optional[int] = vocab_size
@@ -357,6 +365,8 @@ class _ChainWalker:
             metadata = result.metadata if kind == "f5app" else _sidecar_metadata(path)
             self._add(source, path, "chosen", _chosen_reason(result, metadata, self.ckpt.best_metric if source == "best" else None))
             chosen = ResolvedCheckpoint(source, path, result.kind or kind, metadata, vocab_path)
+            if metadata is not None and metadata.adapter is not None and kind == "f5app":
+                chosen.base = self._resolve_base(chosen)
             return Resolution(mode, chosen, self.candidates, self.purpose, self.chain)
 
         if result.incompatible and self.purpose == "train" and source in ("resume", "best", "last", "latest"):
@@ -373,6 +383,43 @@ class _ChainWalker:
         else:
             self._add(source, path, "rejected", result.reason)
         return None
+
+    def _resolve_base(self, adapter: ResolvedCheckpoint) -> ResolvedCheckpoint:
+        """The base an adapter checkpoint records, through the usual sources, with its fingerprint checked."""
+        from f5app.ckpt.base import base_ckpt_config, fingerprint_of, short
+
+        assert adapter.metadata is not None and adapter.metadata.adapter is not None
+        record = adapter.metadata.adapter
+        ref = record.base
+        expected = f"{ref.describe()} (fingerprint {short(ref.fingerprint)})"
+        base_cfg = base_ckpt_config(ref, self.ckpt)
+        model = _model_or(adapter.metadata.model or None, self.model)
+        walker = _ChainWalker(base_cfg, "train", self.run_dir, model, record.base_vocab_size, self.dry_run, list(base_cfg.train_chain))
+        try:
+            found = walker.run().chosen
+            reason = ""
+        except ResolutionError:
+            found, reason = None, walker.candidates[-1].reason if walker.candidates else "not found"
+        self.candidates += [Candidate(f"base:{c.source}", c.path, c.status, c.reason) for c in walker.candidates]
+        if found is None:
+            self._fail(f"adapter checkpoint {adapter.path} needs its base {expected}, which is not available ({reason}); "
+                       "put it back, or point ckpt.base_path=FILE at it")
+        assert found is not None
+        entry = self.candidates[-1]
+        try:
+            actual = fingerprint_of(found.path, use_ema=base_cfg.use_ema)
+        except UserError as error:
+            self.candidates[-1] = Candidate(entry.source, entry.path, "rejected", str(error))
+            self._fail(f"adapter checkpoint {adapter.path} needs its base {expected}; {found.path} cannot be read: {error}")
+        if ref.fingerprint is None:
+            self.candidates[-1] = Candidate(entry.source, entry.path, "chosen", f"{entry.reason}; the adapter records no fingerprint to check")
+        elif actual != ref.fingerprint:
+            self.candidates[-1] = Candidate(entry.source, entry.path, "rejected", f"fingerprint {short(actual)} differs from the adapter's {short(ref.fingerprint)}")
+            self._fail(f"refusing adapter checkpoint {adapter.path}: it was trained on {expected}, but {found.path} "
+                       f"has fingerprint {short(actual)} (other weights); point ckpt.base_path=FILE at the exact base")
+        else:
+            self.candidates[-1] = Candidate(entry.source, entry.path, "chosen", f"{entry.reason}, fingerprint {short(actual)} matches the adapter's")
+        return found
 
     def _validate(self, source, path, kind, vocab_path) -> ValidationResult:
         finetune = self.purpose == "train" and source in ("custom", "pretrained")

@@ -11,6 +11,10 @@ update_00000300/
   metadata.json         CheckpointMetadata, written last: a folder without it is never a candidate
 ```
 
+An adapter checkpoint (``finetune=lora``) has the same files; its model.pt holds only the trainable
+state (ADAPTER_STATE, EMA_ADAPTER_STATE, in peft's layout: f5app/ckpt/lora.py) and its metadata an
+:class:`AdapterRecord` naming the exact base weights (:class:`BaseRef`).
+
 The trainer builds a :class:`Checkpoint` and hands it to ``CheckpointStore.save``; everything that
 reads a checkpoint goes through :func:`read_metadata` / :func:`parse_metadata` and
 :func:`load_checkpoint`. The reader accepts every layout this project has written (schema 1 kept
@@ -117,6 +121,69 @@ class Lineage:
     def continued(self, parent: CheckpointRef) -> "Lineage":
         """The lineage of a run resumed from ``parent`` (whose own lineage is ``self``)."""
         return Lineage("resume", parent, self.finetuned_from)
+
+
+@dataclass(frozen=True)
+class BaseRef:
+    """The exact weights an adapter was trained on: where they came from and their fingerprint
+    (f5app/ckpt/fingerprint.py), so an adapter can never be loaded onto other weights."""
+
+    source: Optional[str] = None  # pretrained | custom
+    path: Optional[str] = None  # the file or checkpoint folder loaded at training time
+    repo_id: Optional[str] = None  # pretrained: the Hub file
+    revision: Optional[str] = None  # the Hub commit the cache held (exact), else the revision asked for
+    filename: Optional[str] = None
+    vocab_filename: Optional[str] = None
+    weights: str = "ema"  # which set of the file was loaded: ema | model
+    fingerprint: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Optional["BaseRef"]:
+        if not isinstance(data, dict):
+            return None
+        return cls(
+            _str(data.get("source")), _str(data.get("path")), _str(data.get("repo_id")), _str(data.get("revision")),
+            _str(data.get("filename")), _str(data.get("vocab_filename")), _str(data.get("weights")) or "ema",
+            _str(data.get("fingerprint")),
+        )
+
+    def describe(self) -> str:
+        """One line naming the base: the Hub file (and commit) or the path."""
+        if self.source == "pretrained" and self.repo_id and self.filename:
+            return f"{self.repo_id}/{self.filename}" + (f"@{self.revision[:12]}" if self.revision else "")
+        return self.path or "an unrecorded base"
+
+
+@dataclass(frozen=True)
+class AdapterRecord:
+    """What an adapter checkpoint adapts and how (``finetune=lora``; docs/lora.md)."""
+
+    method: str = "lora"
+    rank: int = 0
+    alpha: float = 0.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ()
+    #: tokens of the base's vocabulary; the embedding rows after them are the trainable new tokens
+    base_vocab_size: Optional[int] = None
+    base: BaseRef = field(default_factory=BaseRef)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Optional["AdapterRecord"]:
+        if not isinstance(data, dict):
+            return None
+        targets = data.get("target_modules")
+        return cls(
+            _str(data.get("method")) or "lora",
+            _int(data.get("rank")) or 0,
+            _float(data.get("alpha")) or 0.0,
+            _float(data.get("dropout")) or 0.0,
+            tuple(str(t) for t in targets) if isinstance(targets, (list, tuple)) else (),
+            _int(data.get("base_vocab_size")),
+            BaseRef.from_dict(data.get("base")) or BaseRef(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "target_modules": list(self.target_modules)}
 
 
 @dataclass(frozen=True)
@@ -278,6 +345,7 @@ class CheckpointMetadata:
     git_commit: Optional[str] = None
     files: dict[str, FileRecord] = field(default_factory=dict)
     weights_fingerprint: Optional[str] = None
+    adapter: Optional[AdapterRecord] = None  # set for adapter checkpoints (finetune=lora) only
     schema_version: int = SCHEMA_VERSION
     #: keys a newer f5app wrote that this one does not know; kept so nothing is lost on rewrite
     extra: dict[str, Any] = field(default_factory=dict)
@@ -307,6 +375,8 @@ class CheckpointMetadata:
             "files": {name: asdict(record) for name, record in self.files.items()},
             "weights_fingerprint": self.weights_fingerprint,
         }
+        if self.adapter is not None:
+            record["adapter"] = self.adapter.to_dict()
         return _without_non_finite(record)
 
     def to_json(self) -> str:
@@ -346,6 +416,7 @@ class CheckpointMetadata:
             git_commit=_str(data.get("git_commit")),
             files=_files_from(data.get("files")),
             weights_fingerprint=_str(data.get("weights_fingerprint")),
+            adapter=AdapterRecord.from_dict(data.get("adapter")),
             schema_version=_int(data.get("schema_version")) or 1,
             extra={k: v for k, v in data.items() if k not in known},
         )
@@ -370,6 +441,7 @@ def new_metadata(
     config: dict[str, Any],
     hydra: HydraRecord,
     lineage: Lineage,
+    adapter: Optional[AdapterRecord] = None,
 ) -> CheckpointMetadata:
     """The metadata of a checkpoint about to be saved: the writer's one constructor."""
     from f5app.ckpt.layout import checkpoint_name
@@ -393,6 +465,7 @@ def new_metadata(
         lineage=lineage,
         versions=library_versions(),
         git_commit=project_git_commit(),
+        adapter=adapter,
     )
 
 
@@ -516,6 +589,9 @@ class TrainingState:
 
 #: Keys of model.pt (upstream's trainer layout).
 MODEL_STATE, EMA_STATE, OPTIMIZER_STATE, UPDATE_KEY = "model_state_dict", "ema_model_state_dict", "optimizer_state_dict", "update"
+#: Keys of an adapter checkpoint's model.pt in place of MODEL_STATE / EMA_STATE (the trainable state only).
+ADAPTER_STATE, EMA_ADAPTER_STATE = "adapter_state_dict", "ema_adapter_state_dict"
+WEIGHT_SECTIONS = (MODEL_STATE, EMA_STATE, ADAPTER_STATE, EMA_ADAPTER_STATE)
 
 
 @dataclass
@@ -527,7 +603,7 @@ class Checkpoint:
     """
 
     metadata: CheckpointMetadata
-    weights: dict[str, Any]  # model.pt: MODEL_STATE, EMA_STATE, OPTIMIZER_STATE, UPDATE_KEY
+    weights: dict[str, Any]  # model.pt: MODEL_STATE, EMA_STATE (or the ADAPTER_ pair), OPTIMIZER_STATE, UPDATE_KEY
     training_state: TrainingState
     rng_states: list[Any]  # one per process, rank order
     vocab: list[str]
@@ -575,8 +651,9 @@ def load_checkpoint(folder: Path, rank: int, *, verify: bool = True) -> LoadedCh
 
     def read() -> LoadedCheckpoint:
         weights = _torch_load(folder / MODEL_FILENAME)
-        if not isinstance(weights, dict) or not isinstance(weights.get(MODEL_STATE), dict):
-            raise DamagedCheckpoint(f"{MODEL_FILENAME} holds no {MODEL_STATE}")
+        section = ADAPTER_STATE if metadata is not None and metadata.adapter is not None else MODEL_STATE
+        if not isinstance(weights, dict) or not isinstance(weights.get(section), dict):
+            raise DamagedCheckpoint(f"{MODEL_FILENAME} holds no {section}")
         try:
             training_state = TrainingState.from_payload(_torch_load(folder / TRAINING_STATE_FILENAME))
         except MetadataError as error:
@@ -613,8 +690,8 @@ def verified_read(folder: Path, metadata: Optional[CheckpointMetadata], read: Ca
 
 
 def require_finite(weights: dict[str, Any]) -> None:
-    """:class:`DamagedCheckpoint` unless every floating tensor of the model and EMA weights is finite."""
-    for section in (MODEL_STATE, EMA_STATE):
+    """:class:`DamagedCheckpoint` unless every floating tensor of the model and EMA weights (or adapters) is finite."""
+    for section in WEIGHT_SECTIONS:
         for key, tensor in (weights.get(section) or {}).items():
             if not tensor_is_finite(tensor):
                 raise DamagedCheckpoint(f"non-finite weights (NaN/Inf) in {section}.{key}")

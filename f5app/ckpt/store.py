@@ -23,7 +23,8 @@ from typing import Any, Optional
 
 from f5app.ckpt import layout
 from f5app.ckpt.schema import (
-    EMA_STATE, METADATA_FILENAME, METRIC_DIRECTIONS, MODEL_STATE, Checkpoint, CheckpointMetadata, DamagedCheckpoint, FileRecord,
+    ADAPTER_STATE, EMA_ADAPTER_STATE, EMA_STATE, METADATA_FILENAME, METRIC_DIRECTIONS, MODEL_STATE, Checkpoint,
+    CheckpointMetadata, DamagedCheckpoint, FileRecord,
     is_plain_file_name, read_metadata, require_finite,
 )
 from f5app.errors import UserError
@@ -239,8 +240,9 @@ def _write_file(path: Path, payload: Any) -> FileRecord:
 
 
 def _fingerprint(weights: dict[str, Any]) -> Optional[str]:
-    """The weights fingerprint (EMA when present, as ``info`` computes it), so ``list`` needs no torch."""
-    state = weights.get(EMA_STATE) or weights.get(MODEL_STATE)
+    """The weights fingerprint (EMA when present, as ``info`` computes it), so ``list`` needs no torch.
+    An adapter checkpoint's is its (EMA) adapter's."""
+    state = weights.get(EMA_STATE) or weights.get(MODEL_STATE) or weights.get(EMA_ADAPTER_STATE) or weights.get(ADAPTER_STATE)
     if not isinstance(state, dict):
         return None
     from f5app.ckpt.fingerprint import weights_fingerprint

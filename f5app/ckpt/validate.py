@@ -25,7 +25,8 @@ from f5app.ckpt import peek
 from f5app.ckpt.arch import model_config_diff
 from f5app.ckpt.layout import TEMP_PREFIX
 from f5app.ckpt.schema import (
-    METADATA_FILENAME, MODEL_FILENAME, VOCAB_FILENAME, CheckpointMetadata, MetadataError, read_metadata_file,
+    ADAPTER_STATE, EMA_ADAPTER_STATE, METADATA_FILENAME, MODEL_FILENAME, VOCAB_FILENAME, CheckpointMetadata, MetadataError,
+    read_metadata_file,
 )
 from f5app.config import ModelConfig
 from f5app.data.vocab import count_vocab
@@ -33,6 +34,8 @@ from f5app.files import sha256_file
 
 Kind = Literal["f5app", "upstream_pt", "safetensors"]
 WEIGHT_GROUPS = ("model_state_dict", "ema_model_state_dict")
+#: An adapter checkpoint's model.pt (finetune=lora): the trainable state only, peft's layout (f5app/ckpt/lora.py).
+ADAPTER_GROUPS = (ADAPTER_STATE, EMA_ADAPTER_STATE)
 #: The format allows 100 MiB, but json.loads of a hostile 39 MB header took ~1 GiB (empty objects
 #: cost ~25x their bytes). Measured: f5tts_v1_base's header (366 tensors) is 48,489 bytes; 8 MiB
 #: is ~170x that, and parsing the worst 8 MiB header costs ~200 MiB.
@@ -146,19 +149,17 @@ def _validate_folder(path, result, model, vocab_size, full, allow_vocab_growth) 
             how = "truncated" if actual < record.size else "changed"
             raise _Invalid(f"{name} is {actual} bytes, metadata recorded {record.size} ({how})")
     result.checks.append("sizes")
+    if metadata.adapter is not None:
+        _validate_adapter_folder(path, metadata, result, model, vocab_size, full)
+        return
 
     groups = _read_pt_structure(path / MODEL_FILENAME, result)
     shapes = _weight_shapes(groups)
     result.shapes = shapes
-    for name in metadata.files:
-        if name != MODEL_FILENAME and name.endswith(".pt"):
-            _check_small_container(path / name)
+    _check_small_containers(path, metadata)
     own_vocab = _recorded_vocab_size(path, metadata)
 
-    if model is not None and metadata.model:
-        diff = model_config_diff(metadata.model, asdict(model))
-        if diff:
-            raise _Invalid("architecture differs from config: " + "; ".join(diff), incompatible=True)
+    _check_recorded_model(metadata, model)
     own_model = _model_from_dict(metadata.model) if metadata.model else model
     if own_model is not None:
         # The file must match what its own metadata says it is; a mismatch there is damage.
@@ -170,17 +171,63 @@ def _validate_folder(path, result, model, vocab_size, full, allow_vocab_growth) 
     result.checks.append("architecture")
 
     if full:
-        for name, record in metadata.files.items():
-            digest = sha256_file(path / name)
-            if digest != record.sha256:
-                raise _Invalid(f"{name}: sha256 {digest[:12]}… differs from metadata's {str(record.sha256)[:12]}…")
-        result.checks.append("sha256")
-        _check_finite_pt(path / MODEL_FILENAME)
-        result.checks.append("finite")
+        _full_checks(path, metadata, result, WEIGHT_GROUPS)
+
+
+def _check_recorded_model(metadata: CheckpointMetadata, model: Optional[ModelConfig]) -> None:
+    if model is not None and metadata.model:
+        diff = model_config_diff(metadata.model, asdict(model))
+        if diff:
+            raise _Invalid("architecture differs from config: " + "; ".join(diff), incompatible=True)
+
+
+def _full_checks(path: Path, metadata: CheckpointMetadata, result: ValidationResult, sections: tuple[str, ...]) -> None:
+    """Every recorded file's sha256, then every weight finite."""
+    for name, record in metadata.files.items():
+        digest = sha256_file(path / name)
+        if digest != record.sha256:
+            raise _Invalid(f"{name}: sha256 {digest[:12]}… differs from metadata's {str(record.sha256)[:12]}…")
+    result.checks.append("sha256")
+    _check_finite_pt(path / MODEL_FILENAME, sections)
+    result.checks.append("finite")
+
+
+def _validate_adapter_folder(path, metadata: CheckpointMetadata, result, model, vocab_size, full) -> None:
+    """An adapter checkpoint: its tensors must be exactly the adapter its metadata describes on the
+    model it records (keys and shapes predicted by f5app.ckpt.lora); the base is resolution's to check."""
+    from f5app.ckpt import lora
+
+    payload = _read_pt_payload(path / MODEL_FILENAME, result)
+    groups = {name: payload[name] for name in ADAPTER_GROUPS if isinstance(payload.get(name), Mapping)}
+    if ADAPTER_STATE not in groups:
+        raise _Invalid(f"missing keys: {MODEL_FILENAME} of an adapter checkpoint has no {ADAPTER_STATE}")
+    result.checks.append("keys")
+    _check_small_containers(path, metadata)
+    own_vocab = _recorded_vocab_size(path, metadata)
+    _check_recorded_model(metadata, model)
+    own_model = _model_from_dict(metadata.model) if metadata.model else model
+    if own_model is None:
+        raise _Invalid(f"{METADATA_FILENAME} of an adapter checkpoint records no model")
+    for name, group in groups.items():
+        problem = lora.adapter_problem({k: tuple(v.shape) for k, v in group.items() if _is_tensor(v)}, own_model, metadata.adapter, own_vocab)
+        if problem:
+            raise _Invalid(f"{name}: {problem}")
+    result.shapes = {k: tuple(v.shape) for k, v in groups[ADAPTER_STATE].items() if _is_tensor(v)}
+    if vocab_size is not None and own_vocab is not None and own_vocab != vocab_size:
+        raise _Invalid(f"wrong vocab size: adapter has {own_vocab} tokens, config has {vocab_size}", incompatible=True)
+    result.checks.append("adapter")
+    if full:
+        _full_checks(path, metadata, result, ADAPTER_GROUPS)
 
 
 #: Files up to this size are read whole during the fast checks (training state, RNG states: KiB).
 _SMALL_CONTAINER_BYTES = 64 * 1024 * 1024
+
+
+def _check_small_containers(path: Path, metadata: CheckpointMetadata) -> None:
+    for name in metadata.files:
+        if name != MODEL_FILENAME and name.endswith(".pt"):
+            _check_small_container(path / name)
 
 
 def _check_small_container(file: Path) -> None:
@@ -285,6 +332,21 @@ def _first_line(error: BaseException) -> str:
 
 def _read_pt_structure(path: Path, result: ValidationResult) -> dict[str, Mapping[str, Any]]:
     """The weight groups of a torch.save'd checkpoint, tensors memory-mapped (not read)."""
+    payload = _read_pt_payload(path, result)
+    groups = {name: payload[name] for name in WEIGHT_GROUPS if isinstance(payload.get(name), Mapping)}
+    if not groups:
+        flat = {k: v for k, v in payload.items() if _is_tensor(v)}
+        if flat and arch_sig.canonical_shapes({k: tuple(v.shape) for k, v in flat.items()}):
+            groups = {"state_dict": flat}  # a bare state dict (community exports)
+    if not groups:
+        top = ", ".join(sorted(map(str, payload))[:8]) or "none"
+        raise _Invalid(f"missing keys: {path.name} has neither model_state_dict nor ema_model_state_dict (top-level keys: {top})")
+    result.checks.append("keys")
+    return groups
+
+
+def _read_pt_payload(path: Path, result: ValidationResult) -> Mapping[str, Any]:
+    """The top-level dict of a torch.save'd file, tensors as shapes (never data, never code)."""
     size = path.stat().st_size
     if size == 0:
         raise _Invalid(f"{path.name}: empty file (0 bytes)")
@@ -305,16 +367,7 @@ def _read_pt_structure(path: Path, result: ValidationResult) -> dict[str, Mappin
     result.checks.append("structure")
     if not isinstance(payload, Mapping):
         raise _Invalid(f"{path.name}: holds a {type(payload).__name__}, not a dict of weights")
-    groups = {name: payload[name] for name in WEIGHT_GROUPS if isinstance(payload.get(name), Mapping)}
-    if not groups:
-        flat = {k: v for k, v in payload.items() if _is_tensor(v)}
-        if flat and arch_sig.canonical_shapes({k: tuple(v.shape) for k, v in flat.items()}):
-            groups = {"state_dict": flat}  # a bare state dict (community exports)
-    if not groups:
-        top = ", ".join(sorted(map(str, payload))[:8]) or "none"
-        raise _Invalid(f"missing keys: {path.name} has neither model_state_dict nor ema_model_state_dict (top-level keys: {top})")
-    result.checks.append("keys")
-    return groups
+    return payload
 
 
 def check_torch_container(path: Path) -> Optional[bytes]:
@@ -446,9 +499,9 @@ def _check_vocab(shapes, vocab_size: int, *, growth: bool, incompatible: bool, w
 # --- full checks --------------------------------------------------------------------------------
 
 
-def _check_finite_pt(path: Path) -> None:
+def _check_finite_pt(path: Path, sections: tuple[str, ...] = WEIGHT_GROUPS) -> None:
     payload = _torch_load_safely(path, mmap=True)
-    groups = {name: payload[name] for name in WEIGHT_GROUPS if isinstance(payload.get(name), Mapping)}
+    groups = {name: payload[name] for name in sections if isinstance(payload.get(name), Mapping)}
     for group_name, group in (groups or {"state_dict": payload}).items():
         for key, value in group.items():
             if _is_tensor(value) and value.is_floating_point() and not bool(value.isfinite().all()):

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from f5app.audio.vocoder import Vocoder
     from f5app.ckpt.schema import CheckpointMetadata
+    from f5app.inference.adapters import AdapterVoices
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class Synthesizer:
     source: str = ""  # what was loaded, for logs
     metadata: Optional["CheckpointMetadata"] = None  # the checkpoint's record (f5app checkpoints): its recorded settings
     max_batch: int = 1  # chunks synthesised together in one padded batch (1: one after another)
+    adapters: Optional["AdapterVoices"] = None  # LoRA voices on one base (inference/adapters.py)
     _voice_cache: dict[tuple, _Voice] = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- building
@@ -157,6 +159,11 @@ class Synthesizer:
         voices = parse_voices(cfg.voices)
         require_files([(f"voices.{name}.ref_audio", v.ref_audio) for name, v in voices.items()])
         device = pick_device(cfg.device)
+        voice_adapters = {}
+        if any(v.adapter for v in voices.values()):
+            from f5app.inference.adapters import resolve_voice_adapters
+
+            voice_adapters = resolve_voice_adapters(voices, cfg.ckpt)
 
         def load(chosen):
             model_config = model_config_from_dict(chosen.model_config) if chosen.model_config else cfg.model
@@ -167,19 +174,23 @@ class Synthesizer:
 
             def read():
                 try:
-                    return load_model(weights_path, chosen.vocab_path, model_config, use_ema=cfg.ckpt.use_ema)
+                    if chosen.base is not None or voice_adapters:
+                        from f5app.inference.adapters import load_on_one_base
+
+                        return load_on_one_base(chosen, voice_adapters, model_config, cfg.ckpt.use_ema)
+                    return (*load_model(weights_path, chosen.vocab_path, model_config, use_ema=cfg.ckpt.use_ema), None)
                 except UnreadableWeights as error:
                     raise DamagedCheckpoint(str(error)) from None
 
-            cfm, vocab = verified_read(chosen.path, chosen.metadata, read) if chosen.kind == "f5app" else read()
+            cfm, vocab, adapters = verified_read(chosen.path, chosen.metadata, read) if chosen.kind == "f5app" else read()
             require_finite({MODEL_STATE: cfm.state_dict()})
-            return model_config, cfm, vocab
+            return model_config, cfm, vocab, adapters
 
         resolution, loaded = resolve_and_load(cfg.ckpt, purpose="infer", run_dir=Path(run_dir), model=cfg.model, load=load)
         chosen = resolution.chosen
         if chosen is None or loaded is None:  # resolve raises when nothing fits; this guards a changed contract
             raise InferenceInputError(f"no checkpoint to load for ckpt={cfg.ckpt.name}")
-        model_config, cfm, vocab = loaded
+        model_config, cfm, vocab, adapters = loaded
         dtype = pick_dtype(cfg.dtype, device, model_config.mel.mel_spec_type)
         cfm = cfm.to(device=device, dtype=dtype).eval()
         vocoder = load_vocoder(cfg.vocoder, model_config.mel, device=device)
@@ -193,9 +204,10 @@ class Synthesizer:
             settings=settings,
             default_voice=default_reference(chosen.metadata),
             voices=voices,
-            source=f"{chosen.source}: {chosen.path}",
+            source=f"{chosen.source}: {chosen.path}" + (f" on base {chosen.base.path}" if chosen.base is not None else ""),
             metadata=chosen.metadata,
             max_batch=pick_max_batch(cfg.max_batch, device),
+            adapters=adapters,
         )
 
     # ---------------------------------------------------------------- synthesis
@@ -296,7 +308,9 @@ class Synthesizer:
         results: list[Optional[RenderedChunk]] = [None] * len(chunks)
         groups: dict[tuple, list[int]] = {}
         for index, chunk in enumerate(chunks):
-            groups.setdefault(chunk.batch_key, []).append(index)
+            # with LoRA voices, one batch runs with one adapter: a chunk's voice joins its key
+            key = (chunk.batch_key, chunk.voice_name if self.adapters is not None else None)
+            groups.setdefault(key, []).append(index)
         batches: list[list[int]] = []
         for indices in groups.values():
             # Neighbours in length share a batch, so little of it is padding.
@@ -323,6 +337,8 @@ class Synthesizer:
         from torch.nn.utils.rnn import pad_sequence
 
         settings = chunks[0].settings
+        if self.adapters is not None:
+            self.adapters.use(chunks[0].voice_name)
         audios, tokens, ref_frames, durations = [], [], [], []
         for chunk in chunks:
             audio = torch.from_numpy(chunk.voice.reference.wav)[None].to(self.device)

@@ -9,6 +9,8 @@ Design points worth knowing before editing:
 - Validation and audio samples run inside ``forked_rng`` so they never move the training RNG
   streams: an interrupted-and-resumed run draws exactly the numbers an uninterrupted one does.
 - Only the main process writes checkpoints; the other processes send it their RNG states.
+- ``finetune=lora`` changes the model, the EMA and what a checkpoint holds through ``self.lora``
+  (training/lora.py); everything else (data, schedule, resume, signals, saving) is the same.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import math
 import time
 import dataclasses
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,7 @@ class Trainer:
         self.tracker = None
         self.evaluation = None  # TrainingEvaluation on the main process when eval.every > 0
         self._eval_scores = None  # (update, EvalScores) of the newest evaluation, for the next checkpoint
+        self.lora = None  # training/lora.py's LoraRun when finetune=lora
 
     # ------------------------------------------------------------------ life cycle
     def run(self) -> float | None:
@@ -252,6 +256,9 @@ class Trainer:
         model = build_cfm(cfg.model, self.vocab)
         self.resumed = None
         mode, chosen = self.resolution.mode, self.resolution.chosen
+        from f5app.training.lora import LoraRun
+
+        self.lora = LoraRun.for_run(cfg, self.resolution)
         if mode == "finetune":
             from f5app.ckpt.adapt import load_into, read_weights
 
@@ -260,12 +267,17 @@ class Trainer:
             for note in [*weights.notes, *report.notes]:
                 log.info("weights: %s", note)
             self.lineage = Lineage("finetune", finetuned_from=_reference(chosen))
+            if self.lora is not None:
+                model = self.lora.start(model, chosen, weights, self.vocab)
         elif mode == "resume":
             from f5app.ckpt.schema import load_checkpoint
 
             self._check_config_changes(chosen.metadata)
             self.resumed = self._loaded or load_checkpoint(chosen.path, rank=self.rank, verify=False)  # main read it verified
-            model.load_state_dict(self.resumed.weights[MODEL_STATE])
+            if self.lora is not None:
+                model = self.lora.resume(model, chosen, self.resumed.weights, self.vocab)
+            else:
+                model.load_state_dict(self.resumed.weights[MODEL_STATE])
             parent_lineage = chosen.metadata.lineage if chosen.metadata is not None else Lineage()
             self.lineage = parent_lineage.continued(_reference(chosen))
         return model
@@ -278,13 +290,17 @@ class Trainer:
         if not self.is_main:
             return
         t = self.cfg.trainer
+        if self.lora is not None:
+            self.ema = self.lora.ema(model, t, self.resumed)  # the trainable tensors only
+            return
         self.ema = EMA(model, include_online_model=False, beta=t.ema_decay, update_after_step=t.ema_update_after, update_every=1)
         if self.resumed is not None:
             self.ema.load_state_dict(self.resumed.weights[EMA_STATE])
 
     def _build_optimizer(self, model: torch.nn.Module) -> None:
         a = self.cfg.optim
-        optimizer = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay, eps=a.eps)
+        trainable = [p for p in model.parameters() if p.requires_grad]  # all of them, unless finetune=lora
+        optimizer = torch.optim.AdamW(trainable, lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay, eps=a.eps)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if self.resumed is not None:
             self.optimizer.load_state_dict(self.resumed.weights[OPTIMIZER_STATE])
@@ -521,7 +537,10 @@ class Trainer:
     @torch.no_grad()
     def validation_loss(self) -> float:
         """Mean flow-matching loss over the validation set with fixed noise, times and masks."""
-        model = self.ema.ema_model if self.ema is not None else self.accelerator.unwrap_model(self.model)
+        with self._averaged_model() as model:
+            return self._validation_loss(model)
+
+    def _validation_loss(self, model: torch.nn.Module) -> float:
         was_training = model.training
         model.eval()
         total, weight = 0.0, 0
@@ -553,7 +572,8 @@ class Trainer:
             return False
         if self.evaluation is not None and self.ema is not None:
             try:
-                scores, result = self.evaluation.run(self.ema.ema_model, p.update)
+                with self._averaged_model() as model:  # under LoRA the averaged adapter, swapped in
+                    scores, result = self.evaluation.run(model, p.update)
             except Exception as error:  # a failed evaluation must never stop training
                 log.warning("could not evaluate at update %d: %s", p.update, error)
             else:
@@ -572,9 +592,9 @@ class Trainer:
         from f5app.training.samples import render_sample
 
         try:
-            with forked_rng():
+            with forked_rng(), self._averaged_model() as model:
                 item = self.val_set[0]
-                wav, sample_rate, figure = render_sample(self.ema.ema_model, item, self.cfg.model, self.cfg.vocoder, self.vocab_index)
+                wav, sample_rate, figure = render_sample(model, item, self.cfg.model, self.cfg.vocoder, self.vocab_index)
             out = self.run_dir / "samples" / f"update_{self.progress.update:08d}.wav"
             from f5app.audio.io import write_audio
 
@@ -583,6 +603,13 @@ class Trainer:
             self.tracker.image("sample/mel", figure, self.progress.update)
         except Exception as error:  # a failed sample must never stop training
             log.warning("could not render an audio sample at update %d: %s", self.progress.update, error)
+
+    def _averaged_model(self):
+        """The EMA weights as a model: ema_pytorch's copy, or (LoRA) the live model with the
+        averaged adapter swapped in for the duration."""
+        if self.lora is not None and self.ema is not None:
+            return self.ema.swapped_in()
+        return nullcontext(self.ema.ema_model if self.ema is not None else self.accelerator.unwrap_model(self.model))
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -638,13 +665,17 @@ class Trainer:
             config=self.ctx.resolved_config,
             hydra=self.ctx.hydra,
             lineage=self.lineage,
+            adapter=self.lora.record if self.lora is not None else None,
         )
-        weights = {
-            MODEL_STATE: self.accelerator.unwrap_model(self.model).state_dict(),
-            EMA_STATE: self.ema.state_dict(),
-            OPTIMIZER_STATE: self.optimizer.state_dict(),
-            UPDATE_KEY: p.update,
-        }
+        if self.lora is not None:
+            weights = self.lora.weights(self.accelerator.unwrap_model(self.model), self.ema, self.optimizer, p.update)
+        else:
+            weights = {
+                MODEL_STATE: self.accelerator.unwrap_model(self.model).state_dict(),
+                EMA_STATE: self.ema.state_dict(),
+                OPTIMIZER_STATE: self.optimizer.state_dict(),
+                UPDATE_KEY: p.update,
+            }
         state = TrainingState(
             dataclasses.replace(p, val_history=[list(point) for point in p.val_history], eval_history=[list(point) for point in p.eval_history]),
             world_size=self.world_size,
