@@ -364,6 +364,9 @@ class ServerConfig:
     request_timeout: float = 300.0  # seconds from arrival to the last audio byte
     shutdown_timeout: float = 60.0  # SIGTERM: seconds to finish in-flight requests
     log_level: str = "info"
+    # An upload without a transcript is transcribed with the asr= group (f5app.evaluation.asr);
+    # false: such uploads are refused (400) and name the transcript field.
+    transcribe_uploads: bool = False
 
 
 @dataclass

@@ -100,14 +100,34 @@ def load_into(engine, settings: ServeConfig) -> None:
              time.perf_counter() - started, synthesizer.max_batch)
 
 
+def upload_transcriber(settings: ServeConfig):
+    """``transcribe(path) -> text`` for uploads without a transcript (``server.transcribe_uploads``),
+    with the ``asr=`` group's model, built on first use and then kept; None when switched off."""
+    if not settings.server.transcribe_uploads:
+        return None
+    import functools
+
+    @functools.cache
+    def transcriber():
+        from f5app.evaluation.asr import build_transcriber
+
+        return build_transcriber(settings.asr, device="cpu")
+
+    def transcribe(path: Path) -> str:
+        import soundfile as sf
+
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        return transcriber().transcribe(audio.mean(axis=1), rate, language=settings.asr.language).text
+
+    return transcribe
+
+
 def run(cfg: DictConfig | ServeConfig) -> None:
     import uvicorn
 
     settings: ServeConfig = cfg if isinstance(cfg, ServeConfig) else to_settings(cfg, ServeConfig)
     server = settings.server
-    # Uploads without a transcript need an ASR: f5app.evaluation.asr is wired in here once it lands
-    # (build(settings, transcribe=lambda path: ...)); until then such uploads get a 400.
-    app, engine = build(settings, transcribe=None)
+    app, engine = build(settings, transcribe=upload_transcriber(settings))
     config = uvicorn.Config(app, host=server.host, port=server.port, log_config=None, log_level=server.log_level,
                             timeout_graceful_shutdown=server.shutdown_timeout, lifespan="off")
     web = uvicorn.Server(config)

@@ -479,6 +479,22 @@ def test_an_upload_without_a_transcript_is_transcribed_when_an_asr_is_wired(run_
     assert heard == [24000]
 
 
+def test_with_transcribe_uploads_the_configured_asr_writes_the_transcript(run_dir, synth, tmp_path):
+    from dataclasses import replace
+
+    from f5app.config import AsrConfig
+    from f5app.inference.defaults import upstream_reference
+    from f5app.serve import upload_transcriber
+
+    settings = replace(tiny_serve_settings(run_dir, voices_dir=str(tmp_path / "voices"), transcribe_uploads=True),
+                       asr=AsrConfig(name="tiny_en", beam_size=1))
+    with running_server(settings, synth, transcribe=upload_transcriber(settings)) as running:
+        added = upload(running.url, "nature", upstream_reference().audio.read_bytes())
+    assert added.status_code == 201, added.text
+    assert added.json()["transcript"].lower().replace(",", "").replace(".", "") == "some call me nature others call me mother nature"
+    assert upload_transcriber(tiny_serve_settings(run_dir)) is None  # off unless asked for
+
+
 def test_a_restarted_server_still_has_the_uploaded_voices(run_dir, synth, tmp_path):
     settings = tiny_serve_settings(run_dir, voices_dir=str(tmp_path / "voices"))
     with running_server(settings, synth) as first:
