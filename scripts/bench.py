@@ -492,7 +492,7 @@ def save_stall_worker(workdir: Path, device: str, model_name: str) -> None:
 
     cfg = compose_train_config([f"model={model_name}", "data=demo", f"output_root={workdir}", "run_name=save", "logger=none",
                                 f"trainer.cpu={'true' if device == 'cpu' else 'false'}", "ckpt.keep_last=1",
-                                "ckpt.train_chain=[scratch]", "ckpt.allow_scratch=true", "trainer.progress_bar=false"])
+                                "ckpt.train_chain=[scratch]", "ckpt.allow_scratch=true", "trainer.progress_bar=false", "eval.every=0"])
     settings = to_settings(cfg, TrainConfig)
     trainer = Trainer(settings, RunContext(run_dir=workdir / "runs" / "save", resolved_config=resolved_container(cfg)))
     trainer.setup()
