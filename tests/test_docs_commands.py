@@ -4,7 +4,8 @@ The commands are read from the Markdown itself: every line of a ``bash``/``sh``/
 fence (``\\`` continuations joined, comments dropped; a fence starting with ``#!`` is one script),
 and the lines of an untagged fence that start with a command (``python``, ``scripts/``...). So a
 command added to the docs is picked up here, and fails loudly unless it runs or is listed in
-SKIPPED with the reason.
+SKIPPED with the reason. A fence right after a ``<!-- tested: tests/test_x.py ... -->`` line is run
+as written by that test (a walk-through with its own files and bounds), so it is skipped here.
 
 They run one after the other, in the order of the files, in one temporary folder (what one command
 trains, the next one speaks with), through bash, with HOME pointing at a temporary home that holds
@@ -50,6 +51,9 @@ SKIPPED: list[tuple[str, str]] = [
     (r"f5app\.data\.recordings\.example|data=recordings|my_recordings/", "docs/recordings.md's walk-through (a long recording made from f5-tts's "
                                                          "speech, prepared with the bundled ASR, trained on): tests/test_recordings.py "
                                                          "runs its commands as written; $HOME/audiobook stands for the user's own folder"),
+    (r"outputs/runs/ana_lora/", "two voices' LoRA fine-tunes of F5TTS_v1_Base (ana_lora, bob_lora) and their recordings "
+                                "stand for the reader's own: the walk-through's last command (tests/test_lora_docs.py) "
+                                "speaks two adapter checkpoints on one base as written"),
     (r"\[[^\]]*(?:--|\|)[^\]]*\]", "a synopsis: its [--options] and a|b choices are placeholders"),
 ]
 
@@ -72,6 +76,16 @@ def _tiny_training(command: str) -> str:
     return f"{command} {TINY_BOUNDS}" if TRAIN.match(command) else command
 
 
+#: The checkpoint the prerequisite demo run saves at its last update.
+DEMO_CHECKPOINT = "outputs/runs/demo/checkpoints/update_00000002"
+
+
+def _lora_base(command: str) -> str:
+    if not TRAIN.match(command) or "finetune=lora" not in command or "ckpt.path=" in command:
+        return command
+    return f"{command} ckpt.path={DEMO_CHECKPOINT}"
+
+
 @dataclass(frozen=True)
 class Substitution:
     why: str
@@ -88,6 +102,10 @@ SUBSTITUTIONS = [
                  "(experiment=demo) instead of fine-tuning F5TTS_v1_Base fetched from the Hub; "
                  "data=csv_wavs keeps the documented data group when the command names data.path", _tiny_model),
     Substitution(f"training stops after 2 updates ({TINY_BOUNDS})", _tiny_training),
+    Substitution(f"LoRA's base is the demo run's tiny checkpoint ({DEMO_CHECKPOINT}) instead of F5TTS_v1_Base "
+                 "from the Hub", _lora_base),
+    Substitution("the 10000th update's checkpoint is the 2nd here (training stops after 2 updates)",
+                 _sub(r"update_00010000\b", "update_00000002")),
     Substitution("an Optuna search runs 2 trials instead of 20", _sub(r"hydra\.sweeper\.n_trials=\d+", "hydra.sweeper.n_trials=2")),
     Substitution("the stand-in for upstream's released model_1250000.safetensors is a tiny model in the same format",
                  lambda c: c.replace("model=f5tts_v1_base", "model=tiny") if "ckpts/model_1250000.safetensors" in c else c),
@@ -109,8 +127,11 @@ PREREQUISITES = {
 class Command:
     where: str  # "docs/inference.md:12"
     text: str  # as written (continuation lines joined)
+    tested_by: Optional[str] = None  # the test a <!-- tested: ... --> marker names
 
     def skip_reason(self) -> Optional[str]:
+        if self.tested_by is not None:
+            return f"a walk-through that {self.tested_by} runs exactly as written, with its own files and bounds"
         return next((why for pattern, why in SKIPPED if re.search(pattern, self.text, re.M)), None)
 
     def as_run(self, places: dict[str, str]) -> str:
@@ -122,17 +143,24 @@ class Command:
         return command
 
 
+TESTED_MARKER = re.compile(r"^<!--\s*tested:\s*(tests/\S+\.py)\b")
+
+
 def commands_in(path: Path) -> list[Command]:
-    found, fence, start, block = [], None, 0, []
+    found, fence, start, block, tested_by, previous = [], None, 0, [], None, ""
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.lstrip().startswith("```"):
             if fence is None:
                 fence, start, block = line.strip()[3:].strip().lower(), number, []
+                marker = TESTED_MARKER.match(previous)
+                tested_by = marker.group(1) if marker else None
             else:
-                found += _commands_of_block(path, fence, start, block)
+                found += [Command(c.where, c.text, tested_by) for c in _commands_of_block(path, fence, start, block)]
                 fence = None
         elif fence is not None:
             block.append(line)
+        if line.strip():
+            previous = line.strip()
     return found
 
 
@@ -184,6 +212,16 @@ def test_the_extractor_finds_the_readmes_commands_as_written():
     assert "python -m f5app.train -m data.path=$HOME/my_voice optim.lr=1e-5,3e-5 sweep_name=lr" in texts
     voices = next(t for t in texts if "+voices.town.ref_audio=town.flac" in t)
     assert voices.endswith("+voices.town.speed=0.8") and "\\" not in voices  # continuation lines joined
+
+
+def test_a_tested_marker_names_a_test_that_reads_that_document():
+    marked = [c for c in all_commands() if c.tested_by is not None]
+    assert any(c.where.startswith("docs/lora.md:") for c in marked)
+    for command in marked:
+        test = REPO / command.tested_by
+        document = command.where.split(":")[0]
+        assert test.is_file(), f"{command.where}: its marker names {command.tested_by}, which does not exist"
+        assert Path(document).name in test.read_text(encoding="utf-8"), f"{command.tested_by} does not read {document}"
 
 
 def test_every_command_in_the_docs_either_runs_here_or_says_why_not():
