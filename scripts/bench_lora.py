@@ -83,7 +83,7 @@ def train_worker(workdir: Path, device: str, model_name: str, method: str, base:
         f"model={model_name}", "data=demo", f"output_root={workdir}", f"run_name={run_name}", "logger=none",
         f"finetune={method}", "ckpt=custom", f"ckpt.path={base}", f"ckpt.keep_last={0 if method == 'lora' else 1}",
         f"trainer.cpu={'true' if device == 'cpu' else 'false'}", "trainer.progress_bar=false", "trainer.val_every=0",
-        "trainer.sample_every=0", "trainer.save_every=0",
+        "trainer.sample_every=0", "trainer.save_every=0", "eval.every=0",
     ])
     settings = to_settings(cfg, TrainConfig)
     bench._reset_accelerate()
