@@ -1,6 +1,7 @@
 """Small file-system rules every writer in f5app shares: hash a file, make a write durable, replace a
 file atomically. One copy of each, so a fix (fsync the folder, never follow a planted symlink)
-lands everywhere at once. Standard library only.
+lands everywhere at once. Standard library only, plus xxhash (a dependency of f5-tts's ``datasets``)
+for the fast checksum.
 """
 
 from __future__ import annotations
@@ -14,18 +15,43 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Union
 
-_HASH_BLOCK = 8 * 1024 * 1024
+#: 1 MiB: the block stays in the CPU cache between the copy and the hashing (xxh3 reads 6.7 GiB/s
+#: from the page cache here with 1 MiB blocks, 5.2 with 8 MiB)
+_HASH_BLOCK = 1024 * 1024
 
 Content = Union[bytes, str, Callable[[Path], None]]
 
 
+#: The digests a checkpoint records per file: ``sha256`` (cryptographic; ``validate --full``) and
+#: ``xxh3_128`` (a non-cryptographic checksum ~10x faster to compute than sha256, fast enough to
+#: hide behind reading the file, so every load can verify what it reads).
+DIGESTS = ("sha256", "xxh3_128")
+
+
+def _new_digest(algorithm: str) -> Any:
+    if algorithm == "xxh3_128":
+        import xxhash
+
+        return xxhash.xxh3_128()
+    return hashlib.new(algorithm)
+
+
+def file_digests(path: Path, algorithms: tuple[str, ...] = DIGESTS, block: int = _HASH_BLOCK) -> dict[str, str]:
+    """Hex digests of a file's bytes, every algorithm from one read of it in blocks into one
+    reused buffer (a 2 GiB checkpoint never sits in memory, and no block is allocated twice)."""
+    digests = {algorithm: _new_digest(algorithm) for algorithm in algorithms}
+    buffer = bytearray(block)
+    view = memoryview(buffer)
+    with open(path, "rb") as handle:
+        while read := handle.readinto(buffer):
+            for digest in digests.values():
+                digest.update(view[:read])
+    return {algorithm: digest.hexdigest() for algorithm, digest in digests.items()}
+
+
 def sha256_file(path: Path, block: int = _HASH_BLOCK) -> str:
     """Hex sha256 of a file's bytes, read in blocks (a 2 GiB checkpoint never sits in memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digests(path, ("sha256",), block)["sha256"]
 
 
 def fsync_dir(folder: Path) -> None:

@@ -171,6 +171,37 @@ def test_damage_the_fast_checks_cannot_see_is_found_while_loading_and_the_next_o
     assert (run / "checkpoints" / "update_00000200.corrupted").is_dir()
 
 
+def test_the_store_records_a_fast_checksum_beside_sha256_and_loading_compares_it(run):
+    folder = run / "checkpoints" / "update_00000200"
+    recorded = schema.read_metadata(folder).files
+    assert recorded and all(r.sha256 and r.xxh3_128 for r in recorded.values())
+    corrupt_tensor_bytes(folder, 1234.5)
+    with pytest.raises(schema.DamagedCheckpoint, match=r"model\.pt changed since it was saved \(xxh3_128 "):
+        schema.load_checkpoint(folder, rank=0)
+
+
+def test_a_checkpoint_saved_before_the_fast_checksum_is_verified_with_its_sha256(run):
+    folder = run / "checkpoints" / "update_00000200"
+    metadata = json.loads((folder / "metadata.json").read_text())
+    for record in metadata["files"].values():
+        del record["xxh3_128"]  # what f5app wrote before it recorded one
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    assert schema.load_checkpoint(folder, rank=0).training_state.progress.update == 200
+    corrupt_tensor_bytes(folder, 1234.5)
+    with pytest.raises(schema.DamagedCheckpoint, match=r"model\.pt changed since it was saved \(sha256 "):
+        schema.load_checkpoint(folder, rank=0)
+
+
+def test_full_validation_checks_both_recorded_digests(run):
+    folder = run / "checkpoints" / "update_00000200"
+    assert validate(folder, model=None, vocab_size=None, full=True).ok
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata["files"]["model.pt"]["xxh3_128"] = "0" * 32
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    result = validate(folder, model=None, vocab_size=None, full=True)
+    assert not result.ok and "model.pt: xxh3_128 " in result.reason
+
+
 def test_damage_found_while_loading_someone_elses_file_is_refused_not_renamed(run):
     source = run / "checkpoints" / "update_00000200"
     corrupt_tensor_bytes(source, 99.0)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import errno
 import json
 import os
+import hashlib
 import threading
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
+import xxhash
 
 from ckpt_factory import (
     dead_pid,
@@ -24,7 +26,6 @@ from f5app.ckpt import layout, schema, store as store_module
 from f5app.ckpt.arch import model_config_diff
 from f5app.ckpt.schema import read_metadata
 from f5app.ckpt.store import CheckpointSaveError, CheckpointStore
-from f5app.files import sha256_file as sha256_of
 
 MODEL, VOCAB = tiny_model_config(), tiny_vocab()
 
@@ -56,7 +57,8 @@ def test_save_writes_files_metadata_last_and_pointers(tmp_path):
     assert folder == tmp_path / "update_00000100"
     metadata = read_metadata(folder)
     for name in ("model.pt", "vocab.txt", "training_state.pt", "rng_state_0.pt"):
-        assert metadata.files[name] == schema.FileRecord((folder / name).stat().st_size, sha256_of(folder / name))
+        data = (folder / name).read_bytes()
+        assert metadata.files[name] == schema.FileRecord(len(data), hashlib.sha256(data).hexdigest(), xxhash.xxh3_128(data).hexdigest())
     assert (folder / "vocab.txt").read_text(encoding="utf-8") == "".join(f"{t}\n" for t in VOCAB)
     assert read_json(tmp_path / "last.json")["name"] == "update_00000100"
     assert read_json(tmp_path / "best.json") | {"updated_at": None} == {
@@ -297,7 +299,7 @@ def test_kill_9_during_saves_leaves_only_complete_checkpoints(tmp_path):
     for entry in found.complete:  # every visible checkpoint is whole: recorded hashes match, data is right
         metadata = read_metadata(entry.path)
         for name, record in metadata.files.items():
-            assert sha256_of(entry.path / name) == record.sha256, (entry.name, name)
+            assert hashlib.sha256((entry.path / name).read_bytes()).hexdigest() == record.sha256, (entry.name, name)
         weights = torch.load(entry.path / "model.pt", weights_only=True)["model_state_dict"]["w"]
         assert bool((weights == float(entry.update)).all())
     assert layout.read_pointer(tmp_path, "last").name in {e.name for e in found.complete}

@@ -198,7 +198,7 @@ def _list_row(entry, metadata, status, best, last) -> dict:
     from f5app.ckpt import layout
 
     marks = [which for which, p in (("best", best), ("last", last)) if p is not None and p.name == entry.name]
-    files = {name: {"size": f.size, "sha256": f.sha256} for name, f in metadata.files.items()} if metadata is not None else {}
+    files = {name: f.to_dict() for name, f in metadata.files.items()} if metadata is not None else {}
     size = sum(f["size"] for f in files.values()) if files else _du(entry.path)
     return {
         "name": entry.name,

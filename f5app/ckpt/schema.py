@@ -79,6 +79,19 @@ def is_plain_file_name(name: str) -> bool:
 class FileRecord:
     size: int
     sha256: Optional[str] = None
+    xxh3_128: Optional[str] = None  # the fast checksum verify-on-load compares (files.DIGESTS); older checkpoints lack it
+
+    def to_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"size": self.size, "sha256": self.sha256}
+        if self.xxh3_128 is not None:
+            record["xxh3_128"] = self.xxh3_128
+        return record
+
+    def load_check(self) -> Optional[tuple[str, str]]:
+        """(algorithm, hex digest) verify-on-load compares: the fast checksum when recorded, else sha256."""
+        if self.xxh3_128 is not None:
+            return "xxh3_128", self.xxh3_128
+        return ("sha256", self.sha256) if self.sha256 is not None else None
 
 
 @dataclass(frozen=True)
@@ -372,7 +385,7 @@ class CheckpointMetadata:
             "lineage": _lineage_dict(self.lineage),
             "versions": dict(self.versions),
             "git_commit": self.git_commit,
-            "files": {name: asdict(record) for name, record in self.files.items()},
+            "files": {name: record.to_dict() for name, record in self.files.items()},
             "weights_fingerprint": self.weights_fingerprint,
         }
         if self.adapter is not None:
@@ -672,20 +685,24 @@ def load_checkpoint(folder: Path, rank: int, *, verify: bool = True) -> LoadedCh
 
 
 def verified_read(folder: Path, metadata: Optional[CheckpointMetadata], read: Callable[[], T]) -> T:
-    """``read()`` while another thread hashes the recorded files (page cache shared, hashing
-    releases the GIL), then compare: a same-size bit flip is found at the cost of ~no extra time."""
+    """``read()`` while another thread checksums the recorded files (page cache shared, hashing
+    releases the GIL), then compare: a same-size bit flip is found at the cost of ~no extra time.
+    The checksum is xxh3_128 where recorded (faster than the read it hides behind); checkpoints
+    saved before it was recorded are checked with their sha256."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from f5app.files import sha256_file
+    from f5app.files import file_digests
 
-    records = metadata.files if metadata is not None else {}
+    checks = {name: check for name, record in (metadata.files if metadata is not None else {}).items()
+              if (check := record.load_check()) is not None}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="f5app-verify") as pool:
-        digests = pool.submit(lambda: {name: sha256_file(Path(folder) / name) for name in records})
+        digests = pool.submit(lambda: {name: file_digests(Path(folder) / name, (algorithm,))[algorithm]
+                                       for name, (algorithm, _) in checks.items()})
         result = read()
         found = digests.result()
-    for name, record in records.items():
-        if record.sha256 is not None and found[name] != record.sha256:
-            raise DamagedCheckpoint(f"{name} changed since it was saved (sha256 {found[name][:12]}…, metadata {record.sha256[:12]}…)")
+    for name, (algorithm, expected) in checks.items():
+        if found[name] != expected:
+            raise DamagedCheckpoint(f"{name} changed since it was saved ({algorithm} {found[name][:12]}…, metadata {expected[:12]}…)")
     return result
 
 
@@ -782,8 +799,7 @@ def _files_from(data: Any) -> dict[str, FileRecord]:
         size = _int(info.get("size")) if isinstance(info, dict) else None
         if size is None or size < 0:
             raise MetadataError(f"{METADATA_FILENAME} records no valid size for {name}")
-        digest = info.get("sha256")
-        records[name] = FileRecord(size, digest if isinstance(digest, str) else None)
+        records[name] = FileRecord(size, _str(info.get("sha256")), _str(info.get("xxh3_128")))
     return records
 
 

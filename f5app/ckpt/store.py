@@ -1,7 +1,7 @@
 """Atomic checkpoint saving, pointers and retention for one run's ``checkpoints/`` folder.
 
 A save writes every file into ``.tmp-update_XXXXXXXX-<pid>/``, fsyncs them, writes
-``metadata.json`` (with each file's size and sha256) last, renames the folder into place and
+``metadata.json`` (with each file's size, sha256 and xxh3_128) last, renames the folder into place and
 fsyncs the parent; only then are ``last.json`` / ``best.json`` replaced and retention applied.
 A crash at any moment leaves the previous checkpoints plus, at worst, a temp folder that is never
 a candidate and that :meth:`CheckpointStore.cleanup_partials` removes on the next start.
@@ -28,7 +28,7 @@ from f5app.ckpt.schema import (
     is_plain_file_name, read_metadata, require_finite,
 )
 from f5app.errors import UserError
-from f5app.files import fsync_dir, sha256_file
+from f5app.files import file_digests, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def _write_file(path: Path, payload: Any) -> FileRecord:
             torch.save(payload, handle)
         handle.flush()
         os.fsync(handle.fileno())
-    return FileRecord(path.stat().st_size, sha256_file(path))
+    return FileRecord(path.stat().st_size, **file_digests(path))
 
 
 def _fingerprint(weights: dict[str, Any]) -> Optional[str]:

@@ -30,7 +30,7 @@ from f5app.ckpt.schema import (
 )
 from f5app.config import ModelConfig
 from f5app.data.vocab import count_vocab
-from f5app.files import sha256_file
+from f5app.files import file_digests
 
 Kind = Literal["f5app", "upstream_pt", "safetensors"]
 WEIGHT_GROUPS = ("model_state_dict", "ema_model_state_dict")
@@ -182,11 +182,13 @@ def _check_recorded_model(metadata: CheckpointMetadata, model: Optional[ModelCon
 
 
 def _full_checks(path: Path, metadata: CheckpointMetadata, result: ValidationResult, sections: tuple[str, ...]) -> None:
-    """Every recorded file's sha256, then every weight finite."""
+    """Every recorded file's sha256 (and xxh3_128, where recorded, from the same read), then every weight finite."""
     for name, record in metadata.files.items():
-        digest = sha256_file(path / name)
-        if digest != record.sha256:
-            raise _Invalid(f"{name}: sha256 {digest[:12]}… differs from metadata's {str(record.sha256)[:12]}…")
+        recorded = {"sha256": record.sha256, **({"xxh3_128": record.xxh3_128} if record.xxh3_128 is not None else {})}
+        found = file_digests(path / name, tuple(recorded))
+        for algorithm, expected in recorded.items():
+            if found[algorithm] != expected:
+                raise _Invalid(f"{name}: {algorithm} {found[algorithm][:12]}… differs from metadata's {str(expected)[:12]}…")
     result.checks.append("sha256")
     _check_finite_pt(path / MODEL_FILENAME, sections)
     result.checks.append("finite")
