@@ -3,14 +3,16 @@ release's checkpoints (schema 1) still read everywhere a checkpoint is read."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from ckpt_factory import make_f5app_checkpoint, tiny_model_config, tiny_vocab
+from ckpt_factory import checkpoint_record, make_f5app_checkpoint, tiny_model_config, tiny_vocab
 from f5app.ckpt import schema
 from f5app.ckpt.__main__ import main as ckpt_main
 from f5app.ckpt.resolve import resolve
+from f5app.ckpt.store import CheckpointStore
 from f5app.ckpt.validate import validate
 from f5app.config import CkptConfig
 from legacy_layout import write_schema1_checkpoint
@@ -94,6 +96,18 @@ def test_ckpt_info_prints_overrides_and_lineage_of_old_and_new_checkpoints(old_r
     new = make_f5app_checkpoint(tmp_path / "new" / "checkpoints", 6, MODEL, VOCAB, 1.0, overrides=("optim.lr=1e-3",))
     assert ckpt_main(["info", str(new)]) == 0
     assert "run_name=test optim.lr=1e-3" in capsys.readouterr().out
+
+
+def test_ckpt_info_prints_scores_as_numbers_and_histories_as_counts(tmp_path, capsys):
+    record = checkpoint_record(6, MODEL, VOCAB, 1.0, eval_scores=schema.EvalScores(wer=0.25, cer=0.1, sim=0.6, num_prompts=2))
+    record.metadata = dataclasses.replace(record.metadata, metrics=dataclasses.replace(
+        record.metadata.metrics, val_history=((3, 1.5), (6, 1.0)), eval_history=((6, 0.25, 0.1, 0.6),)))
+    folder = CheckpointStore(tmp_path / "checkpoints", keep_last=0).save(record)
+
+    assert ckpt_main(["info", str(folder)]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:] if line.strip()}
+    assert "wer=0.2500" in lines["metrics"] and "history" not in lines["metrics"] and "-" not in lines["metrics"]
+    assert lines["history"].split(None, 1)[1] == "2 validations, 1 evaluation"
 
 
 def test_a_finished_schema_1_run_is_recognised_as_finished_without_building_anything(old_run, compose_cfg):

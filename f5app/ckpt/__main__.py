@@ -290,9 +290,13 @@ def _print_info(info: dict) -> None:
         if info.get(key) is not None:
             print(f"  {key:13} {info[key]}")
     if info["metrics"]:
-        shown = {k: v for k, v in info["metrics"].items() if k not in ("val_history", "eval", "nonfinite") and v is not None}
+        histories = {"val_history": "validation", "eval_history": "evaluation"}
+        shown = {k: v for k, v in info["metrics"].items() if k not in (*histories, "eval", "nonfinite") and v is not None}
         shown.update({k: v for k, v in (info["metrics"].get("eval") or {}).items() if k in ("wer", "cer", "sim") and v is not None})
         print("  metrics       " + ", ".join(f"{k}={_fmt_loss(v)}" for k, v in shown.items()))
+        counts = [(len(info["metrics"].get(key) or ()), what) for key, what in histories.items()]
+        if any(n for n, _ in counts):
+            print("  history       " + ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for n, what in counts))
         if info["metrics"].get("nonfinite"):
             print("  non-finite    " + ", ".join(info["metrics"]["nonfinite"]))
     lineage = info.get("lineage") or {}
