@@ -22,7 +22,7 @@ from ckpt_factory import (
     write_vocab_file,
     zero_bytes,
 )
-from f5app.ckpt import layout
+from f5app.ckpt import layout, schema
 from f5app.ckpt.resolve import ResolutionError, resolve
 from f5app.config import CkptConfig, to_settings
 
@@ -260,6 +260,18 @@ def test_infer_falls_through_to_pretrained_and_fails_listing_what_was_tried(comp
         resolve(_ckpt(compose_cfg, "infer", cache_dir=tmp_path / "none"), purpose="infer", run_dir=run_dir, model=MODEL)
     message = str(raised.value)
     assert "no usable checkpoint for infer" in message and "best: no best.json" in message and "pretrained:" in message
+
+
+def test_best_by_wer_in_a_run_that_evaluated_but_never_validated_ranks_its_checkpoints(compose_cfg, run_dir):
+    for update, wer in ((2, 0.4), (4, 0.2), (6, 0.3)):
+        make_f5app_checkpoint(run_dir / "checkpoints", update, MODEL, VOCAB, eval_scores=schema.EvalScores(wer=wer, num_prompts=2))
+    assert not layout.pointer_path(run_dir / "checkpoints", "best").exists()  # no val_loss, so the store wrote no best.json
+
+    chosen = resolve(_ckpt(compose_cfg, "infer", "ckpt=best", "ckpt.best_metric=wer"), purpose="infer", run_dir=run_dir, model=MODEL).chosen
+    assert chosen.path.name == "update_00000004"
+    with pytest.raises(ResolutionError, match="best: no best.json in this run, and no checkpoint of it records sim"):
+        resolve(_ckpt(compose_cfg, "infer", "ckpt=best", "ckpt.best_metric=sim"),
+                purpose="infer", run_dir=run_dir, model=MODEL)
 
 
 def test_resolution_logs_the_table_and_the_decision(compose_cfg, run_dir, caplog):

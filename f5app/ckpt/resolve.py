@@ -257,16 +257,20 @@ class _ChainWalker:
     def _try_best(self):
         """``best.json`` when it ranks by ``ckpt.best_metric``; asked for another metric
         (``ckpt=best ckpt.best_metric=wer`` after a run ranked by val_loss), the run's checkpoints
-        are ranked by that metric here, with the store's rule, and best.json is left alone."""
+        are ranked by that metric here, with the store's rule, and best.json is left alone. So are
+        they when there is no best.json at all (a short run that evaluated but never validated)."""
+        pointer_file = layout.pointer_path(self.ckpt_dir, "best")
         pointer = layout.read_pointer(self.ckpt_dir, "best")
         metric = self.ckpt.best_metric
-        if pointer is None or pointer.metric == metric:
-            return self._try_pointer("best")
+        if pointer is not None and pointer.metric == metric or pointer is None and pointer_file.exists():
+            return self._try_pointer("best")  # the pointer, or why it is damaged
         from f5app.ckpt.store import best_by_metric
 
         winner = best_by_metric(self.ckpt_dir, metric)
         if winner is None:
-            self._add("best", self.ckpt_dir, "missing", f"no checkpoint of this run records {metric} (best.json ranks by {pointer.metric}; evaluation records wer/cer/sim)")
+            why = (f"no checkpoint of this run records {metric} (best.json ranks by {pointer.metric}; evaluation records wer/cer/sim)"
+                   if pointer is not None else f"no best.json in this run, and no checkpoint of it records {metric}")
+            self._add("best", self.ckpt_dir, "missing", why)
             return None
         metadata, _ = winner
         return self._consider("best", self.ckpt_dir / (metadata.name or layout.checkpoint_name(metadata.update)), own=True)
