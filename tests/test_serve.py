@@ -157,6 +157,22 @@ def test_the_official_openai_client_gets_the_audio_the_synthesizer_makes(server,
     assert [m.id for m in client.models.list()][:2] == ["f5app-voice", "tts-1"]
 
 
+def test_openai_voice_names_speak_with_the_default_voice_until_one_is_uploaded_under_that_name(serve_with, synth, tmp_path):
+    import openai
+
+    running = serve_with(synth)
+    client = openai.OpenAI(base_url=f"{running.url}/v1", api_key="not-needed-on-loopback")
+    ask = dict(model="tts-1", input="Good day to you.", response_format="pcm", extra_body={"seed": 2, "stream": False})
+    default = client.audio.speech.create(voice="default", **ask).content
+    assert client.audio.speech.create(voice="alloy", **ask).content == default
+    assert client.audio.speech.create(voice="nova", **ask).content == default
+
+    assert upload(running.url, "alloy", town_clip(), "Some call me nature.").status_code == 201
+    town = synth.generate("Good day to you.", tmp_path / "voices" / "alloy" / "reference.flac", "Some call me nature.", seed=2)
+    assert client.audio.speech.create(voice="alloy", **ask).content == pcm16(town.wav)
+    assert client.audio.speech.create(voice="nova", **ask).content == default
+
+
 def test_with_streaming_response_receives_the_first_chunk_before_the_rest_is_synthesised(serve_with, gate):
     import openai
 

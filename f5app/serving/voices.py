@@ -30,6 +30,9 @@ from f5app.files import fsync_dir, write_json_atomic
 log = logging.getLogger(__name__)
 
 DEFAULT_VOICE = "default"
+#: The voices OpenAI's API offers. Clients (and the official SDK's examples) send one of these, so
+#: each names the default voice unless a voice of that name is configured or uploaded.
+OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage", "shimmer", "verse"})
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 AUDIO_FILE = "reference.flac"
 RECORD_FILE = "voice.json"
@@ -116,6 +119,8 @@ class VoiceStore:
         if name in self.configured:
             return self._configured(name)
         voice = self._uploaded(name)
+        if voice is None and name in OPENAI_VOICES:
+            return self._default(None)
         if voice is None:
             known = ", ".join(v.name for v in self.list())
             raise VoiceNotFound(f"voice {name!r} does not exist; known voices: {known} (upload one with POST /v1/voices)")
