@@ -383,3 +383,24 @@ def test_the_ckpt_cli_shows_an_adapter_and_exports_it_only_merged_or_as_peft(run
     assert (tmp_path / "as_peft" / "adapter_model.safetensors").is_file()
     assert main(["export", str(runs["base_folder"]), str(tmp_path / "m.safetensors"), "--merge"]) == 1
     assert "is not an adapter checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_lora_run_is_evaluated_while_training_and_f5app_eval_scores_its_adapter_checkpoint_the_same(runs, tmp_path):
+    """Evaluation during LoRA training scores the base with the averaged adapter; the adapter
+    checkpoint records the scores, and f5app.eval (which resolves the adapter and its base) reproduces them."""
+    import f5app.eval as eval_cli
+
+    run_dir = tmp_path / "lora_eval"
+    evaluation = {"eval.every": 2, "eval.num_prompts": 2, "eval.nfe_step": 4, "asr.beam_size": 1, "vocoder.n_iter": 4}
+    train_in_process(compose_once, run_dir, lora_overrides(runs["voice"], runs["base"], **{**evaluation, "trainer.max_updates": 2}))
+    checkpoint = newest(run_dir)
+    metadata = read_metadata(checkpoint)
+    assert metadata.adapter is not None and metadata.metrics.eval is not None and metadata.metrics.eval.num_prompts == 2
+    assert [point[0] for point in metadata.metrics.eval_history] == [2]
+
+    overrides = [f"run_dir={run_dir}", "ckpt=last", "device=cpu", f"out={tmp_path / 'again.json'}"]
+    record = eval_cli.run(compose_once("eval", overrides), overrides=overrides)
+    assert record["checkpoint"]["path"] == str(checkpoint) and record["checkpoint"]["update"] == 2
+    assert (record["metrics"]["wer"], record["metrics"]["cer"]) == (metadata.metrics.eval.wer, metadata.metrics.eval.cer)
+    assert record["metrics"]["sim"] == pytest.approx(metadata.metrics.eval.sim, abs=1e-6)
