@@ -262,7 +262,7 @@ class _ChainWalker:
         pointer_file = layout.pointer_path(self.ckpt_dir, "best")
         pointer = layout.read_pointer(self.ckpt_dir, "best")
         metric = self.ckpt.best_metric
-        if pointer is not None and pointer.metric == metric or pointer is None and pointer_file.exists():
+        if (pointer is not None and pointer.metric == metric) or (pointer is None and pointer_file.exists()):
             return self._try_pointer("best")  # the pointer, or why it is damaged
         from f5app.ckpt.store import best_by_metric
 

@@ -81,11 +81,13 @@ class FileRecord:
     sha256: Optional[str] = None
     xxh3_128: Optional[str] = None  # the fast checksum verify-on-load compares (files.DIGESTS); older checkpoints lack it
 
+    def digests(self) -> dict[str, Optional[str]]:
+        """The digests this record holds, by algorithm: sha256 always (None on a record that lacks
+        it), xxh3_128 when recorded."""
+        return {"sha256": self.sha256, **({"xxh3_128": self.xxh3_128} if self.xxh3_128 is not None else {})}
+
     def to_dict(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"size": self.size, "sha256": self.sha256}
-        if self.xxh3_128 is not None:
-            record["xxh3_128"] = self.xxh3_128
-        return record
+        return {"size": self.size, **self.digests()}
 
     def load_check(self) -> Optional[tuple[str, str]]:
         """(algorithm, hex digest) verify-on-load compares: the fast checksum when recorded, else sha256."""

@@ -184,7 +184,7 @@ def _check_recorded_model(metadata: CheckpointMetadata, model: Optional[ModelCon
 def _full_checks(path: Path, metadata: CheckpointMetadata, result: ValidationResult, sections: tuple[str, ...]) -> None:
     """Every recorded file's sha256 (and xxh3_128, where recorded, from the same read), then every weight finite."""
     for name, record in metadata.files.items():
-        recorded = {"sha256": record.sha256, **({"xxh3_128": record.xxh3_128} if record.xxh3_128 is not None else {})}
+        recorded = record.digests()
         found = file_digests(path / name, tuple(recorded))
         for algorithm, expected in recorded.items():
             if found[algorithm] != expected:
