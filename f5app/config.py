@@ -360,7 +360,12 @@ class ServerConfig:
     max_text_chars: int = 4096  # OpenAI's limit for `input`
     max_request_bytes: int = 65536  # JSON bodies
     max_upload_bytes: int = 10 * 1024 * 1024  # a reference clip upload
-    max_upload_seconds: float = 60.0  # longer uploads are refused (references are cut to max_ref_seconds anyway)
+    max_upload_seconds: float = 60.0  # longer uploads are refused from the file's header (references are cut to max_ref_seconds anyway)
+    max_transcript_chars: int = 1000  # an uploaded voice's transcript
+    # ... and at most this many characters per second of the speech synthesis keeps (speech is ~15):
+    # a transcript far longer than its clip made every request with that voice fail.
+    max_transcript_chars_per_second: float = 30.0
+    reference_cache_size: int = 16  # voices kept prepared in memory (least recently used dropped first)
     max_nfe_step: int = 64
     queue_size: int = 16  # requests waiting for the model; beyond it: 429 with Retry-After
     max_active: int = 8  # requests whose chunks the worker interleaves and batches

@@ -76,14 +76,19 @@ def build(settings: ServeConfig, transcribe=None):
     if (settings.ref_audio is None) != (settings.ref_text is None):
         raise ServeSettingsError("ref_audio and ref_text go together: give both (the `default` voice) or neither")
     default = VoiceConfig(ref_audio=settings.ref_audio, ref_text=settings.ref_text) if settings.ref_audio else None
-    for number, name in (("queue_size", server.queue_size), ("max_active", server.max_active), ("max_text_chars", server.max_text_chars)):
-        if name < 1:
-            raise ServeSettingsError(f"server.{number}={name} must be at least 1")
-    engine = Engine(queue_size=server.queue_size, max_active=server.max_active)
-    metrics = Metrics(queue_depth=engine.depth, active=engine.active, ready=lambda: engine.ready)
+    for key in ("queue_size", "max_active", "max_text_chars", "max_transcript_chars", "reference_cache_size"):
+        if getattr(server, key) < 1:
+            raise ServeSettingsError(f"server.{key}={getattr(server, key)} must be at least 1")
+    if not server.max_transcript_chars_per_second > 0:
+        raise ServeSettingsError(f"server.max_transcript_chars_per_second={server.max_transcript_chars_per_second} must be above 0")
+    engine = Engine(queue_size=server.queue_size, max_active=server.max_active, reference_cache_size=server.reference_cache_size)
+    metrics = Metrics(queue_depth=engine.depth, active=engine.active, ready=lambda: engine.ready,
+                      reference_cache=engine.reference_cache_entries)
     voices_dir = Path(server.voices_dir).expanduser() if server.voices_dir else Path(settings.run_dir) / "voices"
     store = VoiceStore(voices_dir, configured, max_upload_bytes=server.max_upload_bytes,
-                       max_upload_seconds=server.max_upload_seconds, transcribe=transcribe, default=default)
+                       max_upload_seconds=server.max_upload_seconds, max_transcript_chars=server.max_transcript_chars,
+                       max_transcript_chars_per_second=server.max_transcript_chars_per_second,
+                       reference_seconds=settings.max_ref_seconds, transcribe=transcribe, default=default)
     model_id = server.model_id or f"f5app-{settings.run_name}"
     app = create_app(server=server, engine=engine, voices=store, metrics=metrics, api_key=api_key, model_id=model_id)
     return app, engine

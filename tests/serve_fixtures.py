@@ -4,7 +4,9 @@ tests and scripts/bench.py's serve section)."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -102,3 +104,41 @@ def wait_healthy(url: str, process: Any, log: Path, timeout: float = 120) -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"the server never became healthy:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def browser_title(url: str, profile: Path, done: tuple[str, ...], timeout: float = 90) -> str:
+    """Open ``url`` in headless Chromium until its page title starts with one of ``done``; the last title.
+
+    Pages report their outcome in ``document.title``, which the DevTools HTTP endpoint lists (no
+    websocket client needed).
+    """
+    import httpx
+
+    browser = subprocess.Popen(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", f"--user-data-dir={profile}", "--autoplay-policy=no-user-gesture-required",
+         "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    title = ""
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not title.startswith(done):
+            time.sleep(0.2)
+            port_file = profile / "DevToolsActivePort"
+            if not port_file.is_file() or not port_file.read_text().strip():
+                continue
+            port = port_file.read_text().split()[0]
+            try:
+                pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
+            except (httpx.TransportError, ValueError):
+                continue
+            title = next((p["title"] for p in pages if p.get("url", "").startswith(url.split("?")[0].rstrip("/"))), "")
+    finally:
+        browser.terminate()
+        browser.wait(30)
+    return title

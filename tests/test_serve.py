@@ -11,9 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -30,9 +28,9 @@ from f5app.serve import ServeSettingsError, api_key_for, build
 from f5app.serving.formats import pcm16
 from f5app.serving.voices import VoiceError, check_name
 from infer_fixtures import tiny_run_checkpoint, upstream_ref_wav
-from serve_fixtures import free_port, running_server, server_process, tiny_serve_settings, wait_healthy
+from serve_fixtures import browser_title, chromium, free_port, running_server, server_process, tiny_serve_settings, wait_healthy
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # every test here starts a server
 
 THREE_SENTENCES = "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. It is easy to tell the depth of a well."
 KEY = "test-key-0123456789"
@@ -286,8 +284,8 @@ def test_an_error_in_one_request_is_its_json_error_and_the_server_keeps_serving(
     running = serve_with(gate)
     gate.fail_on = "explode"
     broken = speech(running.url, input="Please explode now.", response_format="wav", stream=False)
-    assert_openai_error(broken, 500, "synthesis_failed")
-    assert "explode" in broken.json()["error"]["message"]
+    message = assert_openai_error(broken, 500, "synthesis_failed")["message"]
+    assert "RuntimeError" in message and "explode" not in message  # the error's own text stays in the server's log
     assert speech(running.url, input="All is well.", response_format="wav").status_code == 200
 
 
@@ -536,42 +534,16 @@ def test_metrics_count_requests_by_status_latency_audio_and_queue(server):
 
 
 # ------------------------------------------------------------------------------- the page
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed (scripts/test.sh installs it where apt-get can)")
 def test_the_page_speaks_in_headless_chromium(server, tmp_path):
     """Load the page, type, click Speak: the audio element must load playable audio.
 
     The page's test hook (?autotest=TEXT) types and clicks, then writes the audio element's state
-    into the page title, which the DevTools HTTP endpoint lists (no websocket client needed).
+    into the page title. The page's calls carry its Origin, so this also shows the guard lets the
+    server's own page through.
     """
-    profile = tmp_path / "profile"
     url = f"{server.url}/?autotest=" + urllib.parse.quote("Hello from the page.")
-    browser = subprocess.Popen(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", f"--user-data-dir={profile}", "--autoplay-policy=no-user-gesture-required",
-         "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", url],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    title = ""
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not title.startswith(("autotest: playable", "autotest: media error")):
-            time.sleep(0.2)
-            port_file = profile / "DevToolsActivePort"
-            if not port_file.is_file() or not port_file.read_text().strip():
-                continue
-            port = port_file.read_text().split()[0]
-            try:
-                pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
-            except (httpx.TransportError, ValueError):
-                continue
-            title = next((p["title"] for p in pages if p.get("url", "").startswith(server.url)), "")
-    finally:
-        browser.terminate()
-        browser.wait(30)
+    title = browser_title(url, tmp_path / "profile", ("autotest: playable", "autotest: media error"))
     status, _, seconds = title.removeprefix("autotest: ").partition(" ")
     assert status == "playable" and float(seconds) > 0.3, f"the page reported {title!r}"
 

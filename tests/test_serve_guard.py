@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from f5app.config import ServerConfig
+from f5app.serving.errors import public_message
 from f5app.serving.guard import FORM, GuardPolicy, install_guard, split_authority
 
 PORT = 8000
@@ -159,3 +160,11 @@ def test_authorities_parse_as_browsers_send_them():
     assert split_authority("example.com", 443) == ("example.com", 443)
     for broken in ("", ":8000", "host:0", "host:99999", "host:80x", "[::1", "a b:80", "user@host:80"):
         assert split_authority(broken, 80) is None, broken
+
+
+def test_error_messages_lose_absolute_paths_but_keep_api_routes():
+    assert public_message("cannot write /tmp/run/voices/.tmp-x-4242-139/reference.flac: full") == "cannot write <path>: full"
+    assert public_message(r"cannot open C:\runs\voices\x.flac") == "cannot open <path>"
+    assert public_message("no file /srv/app/x.wav.") == "no file <path>."
+    kept = "voice 'x' already exists; DELETE /v1/voices/x first (see /health)"
+    assert public_message(kept) == kept

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -142,7 +144,10 @@ class Synthesizer:
     metadata: Optional["CheckpointMetadata"] = None  # the checkpoint's record (f5app checkpoints): its recorded settings
     max_batch: int = 1  # chunks synthesised together in one padded batch (1: one after another)
     adapters: Optional["AdapterVoices"] = None  # LoRA voices on one base (inference/adapters.py)
-    _voice_cache: dict[tuple, _Voice] = field(default_factory=dict, repr=False)
+    # Prepared references, most recently used last; a long-lived server bounds it (server.reference_cache_size).
+    reference_cache_size: int = 16
+    _voice_cache: "OrderedDict[tuple, _Voice]" = field(default_factory=OrderedDict, repr=False)
+    _voice_cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # ---------------------------------------------------------------- building
 
@@ -422,15 +427,39 @@ class Synthesizer:
         except OSError:
             version = ()
         key = (str(ref_audio), ref_text, *version)
-        if key not in self._voice_cache:
-            reference = load_reference(ref_audio, ref_text, self.sample_rate, settings.max_ref_seconds)
-            reference = replace(reference, text=normalize_ref_text(reference.text))
-            tokens, _ = apply_unknown_policy(
-                to_tokens(reference.text, self._vocab_map), self._vocab_map, "drop", "ref_text"
-            )
-            rms = float(np.sqrt(np.mean(reference.wav.astype(np.float64) ** 2)))
-            self._voice_cache[key] = _Voice(reference=reference, tokens=tokens, rms=max(rms, 1e-8))
-        return self._voice_cache[key]
+        with self._voice_cache_lock:
+            if key in self._voice_cache:
+                self._voice_cache.move_to_end(key)
+                return self._voice_cache[key]
+        reference = load_reference(ref_audio, ref_text, self.sample_rate, settings.max_ref_seconds)
+        reference = replace(reference, text=normalize_ref_text(reference.text))
+        tokens, _ = apply_unknown_policy(
+            to_tokens(reference.text, self._vocab_map), self._vocab_map, "drop", "ref_text"
+        )
+        rms = float(np.sqrt(np.mean(reference.wav.astype(np.float64) ** 2)))
+        voice = _Voice(reference=reference, tokens=tokens, rms=max(rms, 1e-8))
+        with self._voice_cache_lock:
+            self._voice_cache[key] = voice
+            while len(self._voice_cache) > max(1, self.reference_cache_size):
+                self._voice_cache.popitem(last=False)
+        return voice
+
+    def set_reference_cache_size(self, size: int) -> None:
+        with self._voice_cache_lock:
+            self.reference_cache_size = size
+            while len(self._voice_cache) > max(1, size):
+                self._voice_cache.popitem(last=False)
+
+    def forget_reference(self, ref_audio: str | Path) -> int:
+        """Drop the prepared copies of ``ref_audio`` (a voice deleted or replaced); returns how many."""
+        with self._voice_cache_lock:
+            doomed = [key for key in self._voice_cache if key[0] == str(ref_audio)]
+            for key in doomed:
+                del self._voice_cache[key]
+        return len(doomed)
+
+    def reference_cache_entries(self) -> int:
+        return len(self._voice_cache)
 
     def _progress(self, batches: list, show: bool) -> Any:
         if not show:

@@ -95,8 +95,9 @@ def create_app(*, server: ServerConfig, engine: Engine, voices: VoiceStore, metr
                            "invalid_request_error", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
     def require_ready() -> Any:
-        if engine.load_error is not None:
-            raise ApiError(503, f"the model failed to load: {engine.load_error}", "server_error", "model_load_failed")
+        if engine.load_error is not None:  # the log says why; the reason names the server's own files
+            raise ApiError(503, f"the model failed to load ({type(engine.load_error).__name__}); the server's log says why",
+                           "server_error", "model_load_failed")
         if not engine.ready:
             raise ApiError(503, "the model is still loading; retry shortly", "server_error", "model_loading", headers={"Retry-After": "5"})
         return engine.synthesizer
@@ -121,14 +122,17 @@ def create_app(*, server: ServerConfig, engine: Engine, voices: VoiceStore, metr
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> JSONResponse:
+        # The text of an unexpected error names files, processes and threads of this machine: it is
+        # logged here and never sent.
         log.exception("unexpected error")
-        return error_response(ApiError(500, f"internal error: {type(error).__name__}: {error}", "server_error", "internal_error"))
+        return error_response(ApiError(500, f"internal error ({type(error).__name__}); the server's log has the details",
+                                       "server_error", "internal_error"))
 
     # ------------------------------------------------------------------ open endpoints
     @app.get("/health")
     async def health() -> JSONResponse:
         if engine.load_error is not None:
-            return JSONResponse({"status": "error", "message": str(engine.load_error)}, status_code=503)
+            return JSONResponse({"status": "error", "message": "the model failed to load; the server's log says why"}, status_code=503)
         if not engine.ready:
             return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "5"})
         return JSONResponse({"status": "ok", "model": model_id, "auth": api_key is not None,
@@ -170,12 +174,16 @@ def create_app(*, server: ServerConfig, engine: Engine, voices: VoiceStore, metr
         if upload is None or isinstance(upload, str):
             raise ApiError(400, "the form field `file` must be an uploaded audio file", param="file")
         data = await upload.read(server.max_upload_bytes + 1)
-        voice = await run_in_threadpool(voices.add, name, data, transcript if isinstance(transcript, str) else None, upload.filename)
+        try:
+            voice = await run_in_threadpool(voices.add, name, data, transcript if isinstance(transcript, str) else None, upload.filename)
+        except MemoryError:  # that upload's fault, not the server's: the next one may be fine
+            raise ApiError(400, "the clip is too large to prepare on this server; send a shorter one", param="file") from None
         return JSONResponse(voice.to_dict(), status_code=201)
 
     @app.delete("/v1/voices/{name}", dependencies=auth)
     async def delete_voice(name: str) -> dict:
-        await run_in_threadpool(voices.delete, name)
+        removed = await run_in_threadpool(voices.delete, name)
+        engine.forget_reference(removed.ref_audio)
         return {"id": name, "object": "voice", "deleted": True}
 
     @app.post("/v1/audio/speech", dependencies=auth)
@@ -200,8 +208,10 @@ def create_app(*, server: ServerConfig, engine: Engine, voices: VoiceStore, metr
             overrides["speed"] = speed
         stream = ask.stream and fmt in STREAMABLE
         try:
+            # Streamed or not, the text is cut the same way (the first sentence alone, so a stream
+            # starts early), so one seed gives the same audio in both modes.
             plan = await run_in_threadpool(synth.plan, ask.input, voice.ref_audio, voice.transcript if voice.ref_audio else None,
-                                           first_chunk_small=stream, **overrides)
+                                           first_chunk_small=True, **overrides)
         except UserError as exc:
             raise ApiError(400, str(exc), param="input") from None
         job = SpeechJob(plan, stream=stream, sample_rate=synth.sample_rate, deadline=received + server.request_timeout,
@@ -270,7 +280,7 @@ def _job_error(error: BaseException) -> ApiError:
         return ApiError(504, f"{error} (server.request_timeout)", "timeout_error", "request_timeout")
     if isinstance(error, UserError):
         return ApiError(400, str(error), param="input")
-    return ApiError(500, f"synthesis failed: {type(error).__name__}: {error}", "server_error", "synthesis_failed")
+    return ApiError(500, f"synthesis failed ({type(error).__name__}); the server's log has the details", "server_error", "synthesis_failed")
 
 
 async def _next_event(job: SpeechJob, request: Request) -> tuple[str, Any]:

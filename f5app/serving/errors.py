@@ -17,8 +17,13 @@ _PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:\\|/)(?!v1/|page/)[^\s'\"/\\]+(?:[/
 
 
 def public_message(message: str) -> str:
-    """``message`` with absolute file paths replaced by ``<path>``."""
-    return _PATH.sub("<path>", message)
+    """``message`` with absolute file paths replaced by ``<path>`` (punctuation after one is kept)."""
+
+    def hide(match: re.Match) -> str:
+        path = match.group(0)
+        return "<path>" + path[len(path.rstrip(":,;.)")):]
+
+    return _PATH.sub(hide, message)
 
 
 def error_body(message: str, type_: str, code: Optional[str] = None, param: Optional[str] = None) -> dict:

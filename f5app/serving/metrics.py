@@ -26,7 +26,7 @@ class Metrics:
     """Counters and one histogram, safe to update from the event loop and the worker thread."""
 
     def __init__(self, queue_depth: Callable[[], int] = lambda: 0, active: Callable[[], int] = lambda: 0,
-                 ready: Callable[[], bool] = lambda: False):
+                 ready: Callable[[], bool] = lambda: False, reference_cache: Callable[[], int] = lambda: 0):
         self._lock = threading.Lock()
         self._requests: dict[tuple[tuple[str, str], ...], int] = {}
         self._buckets: dict[str, list[int]] = {}
@@ -34,6 +34,7 @@ class Metrics:
         self._counts: dict[str, int] = {}
         self._audio_seconds = 0.0
         self.queue_depth, self.active, self.ready = queue_depth, active, ready
+        self.reference_cache = reference_cache
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -80,5 +81,8 @@ class Metrics:
             f"f5app_active_requests {self.active()}",
             "# HELP f5app_model_ready 1 once the model is loaded.", "# TYPE f5app_model_ready gauge",
             f"f5app_model_ready {int(bool(self.ready()))}",
+            "# HELP f5app_reference_cache_entries Voice references kept prepared (at most server.reference_cache_size).",
+            "# TYPE f5app_reference_cache_entries gauge",
+            f"f5app_reference_cache_entries {self.reference_cache()}",
         ]
         return "\n".join(lines) + "\n"

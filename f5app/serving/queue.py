@@ -215,9 +215,10 @@ class SynthesisQueue:
 class Engine:
     """The Synthesizer once it is loaded, and the queue in front of it (both None until then)."""
 
-    def __init__(self, *, queue_size: int = 16, max_active: int = 8):
+    def __init__(self, *, queue_size: int = 16, max_active: int = 8, reference_cache_size: int = 16):
         self.queue_size = queue_size
         self.max_active = max_active
+        self.reference_cache_size = reference_cache_size
         self.synthesizer: Any = None
         self.queue: Optional[SynthesisQueue] = None
         self.load_error: Optional[BaseException] = None
@@ -229,7 +230,16 @@ class Engine:
     def attach(self, synthesizer: Any) -> None:
         queue = SynthesisQueue(synthesizer.render, batch_size=synthesizer.max_batch, queue_size=self.queue_size, max_active=self.max_active)
         queue.start()
+        synthesizer.set_reference_cache_size(self.reference_cache_size)
         self.synthesizer, self.queue = synthesizer, queue
+
+    def forget_reference(self, ref_audio: Any) -> None:
+        """A voice was deleted: its prepared reference must not outlive it in the Synthesizer's cache."""
+        if self.synthesizer is not None and ref_audio is not None:
+            self.synthesizer.forget_reference(ref_audio)
+
+    def reference_cache_entries(self) -> int:
+        return self.synthesizer.reference_cache_entries() if self.synthesizer is not None else 0
 
     def depth(self) -> int:
         return self.queue.depth() if self.queue else 0

@@ -12,6 +12,7 @@ they become folder names, so anything else (``..``, ``/``) is refused before tou
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -23,9 +24,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+import soundfile as sf
+
 from f5app.config import VoiceConfig
 from f5app.errors import UserError
 from f5app.files import fsync_dir, write_json_atomic
+from f5app.inference.errors import InferenceInputError
+from f5app.inference.reference import MAX_REFERENCE_SECONDS, load_reference
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,10 @@ DEFAULT_VOICE = "default"
 OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage", "shimmer", "verse"})
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 AUDIO_FILE = "reference.flac"
+#: Uploads outside these are refused from the header: nothing records speech below 8 kHz, and
+#: above 192 kHz a rate is a forged header (a "4 MHz" WAV), not a microphone.
+MIN_UPLOAD_RATE, MAX_UPLOAD_RATE = 8000, 192000
+MAX_UPLOAD_CHANNELS = 8  # 7.1; the clip is mixed to mono anyway
 RECORD_FILE = "voice.json"
 
 #: ``transcribe(path) -> text``: an ASR for uploads without a transcript (f5app.evaluation.asr when wired).
@@ -93,6 +103,9 @@ class VoiceStore:
         *,
         max_upload_bytes: int = 10 * 1024 * 1024,
         max_upload_seconds: float = 60.0,
+        max_transcript_chars: int = 1000,
+        max_transcript_chars_per_second: float = 30.0,
+        reference_seconds: float = MAX_REFERENCE_SECONDS,
         transcribe: Transcriber | None = None,
         default: VoiceConfig | None = None,
     ):
@@ -101,6 +114,9 @@ class VoiceStore:
         self.default = default  # None: the model's own default reference
         self.max_upload_bytes = max_upload_bytes
         self.max_upload_seconds = max_upload_seconds
+        self.max_transcript_chars = max_transcript_chars
+        self.max_transcript_chars_per_second = max_transcript_chars_per_second
+        self.reference_seconds = reference_seconds  # synthesis keeps this much of a clip (max_ref_seconds)
         self.transcribe = transcribe
         self._lock = threading.Lock()
 
@@ -141,8 +157,6 @@ class VoiceStore:
         return sorted(p for p in self.folder.iterdir() if p.is_dir() and NAME_RULE.fullmatch(p.name))
 
     def _uploaded(self, name: str) -> Voice | None:
-        import json
-
         folder = self.folder / name
         try:
             record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
@@ -156,9 +170,6 @@ class VoiceStore:
 
     def add(self, name: str, data: bytes, transcript: str | None, filename: str | None = None) -> Voice:
         """Check ``data`` as audio with speech, transcribe it if needed, and keep it under ``name``."""
-        import numpy as np
-        import soundfile as sf
-
         check_name(name)
         if name == DEFAULT_VOICE or name in self.configured:
             raise VoiceExists(f"voice {name!r} is configured on the server; choose another name")
@@ -166,16 +177,12 @@ class VoiceStore:
             raise VoiceError(f"the audio file is {len(data)} bytes; the limit is {self.max_upload_bytes} (server.max_upload_bytes)")
         if not data:
             raise VoiceError("the audio file is empty")
-        try:
-            wav, sample_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
-            raise VoiceError("the uploaded file is not audio soundfile can read (send wav, flac, ogg or mp3)") from None
-        seconds = len(wav) / sample_rate if sample_rate else 0.0
-        if seconds > self.max_upload_seconds:
-            raise VoiceError(f"the clip is {seconds:.1f} s; the limit is {self.max_upload_seconds:g} s (server.max_upload_seconds)")
-        if len(wav) == 0 or not np.isfinite(wav).all() or float(np.abs(wav).max()) == 0.0:
-            raise VoiceError("the uploaded audio is empty or silent; send a clip of someone speaking")
-        mono = wav.mean(axis=1)
+        given = (transcript or "").strip()
+        if len(given) > self.max_transcript_chars:
+            raise VoiceError(f"the transcript is {len(given)} characters; the limit is {self.max_transcript_chars} "
+                             f"(server.max_transcript_chars): send a clip of 3-12 s and what it says")
+        mono, sample_rate = decode_upload(data, self.max_upload_seconds)
+        seconds = len(mono) / sample_rate
         self.folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
             if self._uploaded(name) is not None:
@@ -185,10 +192,8 @@ class VoiceStore:
             tmp.mkdir()
             try:
                 sf.write(tmp / AUDIO_FILE, mono, sample_rate, format="FLAC")
-                text = (transcript or "").strip()
-                if not text:
-                    text = self._transcribed(tmp / AUDIO_FILE)
-                self._check_reference(tmp / AUDIO_FILE, text, sample_rate)
+                text = given or self._transcribed(tmp / AUDIO_FILE)
+                self._check_reference(tmp / AUDIO_FILE, text, sample_rate, seconds)
                 record = {"name": name, "transcript": text, "seconds": round(seconds, 3),
                           "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                           "original_filename": os.path.basename(filename or "")[:200]}
@@ -203,13 +208,15 @@ class VoiceStore:
         assert voice is not None
         return voice
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str) -> Voice:
+        """Remove an uploaded voice; returns it (its ``ref_audio`` names what caches must forget)."""
         if name != DEFAULT_VOICE:
             check_name(name)
         if name == DEFAULT_VOICE or name in self.configured:
             raise VoiceReadOnly(f"voice {name!r} comes from the server's configuration and cannot be deleted here")
         with self._lock:
-            if self._uploaded(name) is None:
+            voice = self._uploaded(name)
+            if voice is None:
                 raise VoiceNotFound(f"voice {name!r} does not exist")
             # Renamed first, so a crash mid-delete leaves a hidden folder, never half a voice.
             doomed = self.folder / f".deleted-{name}-{os.getpid()}-{threading.get_ident()}"
@@ -217,6 +224,7 @@ class VoiceStore:
             fsync_dir(self.folder)
             shutil.rmtree(doomed, ignore_errors=True)
         log.info("voice %s deleted", name)
+        return voice
 
     def _transcribed(self, path: Path) -> str:
         if self.transcribe is None:
@@ -226,13 +234,55 @@ class VoiceStore:
             raise VoiceError("no speech was recognised in the clip; send the form field `transcript`")
         return text
 
-    @staticmethod
-    def _check_reference(path: Path, transcript: str, sample_rate: int) -> None:
-        """The same preparation synthesis applies (silence trimmed), so a clip it cannot use is refused now."""
-        from f5app.inference.errors import InferenceInputError
-        from f5app.inference.reference import load_reference
-
+    def _check_reference(self, path: Path, transcript: str, sample_rate: int, clip_seconds: float) -> None:
+        """The same preparation synthesis applies (silence trimmed, cut to ``reference_seconds``), so
+        a clip it cannot use, or a transcript far longer than the speech it keeps, is refused now."""
         try:
-            load_reference(path, transcript, sample_rate, max_seconds=float("inf"))
+            reference = load_reference(path, transcript, sample_rate, max_seconds=self.reference_seconds)
         except InferenceInputError as exc:
             raise VoiceError(str(exc).replace(str(path), "the uploaded clip")) from None
+        rate = len(transcript) / reference.seconds
+        if rate > self.max_transcript_chars_per_second:
+            kept = f"{reference.seconds:.1f} s of speech" + (
+                f" (synthesis keeps at most max_ref_seconds={self.reference_seconds:g} of the {clip_seconds:.0f} s clip, cut at a pause)"
+                if clip_seconds > self.reference_seconds else "")
+            raise VoiceError(f"the transcript is {len(transcript)} characters for {kept}, {rate:.0f} characters per second; "
+                             f"the limit is {self.max_transcript_chars_per_second:g} (server.max_transcript_chars_per_second): "
+                             f"send what the clip says, for a clip of 3-12 s")
+
+
+def decode_upload(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
+    """Uploaded bytes as (mono float32, rate), refused by what the header claims before decoding.
+
+    A 91 KB Ogg of 10 minutes of 8-channel silence decodes to 1.8 GB of float32: the length,
+    rate and channels are read from the header first, and the decode runs in one-second blocks
+    that stop at ``max_seconds`` (a header may understate its length), keeping only the mono mix.
+    """
+    try:
+        info = sf.info(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        raise VoiceError("the uploaded file is not audio soundfile can read (send wav, flac, ogg or mp3)") from None
+    if not MIN_UPLOAD_RATE <= info.samplerate <= MAX_UPLOAD_RATE:
+        raise VoiceError(f"the clip's sample rate is {info.samplerate} Hz; send {MIN_UPLOAD_RATE}-{MAX_UPLOAD_RATE} Hz audio")
+    if not 1 <= info.channels <= MAX_UPLOAD_CHANNELS:
+        raise VoiceError(f"the clip has {info.channels} channels; send mono or stereo (at most {MAX_UPLOAD_CHANNELS})")
+    limit = int(max_seconds * info.samplerate)
+    if info.frames > limit:
+        raise VoiceError(f"the clip is {info.frames / info.samplerate:.1f} s; the limit is {max_seconds:g} s (server.max_upload_seconds)")
+    blocks: list[np.ndarray] = []
+    kept = 0
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as audio:
+            for block in audio.blocks(blocksize=info.samplerate, dtype="float32", always_2d=True):
+                kept += len(block)
+                if kept > limit:
+                    raise VoiceError(f"the clip is longer than {max_seconds:g} s (server.max_upload_seconds)")
+                blocks.append(block.mean(axis=1))
+    except MemoryError:
+        raise VoiceError("the clip is too large to decode on this server; send a shorter one") from None
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        raise VoiceError("the uploaded file is damaged: soundfile cannot decode it (send wav, flac, ogg or mp3)") from None
+    mono = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    if len(mono) == 0 or not np.isfinite(mono).all() or float(np.abs(mono).max()) == 0.0:
+        raise VoiceError("the uploaded audio is empty or silent; send a clip of someone speaking")
+    return mono, info.samplerate
