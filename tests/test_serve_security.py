@@ -50,9 +50,9 @@ def serve_with(run_dir, synth, tmp_path):
     """serve_with(allowed_hosts=[...], ...) -> a started server with those ServerConfig fields."""
     stack = []
 
-    def _start(**server):
+    def _start(synthesizer=None, **server):
         server.setdefault("voices_dir", str(tmp_path / "voices"))
-        context = running_server(tiny_serve_settings(run_dir, **server), synth)
+        context = running_server(tiny_serve_settings(run_dir, **server), synthesizer or synth)
         stack.append(context)
         return context.__enter__()
 
@@ -277,8 +277,9 @@ def test_a_long_clip_whose_transcript_outruns_the_kept_reference_is_refused(serv
 
 
 # ------------------------------------------------------------------------- 5. the reference cache
-def test_upload_speak_delete_cycles_do_not_grow_the_reference_cache_and_it_is_bounded(serve_with):
-    running = serve_with(reference_cache_size=2)
+def test_upload_speak_delete_cycles_do_not_grow_the_reference_cache_and_it_is_bounded(serve_with, run_dir):
+    fresh = Synthesizer.from_config(tiny_serve_settings(run_dir), run_dir)  # a cache no other test has filled
+    running = serve_with(fresh, reference_cache_size=2)
     url = running.url
     entries = functools.partial(metric, url, "f5app_reference_cache_entries")
     assert httpx.post(f"{url}/v1/audio/speech", json=SPEECH, timeout=60).status_code == 200

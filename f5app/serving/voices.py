@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -109,7 +110,8 @@ class VoiceStore:
         transcribe: Transcriber | None = None,
         default: VoiceConfig | None = None,
     ):
-        self.folder = Path(folder)
+        # Absolute, so a message that names a file under it is recognised as a path and kept out of answers.
+        self.folder = Path(folder).expanduser().absolute()
         self.configured = dict(configured or {})
         self.default = default  # None: the model's own default reference
         self.max_upload_bytes = max_upload_bytes
@@ -187,7 +189,7 @@ class VoiceStore:
         with self._lock:
             if self._uploaded(name) is not None:
                 raise VoiceExists(f"voice {name!r} already exists; DELETE /v1/voices/{name} first or choose another name")
-            tmp = self.folder / f".tmp-{name}-{os.getpid()}-{threading.get_ident()}"
+            tmp = self.folder / f".tmp-{name}-{uuid.uuid4().hex}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             try:
@@ -219,7 +221,7 @@ class VoiceStore:
             if voice is None:
                 raise VoiceNotFound(f"voice {name!r} does not exist")
             # Renamed first, so a crash mid-delete leaves a hidden folder, never half a voice.
-            doomed = self.folder / f".deleted-{name}-{os.getpid()}-{threading.get_ident()}"
+            doomed = self.folder / f".deleted-{name}-{uuid.uuid4().hex}"
             os.replace(self.folder / name, doomed)
             fsync_dir(self.folder)
             shutil.rmtree(doomed, ignore_errors=True)
