@@ -71,6 +71,9 @@ def build(settings: ServeConfig, transcribe=None):
     for key in ("text", "text_file", "out", "out_dir"):
         if getattr(settings, key) is not None:
             raise ServeSettingsError(f"{key}= is f5app.infer's; the server takes its text from POST /v1/audio/speech")
+    if "*" in server.cors_origins and api_key is None:
+        raise ServeSettingsError("server.cors_origins=['*'] lets a page on any web site call this server: "
+                                 "list the origins that may, or set an API key first")
     configured = parse_voices(settings.voices)
     require_files([(f"voices.{name}.ref_audio", v.ref_audio) for name, v in configured.items()] + [("ref_audio", settings.ref_audio)])
     if (settings.ref_audio is None) != (settings.ref_text is None):

@@ -168,3 +168,8 @@ def test_error_messages_lose_absolute_paths_but_keep_api_routes():
     assert public_message("no file /srv/app/x.wav.") == "no file <path>."
     kept = "voice 'x' already exists; DELETE /v1/voices/x first (see /health)"
     assert public_message(kept) == kept
+
+
+def test_every_origin_when_the_user_lists_star():
+    client = guarded(GuardPolicy.from_config(ServerConfig(port=PORT, cors_origins=["*"]), key_required=True))
+    assert call(client, "POST", origin=ATTACKER, content_type="application/json").status_code == 200

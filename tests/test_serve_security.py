@@ -21,6 +21,7 @@ import pytest
 import soundfile as sf
 
 from f5app.inference.synthesizer import Synthesizer
+from f5app.serve import ServeSettingsError, build
 from f5app.serving.formats import pcm16, wav_header
 from infer_fixtures import tiny_run_checkpoint, upstream_ref_wav
 from serve_fixtures import browser_title, chromium, running_server, tiny_serve_settings
@@ -135,6 +136,12 @@ def test_with_a_key_the_host_is_not_checked_but_other_origins_still_are(serve_wi
     auth = {"Authorization": f"Bearer {KEY}"}
     assert httpx.get(f"{running.url}/v1/voices", headers={**auth, "Host": "my-server.lan:8000"}).status_code == 200
     refused(httpx.post(f"{running.url}/v1/audio/speech", json=SPEECH, headers={**auth, "Origin": ATTACKER}), 403, "origin_not_allowed")
+
+
+def test_every_origin_needs_a_key(run_dir):
+    with pytest.raises(ServeSettingsError, match="any web site"):
+        build(tiny_serve_settings(run_dir, cors_origins=["*"]))
+    assert build(tiny_serve_settings(run_dir, cors_origins=["*"], api_key=KEY))[0] is not None
 
 
 class _Site(http.server.SimpleHTTPRequestHandler):

@@ -131,7 +131,7 @@ class GuardPolicy:
         if origin is None:
             return None
         normal = _normal_origin(origin)
-        if normal in self.cors_origins:
+        if normal in self.cors_origins or "*" in self.cors_origins:  # "*": the user lets every site in
             return None
         origin_scheme, sep, authority = normal.partition("://")
         parsed = split_authority(authority, _DEFAULT_PORTS.get(origin_scheme)) if sep and origin_scheme in _DEFAULT_PORTS else None
