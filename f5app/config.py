@@ -221,6 +221,9 @@ class RecordingsDataConfig(DataConfig):
     min_loudness_lufs: float = -45.0  # quieter clips are dropped (too_quiet)
     max_clipped_fraction: float = 0.001  # clips with more samples at full scale are dropped (clipping)
     min_confidence: float = 0.6  # lower ASR confidence is flagged for review
+    # A symbolic link whose target lies outside data.path is reported and skipped unless true
+    # (a link planted in a shared folder must not pull a private recording into the training set).
+    follow_links: bool = False
     asr: Optional[AsrConfig] = None  # conf/data/recordings.yaml: ${asr}, the asr= group (None: AsrConfig())
 
 

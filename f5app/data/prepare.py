@@ -25,11 +25,11 @@ from typing import Iterator
 import soundfile
 
 from f5app.config import DataConfig, RecordingsDataConfig
-from f5app.data.metadata import BadRow, Metadata, MetadataError, MetadataRow, read_metadata
+from f5app.data.metadata import MAX_METADATA_BYTES, BadRow, Metadata, MetadataError, MetadataRow, read_metadata
 from f5app.data.tokenizer import base_vocab_for, check_tokenizer, extend_vocab, tokens_of_many
 from f5app.data.vocab import VOCAB_FILE, read_vocab, upstream_vocab_path, write_vocab
 from f5app.errors import UserError
-from f5app.files import fsync_dir, sha256_file
+from f5app.files import NotRegularFile, fsync_dir, open_regular, read_regular_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,10 @@ def prepare(data: DataConfig, progress: bool = True) -> PreparedData:
     except (MetadataError, ValueError, OSError) as error:
         raise DataError(str(error)) from None
 
-    fingerprint = _fingerprint(metadata, data)
+    try:
+        fingerprint = _fingerprint(metadata, data)
+    except OSError as error:  # e.g. a custom vocabulary that is a FIFO
+        raise DataError(f"cannot read {error.filename}: {error.strerror or error}") from None
     with folder_lock(out_dir):
         cached = _load_if_current(out_dir, fingerprint)
         if cached is not None:
@@ -156,7 +159,7 @@ def _fingerprint(metadata: Metadata, data: DataConfig) -> str:
         digest.update(json.dumps(parts, default=str).encode() + b"\n")
 
     add("format", FORMAT_VERSION)
-    digest.update(metadata.path.read_bytes())
+    digest.update(read_regular_bytes(metadata.path, MAX_METADATA_BYTES))
     add(str(metadata.path.parent), data.tokenizer, data.min_duration, data.max_duration)
     if data.tokenizer == "custom":
         add("vocab", sha256_file(Path(data.vocab_path).expanduser()))  # type: ignore[arg-type]
@@ -206,10 +209,17 @@ def _measure(metadata: Metadata, data: DataConfig, progress: bool) -> tuple[list
 
 def _measure_row(row: MetadataRow, data: DataConfig) -> _Clip | BadRow:
     path = str(row.audio_path)
-    if not row.audio_path.is_file():
-        return BadRow(row.line, "missing_file", f"no such file: {path}", path)
     try:
-        info = soundfile.info(path)
+        handle = open_regular(row.audio_path)
+    except FileNotFoundError:
+        return BadRow(row.line, "missing_file", f"no such file: {path}", path)
+    except NotRegularFile as error:  # a FIFO would block the reader, /dev/zero feed it forever
+        return BadRow(row.line, "not_a_file", f"{path} is {error.strerror}; not read", path)
+    except OSError as error:
+        return BadRow(row.line, "unreadable_audio", f"cannot open it: {error.strerror or error}", path)
+    try:
+        with handle:
+            info = soundfile.info(handle)
         if info.samplerate <= 0 or info.frames <= 0:
             raise ValueError(f"{info.frames} frames at {info.samplerate} Hz")
         duration = info.frames / info.samplerate

@@ -113,7 +113,7 @@ def prepare_recordings(data: RecordingsDataConfig, progress: bool = True) -> Pre
     folder = root if root.is_dir() else root.parent
     if root == work or work in root.parents or any((f / read.WORK_DIR_MARKER).exists() for f in (folder, *folder.parents)):
         raise DataError(f"data.path={root} is (or is inside) a work folder of data=recordings; point it at your recordings")
-    paths, problems = read.find_audio(root, [work, prepared_dir_for(_csv_settings(data, work))])
+    paths, problems = read.find_audio(root, [work, prepared_dir_for(_csv_settings(data, work))], data.follow_links)
     if not paths and not problems:
         raise DataError(
             f"no audio files in {root} (looked for {', '.join(read.AUDIO_SUFFIXES)}, in subfolders too); "
@@ -205,7 +205,7 @@ class _Run:
         recordings, duplicates = read.identify(paths, self.root, hashes)
         read.save_hashes(hashes_path, hashes)
         self.problems += duplicates
-        self.known, problems = transcribe.known_texts(self.root, recordings)
+        self.known, problems = transcribe.known_texts(self.root, recordings, self.data.follow_links)
         self.problems += problems
         return recordings
 
