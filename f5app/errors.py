@@ -25,6 +25,18 @@ class UserError(Exception):
     """Something the user can fix; its message says what and how."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of ``error``'s message, or its type's name when it has none.
+
+    Libraries put a summary on the first line and details (stack dumps, hints) after it; one line
+    is what fits a log line, a table cell or an HTTP error body.
+    """
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__
+
+
 #: What counts as bad input: a UserError, or a file the user named that does not exist.
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError)
 

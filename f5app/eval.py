@@ -179,13 +179,21 @@ def format_table(results: list[tuple[str, Any]]) -> str:
         lines.append(f"{metric.upper():<10}" + "".join(f"{number(getattr(r, metric)):>{width + 2}}" for _, r in results))
     lines.append(f"{'prompts':<10}" + "".join(f"{r.num_prompts:>{width + 2}}" for _, r in results))
     lines.append("")
-    first = results[0][1]
-    for index, item in enumerate(first.items):
-        lines.append(f"[{item.id}] {item.text}")
-        for label, result in results:
-            other = result.items[index]
+    by_id = [{item.id: item for item in result.items} for _, result in results]
+    order = list(dict.fromkeys(item.id for _, result in results for item in result.items))
+    for prompt_id in order:
+        text = next(scored[prompt_id].text for scored in by_id if prompt_id in scored)
+        lines.append(f"[{prompt_id}] {text}")
+        for (label, _), scored in zip(results, by_id):
+            other = scored.get(prompt_id)
+            if other is None:
+                lines.append(f"  {label}: skipped")
+                continue
             sim = "" if other.sim is None else f" sim {other.sim:.2f}"
             lines.append(f"  {label}: wer {other.wer:.2f}{sim}  \"{other.transcript}\"")
+    skipped = list(dict.fromkeys(item.describe() for _, result in results for item in result.skipped))
+    if skipped:
+        lines += ["", f"skipped {len(skipped)} prompt(s), not in the scores above:"] + [f"  {line}" for line in skipped]
     return "\n".join(lines)
 
 

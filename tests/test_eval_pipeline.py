@@ -149,3 +149,27 @@ def test_best_of_keeps_the_candidate_with_the_lowest_wer(tmp_path, caplog):
     assert kept.seed == best.seed
     again = synthesizer.generate("Some call me nature.", upstream_ref_wav(), UPSTREAM_REF_TEXT, seed=kept.seed)
     assert np.array_equal(again.wav, kept.wav)  # the logged seed reproduces the kept audio
+
+
+@pytest.mark.slow
+def test_a_prompt_with_nothing_sayable_is_skipped_and_listed_and_the_others_are_written(tmp_path, capsys):
+    weights = upstream_trainer_pt(tmp_path / "upstream" / "model_2.pt")
+    meta = human_meta_lst(tmp_path / "list")
+    lines = meta.read_text(encoding="utf-8").splitlines()
+    utt, ref_text, ref_audio, _, target = lines[1].split("|")
+    lines[1] = "|".join(["unsayable", ref_text, ref_audio, "¿¿¡¡ 日本語", target])  # no character the model has
+    meta.write_text("\n".join(lines[:2]) + "\n", encoding="utf-8")
+
+    record = evaluate(
+        "ckpt=custom", f"ckpt.path={weights}", "model=tiny", f"eval.prompt_file={meta}", "eval.num_prompts=0",
+        "asr=tiny_en", "speaker=none", *FAST[:-1], f"out={tmp_path / 'out.json'}",
+    )
+
+    written = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+    assert [item["id"] for item in written["items"]] == ["town"]
+    assert written["metrics"]["num_prompts"] == 1
+    assert [(s["id"], s["line"]) for s in written["skipped"]] == [("unsayable", 2)]
+    assert "nothing left to say" in written["skipped"][0]["reason"]
+    printed = capsys.readouterr().out
+    assert "skipped 1 prompt(s)" in printed and "prompt unsayable (line 2)" in printed
+    assert record["skipped"] == written["skipped"]

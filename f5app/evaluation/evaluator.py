@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from f5app.config import AsrConfig, EvalConfig, SpeakerConfig
-from f5app.evaluation.prompts import Prompt, require_targets
+from f5app.errors import UserError, first_line
+from f5app.evaluation.prompts import MAX_LISTED, Prompt, require_targets
 from f5app.evaluation.text import score
 
 if TYPE_CHECKING:
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from f5app.inference.synthesizer import Synthesis, Synthesizer
 
 log = logging.getLogger(__name__)
+
+
+class NothingToScore(UserError):
+    """Every prompt was skipped; the message lists them."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,20 @@ class ItemScore:
     seconds: float  # audio length
     seed: int | None = None  # synthesis seed (None for recordings)
     confidence: float = 0.0  # ASR confidence, see f5app.evaluation.asr
+
+
+@dataclass(frozen=True)
+class SkippedPrompt:
+    """A prompt that could not be spoken (e.g. no character of its text is in the model's vocabulary)."""
+
+    id: str
+    line: int | None  # in the prompt list (None for validation prompts)
+    text: str
+    reason: str
+
+    def describe(self) -> str:
+        where = f" (line {self.line})" if self.line is not None else ""
+        return f"prompt {self.id}{where} {self.text[:60]!r}: {self.reason}"
 
 
 @dataclass
@@ -67,6 +86,7 @@ class EvalResult:
     source: str  # "model" or "recordings"
     checkpoint: dict[str, Any] | None = None
     timings: Timings = field(default_factory=Timings)
+    skipped: tuple[SkippedPrompt, ...] = ()  # not scored: not in the aggregates
 
     @property
     def wer(self) -> float | None:
@@ -95,6 +115,7 @@ class EvalResult:
             "models": self.models,
             "seconds_per_prompt": self.timings.per_prompt(self.num_prompts),
             "items": [asdict(item) for item in self.items],
+            "skipped": [asdict(item) for item in self.skipped],
         }
 
 
@@ -169,18 +190,26 @@ class Evaluator:
         """Synthesise every prompt with ``synthesizer`` (seed ``settings.seed + i``), then score it."""
         self.timings = Timings()
         items = []
+        skipped = []
         for index, prompt in enumerate(prompts):
             started = time.perf_counter()
-            synthesis = synthesizer.generate(
-                prompt.text, prompt.ref_audio, prompt.ref_text,
-                seed=settings.seed + index, nfe_step=settings.nfe_step, cfg_strength=settings.cfg_strength,
-                sway_sampling_coef=settings.sway_sampling_coef, speed=settings.speed, progress=False,
-            )
+            try:
+                synthesis = synthesizer.generate(
+                    prompt.text, prompt.ref_audio, prompt.ref_text,
+                    seed=settings.seed + index, nfe_step=settings.nfe_step, cfg_strength=settings.cfg_strength,
+                    sway_sampling_coef=settings.sway_sampling_coef, speed=settings.speed, progress=False,
+                )
+            except UserError as error:  # this prompt's input (nothing sayable in its text): the others still count
+                skipped.append(SkippedPrompt(prompt.id, prompt.line, prompt.text, first_line(error)))
+                log.warning("skipped %s", skipped[-1].describe())
+                continue
             self.timings.synthesis += time.perf_counter() - started
             wav = as_written(synthesis.wav, synthesis.sample_rate)
             audio = _save(out_dir, prompt.id, wav, synthesis.sample_rate) if settings.save_audio else None
             items.append(self.score(wav, synthesis.sample_rate, prompt.text, prompt.ref_audio, id=prompt.id, audio=audio, seed=synthesis.seed))
-        return EvalResult(tuple(items), self.models(), "model", checkpoint, self.timings)
+        if not items:
+            raise NothingToScore(f"no prompt could be spoken: {'; '.join(item.describe() for item in skipped[:MAX_LISTED])}")
+        return EvalResult(tuple(items), self.models(), "model", checkpoint, self.timings, tuple(skipped))
 
     def evaluate_recordings(self, prompts: list[Prompt], where: str = "the prompts") -> EvalResult:
         """Score each prompt's ground-truth recording of its target text (the ceiling)."""
