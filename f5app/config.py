@@ -185,7 +185,7 @@ class VocoderConfig:
 
 @dataclass
 class AsrConfig:
-    """Speech recognition for evaluation (faster-whisper); see f5app/evaluation/asr.py."""
+    """Speech recognition for evaluation (faster-whisper); see f5app/speech/asr.py."""
 
     name: str = "whisper"  # whisper (asr.model: a Hub id, a faster-whisper size name, or a folder) | tiny_en (bundled)
     model: str = "large-v3"
@@ -229,7 +229,7 @@ class RecordingsDataConfig(DataConfig):
 
 @dataclass
 class SpeakerConfig:
-    """Speaker embedder for speaker similarity (SIM); see f5app/evaluation/speaker.py."""
+    """Speaker embedder for speaker similarity (SIM); see f5app/speech/speaker.py."""
 
     name: str = "resemblyzer"  # resemblyzer (weights in the package) | wavlm (speaker.model: Hub id or folder) | none
     model: Optional[str] = None  # wavlm: e.g. microsoft/wavlm-base-plus-sv; resemblyzer: ignored
@@ -367,7 +367,7 @@ class ServerConfig:
     request_timeout: float = 300.0  # seconds from arrival to the last audio byte
     shutdown_timeout: float = 60.0  # SIGTERM: seconds to finish in-flight requests
     log_level: str = "info"
-    # An upload without a transcript is transcribed with the asr= group (f5app.evaluation.asr);
+    # An upload without a transcript is transcribed with the asr= group (f5app.speech.asr);
     # false: such uploads are refused (400) and name the transcript field.
     transcribe_uploads: bool = False
 

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from f5app.cli_help import run_hydra_app
 from f5app.config import CONF_DIR, EvalAppConfig, InferConfig, to_settings
+from f5app.devices import pick_device
 from f5app.errors import UserError
 
 log = logging.getLogger("f5app.eval")
@@ -58,8 +59,7 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
     for note in chosen.notes:
         log.info("evaluation settings: %s", note)
     prompts = load_prompts(chosen.eval, chosen.data)
-    speaker = None if chosen.speaker is None or chosen.speaker.name == "none" else chosen.speaker
-    evaluator = build_evaluator(chosen.asr, speaker, device=_device(settings.device), language=chosen.eval.language)
+    evaluator = build_evaluator(chosen.asr, chosen.speaker, device=pick_device(settings.device), language=chosen.eval.language)
     log.info("evaluating %d prompt(s) with %s", len(prompts), ", ".join(t.label for t in targets))
 
     results = []
@@ -156,12 +156,6 @@ def _synthesizer(settings: EvalAppConfig, target: _Target, vocoder):  # noqa: AN
     synthesizer = Synthesizer.from_config(infer, run_dir=target.run_dir)
     log.info("%s: loaded %s on %s", target.label, synthesizer.source, synthesizer.device)
     return synthesizer
-
-
-def _device(name: str) -> str:
-    from f5app.inference.synthesizer import pick_device
-
-    return pick_device(name)
 
 
 # ---------------------------------------------------------------------- output

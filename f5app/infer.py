@@ -82,8 +82,7 @@ def best_of(synthesizer, settings: InferConfig, text: str, overrides: list[str])
 
     recorded = synthesizer.metadata.config if synthesizer.metadata is not None else None
     chosen = effective_settings(settings.asr, settings.speaker, EvalConfig(), recorded, overridden_groups(overrides))
-    speaker = None if chosen.speaker is None or chosen.speaker.name == "none" else chosen.speaker
-    evaluator = build_evaluator(chosen.asr, speaker, device=synthesizer.device)
+    evaluator = build_evaluator(chosen.asr, chosen.speaker, device=synthesizer.device)
     if settings.ref_audio is not None:
         reference = settings.ref_audio
     elif MAIN_VOICE in synthesizer.voices:

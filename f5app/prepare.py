@@ -26,7 +26,7 @@ USAGE = ("usage: python -m f5app.prepare data=csv_wavs data.path=DIR [data.token
 
 @hydra.main(config_path=str(CONF_DIR), config_name="prepare", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    from f5app.data.prepare import prepare
+    from f5app.data.sources import prepare_data
     from f5app.errors import UserError, exit_on_user_error
 
     with exit_on_user_error(log):
@@ -36,7 +36,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         # resolve inside the whole tree first: data.prepared_dir may interpolate ${output_root}
         tree = OmegaConf.to_container(cfg.data, resolve=True)
         data: DataConfig = to_settings(tree, data_schema_for(tree))
-        prepared = prepare(data, progress=bool(cfg.progress))
+        prepared = prepare_data(data, progress=bool(cfg.progress))
     print(
         f"{prepared.num_items} clips ({prepared.total_seconds:.1f} s of audio), {len(prepared.vocab)} tokens, "
         f"{prepared.skipped} rows skipped -> {prepared.dir}\nreport: {prepared.report_path}"

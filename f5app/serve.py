@@ -109,7 +109,7 @@ def upload_transcriber(settings: ServeConfig):
 
     @functools.cache
     def transcriber():
-        from f5app.evaluation.asr import build_transcriber
+        from f5app.speech.asr import build_transcriber
 
         return build_transcriber(settings.asr, device="cpu")
 

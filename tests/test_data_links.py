@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 
 from eval_fixtures import HUMAN_CLIPS, example_path
 from f5app.config import DataConfig, RecordingsDataConfig, to_settings
-from f5app.data.prepare import DataError, prepare
+from f5app.data.prepare import DataError
+from f5app.data.sources import prepare_data as prepare
 from f5app.files import NotRegularFile, open_regular, read_regular_bytes, sha256_file
 
 #: Seconds a run over these few short files may take before we call it stuck (it takes ~5 s).

@@ -13,7 +13,7 @@ import f5app.eval as eval_cli
 from eval_fixtures import HUMAN_CLIPS, edit_distance, human_meta_lst, tiny_en_transcriber
 from f5app.config import CONF_DIR
 from f5app.evaluation.prompts import PromptListError
-from f5app.evaluation.text import normalize
+from f5app.speech.text import normalize
 from infer_fixtures import upstream_trainer_pt
 from train_fixtures import make_voice_folder, tiny_overrides, train_in_process
 

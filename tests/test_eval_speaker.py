@@ -10,7 +10,8 @@ import pytest
 from eval_fixtures import human_audio, resemblyzer_embedder, tiny_wavlm_in_hub_cache
 from f5app.config import SpeakerConfig
 from f5app.errors import UserError
-from f5app.evaluation.speaker import SpeakerModelUnavailable, build_embedder, import_resemblyzer, similarity
+from f5app.errors import UserError
+from f5app.speech.speaker import SpeakerModelUnavailable, build_embedder, import_resemblyzer, similarity
 
 SPEAKERS = ["basic/basic_ref_en.wav", "basic/basic_ref_zh.wav", "multi/town.flac", "multi/main.flac", "multi/country.flac"]
 
@@ -109,5 +110,9 @@ def test_an_uncached_wavlm_offline_is_one_line_saying_how_to_get_it(tmp_path, mo
     ],
 )
 def test_bad_settings_are_one_line_naming_the_setting(cfg, expected):
-    with pytest.raises(SpeakerModelUnavailable, match=expected):
+    with pytest.raises(UserError, match=expected):  # SpeakerModelUnavailable, or DeviceError for speaker.device
         build_embedder(cfg)
+
+
+def test_no_speaker_model_is_decided_in_one_place():
+    assert build_embedder(None) is None and build_embedder(SpeakerConfig(name="none")) is None

@@ -25,10 +25,11 @@ import soundfile as sf
 
 from eval_fixtures import HUMAN_CLIPS, example_path
 from f5app.config import RecordingsDataConfig, to_settings
-from f5app.data.prepare import DataError, prepare
+from f5app.data.prepare import DataError
+from f5app.data.sources import prepare_data as prepare
 from f5app.data.recordings import example, normalise, read, segment, transcribe
 from f5app.errors import UserError
-from f5app.evaluation.text import score
+from f5app.speech.text import score
 
 REPO = Path(__file__).resolve().parent.parent
 KNOWN = {"nature": HUMAN_CLIPS["basic/basic_ref_en.wav"], "stella": HUMAN_CLIPS["multi/main.flac"], "rainbow": HUMAN_CLIPS["multi/town.flac"]}
@@ -289,12 +290,12 @@ def test_a_run_stopped_by_ctrl_c_resumes_without_redoing_what_it_finished(prepar
 
 
 def test_a_fully_cached_run_loads_no_model(prepared, monkeypatch):
-    import f5app.evaluation.asr
+    import f5app.speech.asr
 
     def refuse(*args, **kwargs):
         raise AssertionError("the ASR model was loaded for a cached run")
 
-    monkeypatch.setattr(f5app.evaluation.asr, "build_transcriber", refuse)
+    monkeypatch.setattr(f5app.speech.asr, "build_transcriber", refuse)
     counting = Counting(monkeypatch)
     prepare(prepared["data"], progress=False)
 

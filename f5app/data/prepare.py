@@ -24,7 +24,7 @@ from typing import Iterator
 
 import soundfile
 
-from f5app.config import DataConfig, RecordingsDataConfig
+from f5app.config import DataConfig
 from f5app.data.metadata import MAX_METADATA_BYTES, BadRow, Metadata, MetadataError, MetadataRow, read_metadata
 from f5app.data.tokenizer import base_vocab_for, check_tokenizer, extend_vocab, tokens_of_many
 from f5app.data.vocab import VOCAB_FILE, read_vocab, upstream_vocab_path, write_vocab
@@ -75,12 +75,9 @@ def prepare(data: DataConfig, progress: bool = True) -> PreparedData:
     row is usable (the message names the report listing every skipped line).
 
     ``data=recordings`` first cuts long recordings into clips with a metadata.csv
-    (f5app/data/recordings/), then prepares those exactly as this function prepares any folder.
+    (f5app/data/recordings/), then prepares those exactly as this function prepares any folder;
+    :func:`f5app.data.sources.prepare_data` picks the path for a data setting.
     """
-    if isinstance(data, RecordingsDataConfig):
-        from f5app.data.recordings import prepare_recordings
-
-        return prepare_recordings(data, progress=progress)
     _check_settings(data)
     folder = Path(data.path).expanduser().resolve()
     out_dir = prepared_dir_for(data)

@@ -63,9 +63,9 @@ def validation_prompts(data, num_prompts: int, seed: int) -> list[Prompt]:  # no
     """Prompts from the validation split of ``data`` (a DataConfig), as training splits it."""
     from f5app.config import MelConfig
     from f5app.data.dataset import load_splits
-    from f5app.data.prepare import prepare
+    from f5app.data.sources import prepare_data
 
-    prepared = prepare(data, progress=False)
+    prepared = prepare_data(data, progress=False)
     _, val = load_splits(prepared, MelConfig(), data.val_fraction, data.val_min_items, data.seed)
     return held_out_prompts(data, val.clips, num_prompts, seed, metadata_path=prepared.metadata_path)
 

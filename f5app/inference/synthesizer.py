@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from f5app.devices import pick_device
 from f5app.config import InferConfig, ModelConfig, VoiceConfig, model_config_from_dict, to_settings
 from f5app.inference.chunking import CrossFadeStream, cross_fade
 from f5app.inference.defaults import DefaultReference, default_reference
@@ -593,25 +594,6 @@ def load_model(
     for note in report.notes:
         log.info("weights: %s", note)
     return cfm, vocab
-
-
-def pick_device(name: str) -> str:
-    """``auto`` → cuda, then mps, then cpu; an explicit device that is absent is an input error."""
-    import torch
-
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": hasattr(torch.backends, "mps") and torch.backends.mps.is_available(),
-    }
-    if name == "auto":
-        return next(d for d in ("cuda", "mps", "cpu") if available[d])
-    kind = name.split(":")[0]
-    if kind not in available:
-        raise InferenceInputError(f"device={name} is not an option; use auto, cpu, cuda or mps")
-    if not available[kind]:
-        raise InferenceInputError(f"device={name} is not available on this machine; use device=auto or device=cpu")
-    return name
 
 
 #: ``max_batch=0`` (auto) per device kind. On this project's 2-core CPU padded batches of chunks

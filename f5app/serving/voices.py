@@ -37,7 +37,7 @@ NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 AUDIO_FILE = "reference.flac"
 RECORD_FILE = "voice.json"
 
-#: ``transcribe(path) -> text``: an ASR for uploads without a transcript (f5app.evaluation.asr when wired).
+#: ``transcribe(path) -> text``: an ASR for uploads without a transcript (f5app.speech.asr when wired).
 Transcriber = Callable[[Path], str]
 
 

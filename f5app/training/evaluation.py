@@ -38,9 +38,8 @@ class TrainingEvaluation:
             self.prompts = held_out_prompts(cfg.data, val_clips, cfg.eval.num_prompts, cfg.eval.seed, metadata_path=metadata_path)
         if not self.prompts:
             raise PromptListError("eval.every > 0 needs held-out prompts, but the validation split is empty; raise data.val_fraction or give eval.prompt_file")
-        speaker = None if cfg.speaker.name == "none" else cfg.speaker
         started = time.perf_counter()
-        self.evaluator = build_evaluator(cfg.asr, speaker, device=device, language=cfg.eval.language)
+        self.evaluator = build_evaluator(cfg.asr, cfg.speaker, device=device, language=cfg.eval.language)
         self._vocoder = None
         log.info("evaluation: %d held-out prompts every %d updates (models loaded in %.1f s)", len(self.prompts), self.every, time.perf_counter() - started)
 

@@ -220,10 +220,10 @@ class Trainer:
         return True
 
     def _prepare_data(self):
-        from f5app.data.prepare import prepare
+        from f5app.data.sources import prepare_data
 
         with self.accelerator.main_process_first():
-            return prepare(self.cfg.data, progress=self.is_main and self.cfg.trainer.progress_bar)
+            return prepare_data(self.cfg.data, progress=self.is_main and self.cfg.trainer.progress_bar)
 
     def _choose_vocab(self) -> list[str]:
         """Scratch: the data's vocab. Fine-tune: the weights' vocab grown by the data's new tokens.

@@ -368,7 +368,7 @@ class _Run:
                 bar.update(1)
         for name, group in by_recording.items():
             if name in self.known and len(group) > 1:
-                from f5app.evaluation.text import normalize
+                from f5app.speech.text import normalize
 
                 text, origin = self.known[name]
                 shared = transcribe.share_text(text, [clip.text for clip in group], lambda word: normalize(word, self.asr_cfg.language))

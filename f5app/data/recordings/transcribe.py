@@ -1,6 +1,6 @@
 """Step 4, transcribe: each clip's text, from a transcript you already have or from the ASR.
 
-The ASR is the evaluation's (:mod:`f5app.evaluation.asr`, the ``asr=`` group: faster-whisper by
+The ASR is the evaluation's (:mod:`f5app.speech.asr`, the ``asr=`` group: faster-whisper by
 Hub id, size name or folder; ``asr=tiny_en`` bundled and offline); its confidence is kept.
 
 A transcript you already have wins over the ASR: ``NAME.txt`` beside ``NAME.wav``, or a line of
@@ -45,9 +45,9 @@ class LazyTranscriber:
         self.device = device
         self._transcriber = None
 
-    def get(self):  # noqa: ANN201 (f5app.evaluation.asr.Transcriber)
+    def get(self):  # noqa: ANN201 (f5app.speech.asr.Transcriber)
         if self._transcriber is None:
-            from f5app.evaluation.asr import build_transcriber
+            from f5app.speech.asr import build_transcriber
 
             self._transcriber = build_transcriber(self.cfg, device=self.device)
         return self._transcriber

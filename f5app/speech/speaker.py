@@ -30,7 +30,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from f5app.config import SpeakerConfig
-from f5app.errors import UserError
+from f5app.devices import pick_device
+from f5app.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,20 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / denominator) if denominator > 0 else 0.0
 
 
-def build_embedder(cfg: SpeakerConfig, device: str = "cpu") -> SpeakerEmbedder:
-    """Load the embedder ``cfg`` names; ``device`` is used when ``speaker.device`` is ``auto``."""
+#: ``speaker=none``: no speaker model, so no SIM.
+NO_SPEAKER_MODEL = "none"
+
+
+def build_embedder(cfg: SpeakerConfig | None, device: str = "cpu") -> SpeakerEmbedder | None:
+    """Load the embedder ``cfg`` names, or None for no speaker model (``cfg`` None or
+    ``speaker=none``: the one place that decides it). ``speaker.device=auto`` takes ``device``
+    (the caller's) when present, else the first of cuda, mps, cpu (f5app.devices)."""
+    if cfg is None or cfg.name == NO_SPEAKER_MODEL:
+        return None
     builder = EMBEDDERS.get(cfg.name)
     if builder is None:
-        raise SpeakerModelUnavailable(f"speaker={cfg.name} is not an option; use one of {', '.join(sorted(EMBEDDERS))}")
-    chosen = _pick_device(cfg.device if cfg.device != "auto" else device)
+        raise SpeakerModelUnavailable(f"speaker={cfg.name} is not an option; use one of {', '.join(sorted(EMBEDDERS))} or {NO_SPEAKER_MODEL}")
+    chosen = pick_device(cfg.device, setting="speaker.device", inherit=device)
     return builder(cfg, chosen)
 
 
@@ -251,19 +260,6 @@ def _fetch_wavlm(repo_id: str, cfg: SpeakerConfig) -> tuple[Path, str, str | Non
     folder = config.parent
     revision = folder.name if folder.parent.name == "snapshots" else cfg.revision
     return folder, repo_id, revision
-
-
-def _pick_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    kind = name.split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise SpeakerModelUnavailable(f"speaker.device={name}: no CUDA device here; use speaker.device=cpu")
-    if kind not in ("cpu", "cuda", "mps"):
-        raise SpeakerModelUnavailable(f"speaker.device={name} is not an option; use auto, cpu or cuda")
-    return name
 
 
 #: name -> builder; a new embedder is one function here plus one YAML in conf/speaker/.
