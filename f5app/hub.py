@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from f5app.errors import UserError
+from f5app.errors import UserError, first_line
 
 
 class PretrainedUnavailable(UserError, RuntimeError):
@@ -43,7 +43,7 @@ def check_hub_names(
         validate_repo_id(repo_id)
     except HFValidationError as error:
         raise PretrainedUnavailable(
-            f"{repo_setting}={repo_id!r} is not a Hub repository id ({str(error).splitlines()[0]}); write it as ORG/NAME"
+            f"{repo_setting}={repo_id!r} is not a Hub repository id ({first_line(error)}); write it as ORG/NAME"
         ) from None
     if not isinstance(filename, str) or not _is_relative_path(filename):
         raise PretrainedUnavailable(

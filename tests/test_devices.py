@@ -41,3 +41,14 @@ def test_every_loader_uses_the_one_rule():
     for module in (asr, speaker, synthesizer):
         assert module.pick_device is pick_device
         assert not hasattr(module, "_pick_device")
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    ("first\nsecond", "first"), ("\n\n  indented first  \nnext", "indented first"), ("", "ValueError"), ("\n \n", "ValueError"),
+])
+def test_the_first_line_of_an_error_never_raises_and_names_the_type_when_empty(message, expected):
+    from f5app.errors import first_line
+
+    assert first_line(ValueError(message)) == expected
+    assert first_line(ValueError(message), default="") == ("" if expected == "ValueError" else expected)
+    assert first_line(ValueError("x" * 300), limit=100) == "x" * 100

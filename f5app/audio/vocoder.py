@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional, Protocol
 
 from f5app.config import MelConfig, VocoderConfig
-from f5app.errors import UserError
+from f5app.errors import UserError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -197,7 +197,7 @@ def build_vocos(config_path: Path, weights_path: Path, mel: MelConfig):
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise VocoderError(f"{where}: {str(exc).splitlines()[0]}") from None
+        raise VocoderError(f"{where}: {first_line(exc)}") from None
     return model
 
 
@@ -209,7 +209,7 @@ def _vocos_parts(path: Path) -> dict[str, dict[str, Any]]:
             raise VocoderError(f"{path} is {path.stat().st_size} bytes: not a Vocos config.yaml")
         config = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise VocoderError(f"{path} is not a readable Vocos config.yaml ({reason}); fetch it again") from None
     if not isinstance(config, Mapping):
         raise VocoderError(f"{path} is not a Vocos config.yaml: it needs the sections {', '.join(VOCOS_CLASSES)}")
@@ -238,7 +238,7 @@ def _vocos_part(section: str, args: dict[str, Any], path: Path):
     try:
         return cls(**args)
     except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
-        raise VocoderError(f"{path}: {section}.init_args do not build {VOCOS_CLASSES[section]}: {str(exc).splitlines()[0]}") from None
+        raise VocoderError(f"{path}: {section}.init_args do not build {VOCOS_CLASSES[section]}: {first_line(exc)}") from None
 
 
 def _check_vocos_mel(args: dict[str, Any], mel: MelConfig, path: Path) -> None:
@@ -267,7 +267,7 @@ def _vocos_weights(path: Path) -> dict[str, "torch.Tensor"]:
     except Refused as refused:
         raise VocoderError(f"Vocos weights {path} cannot be read ({refused}); the file is damaged or hostile: fetch it again") from None
     except Exception as exc:  # a damaged file fails in pickle, zip or storage code, each with its own type
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise VocoderError(f"Vocos weights {path} cannot be read ({reason[:200]}); the file is damaged: fetch it again") from None
     if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise VocoderError(f"Vocos weights {path} are not a state dict of tensors; the file is damaged: fetch it again")

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from f5app.devices import pick_device
 from f5app.config import InferConfig, ModelConfig, VoiceConfig, model_config_from_dict, to_settings
+from f5app.devices import pick_device
+from f5app.errors import first_line
 from f5app.inference.chunking import CrossFadeStream, cross_fade
 from f5app.inference.defaults import DefaultReference, default_reference
 from f5app.inference.errors import InferenceInputError
@@ -539,9 +540,8 @@ def parse_voices(raw: dict[str, Any]) -> dict[str, VoiceConfig]:
         try:
             voices[str(name)] = to_settings(entry, VoiceConfig)
         except (OmegaConfBaseException, ValueError) as exc:
-            first_line = str(exc).splitlines()[0]
             raise InferenceInputError(
-                f"voices.{name}: {first_line}; give +voices.{name}.ref_audio=FILE +voices.{name}.ref_text=\"...\""
+                f"voices.{name}: {first_line(exc)}; give +voices.{name}.ref_audio=FILE +voices.{name}.ref_text=\"...\""
             ) from None
         if voices[str(name)].speed is not None:
             low, high, _ = _SETTING_RANGES["speed"]

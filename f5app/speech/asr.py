@@ -162,8 +162,7 @@ def build_transcriber(cfg: AsrConfig, device: str = "cpu") -> Transcriber:
             cpu_threads=cfg.cpu_threads, local_files_only=True,
         )
     except (RuntimeError, ValueError, OSError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise AsrUnavailable(f"cannot load the ASR model {model_id} from {folder} on {chosen_device} ({compute_type}): {first}") from None
+        raise AsrUnavailable(f"cannot load the ASR model {model_id} from {folder} on {chosen_device} ({compute_type}): {first_line(error)}") from None
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every clip's duration at INFO
     log.info("ASR: %s %s (revision %s) on %s, %s", cfg.name, model_id, revision or "-", chosen_device, compute_type)
     return Transcriber(model, name=cfg.name, model_id=model_id, revision=revision, cfg=cfg, device=chosen_device, compute_type=compute_type)

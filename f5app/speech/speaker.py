@@ -214,8 +214,7 @@ def _build_wavlm(cfg: SpeakerConfig, device: str) -> WavLMEmbedder:
     try:
         network = WavLMForXVector.from_pretrained(str(folder), local_files_only=True).to(device).eval()
     except (OSError, ValueError, RuntimeError, KeyError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SpeakerModelUnavailable(f"cannot load the speaker model {model_id} from {folder}: {first}") from None
+        raise SpeakerModelUnavailable(f"cannot load the speaker model {model_id} from {folder}: {first_line(error)}") from None
     if (folder / "preprocessor_config.json").is_file():
         feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(str(folder), local_files_only=True)
     else:  # the settings microsoft/wavlm-base-plus-sv ships

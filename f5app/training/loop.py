@@ -31,7 +31,7 @@ from f5app.ckpt.schema import (
     Lineage, Metrics, Progress, TrainingState, new_metadata,
 )
 from f5app.config import TrainConfig
-from f5app.errors import UserError
+from f5app.errors import UserError, first_line
 from f5app.run_state import PREEMPTED_FILENAME, clear_preempted, reached_bounds, write_preempted, write_run_status
 from f5app.training.rng import capture_rng_state, forked_rng, restore_rng_state, seed_everything
 from f5app.training.saver import CheckpointWriter
@@ -100,7 +100,7 @@ class Trainer:
         except TrainingStopped:
             raise  # _stopped recorded it
         except BaseException as error:
-            self._record_status("failed", message=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            self._record_status("failed", message=f"{type(error).__name__}: {first_line(error, default='')}")
             raise
         finally:
             self.cleanup()

@@ -35,6 +35,7 @@ from f5app.data.recordings import normalise, read, report, review, segment, tran
 from f5app.data.recordings.cache import StepCache, content_key
 from f5app.data.recordings.read import Problem, Recording
 from f5app.data.recordings.segment import Span
+from f5app.errors import first_line
 from f5app.files import atomic_write, read_json_object, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -234,7 +235,7 @@ class _Run:
                     try:
                         record = cache.put(key, read.decode(recording.path, wav, self.data.sample_rate, bar.update))
                     except Exception as failure:  # noqa: BLE001 (soundfile raises many types for bad files)
-                        detail = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+                        detail = first_line(failure)
                         # the same bytes fail the same way: remembered until the file changes
                         record = cache.put(key, {"failed": "empty" if "no samples" in detail else "unreadable", "detail": detail})
                 if "failed" in record:
