@@ -89,6 +89,7 @@ def test_compare_puts_the_model_beside_the_recordings_on_the_same_prompts(output
     assert "voice" in table and "recordings" in table and "WER" in table and "SIM" in table
 
 
+@pytest.mark.slow
 def test_the_human_recordings_are_intelligible_as_the_ground_truth_row(tmp_path):
     meta = human_meta_lst(tmp_path / "list")
     record = evaluate(
@@ -101,6 +102,7 @@ def test_the_human_recordings_are_intelligible_as_the_ground_truth_row(tmp_path)
     assert record["metrics"]["sim"] < 0.75
 
 
+@pytest.mark.slow
 def test_an_upstream_trainer_file_is_evaluated_on_a_prompt_list(tmp_path):
     weights = upstream_trainer_pt(tmp_path / "upstream" / "model_2.pt")
     meta = human_meta_lst(tmp_path / "list")
@@ -126,6 +128,7 @@ def test_bad_settings_are_one_line(tmp_path, override, expected):
         evaluate(f"output_root={tmp_path}", override)
 
 
+@pytest.mark.slow
 def test_best_of_keeps_the_candidate_with_the_lowest_wer(tmp_path, caplog):
     """Three seeds of a tiny model; the kept one is the argmin of WER (ties: highest SIM) over the logged candidates."""
     from f5app.config import AsrConfig, SpeakerConfig, InferConfig

@@ -72,6 +72,7 @@ def test_resemblyzer_imports_without_pkg_resources(monkeypatch):
     assert sys.modules["pkg_resources"] is None  # the stand-in does not outlive the import
 
 
+@pytest.mark.slow
 def test_a_wavlm_verification_model_loads_from_the_hub_cache_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     snapshot = tiny_wavlm_in_hub_cache(tmp_path / "hub")

@@ -171,6 +171,7 @@ def test_a_pause_at_least_max_pause_seconds_always_ends_a_clip_and_the_longest_p
     assert spans[3].dropped == "too_short" and all(span.dropped is None for span in spans[:3])
 
 
+@pytest.mark.slow
 def test_speech_with_no_pause_is_split_at_word_boundaries(tmp_path, compose_cfg_module, one_torch_thread):
     root = tmp_path / "one"
     root.mkdir()
