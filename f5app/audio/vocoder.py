@@ -26,8 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional, Protocol
 
+import yaml
+
+from f5app.ckpt.peek import Refused, check_torch_file
 from f5app.config import MelConfig, VocoderConfig
 from f5app.errors import UserError, first_line
+from f5app.hub import PretrainedUnavailable, fetch_hub_file
 
 if TYPE_CHECKING:
     import torch
@@ -92,7 +96,7 @@ class GriffinLimVocoder:
 
     @classmethod
     def build(cls, cfg: VocoderConfig, mel: MelConfig, device: str = "cpu") -> "GriffinLimVocoder":
-        import torchaudio.transforms as T
+        import torchaudio.transforms as T  # deferred: torchaudio loads torch (1.9 s, NOTES.md)
 
         n_stft = mel.n_fft // 2 + 1
         # Must mirror upstream get_vocos_mel_spectrogram: htk scale, no filter norm, magnitude.
@@ -141,8 +145,6 @@ def _vocos_files(cfg: VocoderConfig) -> tuple[Path, Path]:
 
 
 def _hub_file(repo_id: str, filename: str) -> Path:
-    from f5app.hub import PretrainedUnavailable, fetch_hub_file
-
     try:
         return fetch_hub_file(
             repo_id, filename, what="vocoder file", setting="vocoder.repo_id", repo_setting="vocoder.repo_id",
@@ -173,8 +175,8 @@ def build_vocos(config_path: Path, weights_path: Path, mel: MelConfig):
     load with ``weights_only=True``. The layers are compared with the weights on the meta device
     first, so a config that does not fit them is one line, not an allocation of its size.
     """
-    import torch
-    from vocos import Vocos
+    import torch  # deferred: torch costs 1.9 s (NOTES.md)
+    from vocos import Vocos  # deferred: a vocoder package loads torch (1.9 s, NOTES.md); only that vocoder needs it
 
     parts = _vocos_parts(config_path)
     _check_vocos_mel(parts["feature_extractor"], mel, config_path)
@@ -202,8 +204,6 @@ def build_vocos(config_path: Path, weights_path: Path, mel: MelConfig):
 
 
 def _vocos_parts(path: Path) -> dict[str, dict[str, Any]]:
-    import yaml
-
     try:
         if path.stat().st_size > MAX_VOCOS_CONFIG_BYTES:
             raise VocoderError(f"{path} is {path.stat().st_size} bytes: not a Vocos config.yaml")
@@ -230,9 +230,9 @@ def _vocos_parts(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _vocos_part(section: str, args: dict[str, Any], path: Path):
-    from vocos.feature_extractors import MelSpectrogramFeatures
-    from vocos.heads import ISTFTHead
-    from vocos.models import VocosBackbone
+    from vocos.feature_extractors import MelSpectrogramFeatures  # deferred: a vocoder package loads torch (1.9 s, NOTES.md); only that vocoder needs it
+    from vocos.heads import ISTFTHead  # deferred: a vocoder package loads torch (1.9 s, NOTES.md); only that vocoder needs it
+    from vocos.models import VocosBackbone  # deferred: a vocoder package loads torch (1.9 s, NOTES.md); only that vocoder needs it
 
     cls = {"feature_extractor": MelSpectrogramFeatures, "backbone": VocosBackbone, "head": ISTFTHead}[section]
     try:
@@ -243,7 +243,7 @@ def _vocos_part(section: str, args: dict[str, Any], path: Path):
 
 def _check_vocos_mel(args: dict[str, Any], mel: MelConfig, path: Path) -> None:
     """The feature extractor must make the model's mel (and so stays as small as the model's)."""
-    from vocos.feature_extractors import MelSpectrogramFeatures
+    from vocos.feature_extractors import MelSpectrogramFeatures  # deferred: a vocoder package loads torch (1.9 s, NOTES.md); only that vocoder needs it
 
     defaults = {name: p.default for name, p in inspect.signature(MelSpectrogramFeatures).parameters.items()}
     wanted = {"sample_rate": mel.target_sample_rate, "n_fft": mel.n_fft, "hop_length": mel.hop_length, "n_mels": mel.n_mel_channels}
@@ -257,9 +257,7 @@ def _check_vocos_mel(args: dict[str, Any], mel: MelConfig, path: Path) -> None:
 
 
 def _vocos_weights(path: Path) -> dict[str, "torch.Tensor"]:
-    import torch
-
-    from f5app.ckpt.peek import Refused, check_torch_file
+    import torch  # deferred: torch costs 1.9 s (NOTES.md)
 
     try:
         check_torch_file(Path(path))  # a hostile pickle (memo bombs, deep nesting) never reaches torch.load
@@ -286,7 +284,7 @@ class BigVGANVocoder:
     @classmethod
     def build(cls, cfg: VocoderConfig, mel: MelConfig, device: str = "cpu") -> "BigVGANVocoder":
         try:
-            import bigvgan
+            import bigvgan  # deferred: a vocoder package loads torch (1.9 s, NOTES.md); only that vocoder needs it
         except ImportError:
             raise VocoderError(
                 "vocoder=bigvgan needs the bigvgan package: pip install 'f5app[bigvgan]' (or use vocoder=vocos "

@@ -19,10 +19,12 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Iterator
 
 import soundfile
+from tqdm import tqdm
 
 from f5app.config import DataConfig
 from f5app.data.metadata import MAX_METADATA_BYTES, BadRow, Metadata, MetadataError, MetadataRow, read_metadata
@@ -172,8 +174,6 @@ def _fingerprint(metadata: Metadata, data: DataConfig) -> str:
 
 
 def _f5_tts_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("f5-tts")
     except PackageNotFoundError:
@@ -192,7 +192,6 @@ def _load_if_current(out_dir: Path, fingerprint: str) -> PreparedData | None:
 
 def _measure(metadata: Metadata, data: DataConfig, progress: bool) -> tuple[list[_Clip], list[BadRow]]:
     """Duration of every row from the file header (no decoding); rows that fail become BadRows."""
-    from tqdm import tqdm
 
     clips: list[_Clip] = []
     bad = list(metadata.bad)
@@ -322,7 +321,7 @@ def _staging(out_dir: Path) -> Iterator[Path]:
 def folder_lock(out_dir: Path) -> Iterator[None]:
     """One preparer per folder at a time (e.g. every process of an accelerate launch)."""
     try:
-        import fcntl
+        import fcntl  # deferred: optional: Windows has no fcntl
     except ImportError:  # Windows: no advisory locks; the atomic rename still keeps the folder whole
         yield
         return

@@ -8,7 +8,7 @@ the same models, prompts and vocoder. A group the user named on the command line
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from f5app.config import AsrConfig, DataConfig, EvalConfig, SpeakerConfig, VocoderConfig, data_schema_for, to_settings
@@ -51,7 +51,6 @@ def effective_settings(
 ) -> EvalSettings:
     """Current settings, with each group replaced by its ``recorded`` value (a checkpoint's config)
     except what ``overridden`` names: a whole group keeps the current one, keys keep theirs."""
-    from dataclasses import asdict
 
     recorded = recorded if isinstance(recorded, dict) else {}
     current: dict[str, Any] = {"asr": asr, "speaker": speaker, "eval": evaluation, "vocoder": vocoder}

@@ -22,14 +22,17 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from f5app.audio.io import resample
 from f5app.config import AsrConfig
 from f5app.devices import pick_device
 from f5app.errors import UserError, first_line
+from f5app.hub import PretrainedUnavailable, fetch_hub_file
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +87,7 @@ class Transcriber:
         Decoding is made repeatable: CTranslate2's sampling (used only by the temperature
         fallback on hard audio) is seeded before each clip.
         """
-        import ctranslate2
-
-        from f5app.audio.io import resample
+        import ctranslate2  # deferred: faster-whisper is optional (the [eval] extra) and costs 0.7 s (-X importtime, shared machine)
 
         wav = np.asarray(audio, dtype=np.float32)
         if wav.ndim != 1:
@@ -152,7 +153,7 @@ def build_transcriber(cfg: AsrConfig, device: str = "cpu") -> Transcriber:
     if cfg.beam_size < 1:
         raise AsrUnavailable(f"asr.beam_size={cfg.beam_size} must be at least 1")
     try:
-        from faster_whisper import WhisperModel
+        from faster_whisper import WhisperModel  # deferred: faster-whisper is optional (the [eval] extra) and costs 0.7 s (-X importtime, shared machine)
     except ImportError:
         raise AsrUnavailable("evaluation needs faster-whisper: pip install 'f5app[eval]'") from None
     device_kind, _, index = chosen_device.partition(":")
@@ -239,15 +240,13 @@ def _hub_id(spec: str) -> str | None:
 
 def _size_names() -> list[str]:
     try:
-        from faster_whisper.utils import available_models
+        from faster_whisper.utils import available_models  # deferred: faster-whisper is optional (the [eval] extra) and costs 0.7 s (-X importtime, shared machine)
     except ImportError:
         raise AsrUnavailable("evaluation needs faster-whisper: pip install 'f5app[eval]'") from None
     return list(available_models())
 
 
 def _fetch_snapshot(repo_id: str, cfg: AsrConfig) -> tuple[Path, str, str | None]:
-    from f5app.hub import PretrainedUnavailable, fetch_hub_file
-
     alternative = "give a local faster-whisper folder with asr.model=DIR, or use asr=tiny_en (bundled, English)"
 
     def fetch(filename: str) -> Path:
@@ -285,14 +284,12 @@ def _ctranslate2_present(kind: str) -> bool:
     """CTranslate2's own view: its CUDA devices (not torch's); it has no MPS."""
     if kind == "cpu":
         return True
-    import ctranslate2  # deferred: loads CTranslate2's native library, only wanted when a model loads
+    import ctranslate2  # deferred: ctranslate2 is optional (the [eval] extra, with faster-whisper)
 
     return kind == "cuda" and ctranslate2.get_cuda_device_count() > 0
 
 
 def _version(distribution: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(distribution)
     except PackageNotFoundError:

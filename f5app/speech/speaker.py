@@ -29,9 +29,11 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from f5app.audio.io import resample
 from f5app.config import SpeakerConfig
 from f5app.devices import pick_device
 from f5app.errors import UserError, first_line
+from f5app.hub import PretrainedUnavailable, fetch_hub_file
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ def import_resemblyzer() -> Any:
     if "webrtcvad" not in sys.modules and sys.modules.get("pkg_resources") is None:
         _import_webrtcvad_without_pkg_resources()
     try:
-        import resemblyzer
+        import resemblyzer  # deferred: resemblyzer is optional (the [eval] extra) and loads torch (1.9 s, NOTES.md)
     except ImportError as error:
         raise SpeakerModelUnavailable(f"speaker=resemblyzer needs the resemblyzer package ({error}): pip install 'f5app[eval]'") from None
     return resemblyzer
@@ -124,8 +126,6 @@ class ResemblyzerEmbedder:
     revision: str | None = None
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        from f5app.audio.io import resample
-
         wav = resample(np.asarray(audio, dtype=np.float32), int(sample_rate), EMBEDDING_SAMPLE_RATE)
         if not np.any(np.abs(wav) > 1e-5):
             raise ValueError("audio too short or silent for a speaker embedding (no signal)")
@@ -150,7 +150,7 @@ def _build_resemblyzer(cfg: SpeakerConfig, device: str) -> ResemblyzerEmbedder:
     encoder = resemblyzer.VoiceEncoder(device=device, verbose=False)
     version = importlib.metadata.version("resemblyzer")
     log.info("speaker embedder: resemblyzer %s on %s", version, device)
-    from resemblyzer.hparams import audio_norm_target_dBFS
+    from resemblyzer.hparams import audio_norm_target_dBFS  # deferred: resemblyzer is optional (the [eval] extra) and loads torch (1.9 s, NOTES.md)
 
     return ResemblyzerEmbedder(
         encoder,
@@ -174,9 +174,7 @@ class WavLMEmbedder:
     name: str = "wavlm"
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        import torch
-
-        from f5app.audio.io import resample
+        import torch  # deferred: torch costs 1.9 s (NOTES.md)
 
         wav = resample(np.asarray(audio, dtype=np.float32), int(sample_rate), EMBEDDING_SAMPLE_RATE)
         inputs = self.feature_extractor(wav, sampling_rate=EMBEDDING_SAMPLE_RATE, return_tensors="pt")
@@ -186,7 +184,7 @@ class WavLMEmbedder:
         return embedding.cpu().numpy().astype(np.float32)
 
     def describe(self) -> dict[str, Any]:
-        import transformers
+        import transformers  # deferred: transformers costs 1.6 s (-X importtime, shared machine); only speaker=wavlm needs it
 
         return {
             "name": self.name, "model": self.model, "revision": self.revision, "device": self.device,
@@ -208,7 +206,7 @@ def _build_wavlm(cfg: SpeakerConfig, device: str) -> WavLMEmbedder:
             f"speaker.model={spec} ({folder}) needs config.json and {' or '.join(WEIGHT_FILES)} (a transformers save_pretrained folder)"
         )
     try:
-        from transformers import Wav2Vec2FeatureExtractor, WavLMForXVector
+        from transformers import Wav2Vec2FeatureExtractor, WavLMForXVector  # deferred: transformers costs 1.6 s (-X importtime, shared machine); only speaker=wavlm needs it
     except ImportError:
         raise SpeakerModelUnavailable("speaker=wavlm needs transformers: pip install transformers") from None
     try:
@@ -224,8 +222,6 @@ def _build_wavlm(cfg: SpeakerConfig, device: str) -> WavLMEmbedder:
 
 
 def _fetch_wavlm(repo_id: str, cfg: SpeakerConfig) -> tuple[Path, str, str | None]:
-    from f5app.hub import PretrainedUnavailable, fetch_hub_file
-
     def fetch(filename: str) -> Path:
         return fetch_hub_file(
             repo_id, filename, cfg.revision, cfg.cache_dir, what="speaker model", setting="speaker.model", repo_setting="speaker.model",

@@ -12,8 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from f5app.audio.io import read_audio
+from f5app.audio.vocoder import load_vocoder
 from f5app.ckpt.schema import EvalScores
 from f5app.config import TrainConfig
+from f5app.evaluation.evaluator import build_evaluator
+from f5app.evaluation.prompts import PromptListError, held_out_prompts, load_prompts
+from f5app.inference.synthesizer import SamplingSettings, Synthesizer
 
 log = logging.getLogger("f5app.train")
 
@@ -24,8 +29,6 @@ TRACKED_AUDIO = 2
 class TrainingEvaluation:
     def __init__(self, cfg: TrainConfig, val_clips: list, vocab: list[str], device: str, run_dir: Path,
                  metadata_path: Path | None = None):  # noqa: ANN001
-        from f5app.evaluation.evaluator import build_evaluator
-        from f5app.evaluation.prompts import PromptListError, held_out_prompts, load_prompts
 
         self.cfg = cfg
         self.every = cfg.eval.every
@@ -48,12 +51,9 @@ class TrainingEvaluation:
 
     def run(self, ema_model: Any, update: int) -> tuple[EvalScores, Any]:
         """Score ``ema_model`` now; returns the typed scores and the full result."""
-        from f5app.inference.synthesizer import SamplingSettings, Synthesizer
-        from f5app.training.rng import forked_rng
+        from f5app.training.rng import forked_rng  # deferred: pulls torch at import (1.9 s, NOTES.md)
 
         if self._vocoder is None:
-            from f5app.audio.vocoder import load_vocoder
-
             self._vocoder = load_vocoder(self.cfg.vocoder, self.cfg.model.mel, device=self.device)
         was_training = ema_model.training
         ema_model.eval()
@@ -78,7 +78,6 @@ class TrainingEvaluation:
 
     def track(self, tracker: Any, result: Any, update: int) -> None:
         """Scalars, the first clips, and a table of text against transcript."""
-        from f5app.audio.io import read_audio
 
         tracker.scalars({f"eval/{k}": v for k, v in (("wer", result.wer), ("cer", result.cer), ("sim", result.sim)) if v is not None}, update)
         for item in result.items[:TRACKED_AUDIO]:

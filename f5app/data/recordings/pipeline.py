@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+from tqdm import tqdm
 
 from f5app.config import AsrConfig, DataConfig, RecordingsDataConfig
 from f5app.data.prepare import DataError, PreparedData, folder_lock, prepare, prepared_dir_for
@@ -37,6 +38,7 @@ from f5app.data.recordings.read import Problem, Recording
 from f5app.data.recordings.segment import Span
 from f5app.errors import first_line
 from f5app.files import atomic_write, read_json_object, write_json_atomic
+from f5app.speech.text import normalize
 
 log = logging.getLogger(__name__)
 
@@ -369,8 +371,6 @@ class _Run:
                 bar.update(1)
         for name, group in by_recording.items():
             if name in self.known and len(group) > 1:
-                from f5app.speech.text import normalize
-
                 text, origin = self.known[name]
                 shared = transcribe.share_text(text, [clip.text for clip in group], lambda word: normalize(word, self.asr_cfg.language))
                 for clip, (part, agreement) in zip(group, shared):
@@ -398,7 +398,7 @@ class _Run:
         return _csv_settings(self.data, self.work)
 
     def _held_out(self, prepared: PreparedData) -> set[str]:
-        from f5app.data.dataset import record_split
+        from f5app.data.dataset import record_split  # deferred: pulls torch at import (1.9 s, NOTES.md)
 
         try:
             clips, _, val = record_split(prepared, self.data.val_fraction, self.data.val_min_items, self.data.seed)
@@ -505,8 +505,6 @@ class _Run:
         return sum(self.read_info[key]["seconds"] for _, key in decoded)
 
     def _bar(self, label: str, total: float, unit: str):  # noqa: ANN202
-        from tqdm import tqdm
-
         fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]" if unit == "s" else None
         return tqdm(total=total, desc=label, unit=unit, disable=not self.show, bar_format=fmt, leave=True)
 

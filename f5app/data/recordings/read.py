@@ -22,7 +22,6 @@ from typing import Any, Callable
 
 import numpy as np
 import soundfile
-import soxr
 
 from f5app.files import atomic_write, kind_of, open_regular, read_json_object, sha256_file, write_json_atomic
 
@@ -194,6 +193,8 @@ def decode(path: Path, out_wav: Path, sample_rate: int, on_seconds: Callable[[fl
     counts = {"frames_in": 0, "frames_out": 0, "peak": 0.0}
 
     def write(tmp: Path) -> None:
+        import soxr  # deferred: soxr is an optional package (the [recordings] extra); data=csv_wavs imports this module without it
+
         resampler = None if source_rate == sample_rate else soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32")
         with open_regular(path) as handle, soundfile.SoundFile(handle) as source, soundfile.SoundFile(
             str(tmp), "w", samplerate=sample_rate, channels=1, subtype="PCM_16", format="WAV"

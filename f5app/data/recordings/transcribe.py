@@ -20,10 +20,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import soundfile
+
+from f5app.audio.io import read_audio
 from f5app.config import AsrConfig
 from f5app.data.metadata import MetadataError, read_metadata
 from f5app.data.recordings.read import Problem, Recording, why_not_read
 from f5app.files import read_regular_bytes
+from f5app.speech import asr
 
 TRANSCRIBE_VERSION = 1
 #: A transcript beside a recording: 16 MiB is a few days of speech.
@@ -47,9 +51,7 @@ class LazyTranscriber:
 
     def get(self):  # noqa: ANN201 (f5app.speech.asr.Transcriber)
         if self._transcriber is None:
-            from f5app.speech.asr import build_transcriber
-
-            self._transcriber = build_transcriber(self.cfg, device=self.device)
+            self._transcriber = asr.build_transcriber(self.cfg, device=self.device)
         return self._transcriber
 
     @property
@@ -59,7 +61,6 @@ class LazyTranscriber:
 
 def transcribe_clip(asr: LazyTranscriber, wav: Path) -> dict[str, Any]:
     """The ASR's text, confidence and language for the clip file ``wav``."""
-    from f5app.audio.io import read_audio
 
     audio, rate = read_audio(wav, mono=True)
     result = asr.get().transcribe(audio, rate)
@@ -68,7 +69,6 @@ def transcribe_clip(asr: LazyTranscriber, wav: Path) -> dict[str, Any]:
 
 def word_times(asr: LazyTranscriber, decoded: Path, start: float, end: float) -> list[tuple[float, float]]:
     """(start, end) in the recording of each word the ASR hears between ``start`` and ``end`` seconds."""
-    import soundfile
 
     info = soundfile.info(str(decoded))
     rate = int(info.samplerate)
