@@ -325,7 +325,7 @@ def _flock_held_per_proc(stat: os.stat_result) -> bool:
 
 
 def _flock_held_by_trying(lock_path: Path) -> bool:
-    import fcntl  # deferred: optional: Windows has no fcntl
+    import fcntl  # deferred: Windows has no fcntl; only used where /proc/locks is missing
 
     fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     try:

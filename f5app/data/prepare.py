@@ -321,7 +321,7 @@ def _staging(out_dir: Path) -> Iterator[Path]:
 def folder_lock(out_dir: Path) -> Iterator[None]:
     """One preparer per folder at a time (e.g. every process of an accelerate launch)."""
     try:
-        import fcntl  # deferred: optional: Windows has no fcntl
+        import fcntl  # deferred: Windows has no fcntl (the except below)
     except ImportError:  # Windows: no advisory locks; the atomic rename still keeps the folder whole
         yield
         return
