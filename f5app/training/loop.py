@@ -26,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, gather_object
+from ema_pytorch import EMA
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from f5app.audio.io import write_audio
@@ -43,6 +47,7 @@ from f5app.data.dataset import FrameBatches, collate, load_splits
 from f5app.data.sources import prepare_data
 from f5app.data.tokenizer import extend_vocab
 from f5app.data.vocab import read_vocab, vocab_map
+from f5app.devices import pick_device
 from f5app.errors import UserError, first_line
 from f5app.model import build_cfm
 from f5app.run_state import PREEMPTED_FILENAME, clear_preempted, reached_bounds, write_preempted, write_run_status
@@ -136,13 +141,11 @@ class Trainer:
 
     def setup(self) -> None:
         export_submitit_distributed_env()  # before Accelerator(): a multi-task submitit job becomes N ranks
-        from accelerate import Accelerator  # deferred: accelerate loads torch (1.9 s, NOTES.md); only training needs it
-
         cfg = self.cfg
         _check_objective(cfg)
         self.accelerator = Accelerator(
             # accelerate only forms a multi-process CPU group (gloo) when told it is on CPU.
-            cpu=cfg.trainer.cpu or not _accelerator_available(),
+            cpu=cfg.trainer.cpu or pick_device("auto") == "cpu",  # no GPU here: accelerate's CPU mode
             mixed_precision=cfg.trainer.mixed_precision,
             gradient_accumulation_steps=cfg.optim.grad_accumulation_steps,
         )
@@ -202,8 +205,6 @@ class Trainer:
     def _resolve_checkpoint(self):
         """Main process resolves (it may quarantine files) and, for a resume, reads and verifies the
         checkpoint; everyone gets the same answer."""
-        from accelerate.utils import broadcast_object_list  # deferred: accelerate loads torch (1.9 s, NOTES.md); only training needs it
-
         def read_for_resume(chosen):
             return load_checkpoint(chosen.path, rank=self.rank, verify=True) if chosen.source in ("resume", "best", "last", "latest") else None
 
@@ -282,8 +283,6 @@ class Trainer:
 
     def _build_ema(self, model: torch.nn.Module) -> None:
         """The EMA copy lives on the main process only (it alone validates, samples and saves)."""
-        from ema_pytorch import EMA  # deferred: ema_pytorch loads torch (1.9 s, NOTES.md); only training needs it
-
         self.ema = None
         if not self.is_main:
             return
@@ -612,8 +611,6 @@ class Trainer:
 
     def save_checkpoint(self, train_loss: float, val_loss: float | None) -> None:
         """Everyone sends RNG states to the main process, which hands the checkpoint to the writer."""
-        from accelerate.utils import gather_object  # deferred: accelerate loads torch (1.9 s, NOTES.md); only training needs it
-
         rng_states = gather_object([capture_rng_state()]) if self.world_size > 1 else [capture_rng_state()]
         self._last_saved_update = self.progress.update
         if not self.is_main:
@@ -697,8 +694,6 @@ class Trainer:
         resumed run draw different numbers from an uninterrupted one.
         """
 
-        from torch.utils.data import DataLoader  # deferred: torch costs 1.9 s (NOTES.md)
-
         steps = math.ceil(max(0, len(batches) - start) / self.world_size)
         mine = [batches[(start + k * self.world_size + self.rank) % len(batches)] for k in range(steps)]
         workers = self.cfg.data.num_workers
@@ -746,10 +741,6 @@ def _dict_diff(old: Any, new: Any, prefix: str) -> list[str]:
 def _reference(chosen) -> CheckpointRef:
     meta = chosen.metadata
     return CheckpointRef(chosen.source, str(chosen.path), meta.id if meta else None, meta.update if meta else None)
-
-
-def _accelerator_available() -> bool:
-    return torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
 
 
 def _fmt(value: float | None) -> str:
