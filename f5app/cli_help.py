@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
+from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
@@ -37,8 +38,6 @@ def wants_help(argv: Sequence[str]) -> bool:
 
 
 def help_text(config_name: str, app: str, argv: Sequence[str], usage: str) -> str:
-    from hydra import compose, initialize_config_dir
-
     overrides = [arg for arg in argv if arg not in HELP_FLAGS and not arg.startswith("-")]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)

@@ -185,7 +185,7 @@ class VocoderConfig:
 
 @dataclass
 class AsrConfig:
-    """Speech recognition for evaluation (faster-whisper); see f5app/evaluation/asr.py."""
+    """Speech recognition for evaluation (faster-whisper); see f5app/speech/asr.py."""
 
     name: str = "whisper"  # whisper (asr.model: a Hub id, a faster-whisper size name, or a folder) | tiny_en (bundled)
     model: str = "large-v3"
@@ -221,12 +221,15 @@ class RecordingsDataConfig(DataConfig):
     min_loudness_lufs: float = -45.0  # quieter clips are dropped (too_quiet)
     max_clipped_fraction: float = 0.001  # clips with more samples at full scale are dropped (clipping)
     min_confidence: float = 0.6  # lower ASR confidence is flagged for review
+    # A symbolic link whose target lies outside data.path is reported and skipped unless true
+    # (a link planted in a shared folder must not pull a private recording into the training set).
+    follow_links: bool = False
     asr: Optional[AsrConfig] = None  # conf/data/recordings.yaml: ${asr}, the asr= group (None: AsrConfig())
 
 
 @dataclass
 class SpeakerConfig:
-    """Speaker embedder for speaker similarity (SIM); see f5app/evaluation/speaker.py."""
+    """Speaker embedder for speaker similarity (SIM); see f5app/speech/speaker.py."""
 
     name: str = "resemblyzer"  # resemblyzer (weights in the package) | wavlm (speaker.model: Hub id or folder) | none
     model: Optional[str] = None  # wavlm: e.g. microsoft/wavlm-base-plus-sv; resemblyzer: ignored
@@ -372,7 +375,7 @@ class ServerConfig:
     request_timeout: float = 300.0  # seconds from arrival to the last audio byte
     shutdown_timeout: float = 60.0  # SIGTERM: seconds to finish in-flight requests
     log_level: str = "info"
-    # An upload without a transcript is transcribed with the asr= group (f5app.evaluation.asr);
+    # An upload without a transcript is transcribed with the asr= group (f5app.speech.asr);
     # false: such uploads are refused (400) and name the transcript field.
     transcribe_uploads: bool = False
 

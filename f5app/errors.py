@@ -25,6 +25,19 @@ class UserError(Exception):
     """Something the user can fix; its message says what and how."""
 
 
+def first_line(error: BaseException, limit: int | None = None, default: str | None = None) -> str:
+    """The first non-empty line of ``error``'s message (at most ``limit`` characters), or
+    ``default`` (its type's name unless given) when the message is empty.
+
+    Libraries put a summary on the first line and details (stack dumps, hints) after it; one line
+    is what fits a log line, a table cell or an HTTP error body. Never raises, whatever the message.
+    """
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(error).__name__ if default is None else default
+
+
 #: What counts as bad input: a UserError, or a file the user named that does not exist.
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError)
 

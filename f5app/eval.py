@@ -17,17 +17,24 @@ import logging
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from f5app.ckpt.resolve import resolve
 from f5app.cli_help import run_hydra_app
 from f5app.config import CONF_DIR, EvalAppConfig, InferConfig, to_settings
-from f5app.errors import UserError
+from f5app.devices import pick_device
+from f5app.errors import UserError, exit_on_user_error
+from f5app.evaluation.settings import effective_settings, overridden_groups
+from f5app.files import write_json_atomic
+from f5app.infer import unused_name
+from f5app.inference.upstream_import import defer_unused_imports
 
 log = logging.getLogger("f5app.eval")
 
@@ -40,9 +47,8 @@ class EvalInputError(UserError):
 
 def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """Evaluate as the command line does; returns what was written to the JSON file (plus ``path``)."""
-    from f5app.evaluation.evaluator import build_evaluator
-    from f5app.evaluation.prompts import load_prompts
-    from f5app.evaluation.settings import effective_settings, overridden_groups
+    from f5app.evaluation.evaluator import build_evaluator  # deferred: f5app.evaluation.evaluator costs 0.58 s to import (numpy, soundfile; -X importtime); --help must stay fast
+    from f5app.evaluation.prompts import load_prompts  # deferred: f5app.evaluation.prompts costs 0.39 s to import (numpy, soundfile; -X importtime); --help must stay fast
 
     settings: EvalAppConfig = cfg if isinstance(cfg, EvalAppConfig) else to_settings(cfg, EvalAppConfig)
     if settings.source not in ("model", RECORDINGS):
@@ -58,8 +64,7 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
     for note in chosen.notes:
         log.info("evaluation settings: %s", note)
     prompts = load_prompts(chosen.eval, chosen.data)
-    speaker = None if chosen.speaker is None or chosen.speaker.name == "none" else chosen.speaker
-    evaluator = build_evaluator(chosen.asr, speaker, device=_device(settings.device), language=chosen.eval.language)
+    evaluator = build_evaluator(chosen.asr, chosen.speaker, device=pick_device(settings.device), language=chosen.eval.language)
     log.info("evaluating %d prompt(s) with %s", len(prompts), ", ".join(t.label for t in targets))
 
     results = []
@@ -115,7 +120,6 @@ class _Target:
 
 def _target(settings: EvalAppConfig, entry: str | None) -> _Target:
     """Resolve one compare entry (None: this run with ``ckpt=``) without loading weights."""
-    from f5app.ckpt.resolve import resolve
 
     run_dir = Path(settings.run_dir)
     ckpt = settings.ckpt
@@ -146,7 +150,7 @@ def _target(settings: EvalAppConfig, entry: str | None) -> _Target:
 
 
 def _synthesizer(settings: EvalAppConfig, target: _Target, vocoder):  # noqa: ANN001, ANN202
-    from f5app.inference.synthesizer import Synthesizer
+    from f5app.inference.synthesizer import Synthesizer  # deferred: f5app.inference.synthesizer costs 0.58 s to import (numpy, soundfile; -X importtime); --help must stay fast
 
     infer = InferConfig(
         run_name=settings.run_name, output_root=settings.output_root, run_dir=str(target.run_dir),
@@ -156,12 +160,6 @@ def _synthesizer(settings: EvalAppConfig, target: _Target, vocoder):  # noqa: AN
     synthesizer = Synthesizer.from_config(infer, run_dir=target.run_dir)
     log.info("%s: loaded %s on %s", target.label, synthesizer.source, synthesizer.device)
     return synthesizer
-
-
-def _device(name: str) -> str:
-    from f5app.inference.synthesizer import pick_device
-
-    return pick_device(name)
 
 
 # ---------------------------------------------------------------------- output
@@ -179,19 +177,25 @@ def format_table(results: list[tuple[str, Any]]) -> str:
         lines.append(f"{metric.upper():<10}" + "".join(f"{number(getattr(r, metric)):>{width + 2}}" for _, r in results))
     lines.append(f"{'prompts':<10}" + "".join(f"{r.num_prompts:>{width + 2}}" for _, r in results))
     lines.append("")
-    first = results[0][1]
-    for index, item in enumerate(first.items):
-        lines.append(f"[{item.id}] {item.text}")
-        for label, result in results:
-            other = result.items[index]
+    by_id = [{item.id: item for item in result.items} for _, result in results]
+    order = list(dict.fromkeys(item.id for _, result in results for item in result.items))
+    for prompt_id in order:
+        text = next(scored[prompt_id].text for scored in by_id if prompt_id in scored)
+        lines.append(f"[{prompt_id}] {text}")
+        for (label, _), scored in zip(results, by_id):
+            other = scored.get(prompt_id)
+            if other is None:
+                lines.append(f"  {label}: skipped")
+                continue
             sim = "" if other.sim is None else f" sim {other.sim:.2f}"
             lines.append(f"  {label}: wer {other.wer:.2f}{sim}  \"{other.transcript}\"")
+    skipped = list(dict.fromkeys(item.describe() for _, result in results for item in result.skipped))
+    if skipped:
+        lines += ["", f"skipped {len(skipped)} prompt(s), not in the scores above:"] + [f"  {line}" for line in skipped]
     return "\n".join(lines)
 
 
 def _record(results: list[tuple[str, Any]], chosen) -> dict[str, Any]:  # noqa: ANN001
-    from dataclasses import asdict
-
     settings = {"asr": asdict(chosen.asr), "speaker": asdict(chosen.speaker) if chosen.speaker else None, "eval": asdict(chosen.eval)}
     rows = [{"label": label, **result.to_dict()} for label, result in results]
     if len(rows) == 1:
@@ -222,8 +226,6 @@ def _output_path(settings: EvalAppConfig, targets: list[_Target]) -> Path:
     if settings.out:
         path = Path(settings.out).expanduser()
     else:
-        from f5app.infer import unused_name
-
         what = "-vs-".join(_safe(t.label) for t in targets)
         folder = Path(settings.run_dir) / "eval"
         path = unused_name(folder, f"eval-{what}-{datetime.now().strftime('%Y%m%d-%H%M%S')}", ".json")
@@ -241,8 +243,6 @@ def _safe(label: str) -> str:
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:
-    from f5app.files import write_json_atomic
-
     write_json_atomic(path, record)
 
 
@@ -251,10 +251,6 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    from f5app.errors import exit_on_user_error
-
     with exit_on_user_error(log):
         run(cfg, overrides=list(HydraConfig.get().overrides.task))
 
@@ -267,7 +263,6 @@ USAGE = (
 
 def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in f5app.infer: idle OpenMP threads must not spin
-    from f5app.inference.upstream_import import defer_unused_imports
 
     defer_unused_imports()
     run_hydra_app(_hydra_main, "eval", USAGE)

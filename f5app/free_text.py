@@ -18,6 +18,9 @@ import fnmatch
 import re
 from collections.abc import Iterable, Sequence
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+
 _INTERPOLATION = re.compile(r"(\\*)\$\{")  # OmegaConf: \${ is a literal ${, \\ before it a literal \
 _PREFIXES = ("++", "+")  # Hydra's "add or override" and "add"
 
@@ -62,8 +65,6 @@ def _unquoted(value: str) -> str:
     """``value`` itself, or what Hydra reads from it when it is one whole quoted string."""
     if len(value) < 2 or value[0] not in "'\"" or value[-1] != value[0]:
         return value
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
 
     try:
         parsed = OverridesParser.create().parse_override(f"key={value}").value()

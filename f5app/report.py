@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import logging
 import os
@@ -30,6 +31,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
+
+from f5app.ckpt.layout import checkpoints_dir, scan
+from f5app.ckpt.schema import read_metadata
 from f5app.errors import UserError, run_entry_point
 from f5app.files import read_json_object
 from f5app.run_state import LOCK_FILENAME, RunProgress, reached_bounds, read_progress, read_run_status
@@ -179,8 +184,6 @@ def _bounds_ok(trainer: dict[str, Any]) -> bool:
 def _val_curve(job_dir: Path) -> list[list[float]]:
     """[update, val_loss] points: each checkpoint's metrics.val_loss, plus the full history its
     metadata carries (retention deletes older checkpoints)."""
-    from f5app.ckpt.layout import checkpoints_dir, scan
-    from f5app.ckpt.schema import read_metadata
 
     points: dict[int, float] = {}
     for entry in scan(checkpoints_dir(job_dir)).complete:
@@ -198,8 +201,6 @@ def _val_curve(job_dir: Path) -> list[list[float]]:
 def _eval_curve(job_dir: Path) -> list[list[Optional[float]]]:
     """[update, wer, cer, sim] of every evaluation: the history each checkpoint's metadata carries
     (retention deletes older checkpoints), and each checkpoint's own scores."""
-    from f5app.ckpt.layout import checkpoints_dir, scan
-    from f5app.ckpt.schema import read_metadata
 
     points: dict[int, list[Optional[float]]] = {}
     for entry in scan(checkpoints_dir(job_dir)).complete:
@@ -228,7 +229,7 @@ def _planned_jobs(multirun: dict[str, Any], exclude_keys: list[str]) -> tuple[di
     arguments = [f"{k}={v}" for k, v in ((hydra_cfg.get("sweeper") or {}).get("params") or {}).items()]
     arguments += list((hydra_cfg.get("overrides") or {}).get("task") or [])
     try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.core.override_parser.overrides_parser import OverridesParser  # deferred: hydra (0.1 s, NOTES.md) only to read a sweep's overrides; report imports no hydra otherwise
 
         parser = OverridesParser.create()
         jobs = _cartesian_jobs(parser.parse_overrides(arguments))
@@ -246,7 +247,6 @@ def _planned_jobs(multirun: dict[str, Any], exclude_keys: list[str]) -> tuple[di
 def _cartesian_jobs(parsed: list[Any]) -> list[list[str]]:
     """Every job the basic sweeper launches, in its order: the cartesian product of the sweep
     overrides (the last one varying fastest), each a list of ``key=value`` lines."""
-    import itertools
 
     choices = []
     for override in parsed:
@@ -273,7 +273,7 @@ def _job_overrides(job_dir: Path, exclude_keys: list[str]) -> list[str]:
     if not isinstance(lines, list):
         return []
     try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.core.override_parser.overrides_parser import OverridesParser  # deferred: hydra (0.1 s, NOTES.md) only to read a sweep's overrides; report imports no hydra otherwise
 
         return [o.input_line for o in _identity(OverridesParser.create().parse_overrides([str(x) for x in lines]), exclude_keys)]
     except Exception:
@@ -325,7 +325,7 @@ def _flock_held_per_proc(stat: os.stat_result) -> bool:
 
 
 def _flock_held_by_trying(lock_path: Path) -> bool:
-    import fcntl
+    import fcntl  # deferred: Windows has no fcntl; only used where /proc/locks is missing
 
     fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     try:
@@ -338,8 +338,6 @@ def _flock_held_by_trying(lock_path: Path) -> bool:
 
 
 def _load_yaml(path: Path) -> Any:
-    import yaml
-
     try:
         with open(path, encoding="utf-8") as handle:
             return yaml.safe_load(handle)
@@ -427,10 +425,10 @@ def write_png(report: SweepReport, path: Path) -> bool:
     panels = [(name, curves) for name, curves in panels if curves]
     if not panels:
         return False
-    import matplotlib
+    import matplotlib  # deferred: matplotlib.pyplot costs 1.6 s (-X importtime, shared machine); only plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: matplotlib.pyplot costs 1.6 s (-X importtime, shared machine); only plots need it
 
     figure, all_axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels) + 1), sharex=True, squeeze=False)
     for axes, (name, curves) in zip(all_axes[:, 0], panels):

@@ -43,11 +43,6 @@ class RunStatus:
     host: str = ""
     updated_at: str = ""
 
-    @property
-    def finished(self) -> bool:
-        return self.state == "finished" or reached_bounds(self.update, self.epoch, self.max_updates, self.epochs)
-
-
 def write_run_status(run_dir: Path, state: RunState, *, update: int, epoch: int, max_updates: int, epochs: int, message: str = "") -> RunStatus:
     status = RunStatus(state, int(update), int(epoch), int(max_updates), int(epochs), message, os.getpid(), socket.gethostname(), utc_now())
     write_json_atomic(Path(run_dir) / RUN_STATUS_FILENAME, asdict(status))
@@ -114,8 +109,3 @@ def read_progress(run_dir: Path) -> RunProgress:
         trainer=metadata.config_section("trainer") if metadata is not None else {},
     )
 
-
-def run_is_finished(run_dir: Path, max_updates: int, epochs: int) -> bool:
-    """Whether training this run folder to these bounds has anything left to do."""
-    progress = read_progress(run_dir)
-    return progress.update is not None and reached_bounds(progress.update, progress.epoch, max_updates, epochs)

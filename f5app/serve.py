@@ -13,6 +13,7 @@ Ctrl-C stops accepting, finishes the requests in flight, and exits 0. Bad settin
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -27,7 +28,10 @@ from omegaconf import DictConfig
 
 from f5app.cli_help import run_hydra_app
 from f5app.config import CONF_DIR, ServeConfig, ServerConfig, VoiceConfig, to_settings
-from f5app.errors import UserError
+from f5app.errors import UserError, exit_on_user_error
+from f5app.inference.upstream_import import defer_unused_imports
+from f5app.serving.metrics import Metrics
+from f5app.serving.voices import VoiceStore
 
 log = logging.getLogger("f5app.serve")
 
@@ -60,11 +64,9 @@ def api_key_for(server: ServerConfig) -> str | None:
 
 def build(settings: ServeConfig, transcribe=None):
     """(ASGI app, engine) for ``settings``; the engine gets its Synthesizer from :func:`load_into`."""
-    from f5app.inference.synthesizer import parse_voices, require_files
-    from f5app.serving.app import create_app
-    from f5app.serving.metrics import Metrics
-    from f5app.serving.queue import Engine
-    from f5app.serving.voices import VoiceStore
+    from f5app.inference.synthesizer import parse_voices, require_files  # deferred: f5app.inference.synthesizer costs 0.58 s to import (numpy, soundfile; -X importtime); --help must stay fast
+    from f5app.serving.app import create_app  # deferred: f5app.serving.app costs 1.09 s to import (fastapi, starlette; -X importtime); --help must stay fast
+    from f5app.serving.queue import Engine  # deferred: f5app.serving.queue costs 0.28 s to import (numpy, soundfile; -X importtime); --help must stay fast
 
     server = settings.server
     api_key = api_key_for(server)
@@ -99,7 +101,7 @@ def build(settings: ServeConfig, transcribe=None):
 
 def load_into(engine, settings: ServeConfig) -> None:
     """Resolve the checkpoint and build the Synthesizer (seconds to minutes), then open the queue."""
-    from f5app.inference.synthesizer import Synthesizer
+    from f5app.inference.synthesizer import Synthesizer  # deferred: f5app.inference.synthesizer costs 0.58 s to import (numpy, soundfile; -X importtime); --help must stay fast
 
     started = time.perf_counter()
     synthesizer = Synthesizer.from_config(settings, run_dir=Path(settings.run_dir))
@@ -113,16 +115,15 @@ def upload_transcriber(settings: ServeConfig):
     with the ``asr=`` group's model, built on first use and then kept; None when switched off."""
     if not settings.server.transcribe_uploads:
         return None
-    import functools
 
     @functools.cache
     def transcriber():
-        from f5app.evaluation.asr import build_transcriber
+        from f5app.speech.asr import build_transcriber  # deferred: f5app.speech.asr costs 0.29 s to import (numpy, soundfile; -X importtime); --help must stay fast
 
         return build_transcriber(settings.asr, device="cpu")
 
     def transcribe(path: Path) -> str:
-        import soundfile as sf
+        import soundfile as sf  # deferred: soundfile (with numpy) costs 0.19 s to import (-X importtime); --help must stay fast
 
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
         return transcriber().transcribe(audio.mean(axis=1), rate, language=settings.asr.language).text
@@ -131,7 +132,7 @@ def upload_transcriber(settings: ServeConfig):
 
 
 def run(cfg: DictConfig | ServeConfig) -> None:
-    import uvicorn
+    import uvicorn  # deferred: the server only; --help must stay fast
 
     settings: ServeConfig = cfg if isinstance(cfg, ServeConfig) else to_settings(cfg, ServeConfig)
     server = settings.server
@@ -184,8 +185,6 @@ def _signals_end_the_server_cleanly():
 
 @hydra.main(config_path=str(CONF_DIR), config_name="serve", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    from f5app.errors import exit_on_user_error
-
     with exit_on_user_error(log):
         run(cfg)
 
@@ -200,7 +199,6 @@ FREE_TEXT_KEYS = ("ref_text", "voices.*.ref_text")
 def main() -> None:
     # As f5app.infer: idle OpenMP threads spinning made sampling ~10x slower on a busy CPU.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from f5app.inference.upstream_import import defer_unused_imports
 
     defer_unused_imports()
     run_hydra_app(_hydra_main, "serve", USAGE, free_text_keys=FREE_TEXT_KEYS)

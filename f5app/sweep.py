@@ -14,6 +14,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from f5app.run_state import reached_bounds, read_progress
+
 #: Resolver name used by conf/train.yaml's ``hydra.sweep.subdir``.
 JOB_DIRNAME_RESOLVER = "f5app_job_dirname"
 #: Folder name of a sweep job launched without any (identity-relevant) override.
@@ -71,7 +73,6 @@ def _digest(text: str, length: int) -> str:
 
 def start_line(run_dir: Path, max_updates: int, epochs: int, label: str) -> str:
     """One line saying what launching this job will do: start, resume, or skip (already done)."""
-    from f5app.run_state import reached_bounds, read_progress
 
     progress = read_progress(run_dir)
     if progress.update is None:

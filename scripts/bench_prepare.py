@@ -64,7 +64,7 @@ def bench_prepare(quick: bool, minutes: str | None, work: Path, logs: Path, with
 
 def word_error_rate(clips: list[dict[str, Any]], utterances: list) -> dict[str, Any]:  # noqa: ANN001 (example.Utterance)
     """Corpus WER of the clips whose every utterance has known words (the clip's text against them, in order)."""
-    from f5app.evaluation.text import score
+    from f5app.speech.text import score
 
     errors = words = scored = 0
     for clip in clips:

@@ -41,3 +41,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+#: Fixtures whose setup alone is slow by the suite's rule (trains more than a few updates, or starts
+#: a server): every test that uses one is marked slow here, so ``-m "not slow"`` stays a suite people
+#: run before each commit. Keyed by test file, since fixture names repeat across files.
+SLOW_FIXTURES = {
+    "test_serve.py": {"server", "serve_with"},  # a real uvicorn server on a loopback port
+    "test_lora.py": {"runs"},  # trains a base and four LoRA runs
+}
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001 (pytest's hook signature)
+    for item in items:
+        slow = SLOW_FIXTURES.get(item.path.name, set())
+        if slow & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

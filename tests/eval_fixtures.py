@@ -31,7 +31,7 @@ def example_path(name: str) -> Path:
 @functools.cache
 def tiny_en_transcriber():
     from f5app.config import AsrConfig
-    from f5app.evaluation.asr import build_transcriber
+    from f5app.speech.asr import build_transcriber
 
     return build_transcriber(AsrConfig(name="tiny_en", language="en", beam_size=1), device="cpu")
 
@@ -46,7 +46,7 @@ def human_audio(name: str):
 @functools.cache
 def resemblyzer_embedder():
     from f5app.config import SpeakerConfig
-    from f5app.evaluation.speaker import build_embedder
+    from f5app.speech.speaker import build_embedder
 
     return build_embedder(SpeakerConfig(name="resemblyzer"), device="cpu")
 

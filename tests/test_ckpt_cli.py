@@ -152,6 +152,7 @@ def test_prune_keeps_newest_and_best(run, capsys):
     assert main(["prune", str(run), "--keep-last", "0"]) == 2
 
 
+@pytest.mark.slow
 def test_help_runs_as_a_module_without_importing_torch():
     code = (
         "import sys, runpy; sys.argv = ['f5app-ckpt', '--help']\n"

@@ -111,7 +111,7 @@ def test_ckpt_info_prints_scores_as_numbers_and_histories_as_counts(tmp_path, ca
 
 
 def test_a_finished_schema_1_run_is_recognised_as_finished_without_building_anything(old_run, compose_cfg):
-    from f5app.run_state import run_is_finished
+    from f5app.sweep import start_line
 
-    assert run_is_finished(old_run, max_updates=4, epochs=100)
-    assert not run_is_finished(old_run, max_updates=8, epochs=100)
+    assert "already finished at update 4" in start_line(old_run, max_updates=4, epochs=100, label="old")
+    assert "resuming from update 4 of 8" in start_line(old_run, max_updates=8, epochs=100, label="old")

@@ -97,6 +97,7 @@ def test_split_rejects_a_val_fraction_outside_zero_to_one(tmp_path):
 # --- items -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_items_are_mels_whose_length_frame_len_predicts_for_any_rate_and_channel_count(tmp_path):
     clips = {
         "a.wav": (0.5, 24000, 1),

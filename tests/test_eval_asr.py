@@ -11,8 +11,8 @@ import pytest
 from eval_fixtures import HUMAN_CLIPS, human_audio, tiny_en_transcriber
 from f5app.config import AsrConfig
 from f5app.errors import UserError
-from f5app.evaluation.asr import AsrUnavailable, build_transcriber
-from f5app.evaluation.text import score
+from f5app.speech.asr import AsrUnavailable, build_transcriber
+from f5app.speech.text import score
 
 
 @pytest.mark.parametrize("clip", sorted(HUMAN_CLIPS))
@@ -107,7 +107,7 @@ def test_an_uncached_hub_model_offline_is_one_line_saying_how_to_get_it(tmp_path
     ],
 )
 def test_bad_settings_are_one_line_naming_the_setting(cfg, expected):
-    with pytest.raises(AsrUnavailable, match=expected):
+    with pytest.raises(UserError, match=expected):  # AsrUnavailable, or DeviceError for asr.device
         build_transcriber(cfg)
 
 

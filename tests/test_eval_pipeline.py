@@ -13,7 +13,7 @@ import f5app.eval as eval_cli
 from eval_fixtures import HUMAN_CLIPS, edit_distance, human_meta_lst, tiny_en_transcriber
 from f5app.config import CONF_DIR
 from f5app.evaluation.prompts import PromptListError
-from f5app.evaluation.text import normalize
+from f5app.speech.text import normalize
 from infer_fixtures import upstream_trainer_pt
 from train_fixtures import make_voice_folder, tiny_overrides, train_in_process
 
@@ -89,6 +89,7 @@ def test_compare_puts_the_model_beside_the_recordings_on_the_same_prompts(output
     assert "voice" in table and "recordings" in table and "WER" in table and "SIM" in table
 
 
+@pytest.mark.slow
 def test_the_human_recordings_are_intelligible_as_the_ground_truth_row(tmp_path):
     meta = human_meta_lst(tmp_path / "list")
     record = evaluate(
@@ -101,6 +102,7 @@ def test_the_human_recordings_are_intelligible_as_the_ground_truth_row(tmp_path)
     assert record["metrics"]["sim"] < 0.75
 
 
+@pytest.mark.slow
 def test_an_upstream_trainer_file_is_evaluated_on_a_prompt_list(tmp_path):
     weights = upstream_trainer_pt(tmp_path / "upstream" / "model_2.pt")
     meta = human_meta_lst(tmp_path / "list")
@@ -126,6 +128,7 @@ def test_bad_settings_are_one_line(tmp_path, override, expected):
         evaluate(f"output_root={tmp_path}", override)
 
 
+@pytest.mark.slow
 def test_best_of_keeps_the_candidate_with_the_lowest_wer(tmp_path, caplog):
     """Three seeds of a tiny model; the kept one is the argmin of WER (ties: highest SIM) over the logged candidates."""
     from f5app.config import AsrConfig, SpeakerConfig, InferConfig
@@ -149,3 +152,27 @@ def test_best_of_keeps_the_candidate_with_the_lowest_wer(tmp_path, caplog):
     assert kept.seed == best.seed
     again = synthesizer.generate("Some call me nature.", upstream_ref_wav(), UPSTREAM_REF_TEXT, seed=kept.seed)
     assert np.array_equal(again.wav, kept.wav)  # the logged seed reproduces the kept audio
+
+
+@pytest.mark.slow
+def test_a_prompt_with_nothing_sayable_is_skipped_and_listed_and_the_others_are_written(tmp_path, capsys):
+    weights = upstream_trainer_pt(tmp_path / "upstream" / "model_2.pt")
+    meta = human_meta_lst(tmp_path / "list")
+    lines = meta.read_text(encoding="utf-8").splitlines()
+    utt, ref_text, ref_audio, _, target = lines[1].split("|")
+    lines[1] = "|".join(["unsayable", ref_text, ref_audio, "¿¿¡¡ 日本語", target])  # no character the model has
+    meta.write_text("\n".join(lines[:2]) + "\n", encoding="utf-8")
+
+    record = evaluate(
+        "ckpt=custom", f"ckpt.path={weights}", "model=tiny", f"eval.prompt_file={meta}", "eval.num_prompts=0",
+        "asr=tiny_en", "speaker=none", *FAST[:-1], f"out={tmp_path / 'out.json'}",
+    )
+
+    written = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+    assert [item["id"] for item in written["items"]] == ["town"]
+    assert written["metrics"]["num_prompts"] == 1
+    assert [(s["id"], s["line"]) for s in written["skipped"]] == [("unsayable", 2)]
+    assert "nothing left to say" in written["skipped"][0]["reason"]
+    printed = capsys.readouterr().out
+    assert "skipped 1 prompt(s)" in printed and "prompt unsayable (line 2)" in printed
+    assert record["skipped"] == written["skipped"]

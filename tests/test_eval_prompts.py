@@ -56,6 +56,7 @@ def _wav(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_seed_tts_meta_lst_reads_as_upstream_reads_it(tmp_path):
     from f5_tts.eval.utils_eval import get_seedtts_testset_metainfo
 

@@ -10,7 +10,8 @@ import pytest
 from eval_fixtures import human_audio, resemblyzer_embedder, tiny_wavlm_in_hub_cache
 from f5app.config import SpeakerConfig
 from f5app.errors import UserError
-from f5app.evaluation.speaker import SpeakerModelUnavailable, build_embedder, import_resemblyzer, similarity
+from f5app.errors import UserError
+from f5app.speech.speaker import SpeakerModelUnavailable, build_embedder, import_resemblyzer, similarity
 
 SPEAKERS = ["basic/basic_ref_en.wav", "basic/basic_ref_zh.wav", "multi/town.flac", "multi/main.flac", "multi/country.flac"]
 
@@ -71,6 +72,7 @@ def test_resemblyzer_imports_without_pkg_resources(monkeypatch):
     assert sys.modules["pkg_resources"] is None  # the stand-in does not outlive the import
 
 
+@pytest.mark.slow
 def test_a_wavlm_verification_model_loads_from_the_hub_cache_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     snapshot = tiny_wavlm_in_hub_cache(tmp_path / "hub")
@@ -109,5 +111,9 @@ def test_an_uncached_wavlm_offline_is_one_line_saying_how_to_get_it(tmp_path, mo
     ],
 )
 def test_bad_settings_are_one_line_naming_the_setting(cfg, expected):
-    with pytest.raises(SpeakerModelUnavailable, match=expected):
+    with pytest.raises(UserError, match=expected):  # SpeakerModelUnavailable, or DeviceError for speaker.device
         build_embedder(cfg)
+
+
+def test_no_speaker_model_is_decided_in_one_place():
+    assert build_embedder(None) is None and build_embedder(SpeakerConfig(name="none")) is None

@@ -1,11 +1,11 @@
-"""WER/CER normalisation as documented in f5app/evaluation/text.py, checked against a hand-written edit distance."""
+"""WER/CER normalisation as documented in f5app/speech/text.py, checked against a hand-written edit distance."""
 
 from __future__ import annotations
 
 import pytest
 
 from eval_fixtures import edit_distance
-from f5app.evaluation.text import integer_words, normalize, score
+from f5app.speech.text import integer_words, normalize, score
 
 
 @pytest.mark.parametrize(

@@ -130,10 +130,12 @@ def test_hub_failures_are_user_errors():
 
 
 @pytest.mark.parametrize("revision", ["v1.0", "refs/pr/1", COMMIT_OLD])
-def test_ordinary_revisions_pass_the_name_check(revision):
-    from f5app.hub import check_hub_names
-
-    check_hub_names(REPO, WEIGHTS, revision)
+def test_ordinary_revisions_pass_the_name_check_and_select_their_snapshot(hub_cache, revision):
+    pr_ref = hub_cache / "models--SWivid--F5-TTS" / "refs" / "refs" / "pr" / "1"  # where huggingface_hub keeps a PR's commit
+    pr_ref.parent.mkdir(parents=True)
+    pr_ref.write_text(COMMIT_OLD)
+    path = fetch_pretrained(REPO, WEIGHTS, revision=revision, cache_dir=str(hub_cache))
+    assert path.read_bytes() == b"weights at the old commit" and COMMIT_OLD in path.parts
 
 
 @pytest.mark.parametrize("override", ["ckpt.repo_id=bad..repo", "ckpt.filename=../x"])

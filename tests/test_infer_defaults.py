@@ -9,7 +9,8 @@ import torch
 from ckpt_factory import checkpoint_record, tiny_model_config, tiny_vocab
 from f5app.inference.defaults import DEMO_DATA_DIR, UPSTREAM_REF_TEXT, default_reference
 from f5app.inference.errors import InferenceInputError
-from f5app.inference.synthesizer import pick_device, pick_dtype
+from f5app.devices import DeviceError, pick_device
+from f5app.inference.synthesizer import pick_dtype
 
 
 def trained_on(data: dict):
@@ -50,12 +51,12 @@ def test_auto_device_is_cuda_then_mps_then_cpu():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_asking_for_an_absent_cuda_is_a_clear_error():
-    with pytest.raises(InferenceInputError, match="device=cuda is not available.*device=auto or device=cpu"):
+    with pytest.raises(DeviceError, match="device=cuda is not available.*device=auto or device=cpu"):
         pick_device("cuda")
 
 
 def test_unknown_device_or_dtype_names_the_options():
-    with pytest.raises(InferenceInputError, match="auto, cpu, cuda or mps"):
+    with pytest.raises(DeviceError, match="auto, cpu, cuda or mps"):
         pick_device("tpu")
     with pytest.raises(InferenceInputError, match="auto, fp32, fp16 or bf16"):
         pick_dtype("fp8", "cpu", "vocos")

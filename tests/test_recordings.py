@@ -25,10 +25,11 @@ import soundfile as sf
 
 from eval_fixtures import HUMAN_CLIPS, example_path
 from f5app.config import RecordingsDataConfig, to_settings
-from f5app.data.prepare import DataError, prepare
+from f5app.data.prepare import DataError
+from f5app.data.sources import prepare_data as prepare
 from f5app.data.recordings import example, normalise, read, segment, transcribe
 from f5app.errors import UserError
-from f5app.evaluation.text import score
+from f5app.speech.text import score
 
 REPO = Path(__file__).resolve().parent.parent
 KNOWN = {"nature": HUMAN_CLIPS["basic/basic_ref_en.wav"], "stella": HUMAN_CLIPS["multi/main.flac"], "rainbow": HUMAN_CLIPS["multi/town.flac"]}
@@ -170,6 +171,7 @@ def test_a_pause_at_least_max_pause_seconds_always_ends_a_clip_and_the_longest_p
     assert spans[3].dropped == "too_short" and all(span.dropped is None for span in spans[:3])
 
 
+@pytest.mark.slow
 def test_speech_with_no_pause_is_split_at_word_boundaries(tmp_path, compose_cfg_module, one_torch_thread):
     root = tmp_path / "one"
     root.mkdir()
@@ -289,12 +291,12 @@ def test_a_run_stopped_by_ctrl_c_resumes_without_redoing_what_it_finished(prepar
 
 
 def test_a_fully_cached_run_loads_no_model(prepared, monkeypatch):
-    import f5app.evaluation.asr
+    import f5app.speech.asr
 
     def refuse(*args, **kwargs):
         raise AssertionError("the ASR model was loaded for a cached run")
 
-    monkeypatch.setattr(f5app.evaluation.asr, "build_transcriber", refuse)
+    monkeypatch.setattr(f5app.speech.asr, "build_transcriber", refuse)
     counting = Counting(monkeypatch)
     prepare(prepared["data"], progress=False)
 

@@ -161,6 +161,7 @@ def test_report_on_a_folder_that_is_not_a_sweep_says_what_to_pass(tmp_path, caps
     assert "holds no sweep jobs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_report_does_not_import_torch_or_f5_tts(mixed_sweep):
     probe = (
         "import sys; from f5app.report import main; main([sys.argv[1], '--no-files']);"

@@ -258,6 +258,7 @@ def test_optuna_search_reports_the_lowest_returned_objective_as_best(voice, tmp_
 # ------------------------------------------------------------------------------------ objective
 
 
+@pytest.mark.slow
 def test_training_returns_the_best_validation_loss_as_the_sweep_objective(compose_cfg, voice, tmp_path):
     run_dir = tmp_path / "run"
     objective = train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 4, "trainer.save_every": 2, "trainer.val_every": 2}))

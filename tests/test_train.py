@@ -28,6 +28,7 @@ def model_weights(run_dir, name):
     return torch.load(run_dir / "checkpoints" / name / "model.pt", weights_only=True, map_location="cpu")
 
 
+@pytest.mark.slow
 def test_training_writes_complete_checkpoints_with_upstream_keys_and_metadata(compose_cfg, voice, tmp_path):
     run_dir = tmp_path / "run"
     best = train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 6, "trainer.save_every": 3, "trainer.val_every": 3, "ckpt.keep_last": 5}))
@@ -46,6 +47,7 @@ def test_training_writes_complete_checkpoints_with_upstream_keys_and_metadata(co
     assert pointers["name"] == "update_00000006"
 
 
+@pytest.mark.slow
 def test_validation_loss_falls_over_a_short_training(compose_cfg, voice, tmp_path):
     run_dir = tmp_path / "run"
     train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 60, "trainer.save_every": 60, "trainer.val_every": 10}))
@@ -55,6 +57,7 @@ def test_validation_loss_falls_over_a_short_training(compose_cfg, voice, tmp_pat
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_matches_an_uninterrupted_run(compose_cfg, voice, tmp_path):
     common = {"trainer.save_every": 4, "trainer.val_every": 4, "ckpt.keep_last": 10}
     straight = tmp_path / "straight"
@@ -76,6 +79,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(compose_cfg, voi
     assert read_meta(straight, "update_00000012")["metrics"]["val_loss"] == meta["metrics"]["val_loss"]
 
 
+@pytest.mark.slow
 def test_a_finished_run_says_so_and_does_not_train_again(compose_cfg, voice, tmp_path, caplog):
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(voice, **{"trainer.max_updates": 3, "trainer.save_every": 3})
@@ -88,6 +92,7 @@ def test_a_finished_run_says_so_and_does_not_train_again(compose_cfg, voice, tmp
     assert (run_dir / "checkpoints" / "update_00000003" / "metadata.json").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_raising_max_updates_on_resume_rebuilds_the_schedule(compose_cfg, voice, tmp_path):
     run_dir = tmp_path / "run"
     base = {"trainer.save_every": 4, "optim.warmup_updates": 0, "optim.decay": "linear"}
@@ -101,6 +106,7 @@ def test_raising_max_updates_on_resume_rebuilds_the_schedule(compose_cfg, voice,
     assert lr == pytest.approx(peak * (1 - 7 / 8))
 
 
+@pytest.mark.slow
 def test_changing_the_architecture_on_resume_is_refused_with_a_diff(compose_cfg, voice, tmp_path):
     run_dir = tmp_path / "run"
     train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 2, "trainer.save_every": 2}))
@@ -167,6 +173,7 @@ def fail_saves_after(monkeypatch, good_saves: int):
     monkeypatch.setattr(store, "_write_file", write)
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_training_with_one_clear_message_and_keeps_earlier_checkpoints(compose_cfg, voice, tmp_path, monkeypatch):
     from f5app.ckpt.store import CheckpointSaveError
 
@@ -179,6 +186,7 @@ def test_a_full_disk_stops_training_with_one_clear_message_and_keeps_earlier_che
     torch.load(run_dir / "checkpoints" / "update_00000002" / "model.pt", weights_only=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_can_be_survived_with_a_warning_each_time(compose_cfg, voice, tmp_path, monkeypatch, caplog):
     run_dir = tmp_path / "run"
     fail_saves_after(monkeypatch, good_saves=1)
@@ -188,6 +196,7 @@ def test_a_full_disk_can_be_survived_with_a_warning_each_time(compose_cfg, voice
     assert caplog.text.count("could not save a checkpoint") == 2
 
 
+@pytest.mark.slow
 def test_changed_hyperparameters_on_resume_are_listed_in_a_warning(compose_cfg, voice, tmp_path, caplog):
     run_dir = tmp_path / "run"
     train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{"trainer.max_updates": 2, "trainer.save_every": 2}))
@@ -198,6 +207,7 @@ def test_changed_hyperparameters_on_resume_are_listed_in_a_warning(compose_cfg, 
     assert read_meta(run_dir, "update_00000004")["config"]["optim"]["lr"] == 0.001
 
 
+@pytest.mark.slow
 def test_data_loader_workers_do_not_change_what_is_learned(compose_cfg, voice, tmp_path):
     runs = {}
     for workers in (0, 2):
@@ -207,6 +217,7 @@ def test_data_loader_workers_do_not_change_what_is_learned(compose_cfg, voice, t
     assert all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
 
 
+@pytest.mark.slow
 def test_fine_tuning_from_a_custom_checkpoint_loads_weights_only_and_grows_the_vocabulary(compose_cfg, voice, tmp_path):
     source = tmp_path / "english"
     train_in_process(compose_cfg, source, tiny_overrides(voice, **{"trainer.max_updates": 4, "trainer.save_every": 4}))

@@ -41,6 +41,7 @@ def all_finite(folder) -> bool:
                for t in weights[section].values() if t.is_floating_point())
 
 
+@pytest.mark.slow
 def test_an_exploding_learning_rate_stops_training_with_one_line_and_saves_nothing_non_finite(compose_cfg, voice, tmp_path, train_log):
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(voice, **{"trainer.max_updates": 40, "trainer.save_every": 10, "trainer.val_every": 10,
@@ -60,6 +61,7 @@ def test_an_exploding_learning_rate_stops_training_with_one_line_and_saves_nothi
         assert schema.read_metadata(entry.path).metrics.not_finite() == ()
 
 
+@pytest.mark.slow
 def test_a_poisoned_clip_costs_only_its_updates(compose_cfg, voice, tmp_path, train_log):
     poisoned = tmp_path / "poisoned"
     poisoned.mkdir()

@@ -49,8 +49,8 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Band-limited resampling along the last axis (torchaudio's functional API)."""
     if orig_sr == target_sr:
         return wav
-    import torch
-    import torchaudio.functional as AF
+    import torch  # deferred: torch costs 1.9 s (NOTES.md)
+    import torchaudio.functional as AF  # deferred: torchaudio loads torch (1.9 s, NOTES.md)
 
     orig, new = resampling_ratio(orig_sr, target_sr)
     return AF.resample(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), orig, new).numpy()

@@ -26,8 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional, Protocol
 
+import yaml
+
+from f5app.ckpt.peek import Refused, check_torch_file
 from f5app.config import MelConfig, VocoderConfig
-from f5app.errors import UserError
+from f5app.errors import UserError, first_line
+from f5app.hub import PretrainedUnavailable, fetch_hub_file
 
 if TYPE_CHECKING:
     import torch
@@ -92,7 +96,7 @@ class GriffinLimVocoder:
 
     @classmethod
     def build(cls, cfg: VocoderConfig, mel: MelConfig, device: str = "cpu") -> "GriffinLimVocoder":
-        import torchaudio.transforms as T
+        import torchaudio.transforms as T  # deferred: torchaudio loads torch (1.9 s, NOTES.md)
 
         n_stft = mel.n_fft // 2 + 1
         # Must mirror upstream get_vocos_mel_spectrogram: htk scale, no filter norm, magnitude.
@@ -141,8 +145,6 @@ def _vocos_files(cfg: VocoderConfig) -> tuple[Path, Path]:
 
 
 def _hub_file(repo_id: str, filename: str) -> Path:
-    from f5app.hub import PretrainedUnavailable, fetch_hub_file
-
     try:
         return fetch_hub_file(
             repo_id, filename, what="vocoder file", setting="vocoder.repo_id", repo_setting="vocoder.repo_id",
@@ -173,8 +175,8 @@ def build_vocos(config_path: Path, weights_path: Path, mel: MelConfig):
     load with ``weights_only=True``. The layers are compared with the weights on the meta device
     first, so a config that does not fit them is one line, not an allocation of its size.
     """
-    import torch
-    from vocos import Vocos
+    import torch  # deferred: torch costs 1.9 s (NOTES.md)
+    from vocos import Vocos  # deferred: a vocoder package loads torch (1.9 s, NOTES.md); only that vocoder needs it
 
     parts = _vocos_parts(config_path)
     _check_vocos_mel(parts["feature_extractor"], mel, config_path)
@@ -197,19 +199,17 @@ def build_vocos(config_path: Path, weights_path: Path, mel: MelConfig):
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise VocoderError(f"{where}: {str(exc).splitlines()[0]}") from None
+        raise VocoderError(f"{where}: {first_line(exc)}") from None
     return model
 
 
 def _vocos_parts(path: Path) -> dict[str, dict[str, Any]]:
-    import yaml
-
     try:
         if path.stat().st_size > MAX_VOCOS_CONFIG_BYTES:
             raise VocoderError(f"{path} is {path.stat().st_size} bytes: not a Vocos config.yaml")
         config = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise VocoderError(f"{path} is not a readable Vocos config.yaml ({reason}); fetch it again") from None
     if not isinstance(config, Mapping):
         raise VocoderError(f"{path} is not a Vocos config.yaml: it needs the sections {', '.join(VOCOS_CLASSES)}")
@@ -230,20 +230,20 @@ def _vocos_parts(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _vocos_part(section: str, args: dict[str, Any], path: Path):
-    from vocos.feature_extractors import MelSpectrogramFeatures
-    from vocos.heads import ISTFTHead
-    from vocos.models import VocosBackbone
+    from vocos.feature_extractors import MelSpectrogramFeatures  # deferred: a vocoder package loads torch (1.9 s, NOTES.md); only that vocoder needs it
+    from vocos.heads import ISTFTHead  # deferred: a vocoder package loads torch (1.9 s, NOTES.md); only that vocoder needs it
+    from vocos.models import VocosBackbone  # deferred: a vocoder package loads torch (1.9 s, NOTES.md); only that vocoder needs it
 
     cls = {"feature_extractor": MelSpectrogramFeatures, "backbone": VocosBackbone, "head": ISTFTHead}[section]
     try:
         return cls(**args)
     except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
-        raise VocoderError(f"{path}: {section}.init_args do not build {VOCOS_CLASSES[section]}: {str(exc).splitlines()[0]}") from None
+        raise VocoderError(f"{path}: {section}.init_args do not build {VOCOS_CLASSES[section]}: {first_line(exc)}") from None
 
 
 def _check_vocos_mel(args: dict[str, Any], mel: MelConfig, path: Path) -> None:
     """The feature extractor must make the model's mel (and so stays as small as the model's)."""
-    from vocos.feature_extractors import MelSpectrogramFeatures
+    from vocos.feature_extractors import MelSpectrogramFeatures  # deferred: a vocoder package loads torch (1.9 s, NOTES.md); only that vocoder needs it
 
     defaults = {name: p.default for name, p in inspect.signature(MelSpectrogramFeatures).parameters.items()}
     wanted = {"sample_rate": mel.target_sample_rate, "n_fft": mel.n_fft, "hop_length": mel.hop_length, "n_mels": mel.n_mel_channels}
@@ -257,9 +257,7 @@ def _check_vocos_mel(args: dict[str, Any], mel: MelConfig, path: Path) -> None:
 
 
 def _vocos_weights(path: Path) -> dict[str, "torch.Tensor"]:
-    import torch
-
-    from f5app.ckpt.peek import Refused, check_torch_file
+    import torch  # deferred: torch costs 1.9 s (NOTES.md)
 
     try:
         check_torch_file(Path(path))  # a hostile pickle (memo bombs, deep nesting) never reaches torch.load
@@ -267,7 +265,7 @@ def _vocos_weights(path: Path) -> dict[str, "torch.Tensor"]:
     except Refused as refused:
         raise VocoderError(f"Vocos weights {path} cannot be read ({refused}); the file is damaged or hostile: fetch it again") from None
     except Exception as exc:  # a damaged file fails in pickle, zip or storage code, each with its own type
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise VocoderError(f"Vocos weights {path} cannot be read ({reason[:200]}); the file is damaged: fetch it again") from None
     if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise VocoderError(f"Vocos weights {path} are not a state dict of tensors; the file is damaged: fetch it again")
@@ -286,7 +284,7 @@ class BigVGANVocoder:
     @classmethod
     def build(cls, cfg: VocoderConfig, mel: MelConfig, device: str = "cpu") -> "BigVGANVocoder":
         try:
-            import bigvgan
+            import bigvgan  # deferred: a vocoder package loads torch (1.9 s, NOTES.md); only that vocoder needs it
         except ImportError:
             raise VocoderError(
                 "vocoder=bigvgan needs the bigvgan package: pip install 'f5app[bigvgan]' (or use vocoder=vocos "

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from f5app.errors import UserError, run_entry_point
+from f5app.errors import UserError, first_line, run_entry_point
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -145,7 +145,7 @@ def compose_for(purpose: str, overrides: Sequence[str]):
         # train: Hydra's run dir (what HydraConfig.runtime.output_dir becomes); infer: cfg.run_dir
         run_dir = OmegaConf.select(cfg, "hydra.run.dir") if purpose == "train" else cfg.run_dir
     except (HydraException, OmegaConfBaseException, ValueError) as error:
-        raise _UsageError(str(error).strip().splitlines()[0]) from None
+        raise _UsageError(first_line(error)) from None
     return ckpt, model, Path(str(run_dir))
 
 
@@ -261,7 +261,7 @@ def _cmd_info(args) -> int:
             else:
                 fingerprint = weights_fingerprint_of(args.path)
         except Exception as error:  # a damaged file still gets its metadata shown
-            fingerprint_error = str(error).splitlines()[0] if str(error) else type(error).__name__
+            fingerprint_error = first_line(error)
     info = {
         "path": str(args.path),
         "kind": result.kind,
@@ -383,7 +383,7 @@ def _cmd_export(args) -> int:
         else:
             written = export_weights(args.src, args.out, args.fmt, use_ema=args.use_ema, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"f5app-ckpt export: {str(error).splitlines()[0]}", file=sys.stderr)
+        print(f"f5app-ckpt export: {first_line(error)}", file=sys.stderr)
         return EXIT_INVALID
     print(f"exported {args.src} -> {written}")
     return EXIT_OK

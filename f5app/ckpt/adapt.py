@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from f5app.ckpt.keys import DuplicateWeightKeys, canonicalize
-from f5app.errors import UserError
+from f5app.errors import UserError, first_line
 from f5app.files import atomic_write, sha256_file
 from f5app.data.vocab import VOCAB_FILE, read_vocab, write_vocab
 from f5app.model import text_embedding_rows
@@ -143,7 +143,7 @@ def _read_file(path: Path) -> WeightSets:
         try:
             raw = load_file(str(path), device="cpu")
         except (SafetensorError, OSError) as error:
-            raise UnreadableWeights(f"{path} is not a readable safetensors file ({_first_line(error)})") from error
+            raise UnreadableWeights(f"{path} is not a readable safetensors file ({first_line(error)})") from error
         return _classify_flat(raw, path, container="safetensors")
     if path.suffix in TORCH_SUFFIXES:
         return _classify_torch(_torch_load(path), path)
@@ -172,7 +172,7 @@ def _torch_load(path: Path) -> Any:
     except pickle.UnpicklingError as error:
         raise UnreadableWeights(f"refusing to load {path}: it needs more than tensors to unpickle ({_unpickler_reason(error)})") from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise UnreadableWeights(f"{path} is not a readable torch file ({type(error).__name__}: {_first_line(error)})") from error
+        raise UnreadableWeights(f"{path} is not a readable torch file ({type(error).__name__}: {first_line(error)})") from error
 
 
 def _unpickler_reason(error: Exception) -> str:
@@ -429,9 +429,6 @@ def _indexed_sha256(path: Path, cache_root: Path) -> str:
     return digest
 
 
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 def _first_few(items: list[str], limit: int = 5) -> str:

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Optional
 
+from f5app.errors import first_line
+
 #: Measured: the data.pkl of an f5tts_v1_base model.pt (model + EMA + AdamW state, 364 tensors
 #: each) is 188,735 bytes (56k opcodes) and passes the scan below in ~17 ms of CPU; 64 MiB is
 #: ~350x that.
@@ -144,7 +146,7 @@ def zip_data_pkl(path: Path) -> bytes:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, struct.error, NotImplementedError) as error:
         if isinstance(error, Refused):
             raise
-        raise Refused(f"damaged zip container: {_first_line(error)}") from None
+        raise Refused(f"damaged zip container: {first_line(error, 160)}") from None
     try:
         scan_pickle(data, 0, "data.pkl")
     except _Truncated:
@@ -400,6 +402,3 @@ def structure_of(data: bytes) -> Optional[Any]:
         return None
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:160] if text else type(error).__name__

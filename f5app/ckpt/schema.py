@@ -35,6 +35,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, TypeVar
 
+from f5app.errors import first_line
+
 FORMAT = "f5app-checkpoint"
 #: 1: first release (lineage ``parent``). 2: lineage ``resumed_from`` / ``finetuned_from``, typed
 #: eval scores, non-finite numbers written as null.
@@ -493,7 +495,7 @@ def parse_metadata(text: bytes | str) -> CheckpointMetadata:
     except UnicodeDecodeError as error:
         raise MetadataError(f"damaged {METADATA_FILENAME}: not UTF-8 (byte {error.start})") from None
     except (ValueError, RecursionError) as error:
-        raise MetadataError(f"damaged {METADATA_FILENAME}: not valid JSON ({str(error).splitlines()[0][:80]})") from None
+        raise MetadataError(f"damaged {METADATA_FILENAME}: not valid JSON ({first_line(error, 80)})") from None
     return CheckpointMetadata.from_dict(data)
 
 
@@ -742,7 +744,7 @@ def _torch_load(path: Path) -> Any:
         raise DamagedCheckpoint(f"{Path(path).name}: {refused}") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, IndexError, KeyError,
             AttributeError, zipfile.BadZipFile, RecursionError, OverflowError) as error:
-        first = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        first = first_line(error, 120)
         raise DamagedCheckpoint(f"{Path(path).name} cannot be read ({type(error).__name__}: {first})") from None
 
 

@@ -27,7 +27,7 @@ from f5app.ckpt.schema import (
     CheckpointMetadata, DamagedCheckpoint, FileRecord,
     is_plain_file_name, read_metadata, require_finite,
 )
-from f5app.errors import UserError
+from f5app.errors import UserError, first_line
 from f5app.files import file_digests, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ def _describe_failure(name: str, ckpt_dir: Path, error: BaseException) -> str:
     elif isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = f"not writable ({error.strerror})"
     else:
-        why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
+        why = f"{type(error).__name__}: {first_line(error, default='')}".rstrip(": ")
     return f"could not save checkpoint {name} in {ckpt_dir}: {why}; nothing partial was left and earlier checkpoints are intact"
 
 

@@ -30,6 +30,7 @@ from f5app.ckpt.schema import (
 )
 from f5app.config import ModelConfig
 from f5app.data.vocab import count_vocab
+from f5app.errors import first_line
 from f5app.files import file_digests
 
 Kind = Literal["f5app", "upstream_pt", "safetensors"]
@@ -246,7 +247,7 @@ def _check_small_container(file: Path) -> None:
         with zipfile.ZipFile(file) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, EOFError, ValueError, RuntimeError, NotImplementedError, zlib.error, OverflowError) as error:
-        raise _Invalid(f"{file.name}: damaged container ({type(error).__name__}: {str(error).splitlines()[0][:100] if str(error) else ''})") from None
+        raise _Invalid(f"{file.name}: damaged container ({type(error).__name__}: {first_line(error, 100, default='')})") from None
     if bad is not None:
         raise _Invalid(f"{file.name}: damaged (checksum mismatch in {bad})")
 
@@ -257,7 +258,7 @@ def _recorded_vocab_size(folder: Path, metadata: CheckpointMetadata) -> Optional
         try:
             return count_vocab(vocab_file)
         except (UnicodeDecodeError, ValueError) as error:
-            raise _Invalid(f"{VOCAB_FILENAME} is damaged ({str(error).splitlines()[0][:100]})") from None
+            raise _Invalid(f"{VOCAB_FILENAME} is damaged ({first_line(error, 100)})") from None
     return metadata.vocab_size
 
 
@@ -321,12 +322,9 @@ def _unexpected_content_is_damage(path: Path) -> Iterator[None]:
     try:
         yield
     except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError, RecursionError) as error:
-        raise _Invalid(f"{path.name}: damaged structure ({type(error).__name__}: {_first_line(error)})") from None
+        raise _Invalid(f"{path.name}: damaged structure ({type(error).__name__}: {first_line(error, 160)})") from None
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:160] if text else type(error).__name__
 
 
 # --- containers ---------------------------------------------------------------------------------
@@ -396,7 +394,7 @@ def _torch_load_safely(path: Path, mmap: bool) -> Any:
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever torch raises on what this file holds is damage
-        raise _Invalid(f"{path.name}: damaged container: {_first_line(error)}") from None
+        raise _Invalid(f"{path.name}: damaged container: {first_line(error, 160)}") from None
 
 
 def _safetensors_shapes(path: Path, size: int) -> dict[str, tuple[int, ...]]:

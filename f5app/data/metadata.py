@@ -14,9 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from f5app.files import NotRegularFile, read_regular_bytes
+
 UPSTREAM_LAYOUT = "audio_file|text"
 LJSPEECH_LAYOUT = "ljspeech"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+#: 256 MiB: about two million lines; a link to /dev/zero named metadata.csv stops here.
+MAX_METADATA_BYTES = 256 * 1024 * 1024
 # First-line words that mean "this was meant as a header", so a wrong header is not read as data.
 _PATH_HEADER_WORDS = {"audio_file", "audio", "file", "filename", "file_name", "path", "audio_path", "wav", "id"}
 _HEADER_WORDS = _PATH_HEADER_WORDS | {"text", "transcript", "transcription", "sentence", "normalized", "speaker"}
@@ -36,7 +40,7 @@ class MetadataRow:
 @dataclass(frozen=True)
 class BadRow:
     line: int
-    reason: str  # malformed_line | empty_text | duplicate | missing_file | unreadable_audio | duration_out_of_range
+    reason: str  # malformed_line | empty_text | duplicate | missing_file | not_a_file | unreadable_audio | duration_out_of_range
     detail: str
     audio_path: str | None = None
 
@@ -54,9 +58,12 @@ def read_metadata(folder: Path) -> Metadata:
     path = folder / "metadata.csv"
     if not folder.is_dir():
         raise MetadataError(f"data.path={folder} is not a folder; point it at the folder holding metadata.csv")
-    if not path.is_file():
+    if not path.exists():
         raise MetadataError(f"{path} not found; data.path must be a folder holding metadata.csv")
-    raw = path.read_bytes()
+    try:
+        raw = read_regular_bytes(path, MAX_METADATA_BYTES)
+    except NotRegularFile as error:
+        raise MetadataError(f"{path} is {error.strerror}; metadata.csv must be a regular text file") from None
     try:
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:

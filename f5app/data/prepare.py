@@ -19,17 +19,19 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Iterator
 
 import soundfile
+from tqdm import tqdm
 
-from f5app.config import DataConfig, RecordingsDataConfig
-from f5app.data.metadata import BadRow, Metadata, MetadataError, MetadataRow, read_metadata
+from f5app.config import DataConfig
+from f5app.data.metadata import MAX_METADATA_BYTES, BadRow, Metadata, MetadataError, MetadataRow, read_metadata
 from f5app.data.tokenizer import base_vocab_for, check_tokenizer, extend_vocab, tokens_of_many
 from f5app.data.vocab import VOCAB_FILE, read_vocab, upstream_vocab_path, write_vocab
 from f5app.errors import UserError
-from f5app.files import fsync_dir, sha256_file
+from f5app.files import NotRegularFile, fsync_dir, open_regular, read_regular_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +77,9 @@ def prepare(data: DataConfig, progress: bool = True) -> PreparedData:
     row is usable (the message names the report listing every skipped line).
 
     ``data=recordings`` first cuts long recordings into clips with a metadata.csv
-    (f5app/data/recordings/), then prepares those exactly as this function prepares any folder.
+    (f5app/data/recordings/), then prepares those exactly as this function prepares any folder;
+    :func:`f5app.data.sources.prepare_data` picks the path for a data setting.
     """
-    if isinstance(data, RecordingsDataConfig):
-        from f5app.data.recordings import prepare_recordings
-
-        return prepare_recordings(data, progress=progress)
     _check_settings(data)
     folder = Path(data.path).expanduser().resolve()
     out_dir = prepared_dir_for(data)
@@ -90,7 +89,10 @@ def prepare(data: DataConfig, progress: bool = True) -> PreparedData:
     except (MetadataError, ValueError, OSError) as error:
         raise DataError(str(error)) from None
 
-    fingerprint = _fingerprint(metadata, data)
+    try:
+        fingerprint = _fingerprint(metadata, data)
+    except OSError as error:  # e.g. a custom vocabulary that is a FIFO
+        raise DataError(f"cannot read {error.filename}: {error.strerror or error}") from None
     with folder_lock(out_dir):
         cached = _load_if_current(out_dir, fingerprint)
         if cached is not None:
@@ -156,7 +158,7 @@ def _fingerprint(metadata: Metadata, data: DataConfig) -> str:
         digest.update(json.dumps(parts, default=str).encode() + b"\n")
 
     add("format", FORMAT_VERSION)
-    digest.update(metadata.path.read_bytes())
+    digest.update(read_regular_bytes(metadata.path, MAX_METADATA_BYTES))
     add(str(metadata.path.parent), data.tokenizer, data.min_duration, data.max_duration)
     if data.tokenizer == "custom":
         add("vocab", sha256_file(Path(data.vocab_path).expanduser()))  # type: ignore[arg-type]
@@ -172,8 +174,6 @@ def _fingerprint(metadata: Metadata, data: DataConfig) -> str:
 
 
 def _f5_tts_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("f5-tts")
     except PackageNotFoundError:
@@ -192,7 +192,6 @@ def _load_if_current(out_dir: Path, fingerprint: str) -> PreparedData | None:
 
 def _measure(metadata: Metadata, data: DataConfig, progress: bool) -> tuple[list[_Clip], list[BadRow]]:
     """Duration of every row from the file header (no decoding); rows that fail become BadRows."""
-    from tqdm import tqdm
 
     clips: list[_Clip] = []
     bad = list(metadata.bad)
@@ -206,10 +205,17 @@ def _measure(metadata: Metadata, data: DataConfig, progress: bool) -> tuple[list
 
 def _measure_row(row: MetadataRow, data: DataConfig) -> _Clip | BadRow:
     path = str(row.audio_path)
-    if not row.audio_path.is_file():
-        return BadRow(row.line, "missing_file", f"no such file: {path}", path)
     try:
-        info = soundfile.info(path)
+        handle = open_regular(row.audio_path)
+    except FileNotFoundError:
+        return BadRow(row.line, "missing_file", f"no such file: {path}", path)
+    except NotRegularFile as error:  # a FIFO would block the reader, /dev/zero feed it forever
+        return BadRow(row.line, "not_a_file", f"{path} is {error.strerror}; not read", path)
+    except OSError as error:
+        return BadRow(row.line, "unreadable_audio", f"cannot open it: {error.strerror or error}", path)
+    try:
+        with handle:
+            info = soundfile.info(handle)
         if info.samplerate <= 0 or info.frames <= 0:
             raise ValueError(f"{info.frames} frames at {info.samplerate} Hz")
         duration = info.frames / info.samplerate
@@ -315,7 +321,7 @@ def _staging(out_dir: Path) -> Iterator[Path]:
 def folder_lock(out_dir: Path) -> Iterator[None]:
     """One preparer per folder at a time (e.g. every process of an accelerate launch)."""
     try:
-        import fcntl
+        import fcntl  # deferred: Windows has no fcntl (the except below)
     except ImportError:  # Windows: no advisory locks; the atomic rename still keeps the folder whole
         yield
         return

@@ -1,6 +1,6 @@
-"""Know whether fine-tuning worked: ASR (WER/CER), speaker similarity (SIM), held-out prompts.
+"""Know whether fine-tuning worked: held-out prompts synthesised, transcribed and scored.
 
-asr.py (faster-whisper Transcriber), text.py (normalisation, WER, CER), speaker.py (speaker
-embedders, SIM), prompts.py (held-out prompts), evaluator.py (synthesise, transcribe, score).
-Heavy libraries are imported inside the functions that load models.
+prompts.py (held-out prompts), evaluator.py (synthesise, transcribe, score: WER, CER, SIM),
+settings.py (recorded vs given settings). The models and the scores themselves live one layer
+down, in f5app/speech/ (asr.py, speaker.py, text.py), which data preparation uses too.
 """

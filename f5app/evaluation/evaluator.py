@@ -13,6 +13,7 @@ a fine-tune is compared with.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,16 +22,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from f5app.config import AsrConfig, EvalConfig, SpeakerConfig
-from f5app.evaluation.prompts import Prompt, require_targets
-from f5app.evaluation.text import score
+import soundfile as sf
 
-if TYPE_CHECKING:
-    from f5app.evaluation.asr import Transcriber
-    from f5app.evaluation.speaker import SpeakerEmbedder
+from f5app.audio.io import read_audio, write_audio
+from f5app.config import AsrConfig, EvalConfig, SpeakerConfig
+from f5app.errors import UserError, first_line
+from f5app.evaluation.prompts import MAX_LISTED, Prompt, require_targets
+from f5app.speech.asr import Transcriber, build_transcriber
+from f5app.speech.speaker import SpeakerEmbedder, build_embedder, similarity
+from f5app.speech.text import score
+
+if TYPE_CHECKING:  # the synthesiser is handed in (duck-typed); evaluation sits below inference
     from f5app.inference.synthesizer import Synthesis, Synthesizer
 
 log = logging.getLogger(__name__)
+
+
+class NothingToScore(UserError):
+    """Every prompt was skipped; the message lists them."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,21 @@ class ItemScore:
     ref_audio: str
     seconds: float  # audio length
     seed: int | None = None  # synthesis seed (None for recordings)
-    confidence: float = 0.0  # ASR confidence, see f5app.evaluation.asr
+    confidence: float = 0.0  # ASR confidence, see f5app.speech.asr
+
+
+@dataclass(frozen=True)
+class SkippedPrompt:
+    """A prompt that could not be spoken (e.g. no character of its text is in the model's vocabulary)."""
+
+    id: str
+    line: int | None  # in the prompt list (None for validation prompts)
+    text: str
+    reason: str
+
+    def describe(self) -> str:
+        where = f" (line {self.line})" if self.line is not None else ""
+        return f"prompt {self.id}{where} {self.text[:60]!r}: {self.reason}"
 
 
 @dataclass
@@ -67,6 +90,7 @@ class EvalResult:
     source: str  # "model" or "recordings"
     checkpoint: dict[str, Any] | None = None
     timings: Timings = field(default_factory=Timings)
+    skipped: tuple[SkippedPrompt, ...] = ()  # not scored: not in the aggregates
 
     @property
     def wer(self) -> float | None:
@@ -95,6 +119,7 @@ class EvalResult:
             "models": self.models,
             "seconds_per_prompt": self.timings.per_prompt(self.num_prompts),
             "items": [asdict(item) for item in self.items],
+            "skipped": [asdict(item) for item in self.skipped],
         }
 
 
@@ -106,8 +131,8 @@ def _mean(values: list[float]) -> float | None:
 class Evaluator:
     """ASR + optional speaker embedder, built once; every score in f5app goes through :meth:`score`."""
 
-    transcriber: "Transcriber"
-    embedder: "SpeakerEmbedder | None" = None
+    transcriber: Transcriber
+    embedder: SpeakerEmbedder | None = None
     language: str | None = None  # default: the ASR's configured language
     timings: Timings = field(default_factory=Timings)
     _references: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -146,9 +171,6 @@ class Evaluator:
         )
 
     def _similarity(self, wav: np.ndarray, sample_rate: int, ref_audio: str | Path) -> float:
-        from f5app.audio.io import read_audio
-        from f5app.evaluation.speaker import similarity
-
         assert self.embedder is not None
         key = str(ref_audio)
         if key not in self._references:
@@ -169,23 +191,29 @@ class Evaluator:
         """Synthesise every prompt with ``synthesizer`` (seed ``settings.seed + i``), then score it."""
         self.timings = Timings()
         items = []
+        skipped = []
         for index, prompt in enumerate(prompts):
             started = time.perf_counter()
-            synthesis = synthesizer.generate(
-                prompt.text, prompt.ref_audio, prompt.ref_text,
-                seed=settings.seed + index, nfe_step=settings.nfe_step, cfg_strength=settings.cfg_strength,
-                sway_sampling_coef=settings.sway_sampling_coef, speed=settings.speed, progress=False,
-            )
+            try:
+                synthesis = synthesizer.generate(
+                    prompt.text, prompt.ref_audio, prompt.ref_text,
+                    seed=settings.seed + index, nfe_step=settings.nfe_step, cfg_strength=settings.cfg_strength,
+                    sway_sampling_coef=settings.sway_sampling_coef, speed=settings.speed, progress=False,
+                )
+            except UserError as error:  # this prompt's input (nothing sayable in its text): the others still count
+                skipped.append(SkippedPrompt(prompt.id, prompt.line, prompt.text, first_line(error)))
+                log.warning("skipped %s", skipped[-1].describe())
+                continue
             self.timings.synthesis += time.perf_counter() - started
             wav = as_written(synthesis.wav, synthesis.sample_rate)
             audio = _save(out_dir, prompt.id, wav, synthesis.sample_rate) if settings.save_audio else None
             items.append(self.score(wav, synthesis.sample_rate, prompt.text, prompt.ref_audio, id=prompt.id, audio=audio, seed=synthesis.seed))
-        return EvalResult(tuple(items), self.models(), "model", checkpoint, self.timings)
+        if not items:
+            raise NothingToScore(f"no prompt could be spoken: {'; '.join(item.describe() for item in skipped[:MAX_LISTED])}")
+        return EvalResult(tuple(items), self.models(), "model", checkpoint, self.timings, tuple(skipped))
 
     def evaluate_recordings(self, prompts: list[Prompt], where: str = "the prompts") -> EvalResult:
         """Score each prompt's ground-truth recording of its target text (the ceiling)."""
-        from f5app.audio.io import read_audio
-
         require_targets(prompts, where)
         self.timings = Timings()
         items = []
@@ -225,10 +253,6 @@ def as_written(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     """``wav`` as it reads back from the 16-bit WAV it is saved as. Scored this way, a clip scores
     the same in training, in ``f5app.eval`` and from its file: on unintelligible audio the ASR's
     guesses change with differences far below one 16-bit step (thread counts, devices)."""
-    import io
-
-    import soundfile as sf
-
     buffer = io.BytesIO()
     sf.write(buffer, np.asarray(wav, dtype=np.float32), sample_rate, format="WAV", subtype="PCM_16")
     buffer.seek(0)
@@ -237,18 +261,11 @@ def as_written(wav: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def _save(out_dir: Path | None, name: str, wav: np.ndarray, sample_rate: int) -> str | None:
-    from f5app.audio.io import write_audio
-
     if out_dir is None:
         return None
     return str(write_audio(Path(out_dir) / f"{name}.wav", wav, sample_rate, overwrite=True))
 
 
 def build_evaluator(asr: AsrConfig, speaker: SpeakerConfig | None, device: str = "cpu", language: str | None = None) -> Evaluator:
-    """Load the ASR and (unless ``speaker`` is None) the speaker embedder, once."""
-    from f5app.evaluation.asr import build_transcriber
-    from f5app.evaluation.speaker import build_embedder
-
-    transcriber = build_transcriber(asr, device=device)
-    embedder = build_embedder(speaker, device=device) if speaker is not None else None
-    return Evaluator(transcriber, embedder, language)
+    """Load the ASR and the speaker embedder ``speaker`` names (none for None or ``speaker=none``), once."""
+    return Evaluator(build_transcriber(asr, device=device), build_embedder(speaker, device=device), language)

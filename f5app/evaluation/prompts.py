@@ -24,6 +24,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from f5app.config import MelConfig
+from f5app.data.metadata import read_metadata
+from f5app.data.sources import prepare_data
 from f5app.errors import UserError
 
 FORMATS = ("auto", "seedtts", "librispeech_pc")
@@ -61,11 +64,9 @@ def pair_prompts(clips: list[tuple[Path, str]], num_prompts: int, seed: int) -> 
 
 def validation_prompts(data, num_prompts: int, seed: int) -> list[Prompt]:  # noqa: ANN001 (DataConfig)
     """Prompts from the validation split of ``data`` (a DataConfig), as training splits it."""
-    from f5app.config import MelConfig
-    from f5app.data.dataset import load_splits
-    from f5app.data.prepare import prepare
+    from f5app.data.dataset import load_splits  # deferred: pulls torch at import (1.9 s, NOTES.md)
 
-    prepared = prepare(data, progress=False)
+    prepared = prepare_data(data, progress=False)
     _, val = load_splits(prepared, MelConfig(), data.val_fraction, data.val_min_items, data.seed)
     return held_out_prompts(data, val.clips, num_prompts, seed, metadata_path=prepared.metadata_path)
 
@@ -74,7 +75,6 @@ def held_out_prompts(data, clips, num_prompts: int, seed: int, metadata_path: Pa
     """Prompts from held-out dataset clips (``clip.audio_path``), with their transcripts as written
     in the metadata.csv they were prepared from (``metadata_path``; default ``data.path``'s — for
     data=recordings it is the reviewed one), since the prepared tokens are not always the text."""
-    from f5app.data.metadata import read_metadata
 
     folder = metadata_path.parent if metadata_path else Path(data.path).expanduser().resolve()
     texts = {str(row.audio_path): row.text for row in read_metadata(folder).rows}

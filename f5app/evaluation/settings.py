@@ -8,10 +8,11 @@ the same models, prompts and vocoder. A group the user named on the command line
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from f5app.config import AsrConfig, DataConfig, EvalConfig, SpeakerConfig, VocoderConfig, data_schema_for, to_settings
+from f5app.errors import first_line
 
 #: Settings a checkpoint records that decide how it is scored (the vocoder: how its mels are heard).
 GROUPS = ("asr", "speaker", "eval", "vocoder")
@@ -50,7 +51,6 @@ def effective_settings(
 ) -> EvalSettings:
     """Current settings, with each group replaced by its ``recorded`` value (a checkpoint's config)
     except what ``overridden`` names: a whole group keeps the current one, keys keep theirs."""
-    from dataclasses import asdict
 
     recorded = recorded if isinstance(recorded, dict) else {}
     current: dict[str, Any] = {"asr": asr, "speaker": speaker, "eval": evaluation, "vocoder": vocoder}
@@ -69,7 +69,7 @@ def effective_settings(
         try:
             current[group] = to_settings(merged, schemas[group])
         except Exception as error:  # a checkpoint from another f5app version: keep ours, say so
-            notes.append(f"{group}: the checkpoint's recorded settings do not fit this version ({str(error).splitlines()[0]}); using the command line's")
+            notes.append(f"{group}: the checkpoint's recorded settings do not fit this version ({first_line(error)}); using the command line's")
             continue
         kept = sorted(overridden.get(group) or ())
         notes.append(f"{group}: as recorded in the checkpoint" + (f", except {', '.join(kept)} from the command line" if kept else ""))
@@ -78,5 +78,5 @@ def effective_settings(
         try:
             data = to_settings(recorded["data"], data_schema_for(recorded["data"]))
         except Exception as error:
-            notes.append(f"data: the recorded data settings do not fit this version ({str(error).splitlines()[0]})")
+            notes.append(f"data: the recorded data settings do not fit this version ({first_line(error)})")
     return EvalSettings(current["asr"], current["speaker"], current["eval"], data, tuple(notes), current["vocoder"])

@@ -13,14 +13,21 @@ A voice whose fine-tune added no token simply never uses the rows others added.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from f5app.ckpt import lora
+from f5app.ckpt.arch import model_config_diff
+from f5app.ckpt.base import fingerprint_of, short
+from f5app.ckpt.resolve import ResolutionError, resolve
 from f5app.config import ModelConfig
+from f5app.data.vocab import read_vocab, upstream_vocab_path
 from f5app.inference.errors import InferenceInputError
 from f5app.inference.text import MAIN_VOICE
+from f5app.inference.upstream_import import register_lazy_f5_model_package
 
 if TYPE_CHECKING:
     from f5app.ckpt.resolve import ResolvedCheckpoint
@@ -64,16 +71,12 @@ class AdapterVoices:
 
     def adapter_bytes(self, name: str) -> int:
         """Memory of one adapter's tensors (what an extra voice costs)."""
-        from f5app.ckpt import lora
 
         return sum(t.numel() * t.element_size() for t in lora.adapter_state(self.model, name).values())
 
 
 def resolve_voice_adapters(voices: dict[str, Any], ckpt: Any) -> dict[str, "ResolvedCheckpoint"]:
     """Each ``voices.NAME.adapter`` resolved as ``ckpt=custom ckpt.path=...`` (validated, base found)."""
-    import dataclasses
-
-    from f5app.ckpt.resolve import ResolutionError, resolve
 
     found: dict[str, ResolvedCheckpoint] = {}
     for name, voice in voices.items():
@@ -94,11 +97,6 @@ def resolve_voice_adapters(voices: dict[str, Any], ckpt: Any) -> dict[str, "Reso
 def load_on_one_base(main: "ResolvedCheckpoint", voices: dict[str, "ResolvedCheckpoint"], model_config: ModelConfig,
                      use_ema: bool) -> tuple[Any, list[str], AdapterVoices]:
     """The one model (base + every adapter), the vocabulary it reads, and the voice switch."""
-    from f5app.ckpt import lora
-    from f5app.ckpt.arch import model_config_diff
-    from f5app.ckpt.base import fingerprint_of, short
-    from f5app.data.vocab import read_vocab, upstream_vocab_path
-    from f5app.inference.upstream_import import register_lazy_f5_model_package
 
     main_record = main.metadata.adapter if main.base is not None and main.metadata is not None else None
     base = main.base if main.base is not None else main

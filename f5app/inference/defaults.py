@@ -14,6 +14,7 @@ from pathlib import Path
 
 from f5app.ckpt.schema import CheckpointMetadata
 from f5app.config import ASSETS_DIR
+from f5app.data.metadata import MetadataError, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ def default_reference(metadata: CheckpointMetadata | None) -> DefaultReference:
 
 def first_clip(folder: Path) -> DefaultReference | None:
     """The first usable row of ``folder/metadata.csv`` whose audio exists, or None."""
-    from f5app.data.metadata import MetadataError, read_metadata
 
     try:
         rows = read_metadata(folder).rows

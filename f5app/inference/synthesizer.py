@@ -22,8 +22,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
+from omegaconf.errors import OmegaConfBaseException
+from tqdm import tqdm
 
+from f5app.audio.vocoder import check_vocoder_matches_mel, load_vocoder
+from f5app.ckpt import adapt
+from f5app.ckpt.resolve import resolve_and_load
+from f5app.ckpt.schema import MODEL_STATE, DamagedCheckpoint, require_finite, verified_read
 from f5app.config import InferConfig, ModelConfig, VoiceConfig, model_config_from_dict, to_settings
+from f5app.data.vocab import read_vocab, upstream_vocab_path
+from f5app.devices import pick_device
+from f5app.errors import first_line
+from f5app.inference.adapters import load_on_one_base, resolve_voice_adapters
 from f5app.inference.chunking import CrossFadeStream, cross_fade
 from f5app.inference.defaults import DefaultReference, default_reference
 from f5app.inference.errors import InferenceInputError
@@ -38,6 +48,8 @@ from f5app.inference.text import (
     split_voices,
     to_tokens,
 )
+from f5app.inference.upstream_import import register_lazy_f5_model_package
+from f5app.model import build_cfm
 
 if TYPE_CHECKING:
     import torch
@@ -154,11 +166,6 @@ class Synthesizer:
     @classmethod
     def from_config(cls, cfg: InferConfig, run_dir: str | Path) -> "Synthesizer":
         """Resolve the checkpoint (``cfg.ckpt``), build and load the model, build the vocoder."""
-        from f5app.audio.vocoder import check_vocoder_matches_mel, load_vocoder
-        from f5app.ckpt.resolve import resolve_and_load
-        from f5app.ckpt.adapt import UnreadableWeights
-        from f5app.ckpt.schema import MODEL_STATE, DamagedCheckpoint, require_finite, verified_read
-
         # Everything the user typed is checked before seconds go into loading weights.
         settings = SamplingSettings.from_infer_config(cfg).validated()
         voices = parse_voices(cfg.voices)
@@ -166,8 +173,6 @@ class Synthesizer:
         device = pick_device(cfg.device)
         voice_adapters = {}
         if any(v.adapter for v in voices.values()):
-            from f5app.inference.adapters import resolve_voice_adapters
-
             voice_adapters = resolve_voice_adapters(voices, cfg.ckpt)
 
         def load(chosen):
@@ -180,11 +185,9 @@ class Synthesizer:
             def read():
                 try:
                     if chosen.base is not None or voice_adapters:
-                        from f5app.inference.adapters import load_on_one_base
-
                         return load_on_one_base(chosen, voice_adapters, model_config, cfg.ckpt.use_ema)
                     return (*load_model(weights_path, chosen.vocab_path, model_config, use_ema=cfg.ckpt.use_ema), None)
-                except UnreadableWeights as error:
+                except adapt.UnreadableWeights as error:
                     raise DamagedCheckpoint(str(error)) from None
 
             cfm, vocab, adapters = verified_read(chosen.path, chosen.metadata, read) if chosen.kind == "f5app" else read()
@@ -338,8 +341,8 @@ class Synthesizer:
         return ref_frames, ref_frames + int(ref_frames / ref_bytes * gen_bytes / speed)
 
     def _render_batch(self, chunks: list["ChunkJob"]) -> list["RenderedChunk"]:
-        import torch
-        from torch.nn.utils.rnn import pad_sequence
+        import torch  # deferred: torch costs 1.9 s (NOTES.md)
+        from torch.nn.utils.rnn import pad_sequence  # deferred: torch costs 1.9 s (NOTES.md)
 
         settings = chunks[0].settings
         if self.adapters is not None:
@@ -464,7 +467,6 @@ class Synthesizer:
     def _progress(self, batches: list, show: bool) -> Any:
         if not show:
             return batches
-        from tqdm import tqdm
 
         return tqdm(batches, desc="batches of chunks", unit="batch")
 
@@ -558,7 +560,6 @@ def _padding_masked_in_attention(cfm: Any) -> Iterator[None]:
 
 def parse_voices(raw: dict[str, Any]) -> dict[str, VoiceConfig]:
     """``voices`` from the config (plain dicts) as VoiceConfig; a bad entry is an input error naming it."""
-    from omegaconf.errors import OmegaConfBaseException
 
     voices = {}
     for name, entry in (raw or {}).items():
@@ -567,9 +568,8 @@ def parse_voices(raw: dict[str, Any]) -> dict[str, VoiceConfig]:
         try:
             voices[str(name)] = to_settings(entry, VoiceConfig)
         except (OmegaConfBaseException, ValueError) as exc:
-            first_line = str(exc).splitlines()[0]
             raise InferenceInputError(
-                f"voices.{name}: {first_line}; give +voices.{name}.ref_audio=FILE +voices.{name}.ref_text=\"...\""
+                f"voices.{name}: {first_line(exc)}; give +voices.{name}.ref_audio=FILE +voices.{name}.ref_text=\"...\""
             ) from None
         if voices[str(name)].speed is not None:
             low, high, _ = _SETTING_RANGES["speed"]
@@ -590,9 +590,7 @@ def require_files(named_paths: list[tuple[str, str | Path | None]]) -> None:
 def _adapted_once(path: Path, use_ema: bool) -> Path:
     """Foreign weights (upstream files, community checkpoints with other key layouts) are
     converted to canonical keys once and cached; later runs load the cached copy directly."""
-    from f5app.ckpt.adapt import adapt_cached
-
-    converted = adapt_cached(path, use_ema=use_ema)
+    converted = adapt.adapt_cached(path, use_ema=use_ema)
     log.info("weights: using the adapted copy of %s cached at %s", path, converted)
     return converted
 
@@ -601,12 +599,7 @@ def load_model(
     weights_path: str | Path, vocab_path: str | Path | None, model_config: ModelConfig, use_ema: bool = True
 ) -> tuple[Any, list[str]]:
     """Build the CFM for ``model_config`` and load the weights through the checkpoint adapters."""
-    from f5app.ckpt.adapt import load_into, read_weights
-    from f5app.inference.upstream_import import register_lazy_f5_model_package
-    from f5app.data.vocab import read_vocab, upstream_vocab_path
-    from f5app.model import build_cfm
-
-    weights = read_weights(weights_path, use_ema=use_ema)
+    weights = adapt.read_weights(weights_path, use_ema=use_ema)
     if vocab_path is not None:
         vocab = read_vocab(vocab_path)
     elif weights.vocab is not None:
@@ -618,29 +611,10 @@ def load_model(
         log.info("weights: %s", note)
     register_lazy_f5_model_package()
     cfm = build_cfm(model_config, vocab)
-    report = load_into(cfm, weights.state, old_vocab=vocab, new_vocab=vocab)
+    report = adapt.load_into(cfm, weights.state, old_vocab=vocab, new_vocab=vocab)
     for note in report.notes:
         log.info("weights: %s", note)
     return cfm, vocab
-
-
-def pick_device(name: str) -> str:
-    """``auto`` → cuda, then mps, then cpu; an explicit device that is absent is an input error."""
-    import torch
-
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": hasattr(torch.backends, "mps") and torch.backends.mps.is_available(),
-    }
-    if name == "auto":
-        return next(d for d in ("cuda", "mps", "cpu") if available[d])
-    kind = name.split(":")[0]
-    if kind not in available:
-        raise InferenceInputError(f"device={name} is not an option; use auto, cpu, cuda or mps")
-    if not available[kind]:
-        raise InferenceInputError(f"device={name} is not available on this machine; use device=auto or device=cpu")
-    return name
 
 
 #: ``max_batch=0`` (auto) per device kind. On this project's 2-core CPU padded batches of chunks
@@ -662,7 +636,7 @@ _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 def pick_dtype(name: str, device: str, mel_spec_type: str) -> "torch.dtype":
     """``auto``: fp16 on CUDA GPUs of compute capability 7+ (as upstream), else fp32; bigvgan models stay fp32."""
-    import torch
+    import torch  # deferred: torch costs 1.9 s (NOTES.md)
 
     if name == "auto":
         if mel_spec_type == "bigvgan" or not device.startswith("cuda"):

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from f5app.inference.errors import InferenceInputError
+from f5app.inference.upstream_import import register_lazy_f5_model_package
 
 MAIN_VOICE = "main"
 _VOICE_TAG = re.compile(r"\[(\w+)\]")
@@ -102,10 +103,8 @@ def normalize_ref_text(ref_text: str) -> str:
 def to_tokens(text: str, vocab: dict[str, int]) -> list[str]:
     """Characters as tokens; Chinese characters become pinyin when the vocabulary is pinyin-based (upstream's)."""
     if _CJK.search(text) and is_pinyin_vocab(vocab) and any(ch not in vocab for ch in _CJK.findall(text)):
-        from f5app.inference.upstream_import import register_lazy_f5_model_package
-
         register_lazy_f5_model_package()
-        from f5_tts.model.utils import convert_char_to_pinyin
+        from f5_tts.model.utils import convert_char_to_pinyin  # deferred: f5_tts.model costs 6.7 s (NOTES.md): only code that builds or reads the model pays it
 
         return list(convert_char_to_pinyin([text])[0])
     return list(text)

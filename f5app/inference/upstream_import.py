@@ -49,7 +49,7 @@ def register_lazy_f5_model_package() -> None:
     package.__getattr__ = __getattr__  # type: ignore[attr-defined]
     package.__all__ = list(_EXPORTS)  # type: ignore[attr-defined]
     sys.modules["f5_tts.model"] = package
-    import f5_tts
+    import f5_tts  # deferred: f5_tts.model costs 6.7 s (NOTES.md): only code that builds or reads the model pays it
 
     f5_tts.model = package  # type: ignore[attr-defined]
 

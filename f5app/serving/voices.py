@@ -48,7 +48,7 @@ MIN_UPLOAD_RATE, MAX_UPLOAD_RATE = 8000, 192000
 MAX_UPLOAD_CHANNELS = 8  # 7.1; the clip is mixed to mono anyway
 RECORD_FILE = "voice.json"
 
-#: ``transcribe(path) -> text``: an ASR for uploads without a transcript (f5app.evaluation.asr when wired).
+#: ``transcribe(path) -> text``: an ASR for uploads without a transcript (f5app.speech.asr when wired).
 Transcriber = Callable[[Path], str]
 
 

@@ -26,7 +26,7 @@ def export_submitit_distributed_env() -> bool:
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return False  # accelerate launch / torchrun inside the job already did this
     try:
-        from submitit.helpers import TorchDistributedEnvironment
+        from submitit.helpers import TorchDistributedEnvironment  # deferred: optional package (hydra/launcher=submitit_local only)
     except ImportError:
         return False
     try:

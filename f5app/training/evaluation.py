@@ -12,8 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from f5app.audio.io import read_audio
+from f5app.audio.vocoder import load_vocoder
 from f5app.ckpt.schema import EvalScores
 from f5app.config import TrainConfig
+from f5app.evaluation.evaluator import build_evaluator
+from f5app.evaluation.prompts import PromptListError, held_out_prompts, load_prompts
+from f5app.inference.synthesizer import SamplingSettings, Synthesizer
 
 log = logging.getLogger("f5app.train")
 
@@ -24,8 +29,6 @@ TRACKED_AUDIO = 2
 class TrainingEvaluation:
     def __init__(self, cfg: TrainConfig, val_clips: list, vocab: list[str], device: str, run_dir: Path,
                  metadata_path: Path | None = None):  # noqa: ANN001
-        from f5app.evaluation.evaluator import build_evaluator
-        from f5app.evaluation.prompts import PromptListError, held_out_prompts, load_prompts
 
         self.cfg = cfg
         self.every = cfg.eval.every
@@ -38,9 +41,8 @@ class TrainingEvaluation:
             self.prompts = held_out_prompts(cfg.data, val_clips, cfg.eval.num_prompts, cfg.eval.seed, metadata_path=metadata_path)
         if not self.prompts:
             raise PromptListError("eval.every > 0 needs held-out prompts, but the validation split is empty; raise data.val_fraction or give eval.prompt_file")
-        speaker = None if cfg.speaker.name == "none" else cfg.speaker
         started = time.perf_counter()
-        self.evaluator = build_evaluator(cfg.asr, speaker, device=device, language=cfg.eval.language)
+        self.evaluator = build_evaluator(cfg.asr, cfg.speaker, device=device, language=cfg.eval.language)
         self._vocoder = None
         log.info("evaluation: %d held-out prompts every %d updates (models loaded in %.1f s)", len(self.prompts), self.every, time.perf_counter() - started)
 
@@ -49,12 +51,9 @@ class TrainingEvaluation:
 
     def run(self, ema_model: Any, update: int) -> tuple[EvalScores, Any]:
         """Score ``ema_model`` now; returns the typed scores and the full result."""
-        from f5app.inference.synthesizer import SamplingSettings, Synthesizer
-        from f5app.training.rng import forked_rng
+        from f5app.training.rng import forked_rng  # deferred: pulls torch at import (1.9 s, NOTES.md)
 
         if self._vocoder is None:
-            from f5app.audio.vocoder import load_vocoder
-
             self._vocoder = load_vocoder(self.cfg.vocoder, self.cfg.model.mel, device=self.device)
         was_training = ema_model.training
         ema_model.eval()
@@ -79,7 +78,6 @@ class TrainingEvaluation:
 
     def track(self, tracker: Any, result: Any, update: int) -> None:
         """Scalars, the first clips, and a table of text against transcript."""
-        from f5app.audio.io import read_audio
 
         tracker.scalars({f"eval/{k}": v for k, v in (("wer", result.wer), ("cer", result.cer), ("sim", result.sim)) if v is not None}, update)
         for item in result.items[:TRACKED_AUDIO]:

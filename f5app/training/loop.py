@@ -15,28 +15,52 @@ Design points worth knowing before editing:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
-import dataclasses
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, gather_object
+from ema_pytorch import EMA
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
+from f5app.audio.io import write_audio
+from f5app.ckpt import adapt
+from f5app.ckpt.arch import model_config_diff
+from f5app.ckpt.resolve import resolve_and_load
 from f5app.ckpt.schema import (
     EMA_STATE, MODEL_STATE, OPTIMIZER_STATE, UPDATE_KEY, Checkpoint, CheckpointMetadata, CheckpointRef, HydraRecord,
     Lineage, Metrics, Progress, TrainingState, new_metadata,
 )
+from f5app.ckpt.schema import METRIC_DIRECTIONS, load_checkpoint
+from f5app.ckpt.store import CheckpointStore
 from f5app.config import TrainConfig
-from f5app.errors import UserError
+from f5app.data.dataset import FrameBatches, collate, load_splits
+from f5app.data.sources import prepare_data
+from f5app.data.tokenizer import extend_vocab
+from f5app.data.vocab import read_vocab, vocab_map
+from f5app.devices import pick_device
+from f5app.errors import UserError, first_line
+from f5app.model import build_cfm
 from f5app.run_state import PREEMPTED_FILENAME, clear_preempted, reached_bounds, write_preempted, write_run_status
+from f5app.training.distributed_env import export_submitit_distributed_env
+from f5app.training.evaluation import TrainingEvaluation
+from f5app.training.lora import LoraRun
+from f5app.training.lock import RunLock
 from f5app.training.rng import capture_rng_state, forked_rng, restore_rng_state, seed_everything
+from f5app.training.samples import render_sample
 from f5app.training.saver import CheckpointWriter
 from f5app.training.schedule import learning_rate
 from f5app.training.signals import EXIT_PREEMPTED, StopRequest
+from f5app.training.trackers import build_tracker
 
 log = logging.getLogger("f5app.train")
 
@@ -100,7 +124,7 @@ class Trainer:
         except TrainingStopped:
             raise  # _stopped recorded it
         except BaseException as error:
-            self._record_status("failed", message=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            self._record_status("failed", message=f"{type(error).__name__}: {first_line(error, default='')}")
             raise
         finally:
             self.cleanup()
@@ -116,19 +140,12 @@ class Trainer:
             log.warning("could not write %s status: %s", state, error)
 
     def setup(self) -> None:
-        from f5app.training.distributed_env import export_submitit_distributed_env
-
         export_submitit_distributed_env()  # before Accelerator(): a multi-task submitit job becomes N ranks
-        from accelerate import Accelerator
-
-        from f5app.ckpt.store import CheckpointStore
-        from f5app.training.lock import RunLock
-
         cfg = self.cfg
         _check_objective(cfg)
         self.accelerator = Accelerator(
             # accelerate only forms a multi-process CPU group (gloo) when told it is on CPU.
-            cpu=cfg.trainer.cpu or not _accelerator_available(),
+            cpu=cfg.trainer.cpu or pick_device("auto") == "cpu",  # no GPU here: accelerate's CPU mode
             mixed_precision=cfg.trainer.mixed_precision,
             gradient_accumulation_steps=cfg.optim.grad_accumulation_steps,
         )
@@ -169,8 +186,6 @@ class Trainer:
         self._restore_counters_and_rng()
         self._build_evaluation()
 
-        from f5app.training.trackers import build_tracker
-
         self.tracker = build_tracker(
             cfg.logger, run_dir=self.run_dir, run_name=cfg.run_name, config=self.ctx.resolved_config, is_main=self.is_main
         )
@@ -190,11 +205,6 @@ class Trainer:
     def _resolve_checkpoint(self):
         """Main process resolves (it may quarantine files) and, for a resume, reads and verifies the
         checkpoint; everyone gets the same answer."""
-        from accelerate.utils import broadcast_object_list
-
-        from f5app.ckpt.resolve import resolve_and_load
-        from f5app.ckpt.schema import load_checkpoint
-
         def read_for_resume(chosen):
             return load_checkpoint(chosen.path, rank=self.rank, verify=True) if chosen.source in ("resume", "best", "last", "latest") else None
 
@@ -220,16 +230,12 @@ class Trainer:
         return True
 
     def _prepare_data(self):
-        from f5app.data.prepare import prepare
-
         with self.accelerator.main_process_first():
-            return prepare(self.cfg.data, progress=self.is_main and self.cfg.trainer.progress_bar)
+            return prepare_data(self.cfg.data, progress=self.is_main and self.cfg.trainer.progress_bar)
 
     def _choose_vocab(self) -> list[str]:
         """Scratch: the data's vocab. Fine-tune: the weights' vocab grown by the data's new tokens.
         Resume: exactly the checkpoint's vocab (changing it mid-run is refused)."""
-        from f5app.data.tokenizer import extend_vocab
-        from f5app.data.vocab import read_vocab
 
         chosen = self.resolution.chosen
         if self.resolution.mode == "scratch" or chosen is None:
@@ -249,29 +255,22 @@ class Trainer:
 
     def _build_model(self) -> torch.nn.Module:
         """The CFM with the resolved weights in it: fresh (scratch), fine-tuned from, or resumed."""
-        from f5app.model import build_cfm
 
         cfg = self.cfg
         seed_everything(cfg.trainer.seed)
         model = build_cfm(cfg.model, self.vocab)
         self.resumed = None
         mode, chosen = self.resolution.mode, self.resolution.chosen
-        from f5app.training.lora import LoraRun
-
         self.lora = LoraRun.for_run(cfg, self.resolution)
         if mode == "finetune":
-            from f5app.ckpt.adapt import load_into, read_weights
-
-            weights = read_weights(chosen.path, use_ema=cfg.ckpt.use_ema)
-            report = load_into(model, weights.state, old_vocab=weights.vocab, new_vocab=self.vocab)
+            weights = adapt.read_weights(chosen.path, use_ema=cfg.ckpt.use_ema)
+            report = adapt.load_into(model, weights.state, old_vocab=weights.vocab, new_vocab=self.vocab)
             for note in [*weights.notes, *report.notes]:
                 log.info("weights: %s", note)
             self.lineage = Lineage("finetune", finetuned_from=_reference(chosen))
             if self.lora is not None:
                 model = self.lora.start(model, chosen, weights, self.vocab)
         elif mode == "resume":
-            from f5app.ckpt.schema import load_checkpoint
-
             self._check_config_changes(chosen.metadata)
             self.resumed = self._loaded or load_checkpoint(chosen.path, rank=self.rank, verify=False)  # main read it verified
             if self.lora is not None:
@@ -284,8 +283,6 @@ class Trainer:
 
     def _build_ema(self, model: torch.nn.Module) -> None:
         """The EMA copy lives on the main process only (it alone validates, samples and saves)."""
-        from ema_pytorch import EMA
-
         self.ema = None
         if not self.is_main:
             return
@@ -311,8 +308,6 @@ class Trainer:
             self.ema.to(self.accelerator.device)
 
     def _check_config_changes(self, metadata: CheckpointMetadata | None) -> None:
-        from f5app.ckpt.arch import model_config_diff
-
         recorded = metadata.config if metadata is not None else {}
         if not recorded:
             log.warning("the checkpoint records no config; cannot check what changed since it was written")
@@ -330,9 +325,6 @@ class Trainer:
                 log.warning("config changed since the checkpoint (%s):\n  %s", verdict, "\n  ".join(changes))
 
     def _build_data(self) -> None:
-        from f5app.data.dataset import FrameBatches, load_splits
-        from f5app.data.vocab import vocab_map
-
         d = self.cfg.data
         self.train_set, self.val_set = load_splits(self.prepared, self.cfg.model.mel, d.val_fraction, d.val_min_items, d.seed)
         self.vocab_index = vocab_map(self.vocab)
@@ -559,7 +551,6 @@ class Trainer:
         cannot be had stops the run here, in one line."""
         if self.cfg.eval.every <= 0 or not self.is_main:
             return
-        from f5app.training.evaluation import TrainingEvaluation
 
         with forked_rng():  # building the models initialises layers from the global RNG before loading weights
             self.evaluation = TrainingEvaluation(self.cfg, self.val_set.clips, self.vocab, str(self.accelerator.device), self.run_dir,
@@ -589,14 +580,11 @@ class Trainer:
     def _log_sample(self) -> None:
         if not self.is_main or self.ema is None:
             return
-        from f5app.training.samples import render_sample
-
         try:
             with forked_rng(), self._averaged_model() as model:
                 item = self.val_set[0]
                 wav, sample_rate, figure = render_sample(model, item, self.cfg.model, self.cfg.vocoder, self.vocab_index)
             out = self.run_dir / "samples" / f"update_{self.progress.update:08d}.wav"
-            from f5app.audio.io import write_audio
 
             write_audio(out, wav, sample_rate, overwrite=True)
             self.tracker.audio("sample/audio", wav, sample_rate, self.progress.update)
@@ -623,8 +611,6 @@ class Trainer:
 
     def save_checkpoint(self, train_loss: float, val_loss: float | None) -> None:
         """Everyone sends RNG states to the main process, which hands the checkpoint to the writer."""
-        from accelerate.utils import gather_object
-
         rng_states = gather_object([capture_rng_state()]) if self.world_size > 1 else [capture_rng_state()]
         self._last_saved_update = self.progress.update
         if not self.is_main:
@@ -707,11 +693,6 @@ class Trainer:
         DataLoader draws its worker base seed from the global RNG otherwise, which would make a
         resumed run draw different numbers from an uninterrupted one.
         """
-        from functools import partial
-
-        from torch.utils.data import DataLoader
-
-        from f5app.data.dataset import collate
 
         steps = math.ceil(max(0, len(batches) - start) / self.world_size)
         mine = [batches[(start + k * self.world_size + self.rank) % len(batches)] for k in range(steps)]
@@ -727,8 +708,6 @@ class Trainer:
         )
 
     def _collate(self, indices: list[int], dataset=None) -> dict[str, torch.Tensor]:
-        from f5app.data.dataset import collate
-
         dataset = dataset if dataset is not None else self.train_set
         batch = collate([dataset[i] for i in indices], self.vocab_index)
         device = self.accelerator.device
@@ -737,14 +716,11 @@ class Trainer:
     def _progress_bar(self, total: int):
         if not (self.is_main and self.cfg.trainer.progress_bar):
             return None
-        from tqdm.auto import tqdm
 
         return tqdm(total=total, initial=min(self.progress.update, total), desc="train", unit="update", dynamic_ncols=True)
 
 
 def _check_objective(cfg: TrainConfig) -> None:
-    from f5app.ckpt.schema import METRIC_DIRECTIONS
-
     if cfg.objective not in METRIC_DIRECTIONS:
         raise UserError(f"objective={cfg.objective} is not a metric; use one of {', '.join(METRIC_DIRECTIONS)}")
     if cfg.objective != "val_loss" and cfg.eval.every <= 0:
@@ -765,10 +741,6 @@ def _dict_diff(old: Any, new: Any, prefix: str) -> list[str]:
 def _reference(chosen) -> CheckpointRef:
     meta = chosen.metadata
     return CheckpointRef(chosen.source, str(chosen.path), meta.id if meta else None, meta.update if meta else None)
-
-
-def _accelerator_available() -> bool:
-    return torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
 
 
 def _fmt(value: float | None) -> str:

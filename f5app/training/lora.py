@@ -22,8 +22,10 @@ from typing import Any, Iterator, Optional
 import torch
 
 from f5app.ckpt import lora
+from f5app.ckpt.base import base_ref, fingerprint_state
 from f5app.ckpt.schema import ADAPTER_STATE, EMA_ADAPTER_STATE, OPTIMIZER_STATE, UPDATE_KEY, AdapterRecord
 from f5app.config import TrainConfig, TrainerConfig
+from f5app.data.vocab import read_vocab
 from f5app.errors import UserError
 
 log = logging.getLogger("f5app.train")
@@ -140,8 +142,6 @@ class LoraRun:
 
     def start(self, cfm: Any, chosen: Any, weights: Any, vocab: list[str]) -> Any:
         """A fine-tune's first model: ``cfm`` already holds the base (``weights``, read from ``chosen``)."""
-        from f5app.ckpt.base import base_ref, fingerprint_state
-        from f5app.data.vocab import read_vocab
 
         ckpt = self.cfg.ckpt
         fingerprint = fingerprint_state(chosen.path, weights.state, use_ema=ckpt.use_ema)

@@ -11,17 +11,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from f5app.audio.vocoder import load_vocoder
 from f5app.config import ModelConfig, VocoderConfig
 
 
 @torch.no_grad()
 def render_sample(cfm: Any, item: dict[str, Any], model: ModelConfig, vocoder_cfg: VocoderConfig, vocab_index: dict[str, int]) -> tuple[np.ndarray, int, Any]:
-    import matplotlib
+    import matplotlib  # deferred: matplotlib.pyplot costs 1.6 s (-X importtime, shared machine); only plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from f5app.audio.vocoder import load_vocoder
+    import matplotlib.pyplot as plt  # deferred: matplotlib.pyplot costs 1.6 s (-X importtime, shared machine); only plots need it
 
     device = next(cfm.parameters()).device
     mel = item["mel"].to(device)  # (n_mels, frames)

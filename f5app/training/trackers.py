@@ -29,7 +29,7 @@ class Tracker:
 
 class TensorboardTracker(Tracker):
     def __init__(self, log_dir: Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # deferred: torch costs 1.9 s (NOTES.md)
 
         self._writer = SummaryWriter(log_dir=str(log_dir))
 
@@ -57,7 +57,7 @@ class TensorboardTracker(Tracker):
 
 class WandbTracker(Tracker):
     def __init__(self, project: str, run_name: str, run_dir: Path, config: dict[str, Any]) -> None:
-        import wandb
+        import wandb  # deferred: wandb costs 1.4 s (-X importtime, shared machine); only logger=wandb needs it
 
         self._wandb = wandb
         # The run id is derived from the run directory so a resumed run continues the same curve.

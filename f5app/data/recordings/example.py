@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import soundfile
 
 #: name -> (file under f5_tts/infer/examples, (start, end) of its speech in seconds, its words)
 #: The bounds are silero-vad's speech timestamps of each file widened by 0.1 s; the texts are
@@ -61,8 +62,7 @@ def examples_dir() -> Path:
 
 def load_speech(sample_rate: int) -> dict[str, np.ndarray]:
     """Each shipped recording, cut to its speech bounds, mono, at ``sample_rate``."""
-    import soundfile
-    import soxr
+    import soxr  # deferred: soxr is an optional package (the [recordings] extra); data=csv_wavs imports this module without it
 
     out = {}
     for name, (relative, (start, end), _) in SPEECH.items():
@@ -89,7 +89,6 @@ def looped(minutes: float, seed: int = 0) -> Iterator[tuple[str, object]]:
 
 def write(path: Path, layout=STANDARD, sample_rate: int = 44100, channels: int = 2, seed: int = 0) -> list[Utterance]:  # noqa: ANN001
     """Write the recording ``layout`` describes to ``path``; return where each utterance is."""
-    import soundfile
 
     speech = load_speech(sample_rate)
     rng = np.random.default_rng(seed)

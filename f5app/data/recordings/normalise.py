@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile
 
+from f5app.audio.io import write_audio
 from f5app.data.recordings.segment import Span
+from f5app.files import sha256_file
 
 TRIM_FRAME_SECONDS = 0.02
 TRIM_BELOW_DB = 40.0
@@ -45,10 +48,6 @@ def normalise_clip(decoded: Path, span: Span, clipped_fraction: float, settings:
 
     The clip goes to ``ok_path``, or to ``rejected_path`` with a ``dropped`` reason.
     """
-    import soundfile
-
-    from f5app.audio.io import write_audio
-    from f5app.files import sha256_file
 
     info = soundfile.info(str(decoded))
     rate = int(info.samplerate)
@@ -111,7 +110,7 @@ def _edges(wav: np.ndarray, rate: int) -> tuple[int, int]:
 
 def _loudness(wav: np.ndarray, rate: int) -> float | None:
     """Integrated loudness in LUFS; None for silence or audio shorter than one 400 ms block."""
-    import pyloudnorm
+    import pyloudnorm  # deferred: pyloudnorm is optional (the [recordings] extra) and loads scipy (3.1 s, -X importtime, shared machine)
 
     if len(wav) < int(0.4 * rate) + 1:
         return None

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+from tqdm import tqdm
 
 from f5app.config import AsrConfig, DataConfig, RecordingsDataConfig
 from f5app.data.prepare import DataError, PreparedData, folder_lock, prepare, prepared_dir_for
@@ -35,7 +36,9 @@ from f5app.data.recordings import normalise, read, report, review, segment, tran
 from f5app.data.recordings.cache import StepCache, content_key
 from f5app.data.recordings.read import Problem, Recording
 from f5app.data.recordings.segment import Span
+from f5app.errors import first_line
 from f5app.files import atomic_write, read_json_object, write_json_atomic
+from f5app.speech.text import normalize
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +116,7 @@ def prepare_recordings(data: RecordingsDataConfig, progress: bool = True) -> Pre
     folder = root if root.is_dir() else root.parent
     if root == work or work in root.parents or any((f / read.WORK_DIR_MARKER).exists() for f in (folder, *folder.parents)):
         raise DataError(f"data.path={root} is (or is inside) a work folder of data=recordings; point it at your recordings")
-    paths, problems = read.find_audio(root, [work, prepared_dir_for(_csv_settings(data, work))])
+    paths, problems = read.find_audio(root, [work, prepared_dir_for(_csv_settings(data, work))], data.follow_links)
     if not paths and not problems:
         raise DataError(
             f"no audio files in {root} (looked for {', '.join(read.AUDIO_SUFFIXES)}, in subfolders too); "
@@ -205,7 +208,7 @@ class _Run:
         recordings, duplicates = read.identify(paths, self.root, hashes)
         read.save_hashes(hashes_path, hashes)
         self.problems += duplicates
-        self.known, problems = transcribe.known_texts(self.root, recordings)
+        self.known, problems = transcribe.known_texts(self.root, recordings, self.data.follow_links)
         self.problems += problems
         return recordings
 
@@ -234,7 +237,7 @@ class _Run:
                     try:
                         record = cache.put(key, read.decode(recording.path, wav, self.data.sample_rate, bar.update))
                     except Exception as failure:  # noqa: BLE001 (soundfile raises many types for bad files)
-                        detail = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+                        detail = first_line(failure)
                         # the same bytes fail the same way: remembered until the file changes
                         record = cache.put(key, {"failed": "empty" if "no samples" in detail else "unreadable", "detail": detail})
                 if "failed" in record:
@@ -368,8 +371,6 @@ class _Run:
                 bar.update(1)
         for name, group in by_recording.items():
             if name in self.known and len(group) > 1:
-                from f5app.evaluation.text import normalize
-
                 text, origin = self.known[name]
                 shared = transcribe.share_text(text, [clip.text for clip in group], lambda word: normalize(word, self.asr_cfg.language))
                 for clip, (part, agreement) in zip(group, shared):
@@ -397,7 +398,7 @@ class _Run:
         return _csv_settings(self.data, self.work)
 
     def _held_out(self, prepared: PreparedData) -> set[str]:
-        from f5app.data.dataset import record_split
+        from f5app.data.dataset import record_split  # deferred: pulls torch at import (1.9 s, NOTES.md)
 
         try:
             clips, _, val = record_split(prepared, self.data.val_fraction, self.data.val_min_items, self.data.seed)
@@ -504,8 +505,6 @@ class _Run:
         return sum(self.read_info[key]["seconds"] for _, key in decoded)
 
     def _bar(self, label: str, total: float, unit: str):  # noqa: ANN202
-        from tqdm import tqdm
-
         fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]" if unit == "s" else None
         return tqdm(total=total, desc=label, unit=unit, disable=not self.show, bar_format=fmt, leave=True)
 

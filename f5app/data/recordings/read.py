@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import soundfile
 
-from f5app.files import atomic_write, read_json_object, sha256_file, write_json_atomic
+from f5app.files import atomic_write, kind_of, open_regular, read_json_object, sha256_file, write_json_atomic
 
 #: What soundfile (libsndfile >= 1.1) decodes; other files in the folder are not audio to us.
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf", ".w64", ".rf64")
@@ -49,19 +51,23 @@ class Problem:
     """One line of the review about a whole recording (it gave no clips, or was skipped)."""
 
     source: str
-    reason: str  # unreadable | undecodable_format | empty | duplicate | no_speech | transcript_file
+    reason: str  # unreadable | undecodable_format | outside_folder | not_a_file | empty | duplicate | no_speech | transcript_file
     detail: str
 
 
-def find_audio(root: Path, skip: list[Path]) -> tuple[list[Path], list[Problem]]:
+def find_audio(root: Path, skip: list[Path], follow_links: bool = False) -> tuple[list[Path], list[Problem]]:
     """Audio files under ``root`` (a folder, searched recursively, or one file), sorted by path.
 
     Hidden entries, the folders in ``skip`` and every work folder of ours (marked by
     :data:`WORK_DIR_MARKER`) are left out; files whose suffix names a format soundfile cannot
-    decode become problems.
+    decode become problems. Only regular files are taken: a FIFO, a device or a socket named
+    ``*.wav`` (or a link to one) is a problem line, never opened. A symbolic link (to a file or a
+    folder) whose target lies outside ``root`` is a problem line too unless ``follow_links``.
     """
-    if root.is_file():
-        return [root], []
+    root = root.resolve()
+    if not root.is_dir():
+        problem = why_not_read(root, root, root.parent, follow_links)
+        return ([], [problem]) if problem else ([root], [])
     skipped = {path.resolve() for path in skip}
 
     def ours(folder: Path) -> bool:
@@ -69,20 +75,62 @@ def find_audio(root: Path, skip: list[Path]) -> tuple[list[Path], list[Problem]]
 
     found: list[Path] = []
     problems: list[Problem] = []
-    for folder, subfolders, files in os.walk(root):
+    walked: set[Path] = set()  # real folders already searched: a link loop ends here
+    for folder, subfolders, files in os.walk(root, followlinks=follow_links):
         here = Path(folder)
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and not ours(here / d))
+        real = here.resolve()
+        if real in walked:
+            subfolders[:] = []
+            continue
+        walked.add(real)
+        kept = []
+        for name in sorted(subfolders):
+            path = here / name
+            if name.startswith(".") or ours(path):
+                continue
+            if path.is_symlink() and not follow_links and not _inside(path.resolve(), root):
+                problems.append(Problem(_relative(path, root), "outside_folder",
+                                        f"a link to {path.resolve()}, outside data.path; not read (data.follow_links=true reads it)"))
+                continue
+            kept.append(name)  # a link inside root is not entered without follow_links: its target is searched where it lies
+        subfolders[:] = kept
         for name in sorted(files):
             path = here / name
             suffix = path.suffix.lower()
             if name.startswith("."):
                 continue
             if suffix in AUDIO_SUFFIXES:
-                found.append(path)
+                problem = why_not_read(path, root, root, follow_links)
+                if problem:
+                    problems.append(problem)
+                else:
+                    found.append(path)
             elif suffix in UNDECODABLE_SUFFIXES:
                 problems.append(Problem(_relative(path, root), "undecodable_format",
                                         f"soundfile cannot decode {suffix} files; convert it to .flac or .wav (e.g. ffmpeg -i IN OUT.flac)"))
     return found, problems
+
+
+def why_not_read(path: Path, root: Path, allowed: Path, follow_links: bool) -> Problem | None:
+    """Why ``path`` must not be read (a link out of ``allowed``, not a regular file), or None.
+
+    The one rule for every file data=recordings takes from ``data.path`` (recordings, transcripts,
+    metadata.csv); the readers still open through :func:`f5app.files.open_regular`, so a file
+    swapped for a FIFO after this check cannot block them either."""
+    name = _relative(path, root)
+    try:
+        mode = path.stat().st_mode  # follows a link: what would be read
+    except (OSError, RuntimeError) as error:  # a dangling link or a link loop
+        return Problem(name, "unreadable", f"cannot read the file: {getattr(error, 'strerror', None) or error}")
+    if not stat.S_ISREG(mode):
+        return Problem(name, "not_a_file", f"a {kind_of(mode)}, not a regular file; not read")
+    if path.is_symlink() and not follow_links and not _inside(path.resolve(), allowed):
+        return Problem(name, "outside_folder", f"a link to {path.resolve()}, outside data.path; not read (data.follow_links=true reads it)")
+    return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def identify(paths: list[Path], root: Path, hashes: dict[str, Any]) -> tuple[list[Recording], list[Problem]]:
@@ -125,9 +173,8 @@ def save_hashes(path: Path, hashes: dict[str, Any]) -> None:
 
 def describe(path: Path) -> dict[str, Any]:
     """The header of ``path`` (rate, channels, length) without decoding; raises on a file soundfile refuses."""
-    import soundfile
-
-    info = soundfile.info(str(path))
+    with open_regular(path) as handle:
+        info = soundfile.info(handle)
     return {"source_rate": int(info.samplerate), "channels": int(info.channels), "source_frames": int(info.frames),
             "format": f"{info.format}/{info.subtype}"}
 
@@ -138,9 +185,6 @@ def decode(path: Path, out_wav: Path, sample_rate: int, on_seconds: Callable[[fl
     Raises whatever soundfile raises for a file it cannot decode; the caller turns that into a
     problem line. ``on_seconds`` is told how many seconds of the source each block held.
     """
-    import soundfile
-    import soxr
-
     header = describe(path)
     source_rate = header["source_rate"]
     block = max(1, int(BLOCK_SECONDS * source_rate))
@@ -149,8 +193,10 @@ def decode(path: Path, out_wav: Path, sample_rate: int, on_seconds: Callable[[fl
     counts = {"frames_in": 0, "frames_out": 0, "peak": 0.0}
 
     def write(tmp: Path) -> None:
+        import soxr  # deferred: soxr is an optional package (the [recordings] extra); data=csv_wavs imports this module without it
+
         resampler = None if source_rate == sample_rate else soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32")
-        with soundfile.SoundFile(str(path)) as source, soundfile.SoundFile(
+        with open_regular(path) as handle, soundfile.SoundFile(handle) as source, soundfile.SoundFile(
             str(tmp), "w", samplerate=sample_rate, channels=1, subtype="PCM_16", format="WAV"
         ) as out:
             while True:

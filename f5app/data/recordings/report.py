@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from f5app.config import RecordingsDataConfig
+from f5app.data.tokenizer import base_vocab_for, extend_vocab, tokens_of_many
+from f5app.data.vocab import read_vocab, upstream_vocab_path, write_vocab
 from f5app.files import atomic_write, write_json_atomic
 
 REVIEW_HTML = "review.html"
@@ -29,8 +31,6 @@ _HAN = re.compile(r"[\u4e00-\u9fff]")
 
 def vocabulary_coverage(texts: Sequence[str], data: RecordingsDataConfig, work_dir: Path) -> dict[str, Any]:
     """Characters of ``texts`` the starting vocabulary lacks, and what to do about them."""
-    from f5app.data.tokenizer import base_vocab_for, extend_vocab, tokens_of_many
-    from f5app.data.vocab import read_vocab, upstream_vocab_path, write_vocab
 
     base = base_vocab_for(data) or read_vocab(upstream_vocab_path())
     known = set(base)
@@ -96,8 +96,8 @@ def write_review(work_dir: Path, review: dict[str, Any]) -> Path:
 
 
 def _histogram(path: Path, durations: list[float], settings: dict[str, Any]) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred: matplotlib.pyplot costs 1.6 s (-X importtime, shared machine); only plots need it
+    from matplotlib.figure import Figure  # deferred: matplotlib.pyplot costs 1.6 s (-X importtime, shared machine); only plots need it
 
     figure = Figure(figsize=(7, 3), dpi=100)
     FigureCanvasAgg(figure)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import soundfile
 
 VAD_RATE = 16000
 FRAME = 512  # samples of 16 kHz audio per probability
@@ -96,7 +97,7 @@ class Vad:
     """silero-vad's sequence model (ONNX, torch-free at run time), fed block by block."""
 
     def __init__(self) -> None:
-        import torch
+        import torch  # deferred: torch costs 1.9 s (NOTES.md)
 
         threads = torch.get_num_threads()
         from silero_vad import load_silero_vad  # its import sets torch to one thread for everyone
@@ -107,8 +108,7 @@ class Vad:
 
 def speech_probabilities(vad: Vad, wav: Path, sample_rate: int, on_seconds: Callable[[float], None] = lambda s: None) -> np.ndarray:
     """One speech probability per 32 ms of ``wav`` (mono, ``sample_rate``), read in blocks."""
-    import soundfile
-    import soxr
+    import soxr  # deferred: soxr is an optional package (the [recordings] extra); data=csv_wavs imports this module without it
 
     resampler = None if sample_rate == VAD_RATE else soxr.ResampleStream(sample_rate, VAD_RATE, 1, dtype="float32")
     state = _State()
@@ -159,7 +159,7 @@ class _State:
 
 def speech_regions(probabilities: np.ndarray, seconds: float, threshold: float) -> list[Region]:
     """silero's speech timestamps (no padding: :func:`plan` pads), in seconds."""
-    from silero_vad.utils_vad import get_speech_timestamps_from_probs
+    from silero_vad.utils_vad import get_speech_timestamps_from_probs  # deferred: silero-vad is optional (the [recordings] extra) and loads torch (1.9 s, NOTES.md); a fully cached run never needs it
 
     stamps = get_speech_timestamps_from_probs(
         probabilities.tolist(), sampling_rate=VAD_RATE, threshold=threshold, min_speech_duration_ms=MIN_SPEECH_MS,

@@ -1,6 +1,6 @@
 """Step 4, transcribe: each clip's text, from a transcript you already have or from the ASR.
 
-The ASR is the evaluation's (:mod:`f5app.evaluation.asr`, the ``asr=`` group: faster-whisper by
+The ASR is the evaluation's (:mod:`f5app.speech.asr`, the ``asr=`` group: faster-whisper by
 Hub id, size name or folder; ``asr=tiny_en`` bundled and offline); its confidence is kept.
 
 A transcript you already have wins over the ASR: ``NAME.txt`` beside ``NAME.wav``, or a line of
@@ -20,10 +20,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import soundfile
+
+from f5app.audio.io import read_audio
 from f5app.config import AsrConfig
-from f5app.data.recordings.read import Problem, Recording
+from f5app.data.metadata import MetadataError, read_metadata
+from f5app.data.recordings.read import Problem, Recording, why_not_read
+from f5app.files import read_regular_bytes
+from f5app.speech import asr
 
 TRANSCRIBE_VERSION = 1
+#: A transcript beside a recording: 16 MiB is a few days of speech.
+MAX_TRANSCRIPT_BYTES = 16 * 1024 * 1024
 _SENTENCE_END = re.compile(r"[.!?…。！？]['\"”’)\]]*$")
 
 
@@ -41,11 +49,9 @@ class LazyTranscriber:
         self.device = device
         self._transcriber = None
 
-    def get(self):  # noqa: ANN201 (f5app.evaluation.asr.Transcriber)
+    def get(self):  # noqa: ANN201 (f5app.speech.asr.Transcriber)
         if self._transcriber is None:
-            from f5app.evaluation.asr import build_transcriber
-
-            self._transcriber = build_transcriber(self.cfg, device=self.device)
+            self._transcriber = asr.build_transcriber(self.cfg, device=self.device)
         return self._transcriber
 
     @property
@@ -55,7 +61,6 @@ class LazyTranscriber:
 
 def transcribe_clip(asr: LazyTranscriber, wav: Path) -> dict[str, Any]:
     """The ASR's text, confidence and language for the clip file ``wav``."""
-    from f5app.audio.io import read_audio
 
     audio, rate = read_audio(wav, mono=True)
     result = asr.get().transcribe(audio, rate)
@@ -64,7 +69,6 @@ def transcribe_clip(asr: LazyTranscriber, wav: Path) -> dict[str, Any]:
 
 def word_times(asr: LazyTranscriber, decoded: Path, start: float, end: float) -> list[tuple[float, float]]:
     """(start, end) in the recording of each word the ASR hears between ``start`` and ``end`` seconds."""
-    import soundfile
 
     info = soundfile.info(str(decoded))
     rate = int(info.samplerate)
@@ -73,15 +77,22 @@ def word_times(asr: LazyTranscriber, decoded: Path, start: float, end: float) ->
     return [(start + word.start, start + word.end) for word in result.words]
 
 
-def known_texts(root: Path, recordings: Sequence[Recording]) -> tuple[dict[str, tuple[str, str]], list[Problem]]:
-    """``{recording name: (text, where it came from)}`` for recordings that have a transcript."""
-    from f5app.data.metadata import MetadataError, read_metadata
+def known_texts(root: Path, recordings: Sequence[Recording], follow_links: bool = False) -> tuple[dict[str, tuple[str, str]], list[Problem]]:
+    """``{recording name: (text, where it came from)}`` for recordings that have a transcript.
 
+    Transcript files obey the recordings' rule (:func:`read.why_not_read`): a link out of
+    ``data.path`` (unless ``follow_links``), a FIFO or a device is a problem line, never read.
+    """
     texts: dict[str, tuple[str, str]] = {}
     problems: list[Problem] = []
     by_path = {recording.path.resolve(): recording for recording in recordings}
-    if root.is_dir() and (root / "metadata.csv").is_file():
+    folder = root if root.is_dir() else root.parent
+    listing = root / "metadata.csv"
+    if root.is_dir() and (listing.exists() or listing.is_symlink()):
+        refused = why_not_read(listing, root, root, follow_links)
         try:
+            if refused is not None:
+                raise MetadataError(refused.detail)
             metadata = read_metadata(root)
         except MetadataError as error:
             problems.append(Problem("metadata.csv", "transcript_file", f"not used: {error}"))
@@ -92,14 +103,19 @@ def known_texts(root: Path, recordings: Sequence[Recording]) -> tuple[dict[str, 
                     texts[recording.name] = (_one_line(row.text), f"metadata.csv line {row.line}")
     for recording in recordings:
         beside = recording.path.with_suffix(".txt")
-        if beside.is_file():
-            try:
-                text = _one_line(beside.read_text(encoding="utf-8-sig"))
-            except (OSError, UnicodeDecodeError) as error:
-                problems.append(Problem(recording.name, "transcript_file", f"{beside.name} not used: {error}"))
-                continue
-            if text:
-                texts[recording.name] = (text, beside.name)
+        if not (beside.exists() or beside.is_symlink()):
+            continue
+        refused = why_not_read(beside, folder, folder, follow_links)
+        try:
+            if refused is not None:
+                raise OSError(refused.detail)
+            text = _one_line(read_regular_bytes(beside, MAX_TRANSCRIPT_BYTES).decode("utf-8-sig"))
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            problems.append(Problem(recording.name, "transcript_file", f"{beside.name} not used: {reason}"))
+            continue
+        if text:
+            texts[recording.name] = (text, beside.name)
     return texts, problems
 
 

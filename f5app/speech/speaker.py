@@ -29,8 +29,11 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from f5app.audio.io import resample
 from f5app.config import SpeakerConfig
-from f5app.errors import UserError
+from f5app.devices import pick_device
+from f5app.errors import UserError, first_line
+from f5app.hub import PretrainedUnavailable, fetch_hub_file
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +65,20 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / denominator) if denominator > 0 else 0.0
 
 
-def build_embedder(cfg: SpeakerConfig, device: str = "cpu") -> SpeakerEmbedder:
-    """Load the embedder ``cfg`` names; ``device`` is used when ``speaker.device`` is ``auto``."""
+#: ``speaker=none``: no speaker model, so no SIM.
+NO_SPEAKER_MODEL = "none"
+
+
+def build_embedder(cfg: SpeakerConfig | None, device: str = "cpu") -> SpeakerEmbedder | None:
+    """Load the embedder ``cfg`` names, or None for no speaker model (``cfg`` None or
+    ``speaker=none``: the one place that decides it). ``speaker.device=auto`` takes ``device``
+    (the caller's) when present, else the first of cuda, mps, cpu (f5app.devices)."""
+    if cfg is None or cfg.name == NO_SPEAKER_MODEL:
+        return None
     builder = EMBEDDERS.get(cfg.name)
     if builder is None:
-        raise SpeakerModelUnavailable(f"speaker={cfg.name} is not an option; use one of {', '.join(sorted(EMBEDDERS))}")
-    chosen = _pick_device(cfg.device if cfg.device != "auto" else device)
+        raise SpeakerModelUnavailable(f"speaker={cfg.name} is not an option; use one of {', '.join(sorted(EMBEDDERS))} or {NO_SPEAKER_MODEL}")
+    chosen = pick_device(cfg.device, setting="speaker.device", inherit=device)
     return builder(cfg, chosen)
 
 
@@ -79,7 +90,7 @@ def import_resemblyzer() -> Any:
     if "webrtcvad" not in sys.modules and sys.modules.get("pkg_resources") is None:
         _import_webrtcvad_without_pkg_resources()
     try:
-        import resemblyzer
+        import resemblyzer  # deferred: resemblyzer is optional (the [eval] extra) and loads torch (1.9 s, NOTES.md)
     except ImportError as error:
         raise SpeakerModelUnavailable(f"speaker=resemblyzer needs the resemblyzer package ({error}): pip install 'f5app[eval]'") from None
     return resemblyzer
@@ -115,8 +126,6 @@ class ResemblyzerEmbedder:
     revision: str | None = None
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        from f5app.audio.io import resample
-
         wav = resample(np.asarray(audio, dtype=np.float32), int(sample_rate), EMBEDDING_SAMPLE_RATE)
         if not np.any(np.abs(wav) > 1e-5):
             raise ValueError("audio too short or silent for a speaker embedding (no signal)")
@@ -141,7 +150,7 @@ def _build_resemblyzer(cfg: SpeakerConfig, device: str) -> ResemblyzerEmbedder:
     encoder = resemblyzer.VoiceEncoder(device=device, verbose=False)
     version = importlib.metadata.version("resemblyzer")
     log.info("speaker embedder: resemblyzer %s on %s", version, device)
-    from resemblyzer.hparams import audio_norm_target_dBFS
+    from resemblyzer.hparams import audio_norm_target_dBFS  # deferred: resemblyzer is optional (the [eval] extra) and loads torch (1.9 s, NOTES.md)
 
     return ResemblyzerEmbedder(
         encoder,
@@ -165,9 +174,7 @@ class WavLMEmbedder:
     name: str = "wavlm"
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        import torch
-
-        from f5app.audio.io import resample
+        import torch  # deferred: torch costs 1.9 s (NOTES.md)
 
         wav = resample(np.asarray(audio, dtype=np.float32), int(sample_rate), EMBEDDING_SAMPLE_RATE)
         inputs = self.feature_extractor(wav, sampling_rate=EMBEDDING_SAMPLE_RATE, return_tensors="pt")
@@ -177,7 +184,7 @@ class WavLMEmbedder:
         return embedding.cpu().numpy().astype(np.float32)
 
     def describe(self) -> dict[str, Any]:
-        import transformers
+        import transformers  # deferred: transformers costs 1.6 s (-X importtime, shared machine); only speaker=wavlm needs it
 
         return {
             "name": self.name, "model": self.model, "revision": self.revision, "device": self.device,
@@ -199,14 +206,13 @@ def _build_wavlm(cfg: SpeakerConfig, device: str) -> WavLMEmbedder:
             f"speaker.model={spec} ({folder}) needs config.json and {' or '.join(WEIGHT_FILES)} (a transformers save_pretrained folder)"
         )
     try:
-        from transformers import Wav2Vec2FeatureExtractor, WavLMForXVector
+        from transformers import Wav2Vec2FeatureExtractor, WavLMForXVector  # deferred: transformers costs 1.6 s (-X importtime, shared machine); only speaker=wavlm needs it
     except ImportError:
         raise SpeakerModelUnavailable("speaker=wavlm needs transformers: pip install transformers") from None
     try:
         network = WavLMForXVector.from_pretrained(str(folder), local_files_only=True).to(device).eval()
     except (OSError, ValueError, RuntimeError, KeyError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SpeakerModelUnavailable(f"cannot load the speaker model {model_id} from {folder}: {first}") from None
+        raise SpeakerModelUnavailable(f"cannot load the speaker model {model_id} from {folder}: {first_line(error)}") from None
     if (folder / "preprocessor_config.json").is_file():
         feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(str(folder), local_files_only=True)
     else:  # the settings microsoft/wavlm-base-plus-sv ships
@@ -216,8 +222,6 @@ def _build_wavlm(cfg: SpeakerConfig, device: str) -> WavLMEmbedder:
 
 
 def _fetch_wavlm(repo_id: str, cfg: SpeakerConfig) -> tuple[Path, str, str | None]:
-    from f5app.hub import PretrainedUnavailable, fetch_hub_file
-
     def fetch(filename: str) -> Path:
         return fetch_hub_file(
             repo_id, filename, cfg.revision, cfg.cache_dir, what="speaker model", setting="speaker.model", repo_setting="speaker.model",
@@ -251,19 +255,6 @@ def _fetch_wavlm(repo_id: str, cfg: SpeakerConfig) -> tuple[Path, str, str | Non
     folder = config.parent
     revision = folder.name if folder.parent.name == "snapshots" else cfg.revision
     return folder, repo_id, revision
-
-
-def _pick_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    kind = name.split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise SpeakerModelUnavailable(f"speaker.device={name}: no CUDA device here; use speaker.device=cpu")
-    if kind not in ("cpu", "cuda", "mps"):
-        raise SpeakerModelUnavailable(f"speaker.device={name} is not an option; use auto, cpu or cuda")
-    return name
 
 
 #: name -> builder; a new embedder is one function here plus one YAML in conf/speaker/.

@@ -62,7 +62,7 @@ def normalize(text: str, language: str | None = None) -> str:
 
 def score(reference: str, hypothesis: str, language: str | None = None) -> TextScore:
     """WER and CER of ``hypothesis`` (a transcript) against ``reference`` (what should be said)."""
-    import jiwer
+    import jiwer  # deferred: jiwer is optional (the [eval] extra)
 
     ref, hyp = normalize(reference, language), normalize(hypothesis, language)
     ref_tokens, hyp_tokens = _tokens(ref, language), _tokens(hyp, language)

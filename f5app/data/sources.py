@@ -1,0 +1,17 @@
+"""Which preparation a ``data=`` setting takes: ``data=recordings`` cuts long recordings into clips
+first (f5app/data/recordings/), every other option is a folder with a metadata.csv
+(f5app/data/prepare.py). Apart from both, so neither imports the other's caller.
+"""
+
+from __future__ import annotations
+
+from f5app.config import DataConfig, RecordingsDataConfig
+from f5app.data.prepare import PreparedData, prepare
+from f5app.data.recordings import prepare_recordings
+
+
+def prepare_data(data: DataConfig, progress: bool = True) -> PreparedData:
+    """The prepared set for ``data`` (a no-op when its inputs are unchanged); raises DataError."""
+    if isinstance(data, RecordingsDataConfig):
+        return prepare_recordings(data, progress=progress)
+    return prepare(data, progress=progress)
