@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from f5app.ckpt.reader import CheckpointReader
 from f5app.ckpt import lora
-from f5app.ckpt.base import fingerprint_of
 from f5app.ckpt.export import export_adapter, export_merged, export_weights
 from f5app.ckpt.resolve import ResolutionError, resolve
 from f5app.ckpt.schema import ADAPTER_STATE, EMA_ADAPTER_STATE, read_metadata
@@ -141,12 +141,11 @@ def test_lora_trains_a_small_fraction_and_only_the_new_token_rows_of_the_embeddi
     assert trainable / total < 0.06, f"{trainable / total:.1%} of the tiny model trains"
     assert adapter[lora.TOKEN_KEY].shape == (added, cfm.transformer.text_embed.text_embed.embedding_dim)
 
-    from f5app.ckpt.adapt import read_weights
 
-    merged = lora.merged_state(runs["base"], replace_model(metadata.model), vocab, record, lora.read_adapter_weights(folder))
-    base_embed = read_weights(runs["base"]).state[EMBED]
+    merged = lora.merged_state(runs["base"], replace_model(metadata.model), vocab, record, CheckpointReader(folder).adapter().state)
+    base_embed = CheckpointReader(runs["base"]).weights().state[EMBED]
     assert torch.equal(merged[EMBED][: len(base_vocab) + 1], base_embed), "the base vocabulary's rows are frozen bit for bit"
-    assert torch.equal(merged[EMBED][len(base_vocab) + 1 :], lora.read_adapter_weights(folder)[lora.TOKEN_KEY]), "new rows: the (EMA) adapter's"
+    assert torch.equal(merged[EMBED][len(base_vocab) + 1 :], CheckpointReader(folder).adapter().state[lora.TOKEN_KEY]), "new rows: the (EMA) adapter's"
 
 
 def replace_model(recorded: dict):
@@ -167,7 +166,7 @@ def test_adapter_checkpoint_is_small_valid_retained_and_records_its_base_exactly
 
     base = read_metadata(folder).adapter.base
     assert base.source == "custom" and base.path == str(runs["base"].resolve()) and base.weights == "ema"
-    assert base.fingerprint == fingerprint_of(runs["base"], use_ema=True)
+    assert base.fingerprint == CheckpointReader(runs["base"]).fingerprint(use_ema=True)
     assert read_metadata(folder).lineage.finetuned_from.path == str(runs["base"])
 
 
@@ -212,7 +211,7 @@ def test_lora_refuses_to_start_from_scratch_and_a_lora_run_refuses_full_resume(r
 
 
 def test_resolution_shows_the_adapter_and_its_fingerprint_checked_base(runs, capsys):
-    from f5app.ckpt.__main__ import main
+    from f5app.ckpt_cli import main
 
     run = runs["straight"]
     status = main(["resolve", "--for", "infer", f"run_dir={run}", "ckpt=last"])
@@ -241,7 +240,7 @@ def test_an_adapter_pointed_at_another_base_is_refused_in_one_line_naming_the_ex
     message = str(refused.value)
     assert "\n" not in message and isinstance(refused.value, UserError)
     assert f"trained on {runs['base'].resolve()} (fingerprint {metadata.adapter.base.fingerprint[:16]}…)" in message
-    assert f"{other} has fingerprint {fingerprint_of(other, use_ema=True)[:16]}… (other weights)" in message
+    assert f"{other} has fingerprint {CheckpointReader(other).fingerprint(use_ema=True)[:16]}… (other weights)" in message
     assert not (runs["straight"] / "checkpoints" / "update_00000006.corrupted").exists(), "a wrong base is not damage"
 
 
@@ -281,7 +280,7 @@ def test_merged_export_loads_in_upstream_and_speaks_like_base_plus_adapter(runs,
     arch = {k: v for k, v in metadata.model["arch"].items() if k in ("dim", "depth", "heads", "ff_mult", "text_dim", "conv_layers")}
     upstream = load_model(DiT, arch, str(out), vocab_file=str(tmp_path / "vocab.txt"), device="cpu")
     merged_state = lora.merged_state(runs["base"], replace_model(metadata.model), read_vocab(folder / "vocab.txt"), metadata.adapter,
-                                     lora.read_adapter_weights(folder))
+                                     CheckpointReader(folder).adapter().state)
     upstream_state = {k: v.float() for k, v in upstream.state_dict().items() if not k.startswith("mel_spec.")}
     assert upstream_state.keys() == merged_state.keys()
     assert all(torch.equal(upstream_state[k], merged_state[k]) for k in merged_state)
@@ -371,7 +370,7 @@ def test_targets_that_name_no_linear_layer_are_refused_before_training():
 
 
 def test_the_ckpt_cli_shows_an_adapter_and_exports_it_only_merged_or_as_peft(runs, tmp_path, capsys):
-    from f5app.ckpt.__main__ import main
+    from f5app.ckpt_cli import main
 
     folder = newest(runs["straight"])
     assert main(["info", str(folder)]) == 0

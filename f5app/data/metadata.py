@@ -14,16 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from f5app.errors import MetadataError  # re-exported: data.prepare and data.recordings import it from here
+
 UPSTREAM_LAYOUT = "audio_file|text"
 LJSPEECH_LAYOUT = "ljspeech"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 # First-line words that mean "this was meant as a header", so a wrong header is not read as data.
 _PATH_HEADER_WORDS = {"audio_file", "audio", "file", "filename", "file_name", "path", "audio_path", "wav", "id"}
 _HEADER_WORDS = _PATH_HEADER_WORDS | {"text", "transcript", "transcription", "sentence", "normalized", "speaker"}
-
-
-class MetadataError(ValueError):
-    """metadata.csv is missing or unusable as a whole (not a single bad row)."""
 
 
 @dataclass(frozen=True)
