@@ -86,6 +86,12 @@ def runs(tmp_path_factory, one_torch_thread):
             "straight": straight, "interrupted": interrupted, "english": english}
 
 
+def merged_on(base: Path, model, vocab: list[str], record, adapter: dict) -> dict:
+    """The base's weights with ``adapter`` folded in, through the same pieces export_merged uses."""
+    cfm = lora.base_model(CheckpointReader(base).weights(), model, vocab[: record.base_vocab_size], vocab)
+    return lora.merged_state(cfm, record, vocab, adapter)
+
+
 def infer_settings(compose_cfg, *overrides: str) -> InferConfig:
     return to_settings(compose_cfg("infer", ["progress=false", "nfe_step=4", *overrides]), InferConfig)
 
@@ -142,7 +148,7 @@ def test_lora_trains_a_small_fraction_and_only_the_new_token_rows_of_the_embeddi
     assert adapter[lora.TOKEN_KEY].shape == (added, cfm.transformer.text_embed.text_embed.embedding_dim)
 
 
-    merged = lora.merged_state(runs["base"], replace_model(metadata.model), vocab, record, CheckpointReader(folder).adapter().state)
+    merged = merged_on(runs["base"], replace_model(metadata.model), vocab, record, CheckpointReader(folder).adapter().state)
     base_embed = CheckpointReader(runs["base"]).weights().state[EMBED]
     assert torch.equal(merged[EMBED][: len(base_vocab) + 1], base_embed), "the base vocabulary's rows are frozen bit for bit"
     assert torch.equal(merged[EMBED][len(base_vocab) + 1 :], CheckpointReader(folder).adapter().state[lora.TOKEN_KEY]), "new rows: the (EMA) adapter's"
@@ -279,7 +285,7 @@ def test_merged_export_loads_in_upstream_and_speaks_like_base_plus_adapter(runs,
     metadata = read_metadata(folder)
     arch = {k: v for k, v in metadata.model["arch"].items() if k in ("dim", "depth", "heads", "ff_mult", "text_dim", "conv_layers")}
     upstream = load_model(DiT, arch, str(out), vocab_file=str(tmp_path / "vocab.txt"), device="cpu")
-    merged_state = lora.merged_state(runs["base"], replace_model(metadata.model), read_vocab(folder / "vocab.txt"), metadata.adapter,
+    merged_state = merged_on(runs["base"], replace_model(metadata.model), read_vocab(folder / "vocab.txt"), metadata.adapter,
                                      CheckpointReader(folder).adapter().state)
     upstream_state = {k: v.float() for k, v in upstream.state_dict().items() if not k.startswith("mel_spec.")}
     assert upstream_state.keys() == merged_state.keys()
@@ -302,7 +308,7 @@ def test_the_adapter_alone_exports_in_peft_layout_that_peft_loads(runs, compose_
     assert json.loads((out / "f5app_adapter.json").read_text())["export"]["base"]["fingerprint"] == read_metadata(folder).adapter.base.fingerprint
     metadata = read_metadata(folder)
     vocab = read_vocab(out / "vocab.txt")
-    cfm = lora.load_base(runs["base"], replace_model(metadata.model), vocab[: metadata.adapter.base_vocab_size], vocab, use_ema=True)
+    cfm = lora.base_model(CheckpointReader(runs["base"]).weights(), replace_model(metadata.model), vocab[: metadata.adapter.base_vocab_size], vocab)
     loaded = PeftModel.from_pretrained(cfm, str(out)).eval()
     ours = synthesizer(compose_cfg, runs["straight"], "ckpt=last")
     cond = torch.randn(1, 40, 100, generator=torch.Generator().manual_seed(0))
