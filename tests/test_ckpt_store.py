@@ -306,3 +306,30 @@ def test_kill_9_during_saves_leaves_only_complete_checkpoints(tmp_path):
     assert layout.read_pointer(tmp_path, "last").name in {e.name for e in found.complete}
     CheckpointStore(tmp_path, keep_last=2).cleanup_partials()
     assert layout.scan(tmp_path).temporary == []
+
+
+def test_prune_by_another_store_while_saves_are_in_flight_never_breaks_a_save(tmp_path):
+    """CheckpointStore.prune() called directly (another instance, another thread) waits for the save in flight."""
+    ckpt_dir = tmp_path / "checkpoints"
+    saver, pruner = CheckpointStore(ckpt_dir, keep_last=1), CheckpointStore(ckpt_dir, keep_last=1)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def prune_until_done():
+        while not done.is_set():
+            try:
+                pruner.prune()
+            except BaseException as error:  # noqa: BLE001 - every failure is the finding
+                errors.append(error)
+
+    thread = threading.Thread(target=prune_until_done)
+    thread.start()
+    try:
+        for update in range(1, 7):
+            saver.save(_checkpoint(update, val_loss=None))
+    finally:
+        done.set()
+        thread.join()
+    assert errors == []
+    assert [entry.name for entry in layout.scan(ckpt_dir).complete] == ["update_00000006"]
+    assert not layout.scan(ckpt_dir).deleting

@@ -5,6 +5,7 @@ or different base, merged export read by upstream, and two voices on one base in
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import string
 from dataclasses import replace
@@ -265,6 +266,101 @@ def test_an_adapter_whose_base_is_gone_is_refused_in_one_line_naming_it(runs, co
     assert "\n" not in message
     assert f"needs its base {base.resolve()} (fingerprint {fingerprint[:16]}…), which is not available" in message
     assert "ckpt.base_path" in message
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
+
+
+def rewrite_adapter_record(folder: Path, **base_changes) -> None:
+    """Change the adapter's base record the way an older or another f5app would have written it:
+    adapter.json and metadata.json agree, and metadata.json's checksums match the new adapter.json."""
+    from f5app.ckpt.schema import ADAPTER_FILENAME, FileRecord
+    from f5app.files import file_digests
+
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata["adapter"]["base"].update(base_changes)
+    (folder / ADAPTER_FILENAME).write_text(json.dumps(metadata["adapter"], indent=2, sort_keys=True) + "\n")
+    size = (folder / ADAPTER_FILENAME).stat().st_size
+    metadata["files"][ADAPTER_FILENAME] = FileRecord(size, **file_digests(folder / ADAPTER_FILENAME)).to_dict()
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+
+
+def test_other_weights_of_the_same_size_and_time_at_the_base_path_are_refused(runs, compose_cfg, tmp_path):
+    """The base is recognised by the tensors read, never by its path, size and modification time."""
+    from safetensors.torch import load_file, save_file
+
+    from f5app.ckpt.reader import read_base
+
+    base = tmp_path / "base" / "model_4.safetensors"
+    base.parent.mkdir()
+    shutil.copy2(runs["base"], base)
+    ckpt = CkptConfig(name="custom", path=str(newest(runs["straight"])), infer_chain=["custom"], base_path=str(base))
+    _, fingerprint = read_base(resolve(ckpt, purpose="infer", run_dir=runs["straight"], model=None).chosen)
+    assert fingerprint == read_metadata(newest(runs["straight"])).adapter.base.fingerprint
+
+    before = base.stat()
+    other = {key: tensor + 0.5 if tensor.is_floating_point() else tensor for key, tensor in load_file(str(base)).items()}
+    save_file(other, str(base))
+    os.utime(base, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (base.stat().st_size, base.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    with pytest.raises(ResolutionError, match=r"has fingerprint [0-9a-f]{16}… \(other weights\)"):
+        synthesizer(compose_cfg, runs["straight"], f"output_root={runs['straight'].parent}", f"run_name={runs['straight'].name}",
+                    "ckpt=last", f"ckpt.base_path={base}")
+
+
+def test_an_edited_adapter_record_fails_full_validation_and_loading(runs, compose_cfg, tmp_path):
+    from f5app.ckpt_cli import main
+
+    run = copy_run(runs["straight"], tmp_path / "run")
+    folder = newest(run)
+    text = (folder / "metadata.json").read_text()
+    assert '"alpha": 32.0' in text
+    (folder / "metadata.json").write_text(text.replace('"alpha": 32.0', '"alpha": 3200.0'))
+    assert main(["validate", "--full", str(folder)]) == 1
+    assert "differs from adapter.json" in validate(folder, model=None, vocab_size=None, full=True).reason
+    with pytest.raises(ResolutionError, match="differs from adapter.json"):
+        synthesizer(compose_cfg, run, "ckpt=custom", f"ckpt.path={folder}")
+
+    # the same edit in both files, of the same length: only adapter.json's checksum can tell
+    run = copy_run(runs["straight"], tmp_path / "run2")
+    folder = newest(run)
+    for name in ("metadata.json", "adapter.json"):
+        (folder / name).write_text((folder / name).read_text().replace('"alpha": 32.0', '"alpha": 99.0'))
+    assert validate(folder, model=None, vocab_size=None, full=False).ok, "sizes and the record agree"
+    assert "adapter.json: sha256" in validate(folder, model=None, vocab_size=None, full=True).reason
+    with pytest.raises(ResolutionError, match="adapter.json changed since it was saved"):
+        synthesizer(compose_cfg, run, "ckpt=custom", f"ckpt.path={folder}")
+
+
+def test_an_adapter_without_a_base_fingerprint_loads_only_with_trust_base(runs, compose_cfg, tmp_path):
+    run = copy_run(runs["straight"], tmp_path / "run")
+    rewrite_adapter_record(newest(run), fingerprint=None)
+    assert validate(newest(run), model=None, vocab_size=None, full=True).ok
+    with pytest.raises(ResolutionError, match="records no fingerprint of its base.*ckpt.trust_base=true"):
+        synthesizer(compose_cfg, run, "ckpt=last")
+    synth = synthesizer(compose_cfg, run, "ckpt=last", "ckpt.trust_base=true")
+    assert "on base" in synth.source
+
+
+def test_a_hub_base_is_taken_only_at_the_recorded_commit(runs, tmp_path):
+    from ckpt_factory import make_hub_cache
+
+    run = copy_run(runs["straight"], tmp_path / "run")
+    hub = dict(source="pretrained", repo_id="someone/voices", filename="base/model_4.safetensors", vocab_filename="base/vocab.txt")
+    rewrite_adapter_record(newest(run), **hub, revision="main")
+    ckpt = CkptConfig(name="last", infer_chain=["last"], cache_dir=str(tmp_path / "hub"))
+    make_hub_cache(tmp_path / "hub", hub["repo_id"], {hub["filename"]: runs["base"], hub["vocab_filename"]: runs["base"].parent / "vocab.txt"})
+    with pytest.raises(ResolutionError, match="recorded at revision main, not at a commit"):
+        resolve(ckpt, purpose="infer", run_dir=run, model=None)
+
+    rewrite_adapter_record(newest(run), revision="0" * 40)  # the commit make_hub_cache stores
+    chosen = resolve(ckpt, purpose="infer", run_dir=run, model=None).chosen
+    assert chosen.base.path.parent.parent.name == "0" * 40 and chosen.base.source == "pretrained"
+    rewrite_adapter_record(newest(run), revision="1" * 40)  # another commit: not in the cache, never fetched offline
+    with pytest.raises(ResolutionError, match="revision 1111"):
+        resolve(ckpt, purpose="infer", run_dir=run, model=None)
 
 
 # ------------------------------------------------------------------------------------------- inference and export

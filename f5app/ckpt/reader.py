@@ -13,7 +13,7 @@ hands out typed sections, and callers only apply them:
   :meth:`~CheckpointReader.update`.
 
 Every ``.pt`` is read by :meth:`~CheckpointReader._load`, the one loader: the hostile-file gate and
-``torch.load(weights_only=True)`` (``f5app/safe_load.py``), and, for our folders, the file's
+``torch.load`` with ``weights_only=True`` (``f5app/safe_load.py``), and, for our folders, the file's
 recorded checksum computed by a second thread while it is read (xxh3_128 is faster than the read
 it hides behind), so a changed byte is :class:`DamagedCheckpoint`; weights read from our folders
 must be finite. :func:`read_base` reads an adapter's base and checks its fingerprint against the

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, TypeVar
 
 from f5app.ckpt.layout import METADATA_FILENAME, checkpoint_name, utc_now
+from f5app.data.vocab import vocab_text
 from f5app.errors import MetadataError
 
 FORMAT = "f5app-checkpoint"
@@ -632,8 +633,6 @@ class Checkpoint:
 
     def payloads(self) -> dict[str, Any]:
         """File name -> what is written there (objects are torch.saved, text is written as UTF-8)."""
-        from f5app.data.vocab import vocab_text
-
         files: dict[str, Any] = {
             MODEL_FILENAME: self.weights,
             TRAINING_STATE_FILENAME: self.training_state.to_payload(),

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from f5app.ckpt import layout
+from f5app.ckpt.fingerprint import weights_fingerprint
 from f5app.ckpt.schema import (
     ADAPTER_STATE, EMA_ADAPTER_STATE, EMA_STATE, METADATA_FILENAME, METRIC_DIRECTIONS, MODEL_STATE, Checkpoint,
     CheckpointMetadata, DamagedCheckpoint, FileRecord,
@@ -273,8 +274,6 @@ def _fingerprint(weights: dict[str, Any]) -> Optional[str]:
     state = weights.get(EMA_STATE) or weights.get(MODEL_STATE) or weights.get(EMA_ADAPTER_STATE) or weights.get(ADAPTER_STATE)
     if not isinstance(state, dict):
         return None
-    from f5app.ckpt.fingerprint import weights_fingerprint
-
     try:
         return weights_fingerprint(state)
     except Exception:  # odd weights must not cost the checkpoint; info recomputes from the file

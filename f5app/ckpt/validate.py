@@ -1,8 +1,8 @@
 """Is this checkpoint usable? Fast checks for resolution, full checks on demand.
 
 Nothing here executes a pickle: ``.pt`` files pass the hostile-file gate and are read by its
-structure reader, or by ``load_torch`` (``f5app/safe_load.py``: ``torch.load(mmap=True,
-weights_only=True)``; tensor data stays on disk, a pickle that names a non-allowlisted global is
+structure reader, or by ``load_torch`` (``f5app/safe_load.py``: ``torch.load`` with ``mmap=True``,
+``weights_only=True``; tensor data stays on disk, a pickle that names a non-allowlisted global is
 refused before anything runs), and ``.safetensors`` files by parsing their JSON header.
 
 Each failure has a distinct one-line reason. ``incompatible=True`` marks a readable checkpoint
@@ -17,6 +17,8 @@ import json
 import math
 import re
 import struct
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Optional
@@ -246,9 +248,6 @@ def _check_small_containers(path: Path, metadata: CheckpointMetadata) -> None:
 def _check_small_container(file: Path) -> None:
     """Every entry of a small torch.save zip read once and its CRC-32 checked: one changed byte
     in training_state.pt or an RNG file is damage found now, not an UnpicklingError at resume."""
-    import zipfile
-    import zlib
-
     check_torch_container(file)  # stored entries only, bounded data.pkl, opcodes scanned
     size = file.stat().st_size
     if size > _SMALL_CONTAINER_BYTES:
@@ -391,7 +390,7 @@ def check_torch_container(path: Path) -> Optional[bytes]:
 
 
 def _torch_load_safely(path: Path, mmap: bool) -> Any:
-    """The gated ``torch.load(weights_only=True)`` (f5app/safe_load.py), its refusal as damage."""
+    """The gated weights-only ``torch.load`` (f5app/safe_load.py), its refusal as damage."""
     try:
         return safe_load.load_torch(path, mmap=mmap)
     except safe_load.NeedsCode as refused:
