@@ -15,9 +15,9 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from f5app.ckpt.reader import CheckpointReader, UnreadableWeights
+from f5app.ckpt.reader import CheckpointReader
 from f5app.data.vocab import VOCAB_FILE, write_vocab
 from f5app.errors import UserError
 from f5app.files import atomic_write, sha256_file
@@ -257,7 +257,6 @@ def _first_few(items: list[str], limit: int = 5) -> str:
 
 __all__ = [
     "AdaptReport",
-    "UnreadableWeights",
     "WeightsMismatch",
     "adapt_cached",
     "default_adapted_cache_dir",

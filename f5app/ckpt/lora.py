@@ -24,7 +24,6 @@ a model, never by validation or the CLI's listing paths.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from f5app.ckpt.adapt import load_into

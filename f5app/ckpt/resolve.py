@@ -180,9 +180,10 @@ def resolve_and_load(
         try:
             loaded = load(chosen)
         except BaseMismatch as mismatch:  # other weights at the base's place: not damage, nothing renamed
-            base_row = next(i for i in range(len(resolution.candidates) - 1, -1, -1) if resolution.candidates[i].source.startswith("base:"))
-            entry = resolution.candidates[base_row]
-            resolution.candidates[base_row] = Candidate(entry.source, entry.path, "rejected", str(mismatch).split(": ", 1)[-1])
+            rows = [i for i, c in enumerate(resolution.candidates) if c.source.startswith("base:") and c.status == "chosen"]
+            if rows:
+                entry = resolution.candidates[rows[-1]]
+                resolution.candidates[rows[-1]] = Candidate(entry.source, entry.path, "rejected", str(mismatch).split(": ", 1)[-1])
             error = ResolutionError(str(mismatch), resolution.candidates, purpose, chain)
             log.warning("%s\n%s", error.table(), error)
             raise error from None

@@ -34,7 +34,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Literal, Optional, TypeVar
+from typing import Any, Literal, Optional
 
 from f5app.ckpt.layout import METADATA_FILENAME, checkpoint_name, utc_now
 from f5app.data.vocab import vocab_text
@@ -59,7 +59,7 @@ MAX_METADATA_BYTES = 8 * 1024 * 1024
 
 VERSIONED_PACKAGES = ("torch", "f5-tts", "accelerate", "hydra-core", "omegaconf", "f5app")
 
-T = TypeVar("T")
+
 LineageMode = Literal["scratch", "finetune", "resume"]
 METRIC_NAMES = ("val_loss", "wer", "cer", "sim")
 #: How each metric ranks checkpoints: lower is better except speaker similarity.
