@@ -170,6 +170,9 @@ class CkptConfig:
     use_ema: bool = True
     # An adapter checkpoint's base weights, moved from where its metadata records them (checked by fingerprint).
     base_path: Optional[str] = None
+    # Load an adapter checkpoint whose record names no base fingerprint (or predates adapter.json):
+    # nothing then proves the base is the one it was trained on.
+    trust_base: bool = False
 
 
 @dataclass

@@ -38,6 +38,12 @@ def first_line(error: BaseException, limit: int | None = None, default: str | No
     return type(error).__name__ if default is None else default
 
 
+class MetadataError(ValueError):
+    """A metadata file that cannot be used as a whole: a checkpoint's ``metadata.json`` that is not
+    an f5app record, or a data set's ``metadata.csv`` that is missing or has the wrong header (not
+    a single bad row). The message names the file and why."""
+
+
 #: What counts as bad input: a UserError, or a file the user named that does not exist.
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError)
 

@@ -710,6 +710,7 @@ def verify_worker(workdir: Path, gib: float) -> None:
     from ckpt_factory import checkpoint_record, tiny_model_config, tiny_vocab
 
     from f5app.ckpt import schema
+    from f5app.ckpt.reader import CheckpointReader
     from f5app.ckpt.store import CheckpointStore
 
     record = checkpoint_record(1, tiny_model_config(), tiny_vocab(), 1.0)
@@ -729,11 +730,11 @@ def verify_worker(workdir: Path, gib: float) -> None:
     for entry in metadata["files"].values():
         entry.pop("xxh3_128")
     (sha256_only / schema.METADATA_FILENAME).write_text(json.dumps(metadata))
-    schema.load_checkpoint(folder, rank=0, verify=False)  # page cache warm for every side
+    CheckpointReader(folder, verify=False).resume_state(0)  # page cache warm for every side
 
     def load(request: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
-        schema.load_checkpoint(sha256_only if request["side"] == "sha256" else folder, rank=0, verify=request["side"] != "plain")
+        CheckpointReader(sha256_only if request["side"] == "sha256" else folder, verify=request["side"] != "plain").resume_state(0)
         return {"seconds": time.perf_counter() - start}
 
     serve({"load": load, "info": lambda _: {"gib": size / 2**30}})

@@ -150,11 +150,12 @@ def voices_worker(workdir: Path, device: str, model_name: str, base: str, adapte
         synth.adapters.use(names[i % len(names)])
         switches.append(time.perf_counter() - t)
     from f5app.ckpt import lora
+    from f5app.ckpt.reader import CheckpointReader
     from f5app.data.vocab import read_vocab
 
     vocab = read_vocab(Path(base).with_name("vocab.txt"))
     start = time.perf_counter()
-    lora.load_base(base, synth.model_config, vocab, vocab, use_ema=True)  # what serving another full fine-tune costs
+    lora.base_model(CheckpointReader(base).weights(), synth.model_config, vocab, vocab)  # what serving another full fine-tune costs
     second_base_s = time.perf_counter() - start
     adapter_names = [f"v{i}" for i in range(len(adapters))]
     base_bytes = sum(p.numel() * p.element_size() for n, p in synth.cfm.named_parameters() if "lora_" not in n and "trainable_tokens" not in n)

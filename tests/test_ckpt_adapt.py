@@ -10,14 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from f5app.ckpt.adapt import (
-    TEXT_EMBED_KEY,
-    UnreadableWeights,
-    WeightsMismatch,
-    adapt_cached,
-    load_into,
-    read_weights,
-)
+from f5app.ckpt.adapt import TEXT_EMBED_KEY, WeightsMismatch, adapt_cached, load_into
+from f5app.ckpt.reader import CheckpointReader, UnreadableWeights
 from f5app.ckpt.keys import DuplicateWeightKeys, canonicalize, normalize_key
 from f5app.config import ArchConfig, ModelConfig
 from f5app.data.vocab import write_vocab
@@ -121,7 +115,7 @@ def test_plain_state_dict_in_each_key_layout_loads_identically(trained, tmp_path
     raw = {prefix + key: tensor for key, tensor in model_state.items()}
     torch.save(raw, path) if suffix == ".pt" else save_file(raw, str(path))
 
-    read = read_weights(path)
+    read = CheckpointReader(path).weights()
     assert_same_tensors(read.state, model_state)
     if prefix:
         assert f"stripped {prefix!r} prefix from {len(model_state)} keys" in read.notes
@@ -136,7 +130,7 @@ def test_legacy_non_zip_torch_file_still_loads(trained, tmp_path):
     _, _, model_state, _ = trained
     path = tmp_path / "old_format.pt"
     torch.save({"module." + k: v for k, v in model_state.items()}, path, _use_new_zipfile_serialization=False)
-    assert_same_tensors(read_weights(path).state, model_state)
+    assert_same_tensors(CheckpointReader(path).weights().state, model_state)
 
 
 def test_upstream_trainer_checkpoint_gives_ema_or_model_weights(trained, tmp_path):
@@ -144,14 +138,14 @@ def test_upstream_trainer_checkpoint_gives_ema_or_model_weights(trained, tmp_pat
     path = tmp_path / "model_last.pt"
     save_upstream_trainer_checkpoint(model, ema, path)
 
-    from_ema = read_weights(path, use_ema=True)
+    from_ema = CheckpointReader(path).weights(use_ema=True)
     assert from_ema.source_kind == "upstream trainer checkpoint (.pt)"
     assert from_ema.weights == "ema"
     assert_same_tensors(from_ema.state, ema_state)
     assert f"stripped 'ema_model.' prefix from {len(ema_state)} keys" in from_ema.notes
     assert "dropped non-weight entries: initted, step" in from_ema.notes
 
-    from_model = read_weights(path, use_ema=False)
+    from_model = CheckpointReader(path).weights(use_ema=False)
     assert_same_tensors(from_model.state, model_state)
     assert not torch.equal(from_model.state[TEXT_EMBED_KEY], from_ema.state[TEXT_EMBED_KEY])
 
@@ -169,7 +163,7 @@ def test_upstream_released_ema_safetensors_with_old_mel_buffers_loads(trained, t
     path = tmp_path / "model_1250000.safetensors"
     save_file(released, str(path))
 
-    read = read_weights(path)
+    read = CheckpointReader(path).weights()
     assert read.source_kind.startswith("EMA-only safetensors")
     assert_same_tensors(read.state, ema_state)
     assert "dropped non-weight entries: initted, step" in read.notes
@@ -187,7 +181,7 @@ def test_missing_ema_falls_back_to_model_weights_and_says_so(trained, tmp_path):
     path = tmp_path / "no_ema.pt"
     torch.save({"model_state_dict": model_state, "update": 3}, path)
 
-    read = read_weights(path, use_ema=True)
+    read = CheckpointReader(path).weights(use_ema=True)
     assert read.weights == "model"
     assert_same_tensors(read.state, model_state)
     assert "no EMA weights in the file; using its model weights" in read.notes
@@ -200,7 +194,7 @@ def test_f5app_checkpoint_folder_reads_weights_and_vocab(trained, tmp_path):
     save_upstream_trainer_checkpoint(model, ema, folder / "model.pt")
     write_vocab(VOCAB, folder / "vocab.txt")
 
-    read = read_weights(folder)
+    read = CheckpointReader(folder).weights()
     assert read.source_kind == "f5app checkpoint folder"
     assert read.vocab == VOCAB
     assert_same_tensors(read.state, ema_state)
@@ -210,22 +204,22 @@ def test_folder_with_an_exported_safetensors_reads_like_the_file(trained, tmp_pa
     _, ema, _, ema_state = trained
     save_file(ema.state_dict(), str(tmp_path / "model.safetensors"))
     write_vocab(VOCAB, tmp_path / "vocab.txt")
-    read = read_weights(tmp_path)
+    read = CheckpointReader(tmp_path).weights()
     assert_same_tensors(read.state, ema_state)
     assert read.vocab == VOCAB
 
 
 def test_folder_without_weights_names_what_it_looked_for(tmp_path):
     with pytest.raises(UnreadableWeights, match="without model.pt or model.safetensors"):
-        read_weights(tmp_path)
+        CheckpointReader(tmp_path).weights()
 
 
 def test_vocab_beside_a_weights_file_is_found(trained, tmp_path):
     _, _, model_state, _ = trained
     torch.save(model_state, tmp_path / "weights.pt")
-    assert read_weights(tmp_path / "weights.pt").vocab is None
+    assert CheckpointReader(tmp_path / "weights.pt").weights().vocab is None
     write_vocab(VOCAB, tmp_path / "vocab.txt")
-    assert read_weights(tmp_path / "weights.pt").vocab == VOCAB
+    assert CheckpointReader(tmp_path / "weights.pt").weights().vocab == VOCAB
 
 
 class _RunsCode:
@@ -249,7 +243,7 @@ def test_code_running_pickle_is_refused_without_running_it(tmp_path, writer):
     # before any unpickler sees it (torch's legacy loader would try it as a tar archive first)
     why = "it needs more than tensors" if writer == "torch.save" else "not a PyTorch checkpoint"
     with pytest.raises(UnreadableWeights, match=f"refusing to load .*evil.pt: {why}") as caught:
-        read_weights(path)
+        CheckpointReader(path).weights()
     assert not marker.exists()
     assert "\n" not in str(caught.value) and "weights_only` set to `False`" not in str(caught.value)
 
@@ -259,7 +253,7 @@ def test_file_with_two_copies_of_a_weight_is_unreadable(trained, tmp_path):
     both = {**model_state, **{"module." + k: v for k, v in model_state.items()}}
     torch.save(both, tmp_path / "twice.pt")
     with pytest.raises(UnreadableWeights, match="twice.pt: torch state dict: keys .* both name weight"):
-        read_weights(tmp_path / "twice.pt")
+        CheckpointReader(tmp_path / "twice.pt").weights()
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all" * 10])
@@ -267,7 +261,7 @@ def test_garbage_files_are_unreadable_weights(tmp_path, content):
     for name in ("junk.pt", "junk.safetensors"):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(UnreadableWeights, match=name) as caught:
-            read_weights(tmp_path / name)
+            CheckpointReader(tmp_path / name).weights()
         assert "\n" not in str(caught.value)
 
 
@@ -380,7 +374,7 @@ def test_adapt_cached_converts_once_and_reuses_by_content(trained, tmp_path, mon
 
     converted = adapt_cached(source)
     assert converted.is_relative_to(tmp_path / "cache" / "adapted")
-    read = read_weights(converted)
+    read = CheckpointReader(converted).weights()
     assert_same_tensors(read.state, ema_state)
     assert read.notes == []  # already canonical
     assert read.vocab == VOCAB
@@ -388,7 +382,7 @@ def test_adapt_cached_converts_once_and_reuses_by_content(trained, tmp_path, mon
     def must_not_convert_again(*args, **kwargs):
         raise AssertionError("converted twice")
 
-    monkeypatch.setattr("f5app.ckpt.adapt.read_weights", must_not_convert_again)
+    monkeypatch.setattr(CheckpointReader, "weights", must_not_convert_again)
     copy_elsewhere = tmp_path / "elsewhere"
     copy_elsewhere.mkdir()
     (copy_elsewhere / "same.pt").write_bytes(source.read_bytes())
@@ -404,5 +398,5 @@ def test_adapt_cached_keeps_ema_and_model_conversions_apart(trained, tmp_path):
     from_ema = adapt_cached(source, use_ema=True, cache_dir=tmp_path / "c")
     from_model = adapt_cached(source, use_ema=False, cache_dir=tmp_path / "c")
     assert from_ema != from_model
-    assert_same_tensors(read_weights(from_model).state, model_state)
-    assert_same_tensors(read_weights(from_ema).state, ema_state)
+    assert_same_tensors(CheckpointReader(from_model).weights().state, model_state)
+    assert_same_tensors(CheckpointReader(from_ema).weights().state, ema_state)

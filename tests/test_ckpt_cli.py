@@ -18,7 +18,7 @@ from ckpt_factory import (
     tiny_vocab,
     truncate,
 )
-from f5app.ckpt.__main__ import main
+from f5app.ckpt_cli import main
 
 MODEL, VOCAB = tiny_model_config(), tiny_vocab()
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from ckpt_factory import make_f5app_checkpoint, tiny_model_config, tiny_vocab
+from f5app.ckpt.reader import CheckpointReader
 from f5app.ckpt import layout, schema
 from f5app.ckpt.resolve import ResolutionError, resolve, resolve_and_load
 from f5app.ckpt.validate import validate
@@ -163,7 +164,7 @@ def test_damage_the_fast_checks_cannot_see_is_found_while_loading_and_the_next_o
     assert resolve(TRAIN, purpose="train", run_dir=run, model=MODEL, dry_run=True).chosen.path == newest  # invisible to fast checks
 
     resolution, loaded = resolve_and_load(TRAIN, purpose="train", run_dir=run, model=MODEL,
-                                          load=lambda chosen: schema.load_checkpoint(chosen.path, rank=0))
+                                          load=lambda chosen: CheckpointReader(chosen.path).resume_state(rank=0))
 
     assert resolution.chosen.path.name == "update_00000100" and loaded.training_state.progress.update == 100
     (quarantined,) = [c for c in resolution.candidates if c.status == "quarantined"]
@@ -177,7 +178,7 @@ def test_the_store_records_a_fast_checksum_beside_sha256_and_loading_compares_it
     assert recorded and all(r.sha256 and r.xxh3_128 for r in recorded.values())
     corrupt_tensor_bytes(folder, 1234.5)
     with pytest.raises(schema.DamagedCheckpoint, match=r"model\.pt changed since it was saved \(xxh3_128 "):
-        schema.load_checkpoint(folder, rank=0)
+        CheckpointReader(folder).resume_state(rank=0)
 
 
 def test_a_checkpoint_saved_before_the_fast_checksum_is_verified_with_its_sha256(run):
@@ -186,10 +187,10 @@ def test_a_checkpoint_saved_before_the_fast_checksum_is_verified_with_its_sha256
     for record in metadata["files"].values():
         del record["xxh3_128"]  # what f5app wrote before it recorded one
     (folder / "metadata.json").write_text(json.dumps(metadata))
-    assert schema.load_checkpoint(folder, rank=0).training_state.progress.update == 200
+    assert CheckpointReader(folder).resume_state(rank=0).training_state.progress.update == 200
     corrupt_tensor_bytes(folder, 1234.5)
     with pytest.raises(schema.DamagedCheckpoint, match=r"model\.pt changed since it was saved \(sha256 "):
-        schema.load_checkpoint(folder, rank=0)
+        CheckpointReader(folder).resume_state(rank=0)
 
 
 def test_full_validation_checks_both_recorded_digests(run):
@@ -208,7 +209,7 @@ def test_damage_found_while_loading_someone_elses_file_is_refused_not_renamed(ru
     custom = CkptConfig(name="custom", path=str(source), train_chain=["custom"])
     with pytest.raises(ResolutionError, match="changed since it was saved"):
         resolve_and_load(custom, purpose="train", run_dir=run.parent / "other", model=MODEL,
-                         load=lambda chosen: schema.load_checkpoint(chosen.path, rank=0))
+                         load=lambda chosen: CheckpointReader(chosen.path).resume_state(rank=0))
     assert source.is_dir()
 
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from f5app.ckpt.adapt import read_weights
+from f5app.ckpt.reader import CheckpointReader
+from f5app.ckpt.schema import CheckpointMetadata, ExportRecord, read_metadata
 from f5app.ckpt.export import export_weights
-from f5app.ckpt.fingerprint import weights_fingerprint, weights_fingerprint_of
+from f5app.ckpt.fingerprint import weights_fingerprint
 from f5app.config import ArchConfig, ModelConfig
 from f5app.data.vocab import read_vocab, write_vocab
 from f5app.model import build_cfm
@@ -45,7 +46,8 @@ def checkpoint(tmp_path, weights):
         folder / "model.pt",
     )
     write_vocab(VOCAB, folder / "vocab.txt")
-    (folder / "metadata.json").write_text(json.dumps({"schema_version": 1, "update": 42, "lineage": {"mode": "scratch"}}))
+    record = CheckpointMetadata(id="run/update_00000042/0", name="update_00000042", run_name="run", update=42, schema_version=1)
+    (folder / "metadata.json").write_text(record.to_json())
     return folder
 
 
@@ -102,7 +104,7 @@ def test_export_of_a_store_checkpoint_loads_in_upstream_load_model_with_its_voca
 
     loaded = load_model(DiT, UPSTREAM_TINY_CFG, str(exported), vocab_file=str(out_dir / "vocab.txt"), device="cpu")
     assert loaded.vocab_char_map == {token: index for index, token in enumerate(VOCAB)}
-    assert_same_tensors({k: v.float() for k, v in loaded.state_dict().items()}, read_weights(folder).state)
+    assert_same_tensors({k: v.float() for k, v in loaded.state_dict().items()}, CheckpointReader(folder).weights().state)
     carried = json.loads((out_dir / "model.safetensors.metadata.json").read_text())
     assert carried["source_metadata"]["update"] == 7
     assert carried["source_metadata"]["metrics"]["val_loss"] == 1.25
@@ -124,13 +126,14 @@ def test_export_writes_vocab_and_metadata_with_the_source_metadata(checkpoint, w
     exported = export_weights(checkpoint, tmp_path / "model.pt", fmt="pt")
     assert read_vocab(tmp_path / "vocab.txt") == VOCAB
     record = json.loads((tmp_path / "model.pt.metadata.json").read_text())
-    assert record["source_metadata"] == {"schema_version": 1, "update": 42, "lineage": {"mode": "scratch"}}
+    assert ExportRecord.from_dict(record).source == read_metadata(checkpoint), "the source's record, as written"
+    assert record["source_metadata"]["update"] == 42 and record["source_metadata"]["lineage"]["mode"] == "scratch"
     export = record["export"]
     assert export["format"] == "pt" and export["file"] == "model.pt" and export["weights"] == "ema"
     assert export["source_kind"] == "f5app checkpoint folder"
     assert export["fingerprint"] == weights_fingerprint(ema_state)
     assert export["vocab_size"] == len(VOCAB)
-    assert read_weights(exported).vocab == VOCAB
+    assert CheckpointReader(exported).weights().vocab == VOCAB
 
 
 def test_export_refuses_to_overwrite_and_writes_nothing(checkpoint, tmp_path):
@@ -142,7 +145,7 @@ def test_export_refuses_to_overwrite_and_writes_nothing(checkpoint, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "run"]
 
     export_weights(checkpoint, out, overwrite=True)
-    assert read_weights(out).state.keys() == read_weights(checkpoint).state.keys()
+    assert CheckpointReader(out).weights().state.keys() == CheckpointReader(checkpoint).weights().state.keys()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
@@ -187,11 +190,11 @@ def test_fingerprint_is_the_same_across_formats_and_prefixes(checkpoint, weights
         tmp_path / "plain.pt",
         tmp_path / "plain.safetensors",
     ]
-    assert [weights_fingerprint_of(source) for source in sources] == [expected] * len(sources)
+    assert [CheckpointReader(source).fingerprint() for source in sources] == [expected] * len(sources)
 
 
 def test_fingerprint_tells_ema_and_model_weights_apart(checkpoint):
-    assert weights_fingerprint_of(checkpoint, use_ema=True) != weights_fingerprint_of(checkpoint, use_ema=False)
+    assert CheckpointReader(checkpoint).fingerprint(use_ema=True) != CheckpointReader(checkpoint).fingerprint(use_ema=False)
 
 
 def test_fingerprint_changes_with_any_value_dtype_or_name(weights):
@@ -227,7 +230,7 @@ def test_fingerprint_ignores_memory_layout():
 
 @pytest.mark.parametrize(("name", "layout"), [("OUT.pt", "pt"), ("OUT.safetensors", "safetensors")])
 def test_ckpt_export_picks_the_format_from_the_suffix(checkpoint, tmp_path, capsys, name, layout):
-    from f5app.ckpt.__main__ import main
+    from f5app.ckpt_cli import main
 
     out = tmp_path / name
     assert main(["export", str(checkpoint), str(out)]) == 0
@@ -245,7 +248,7 @@ def test_export_into_a_folder_without_a_format_is_safetensors(checkpoint, tmp_pa
 
 
 def test_ckpt_export_with_a_suffix_that_names_no_format_says_how_to_name_it(checkpoint, tmp_path, capsys):
-    from f5app.ckpt.__main__ import main
+    from f5app.ckpt_cli import main
 
     assert main(["export", str(checkpoint), str(tmp_path / "model.bin")]) == 1
     message = capsys.readouterr().err.strip()
@@ -269,7 +272,7 @@ def test_export_never_writes_through_a_planted_symlink(checkpoint, tmp_path):
 
     exported = export_weights(checkpoint, out_dir / "model.pt")
     assert victim.read_text() == "precious"
-    assert exported.is_file() and not exported.is_symlink() and read_weights(exported).vocab == VOCAB
+    assert exported.is_file() and not exported.is_symlink() and CheckpointReader(exported).weights().vocab == VOCAB
 
     (out_dir / f".model.safetensors.tmp-{os.getpid()}-{threading.get_ident()}").symlink_to(victim)
     with pytest.raises(FileExistsError):

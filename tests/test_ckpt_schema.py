@@ -10,7 +10,7 @@ import pytest
 
 from ckpt_factory import checkpoint_record, make_f5app_checkpoint, tiny_model_config, tiny_vocab
 from f5app.ckpt import schema
-from f5app.ckpt.__main__ import main as ckpt_main
+from f5app.ckpt_cli import main as ckpt_main
 from f5app.ckpt.resolve import resolve
 from f5app.ckpt.store import CheckpointStore
 from f5app.ckpt.validate import validate

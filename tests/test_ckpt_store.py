@@ -22,6 +22,7 @@ from ckpt_factory import (
     tiny_model_config,
     tiny_vocab,
 )
+from f5app.ckpt.reader import CheckpointReader
 from f5app.ckpt import layout, schema, store as store_module
 from f5app.ckpt.arch import model_config_diff
 from f5app.ckpt.schema import read_metadata
@@ -242,15 +243,15 @@ def test_load_checkpoint_reads_every_rank_and_tolerates_a_missing_one(tmp_path):
     import numpy as np
 
     folder = make_f5app_checkpoint(tmp_path, 100, MODEL, VOCAB, world_size=2)
-    loaded = schema.load_checkpoint(folder, rank=1)
+    loaded = CheckpointReader(folder).resume_state(rank=1)
     assert loaded.training_state.progress.update == 100 and loaded.training_state.world_size == 2
-    assert set(loaded.weights) >= {"model_state_dict", "ema_model_state_dict"}
-    assert loaded.rng_state is not None and "torch" in loaded.rng_state
-    assert schema.load_checkpoint(folder, rank=5).rng_state is None
+    assert loaded.model is not None and loaded.ema is not None and loaded.optimizer is not None
+    assert loaded.rng is not None and "torch" in loaded.rng
+    assert CheckpointReader(folder).resume_state(rank=5).rng is None
 
     # numpy's RNG state (an ndarray) is allowed in the RNG file, and only there
     torch.save({"numpy": np.random.get_state()}, folder / schema.rng_state_filename(3))
-    assert schema.load_checkpoint(folder, rank=3).rng_state["numpy"][0] == "MT19937"
+    assert CheckpointReader(folder).resume_state(rank=3).rng["numpy"][0] == "MT19937"
 
 
 def test_pointers_are_replaced_atomically_and_damaged_pointers_read_as_absent(tmp_path):
@@ -305,3 +306,30 @@ def test_kill_9_during_saves_leaves_only_complete_checkpoints(tmp_path):
     assert layout.read_pointer(tmp_path, "last").name in {e.name for e in found.complete}
     CheckpointStore(tmp_path, keep_last=2).cleanup_partials()
     assert layout.scan(tmp_path).temporary == []
+
+
+def test_prune_by_another_store_while_saves_are_in_flight_never_breaks_a_save(tmp_path):
+    """CheckpointStore.prune() called directly (another instance, another thread) waits for the save in flight."""
+    ckpt_dir = tmp_path / "checkpoints"
+    saver, pruner = CheckpointStore(ckpt_dir, keep_last=1), CheckpointStore(ckpt_dir, keep_last=1)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def prune_until_done():
+        while not done.is_set():
+            try:
+                pruner.prune()
+            except BaseException as error:  # noqa: BLE001 - every failure is the finding
+                errors.append(error)
+
+    thread = threading.Thread(target=prune_until_done)
+    thread.start()
+    try:
+        for update in range(1, 7):
+            saver.save(_checkpoint(update, val_loss=None))
+    finally:
+        done.set()
+        thread.join()
+    assert errors == []
+    assert [entry.name for entry in layout.scan(ckpt_dir).complete] == ["update_00000006"]
+    assert not layout.scan(ckpt_dir).deleting

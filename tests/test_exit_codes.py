@@ -23,7 +23,7 @@ EXPECTED_FAILURES = [
     ("f5app.data.prepare", "DataError", ValueError),
     ("f5app.ckpt.resolve", "ResolutionError", RuntimeError),
     ("f5app.ckpt.adapt", "WeightsMismatch", ValueError),
-    ("f5app.ckpt.adapt", "UnreadableWeights", ValueError),
+    ("f5app.ckpt.reader", "UnreadableWeights", ValueError),
     ("f5app.hub", "PretrainedUnavailable", RuntimeError),
     ("f5app.ckpt.store", "CheckpointSaveError", RuntimeError),
     ("f5app.training.lock", "RunLockedError", RuntimeError),
@@ -157,7 +157,7 @@ def test_report_exits_2_on_a_folder_that_is_no_sweep_and_3_when_interrupted(tmp_
 
 
 def test_ckpt_exits_2_on_bad_input_and_1_when_the_answer_is_nothing_found(tmp_path, capsys):
-    from f5app.ckpt.__main__ import main
+    from f5app.ckpt_cli import main
 
     assert main(["resolve", "ckpt=nonexistent_option"]) == EXIT_BAD_INPUT
     assert main(["export", str(tmp_path / "missing"), str(tmp_path / "out.safetensors")]) == EXIT_BAD_INPUT

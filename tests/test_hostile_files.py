@@ -145,7 +145,7 @@ def test_the_cli_validates_a_deeply_nested_file_with_one_line_and_status_1(tmp_p
     path = torch_zip(tmp_path / "model.pt", PROTO2 + b"})" + b"\x85" * 10**6 + b"K\x01s.")
     outcome = run_bounded(
         "import contextlib, io\n"
-        "from f5app.ckpt.__main__ import main\n"
+        "from f5app.ckpt_cli import main\n"
         "out = io.StringIO()\n"
         "with contextlib.redirect_stdout(out):\n"
         f"    status = main(['validate', {str(path)!r}])\n"
@@ -188,7 +188,7 @@ def test_the_opcode_scan_accepts_what_pythons_own_pickler_writes(protocol):
     import collections
     import pickle
 
-    from f5app.ckpt.peek import scan_pickle
+    from f5app.safe_load import scan_pickle
 
     shared = [1, 2]
     looped: list = []
@@ -375,7 +375,7 @@ def test_prune_refuses_while_a_trainer_holds_the_run_lock_and_deletes_nothing(tm
 
     from ckpt_factory import make_f5app_checkpoint
 
-    from f5app.ckpt.__main__ import main as ckpt_main
+    from f5app.ckpt_cli import main as ckpt_main
     from f5app.training.lock import RunLock
 
     run_dir = tmp_path / "run"

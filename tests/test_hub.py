@@ -140,7 +140,7 @@ def test_ordinary_revisions_pass_the_name_check_and_select_their_snapshot(hub_ca
 
 @pytest.mark.parametrize("override", ["ckpt.repo_id=bad..repo", "ckpt.filename=../x"])
 def test_resolve_with_a_bad_hub_name_is_one_line_and_exit_1(override, tmp_path, monkeypatch, capsys):
-    from f5app.ckpt.__main__ import main
+    from f5app.ckpt_cli import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     status = main(["resolve", "--for", "infer", "ckpt=pretrained", override, f"output_root={tmp_path}", f"ckpt.cache_dir={tmp_path}"])

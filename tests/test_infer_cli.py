@@ -137,13 +137,13 @@ def test_upstream_trainer_pt_loads_through_ckpt_custom(cli, tmp_path):
 
 
 def test_foreign_weights_are_adapted_once_and_the_cached_copy_is_reused(cli, tmp_path, monkeypatch, caplog):
-    from f5app.ckpt import adapt
+    from f5app.ckpt.reader import CheckpointReader
 
     monkeypatch.setenv("F5APP_CACHE_DIR", str(tmp_path / "cache"))
     weights = upstream_trainer_pt(tmp_path / "community" / "model_last.pt")
     conversions = []
-    real_read = adapt.read_weights
-    monkeypatch.setattr(adapt, "read_weights", lambda path, **kw: conversions.append(path) or real_read(path, **kw))
+    real_read = CheckpointReader.weights
+    monkeypatch.setattr(CheckpointReader, "weights", lambda self, **kw: conversions.append(self.path) or real_read(self, **kw))
     caplog.set_level("INFO")
     for name in ("first.wav", "second.wav"):
         cli("ckpt=custom", f"ckpt.path={weights}", "model=tiny", "text=Hello there.", f"out={tmp_path / name}")

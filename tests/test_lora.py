@@ -5,6 +5,7 @@ or different base, merged export read by upstream, and two voices on one base in
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import string
 from dataclasses import replace
@@ -14,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from f5app.ckpt.reader import CheckpointReader
 from f5app.ckpt import lora
-from f5app.ckpt.base import fingerprint_of
 from f5app.ckpt.export import export_adapter, export_merged, export_weights
 from f5app.ckpt.resolve import ResolutionError, resolve
 from f5app.ckpt.schema import ADAPTER_STATE, EMA_ADAPTER_STATE, read_metadata
@@ -86,6 +87,12 @@ def runs(tmp_path_factory, one_torch_thread):
             "straight": straight, "interrupted": interrupted, "english": english}
 
 
+def merged_on(base: Path, model, vocab: list[str], record, adapter: dict) -> dict:
+    """The base's weights with ``adapter`` folded in, through the same pieces export_merged uses."""
+    cfm = lora.base_model(CheckpointReader(base).weights(), model, vocab[: record.base_vocab_size], vocab)
+    return lora.merged_state(cfm, record, vocab, adapter)
+
+
 def infer_settings(compose_cfg, *overrides: str) -> InferConfig:
     return to_settings(compose_cfg("infer", ["progress=false", "nfe_step=4", *overrides]), InferConfig)
 
@@ -141,12 +148,11 @@ def test_lora_trains_a_small_fraction_and_only_the_new_token_rows_of_the_embeddi
     assert trainable / total < 0.06, f"{trainable / total:.1%} of the tiny model trains"
     assert adapter[lora.TOKEN_KEY].shape == (added, cfm.transformer.text_embed.text_embed.embedding_dim)
 
-    from f5app.ckpt.adapt import read_weights
 
-    merged = lora.merged_state(runs["base"], replace_model(metadata.model), vocab, record, lora.read_adapter_weights(folder))
-    base_embed = read_weights(runs["base"]).state[EMBED]
+    merged = merged_on(runs["base"], replace_model(metadata.model), vocab, record, CheckpointReader(folder).adapter().state)
+    base_embed = CheckpointReader(runs["base"]).weights().state[EMBED]
     assert torch.equal(merged[EMBED][: len(base_vocab) + 1], base_embed), "the base vocabulary's rows are frozen bit for bit"
-    assert torch.equal(merged[EMBED][len(base_vocab) + 1 :], lora.read_adapter_weights(folder)[lora.TOKEN_KEY]), "new rows: the (EMA) adapter's"
+    assert torch.equal(merged[EMBED][len(base_vocab) + 1 :], CheckpointReader(folder).adapter().state[lora.TOKEN_KEY]), "new rows: the (EMA) adapter's"
 
 
 def replace_model(recorded: dict):
@@ -167,7 +173,7 @@ def test_adapter_checkpoint_is_small_valid_retained_and_records_its_base_exactly
 
     base = read_metadata(folder).adapter.base
     assert base.source == "custom" and base.path == str(runs["base"].resolve()) and base.weights == "ema"
-    assert base.fingerprint == fingerprint_of(runs["base"], use_ema=True)
+    assert base.fingerprint == CheckpointReader(runs["base"]).fingerprint(use_ema=True)
     assert read_metadata(folder).lineage.finetuned_from.path == str(runs["base"])
 
 
@@ -212,7 +218,7 @@ def test_lora_refuses_to_start_from_scratch_and_a_lora_run_refuses_full_resume(r
 
 
 def test_resolution_shows_the_adapter_and_its_fingerprint_checked_base(runs, capsys):
-    from f5app.ckpt.__main__ import main
+    from f5app.ckpt_cli import main
 
     run = runs["straight"]
     status = main(["resolve", "--for", "infer", f"run_dir={run}", "ckpt=last"])
@@ -241,7 +247,7 @@ def test_an_adapter_pointed_at_another_base_is_refused_in_one_line_naming_the_ex
     message = str(refused.value)
     assert "\n" not in message and isinstance(refused.value, UserError)
     assert f"trained on {runs['base'].resolve()} (fingerprint {metadata.adapter.base.fingerprint[:16]}…)" in message
-    assert f"{other} has fingerprint {fingerprint_of(other, use_ema=True)[:16]}… (other weights)" in message
+    assert f"{other} has fingerprint {CheckpointReader(other).fingerprint(use_ema=True)[:16]}… (other weights)" in message
     assert not (runs["straight"] / "checkpoints" / "update_00000006.corrupted").exists(), "a wrong base is not damage"
 
 
@@ -262,6 +268,101 @@ def test_an_adapter_whose_base_is_gone_is_refused_in_one_line_naming_it(runs, co
     assert "ckpt.base_path" in message
 
 
+def copy_run(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
+
+
+def rewrite_adapter_record(folder: Path, **base_changes) -> None:
+    """Change the adapter's base record the way an older or another f5app would have written it:
+    adapter.json and metadata.json agree, and metadata.json's checksums match the new adapter.json."""
+    from f5app.ckpt.schema import ADAPTER_FILENAME, FileRecord
+    from f5app.files import file_digests
+
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata["adapter"]["base"].update(base_changes)
+    (folder / ADAPTER_FILENAME).write_text(json.dumps(metadata["adapter"], indent=2, sort_keys=True) + "\n")
+    size = (folder / ADAPTER_FILENAME).stat().st_size
+    metadata["files"][ADAPTER_FILENAME] = FileRecord(size, **file_digests(folder / ADAPTER_FILENAME)).to_dict()
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+
+
+def test_other_weights_of_the_same_size_and_time_at_the_base_path_are_refused(runs, compose_cfg, tmp_path):
+    """The base is recognised by the tensors read, never by its path, size and modification time."""
+    from safetensors.torch import load_file, save_file
+
+    from f5app.ckpt.reader import read_base
+
+    base = tmp_path / "base" / "model_4.safetensors"
+    base.parent.mkdir()
+    shutil.copy2(runs["base"], base)
+    ckpt = CkptConfig(name="custom", path=str(newest(runs["straight"])), infer_chain=["custom"], base_path=str(base))
+    _, fingerprint = read_base(resolve(ckpt, purpose="infer", run_dir=runs["straight"], model=None).chosen)
+    assert fingerprint == read_metadata(newest(runs["straight"])).adapter.base.fingerprint
+
+    before = base.stat()
+    other = {key: tensor + 0.5 if tensor.is_floating_point() else tensor for key, tensor in load_file(str(base)).items()}
+    save_file(other, str(base))
+    os.utime(base, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (base.stat().st_size, base.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    with pytest.raises(ResolutionError, match=r"has fingerprint [0-9a-f]{16}… \(other weights\)"):
+        synthesizer(compose_cfg, runs["straight"], f"output_root={runs['straight'].parent}", f"run_name={runs['straight'].name}",
+                    "ckpt=last", f"ckpt.base_path={base}")
+
+
+def test_an_edited_adapter_record_fails_full_validation_and_loading(runs, compose_cfg, tmp_path):
+    from f5app.ckpt_cli import main
+
+    run = copy_run(runs["straight"], tmp_path / "run")
+    folder = newest(run)
+    text = (folder / "metadata.json").read_text()
+    assert '"alpha": 32.0' in text
+    (folder / "metadata.json").write_text(text.replace('"alpha": 32.0', '"alpha": 3200.0'))
+    assert main(["validate", "--full", str(folder)]) == 1
+    assert "differs from adapter.json" in validate(folder, model=None, vocab_size=None, full=True).reason
+    with pytest.raises(ResolutionError, match="differs from adapter.json"):
+        synthesizer(compose_cfg, run, "ckpt=custom", f"ckpt.path={folder}")
+
+    # the same edit in both files, of the same length: only adapter.json's checksum can tell
+    run = copy_run(runs["straight"], tmp_path / "run2")
+    folder = newest(run)
+    for name in ("metadata.json", "adapter.json"):
+        (folder / name).write_text((folder / name).read_text().replace('"alpha": 32.0', '"alpha": 99.0'))
+    assert validate(folder, model=None, vocab_size=None, full=False).ok, "sizes and the record agree"
+    assert "adapter.json: sha256" in validate(folder, model=None, vocab_size=None, full=True).reason
+    with pytest.raises(ResolutionError, match="adapter.json changed since it was saved"):
+        synthesizer(compose_cfg, run, "ckpt=custom", f"ckpt.path={folder}")
+
+
+def test_an_adapter_without_a_base_fingerprint_loads_only_with_trust_base(runs, compose_cfg, tmp_path):
+    run = copy_run(runs["straight"], tmp_path / "run")
+    rewrite_adapter_record(newest(run), fingerprint=None)
+    assert validate(newest(run), model=None, vocab_size=None, full=True).ok
+    with pytest.raises(ResolutionError, match="records no fingerprint of its base.*ckpt.trust_base=true"):
+        synthesizer(compose_cfg, run, "ckpt=last")
+    synth = synthesizer(compose_cfg, run, "ckpt=last", "ckpt.trust_base=true")
+    assert "on base" in synth.source
+
+
+def test_a_hub_base_is_taken_only_at_the_recorded_commit(runs, tmp_path):
+    from ckpt_factory import make_hub_cache
+
+    run = copy_run(runs["straight"], tmp_path / "run")
+    hub = dict(source="pretrained", repo_id="someone/voices", filename="base/model_4.safetensors", vocab_filename="base/vocab.txt")
+    rewrite_adapter_record(newest(run), **hub, revision="main")
+    ckpt = CkptConfig(name="last", infer_chain=["last"], cache_dir=str(tmp_path / "hub"))
+    make_hub_cache(tmp_path / "hub", hub["repo_id"], {hub["filename"]: runs["base"], hub["vocab_filename"]: runs["base"].parent / "vocab.txt"})
+    with pytest.raises(ResolutionError, match="recorded at revision main, not at a commit"):
+        resolve(ckpt, purpose="infer", run_dir=run, model=None)
+
+    rewrite_adapter_record(newest(run), revision="0" * 40)  # the commit make_hub_cache stores
+    chosen = resolve(ckpt, purpose="infer", run_dir=run, model=None).chosen
+    assert chosen.base.path.parent.parent.name == "0" * 40 and chosen.base.source == "pretrained"
+    rewrite_adapter_record(newest(run), revision="1" * 40)  # another commit: not in the cache, never fetched offline
+    with pytest.raises(ResolutionError, match="revision 1111"):
+        resolve(ckpt, purpose="infer", run_dir=run, model=None)
+
+
 # ------------------------------------------------------------------------------------------- inference and export
 
 
@@ -280,8 +381,8 @@ def test_merged_export_loads_in_upstream_and_speaks_like_base_plus_adapter(runs,
     metadata = read_metadata(folder)
     arch = {k: v for k, v in metadata.model["arch"].items() if k in ("dim", "depth", "heads", "ff_mult", "text_dim", "conv_layers")}
     upstream = load_model(DiT, arch, str(out), vocab_file=str(tmp_path / "vocab.txt"), device="cpu")
-    merged_state = lora.merged_state(runs["base"], replace_model(metadata.model), read_vocab(folder / "vocab.txt"), metadata.adapter,
-                                     lora.read_adapter_weights(folder))
+    merged_state = merged_on(runs["base"], replace_model(metadata.model), read_vocab(folder / "vocab.txt"), metadata.adapter,
+                                     CheckpointReader(folder).adapter().state)
     upstream_state = {k: v.float() for k, v in upstream.state_dict().items() if not k.startswith("mel_spec.")}
     assert upstream_state.keys() == merged_state.keys()
     assert all(torch.equal(upstream_state[k], merged_state[k]) for k in merged_state)
@@ -303,7 +404,7 @@ def test_the_adapter_alone_exports_in_peft_layout_that_peft_loads(runs, compose_
     assert json.loads((out / "f5app_adapter.json").read_text())["export"]["base"]["fingerprint"] == read_metadata(folder).adapter.base.fingerprint
     metadata = read_metadata(folder)
     vocab = read_vocab(out / "vocab.txt")
-    cfm = lora.load_base(runs["base"], replace_model(metadata.model), vocab[: metadata.adapter.base_vocab_size], vocab, use_ema=True)
+    cfm = lora.base_model(CheckpointReader(runs["base"]).weights(), replace_model(metadata.model), vocab[: metadata.adapter.base_vocab_size], vocab)
     loaded = PeftModel.from_pretrained(cfm, str(out)).eval()
     ours = synthesizer(compose_cfg, runs["straight"], "ckpt=last")
     cond = torch.randn(1, 40, 100, generator=torch.Generator().manual_seed(0))
@@ -371,7 +472,7 @@ def test_targets_that_name_no_linear_layer_are_refused_before_training():
 
 
 def test_the_ckpt_cli_shows_an_adapter_and_exports_it_only_merged_or_as_peft(runs, tmp_path, capsys):
-    from f5app.ckpt.__main__ import main
+    from f5app.ckpt_cli import main
 
     folder = newest(runs["straight"])
     assert main(["info", str(folder)]) == 0

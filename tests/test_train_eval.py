@@ -80,7 +80,7 @@ def test_the_sweep_objective_is_the_best_wer_of_the_run(evaluated_run):
 
 
 def test_ckpt_best_by_wer_is_chosen_recorded_and_shown(evaluated_run, compose_cfg, capsys):
-    from f5app.ckpt.__main__ import main as ckpt_main
+    from f5app.ckpt_cli import main as ckpt_main
     from f5app.ckpt.resolve import resolve
     from f5app.config import InferConfig, to_settings
 
@@ -98,7 +98,7 @@ def test_ckpt_best_by_wer_is_chosen_recorded_and_shown(evaluated_run, compose_cf
 
 
 def test_training_ranked_by_wer_records_it_in_best_json_and_keeps_that_checkpoint(voice, compose_cfg, tmp_path, capsys):
-    from f5app.ckpt.__main__ import main as ckpt_main
+    from f5app.ckpt_cli import main as ckpt_main
 
     run_dir = tmp_path / "by-wer"
     train_in_process(compose_cfg, run_dir, tiny_overrides(voice, **{**EVAL, "eval.every": 1, "trainer.max_updates": 3, "trainer.save_every": 0,

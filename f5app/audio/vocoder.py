@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional, Protocol
 
 import yaml
 
-from f5app.ckpt.peek import Refused, check_torch_file
 from f5app.config import MelConfig, VocoderConfig
 from f5app.errors import UserError, first_line
 from f5app.hub import PretrainedUnavailable, fetch_hub_file
+from f5app.safe_load import Refused, load_torch
 
 if TYPE_CHECKING:
     import torch
@@ -257,16 +257,12 @@ def _check_vocos_mel(args: dict[str, Any], mel: MelConfig, path: Path) -> None:
 
 
 def _vocos_weights(path: Path) -> dict[str, "torch.Tensor"]:
-    import torch  # deferred: torch costs 1.9 s (NOTES.md)
+    import torch  # deferred: torch costs 1.9 s (NOTES.md); the ckpt CLI's fast paths never load it
 
     try:
-        check_torch_file(Path(path))  # a hostile pickle (memo bombs, deep nesting) never reaches torch.load
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        state = load_torch(Path(path))  # the gate first: a hostile pickle never reaches an unpickler
     except Refused as refused:
         raise VocoderError(f"Vocos weights {path} cannot be read ({refused}); the file is damaged or hostile: fetch it again") from None
-    except Exception as exc:  # a damaged file fails in pickle, zip or storage code, each with its own type
-        reason = first_line(exc)
-        raise VocoderError(f"Vocos weights {path} cannot be read ({reason[:200]}); the file is damaged: fetch it again") from None
     if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise VocoderError(f"Vocos weights {path} are not a state dict of tensors; the file is damaged: fetch it again")
     return dict(state)

@@ -19,17 +19,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Optional
 
-from f5app.ckpt.adapt import choose_weights, read_weight_sets, save_safetensors
+from f5app.ckpt import lora
+from f5app.ckpt.adapt import save_safetensors
 from f5app.ckpt.fingerprint import weights_fingerprint
+from f5app.ckpt.layout import utc_now
+from f5app.ckpt.reader import CheckpointReader, choose_weights, read_base
+from f5app.ckpt.resolve import resolve
+from f5app.ckpt.schema import (
+    EMA_STATE, MODEL_STATE, CheckpointMetadata, ExportRecord, export_sidecar_path, read_export_record, read_metadata,
+)
+from f5app.config import CkptConfig, model_config_from_dict
 from f5app.data.vocab import VOCAB_FILE, vocab_text
 from f5app.files import atomic_write
-
-if TYPE_CHECKING:
-    from f5app.config import CkptConfig
 
 FORMATS = {"safetensors": ".safetensors", "pt": ".pt"}
 
@@ -47,7 +51,7 @@ def export_weights(
         raise ValueError(f"{src} is a LoRA adapter checkpoint (no full weights): export it merged into its base "
                          "(--merge) or as a peft adapter folder (--format peft)")
     out, fmt = _target(out, fmt)
-    sets = read_weight_sets(src)
+    sets = CheckpointReader(src).weight_sets()
     chosen = choose_weights(sets, use_ema=use_ema, path=src)
     # Upstream's use_ema=False path reads model_state_dict: keep the source's live weights there.
     model_section = sets.model if sets.model is not None else chosen.state
@@ -57,13 +61,10 @@ def export_weights(
 
 def export_merged(
     src: str | Path, out: str | Path, fmt: str | None = None, use_ema: bool = True, overwrite: bool = False,
-    ckpt: "CkptConfig | None" = None,
+    ckpt: Optional[CkptConfig] = None,
 ) -> Path:
     """An adapter checkpoint folded into its base (resolved and fingerprint-checked as for inference),
     written in upstream's format exactly like :func:`export_weights` writes full weights."""
-    from f5app.ckpt.resolve import resolve
-    from f5app.config import CkptConfig
-
     src = Path(src)
     if adapter_record(src) is None:
         raise ValueError(f"--merge folds a LoRA adapter into its base; {src} is not an adapter checkpoint: export it without --merge")
@@ -71,14 +72,13 @@ def export_merged(
     settings = dataclasses.replace(ckpt or CkptConfig(), name="custom", path=str(src), infer_chain=["custom"], fallback=False)
     chosen = resolve(settings, purpose="infer", run_dir=src.parent, model=None).chosen
     assert chosen is not None and chosen.base is not None and chosen.metadata is not None and chosen.metadata.adapter is not None
-    from f5app.ckpt import lora
-    from f5app.config import model_config_from_dict
-    from f5app.data.vocab import read_vocab
-
-    record = chosen.metadata.adapter
-    vocab = read_vocab(chosen.vocab_path)
-    state = lora.merged_state(chosen.base.path, model_config_from_dict(chosen.metadata.model), vocab, record,
-                              lora.read_adapter_weights(src, use_ema=use_ema))
+    reader = CheckpointReader.of(chosen)
+    adapter, vocab = reader.adapter(use_ema=use_ema), reader.vocab()
+    record = adapter.record
+    base, _ = read_base(chosen)
+    assert record.base_vocab_size is not None and vocab is not None, "an adapter checkpoint records its base vocabulary"
+    cfm = lora.base_model(base, model_config_from_dict(chosen.metadata.model), vocab[: record.base_vocab_size], vocab)
+    state = lora.merged_state(cfm, record, vocab, adapter.state)
     facts = {
         "source_kind": "f5app LoRA adapter checkpoint, merged into its base",
         "weights": "ema adapter" if use_ema else "live adapter",
@@ -99,9 +99,6 @@ def export_adapter(src: str | Path, out: str | Path, use_ema: bool = True, overw
     ``PeftModel.from_pretrained(cfm, out)`` loads it onto a CFM holding the base whose text embedding
     has ``len(vocab.txt) + 1`` rows (new token rows are the adapter's; their values do not matter).
     """
-    from f5app.ckpt import lora
-    from f5app.data.vocab import read_vocab
-
     src, out = Path(src), Path(out)
     record = adapter_record(src)
     if record is None:
@@ -113,26 +110,25 @@ def export_adapter(src: str | Path, out: str | Path, use_ema: bool = True, overw
     files = [out / name for name in (PEFT_CONFIG, PEFT_WEIGHTS, ADAPTER_SIDECAR, VOCAB_FILE)]
     if not overwrite and any(f.exists() for f in files):
         raise FileExistsError(f"{out} already holds an export; pass overwrite=True (--overwrite) or choose another folder")
-    vocab = read_vocab(src / VOCAB_FILE)
-    state = lora.read_adapter_weights(src, use_ema=use_ema)
+    reader = CheckpointReader(src)
+    vocab, state = reader.vocab(), reader.adapter(use_ema=use_ema).state
+    assert vocab is not None, "an adapter checkpoint holds its vocab.txt (validated)"
     config = lora.peft_config(record, len(vocab), inference=True)
     out.mkdir(exist_ok=True)
     config_text = json.dumps(config.to_dict(), indent=2, sort_keys=True, default=_jsonable) + "\n"
     atomic_write(out / PEFT_WEIGHTS, lambda tmp: save_safetensors(state, tmp, metadata={"format": "pt"}))
     atomic_write(out / PEFT_CONFIG, config_text)
     atomic_write(out / VOCAB_FILE, vocab_text(vocab))
-    sidecar = {"source_metadata": _source_metadata(src), "export": {
+    sidecar = ExportRecord(reader.record, {
         "format": "peft", "source": str(src.resolve()), "weights": "ema adapter" if use_ema else "live adapter",
         "base": dataclasses.asdict(record.base), "vocab_size": len(vocab), "base_vocab_size": record.base_vocab_size,
-        "fingerprint": weights_fingerprint(state), "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
-    atomic_write(out / ADAPTER_SIDECAR, json.dumps(sidecar, indent=2, default=str) + "\n")
+        "fingerprint": weights_fingerprint(state), "exported_at": utc_now()})
+    atomic_write(out / ADAPTER_SIDECAR, sidecar.to_json())
     return out
 
 
 def adapter_record(src: Path):
     """The AdapterRecord of an adapter checkpoint folder; None for anything else."""
-    from f5app.ckpt.schema import read_metadata
-
     metadata = read_metadata(src) if Path(src).is_dir() else None
     return metadata.adapter if metadata is not None else None
 
@@ -159,35 +155,31 @@ def _target(out: str | Path, fmt: str | None) -> tuple[Path, str]:
 def _write_weights(src: Path, out: Path, fmt: str, state: dict, model_section: dict, vocab: list[str] | None,
                    facts: dict[str, Any], overwrite: bool) -> Path:
     vocab_path = out.parent / VOCAB_FILE
-    metadata_path = out.with_name(out.name + ".metadata.json")
+    metadata_path = export_sidecar_path(out)
     vocab_content = vocab_text(vocab) if vocab is not None else None
     _refuse_clobber(out, metadata_path, vocab_path, vocab_content, overwrite)
 
     source_metadata = _source_metadata(src)
-    step = int(source_metadata.get("update", 0)) if isinstance(source_metadata, dict) else 0
-    ema_section = _as_ema(state, step)
+    ema_section = _as_ema(state, source_metadata.update if source_metadata is not None else 0)
     if fmt == "safetensors":
         atomic_write(out, lambda tmp: save_safetensors(ema_section, tmp))
     else:
-        atomic_write(out, lambda tmp: _torch_save({"ema_model_state_dict": ema_section, "model_state_dict": model_section}, tmp))
+        atomic_write(out, lambda tmp: _torch_save({EMA_STATE: ema_section, MODEL_STATE: model_section}, tmp))
     if vocab_content is not None:
         atomic_write(vocab_path, vocab_content)
 
-    record = {
-        "source_metadata": source_metadata,
-        "export": {
-            "format": fmt,
-            "file": out.name,
-            "source": str(src.resolve()),
-            **facts,
-            "fingerprint": weights_fingerprint(state),
-            "num_tensors": len(state),
-            "vocab_file": VOCAB_FILE if vocab_content is not None else None,
-            "vocab_size": len(vocab) if vocab is not None else None,
-            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
-    }
-    atomic_write(metadata_path, json.dumps(record, indent=2, default=str) + "\n")
+    record = ExportRecord(source_metadata, {
+        "format": fmt,
+        "file": out.name,
+        "source": str(src.resolve()),
+        **facts,
+        "fingerprint": weights_fingerprint(state),
+        "num_tensors": len(state),
+        "vocab_file": VOCAB_FILE if vocab_content is not None else None,
+        "vocab_size": len(vocab) if vocab is not None else None,
+        "exported_at": utc_now(),
+    })
+    atomic_write(metadata_path, record.to_json())
     return out
 
 
@@ -205,7 +197,7 @@ def format_for(out: Path) -> str:
 
 
 def _as_ema(state: dict, step: int) -> dict:
-    import torch
+    import torch  # deferred: torch costs 1.9 s (NOTES.md); the ckpt CLI's fast paths never load it
 
     section = {f"ema_model.{key}": tensor for key, tensor in state.items()}
     section["initted"] = torch.tensor(True)
@@ -224,19 +216,19 @@ def _refuse_clobber(out: Path, metadata_path: Path, vocab_path: Path, vocab_cont
         raise FileExistsError(f"{vocab_path} already exists with another vocabulary; export into another folder or pass overwrite=True")
 
 
-def _source_metadata(src: Path) -> dict[str, Any] | None:
-    candidates = [src / "metadata.json"] if src.is_dir() else [src.with_name(src.name + ".metadata.json"), src.parent / "metadata.json"]
-    for candidate in candidates:
-        if candidate.is_file():
-            try:
-                return json.loads(candidate.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{candidate} is not valid JSON ({error}); fix or remove it before exporting") from error
-    return None
+def _source_metadata(src: Path) -> Optional[CheckpointMetadata]:
+    """The record of what is exported: a checkpoint folder's metadata.json, or the sidecar an earlier
+    export left beside a weights file (or the metadata.json of the folder holding it)."""
+    if src.is_dir():
+        return read_metadata(src)
+    record = read_export_record(src)
+    if record is not None and record.source is not None:
+        return record.source
+    return read_metadata(src.parent) if (src.parent / "metadata.json").is_file() else None
 
 
 def _torch_save(payload: dict, path: Path) -> None:
-    import torch
+    import torch  # deferred: torch costs 1.9 s (NOTES.md); the ckpt CLI's fast paths never load it
 
     torch.save(payload, path)
 

@@ -8,7 +8,6 @@ numbers any more); renaming keys, changing container or storage layout does not.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from f5app.ckpt.keys import canonicalize
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 
 def weights_fingerprint(state: Mapping[str, "Tensor"]) -> str:
     """64 hex characters; ``state`` may use any known key layout (it is canonicalised first)."""
-    import torch
+    import torch  # deferred: torch costs 1.9 s (NOTES.md); the ckpt CLI's fast paths never load it
 
     canonical, _ = canonicalize(state)
     digest = hashlib.sha256()
@@ -30,9 +29,3 @@ def weights_fingerprint(state: Mapping[str, "Tensor"]) -> str:
         # Raw bytes through a uint8 view: works for every dtype, including bfloat16 that numpy lacks.
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
-
-
-def weights_fingerprint_of(path: str | Path, use_ema: bool = True) -> str:
-    from f5app.ckpt.adapt import read_weights
-
-    return weights_fingerprint(read_weights(path, use_ema=use_ema).state)

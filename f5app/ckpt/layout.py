@@ -17,12 +17,15 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, Optional
 
-from f5app.ckpt.schema import METADATA_FILENAME, utc_now
 from f5app.files import write_json_atomic
 
+#: Written last into a checkpoint folder: its presence is what makes the folder complete
+#: (its contents are ckpt/schema.py's).
+METADATA_FILENAME = "metadata.json"
 CHECKPOINTS_DIRNAME = "checkpoints"
 QUARANTINE_SUFFIX = ".corrupted"
 QUARANTINE_REASON_FILENAME = "QUARANTINED.json"
@@ -35,6 +38,10 @@ PointerName = Literal["best", "last"]
 
 _FINAL_NAME = re.compile(r"^update_(\d+)$")
 _TEMP_NAME = re.compile(r"^\.tmp-update_(\d+)-(\d+)$")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def checkpoint_name(update: int) -> str:

@@ -1,5 +1,6 @@
 """LoRA on upstream's DiT through peft: the adapter's peft config, its state in peft's layout,
-loading a base plus adapters, merging, and the adapter's expected shapes (torch-free, for validation).
+applying a base plus adapters, merging, and the adapter's expected shapes (torch-free, for
+validation). Reading the base and the adapter from disk is ``f5app/ckpt/reader.py``'s.
 
 An adapter's state (an adapter checkpoint's ``ADAPTER_STATE``; ``adapter_model.safetensors`` of a
 peft export) is exactly ``peft.get_peft_model_state_dict`` of the wrapped CFM:
@@ -23,17 +24,20 @@ a model, never by validation or the CLI's listing paths.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
+from f5app.ckpt.adapt import load_into
 from f5app.ckpt.arch import DIM_HEAD
-from f5app.ckpt.schema import AdapterRecord, BaseRef
+from f5app.ckpt.keys import canonicalize
+from f5app.ckpt.schema import EMA_COUNTERS, AdapterRecord, BaseRef
 from f5app.config import FinetuneConfig, ModelConfig
 from f5app.errors import UserError
-from f5app.model import text_embedding_rows
+from f5app.model import build_cfm, text_embedding_rows
 
 if TYPE_CHECKING:
     import torch
+
+    from f5app.ckpt.reader import WeightsRead
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,6 @@ PEFT_PREFIX = "base_model.model."
 #: The text embedding inside the CFM (``transformer.text_embed.text_embed``), as peft's module suffix.
 TOKEN_MODULE = "text_embed.text_embed"
 TOKEN_KEY = f"{PEFT_PREFIX}transformer.{TOKEN_MODULE}.token_adapter.trainable_tokens_delta"
-#: ema_pytorch's bookkeeping entries, kept in the EMA section of an adapter checkpoint too.
-EMA_COUNTERS = ("initted", "step")
 DEFAULT_ADAPTER = "default"
 
 
@@ -146,7 +148,7 @@ def _few(items: list[str], limit: int = 3) -> str:
 
 def peft_config(record: AdapterRecord, vocab_size: int, *, inference: bool = False) -> Any:
     """peft's LoraConfig for ``record``; new token rows train through peft's trainable tokens."""
-    from peft import LoraConfig
+    from peft import LoraConfig  # deferred: peft loads torch and transformers (seconds); only LoRA runs need it
 
     rows = new_token_rows(record.base_vocab_size or vocab_size, vocab_size)
     return LoraConfig(
@@ -158,7 +160,7 @@ def peft_config(record: AdapterRecord, vocab_size: int, *, inference: bool = Fal
 def attach(cfm: Any, record: AdapterRecord, vocab_size: int, *, adapter_name: str = DEFAULT_ADAPTER, inference: bool = False) -> Any:
     """Wrap ``cfm`` (base weights loaded, embedding grown to ``vocab_size``) in a peft model with one
     fresh adapter: the base is frozen, the adapter and the new token rows are trainable."""
-    from peft import get_peft_model
+    from peft import get_peft_model  # deferred: peft loads torch and transformers (seconds); only LoRA runs need it
 
     _check_targets(cfm, record)
     return get_peft_model(cfm, peft_config(record, vocab_size, inference=inference), adapter_name=adapter_name)
@@ -172,7 +174,7 @@ def add_adapter(model: Any, name: str, record: AdapterRecord, vocab_size: int, s
 
 def _check_targets(cfm: Any, record: AdapterRecord) -> None:
     """Refuse targets peft would silently treat differently from validation: only the DiT's linears."""
-    import torch
+    import torch  # deferred: torch costs 1.9 s (NOTES.md); the ckpt CLI's fast paths never load it
 
     def named(name: str) -> bool:
         return any(name == t or name.endswith(f".{t}") for t in record.target_modules)
@@ -190,14 +192,14 @@ def _check_targets(cfm: Any, record: AdapterRecord) -> None:
 
 def adapter_state(model: Any, adapter_name: str = DEFAULT_ADAPTER) -> dict[str, "torch.Tensor"]:
     """The adapter's tensors in peft's saved layout (live views: copy before they change)."""
-    from peft import get_peft_model_state_dict
+    from peft import get_peft_model_state_dict  # deferred: peft loads torch and transformers (seconds); only LoRA runs need it
 
     return get_peft_model_state_dict(model, adapter_name=adapter_name)
 
 
 def load_adapter_state(model: Any, state: Mapping[str, "torch.Tensor"], adapter_name: str = DEFAULT_ADAPTER) -> None:
     """Set the adapter's tensors; every tensor of the adapter must be given, nothing else."""
-    from peft import set_peft_model_state_dict
+    from peft import set_peft_model_state_dict  # deferred: peft loads torch and transformers (seconds); only LoRA runs need it
 
     weights = {k: v for k, v in state.items() if k not in EMA_COUNTERS}
     expected = set(adapter_state(model, adapter_name))
@@ -220,50 +222,22 @@ def trainable_summary(model: Any) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
-# --- base and adapter weights ---------------------------------------------------------------------
+# --- base and adapter, applied ----------------------------------------------------------------------
 
 
-def load_base(weights_path: str | Path, model: ModelConfig, base_vocab: list[str], vocab: list[str], *, use_ema: bool) -> Any:
-    """A CFM for ``vocab`` holding the base weights at ``weights_path`` (embedding grown from ``base_vocab``)."""
-    from f5app.model import build_cfm
-
+def base_model(base: "WeightsRead", model: ModelConfig, base_vocab: list[str], vocab: list[str]) -> Any:
+    """A CFM for ``vocab`` holding the base weights ``base`` (read and fingerprint-checked by
+    ``reader.read_base``), its text embedding grown from ``base_vocab``."""
     cfm = build_cfm(model, vocab)
-    load_base_into(cfm, weights_path, base_vocab, vocab, use_ema=use_ema)
+    report = load_into(cfm, base.state, old_vocab=base_vocab, new_vocab=vocab)
+    for note in [*base.notes, *report.notes]:
+        log.info("base weights: %s", note)
     return cfm
 
 
-def load_base_into(cfm: Any, weights_path: str | Path, base_vocab: list[str], vocab: list[str], *, use_ema: bool) -> None:
-    from f5app.ckpt.adapt import load_into, read_weights
-
-    weights = read_weights(weights_path, use_ema=use_ema)
-    report = load_into(cfm, weights.state, old_vocab=base_vocab, new_vocab=vocab)
-    for note in [*weights.notes, *report.notes]:
-        log.info("base weights: %s", note)
-
-
-def read_adapter_weights(folder: str | Path, *, use_ema: bool = True) -> dict[str, "torch.Tensor"]:
-    """The (EMA) adapter tensors of an adapter checkpoint folder, weights-only."""
-    import torch
-
-    from f5app.ckpt.schema import ADAPTER_STATE, EMA_ADAPTER_STATE, MODEL_FILENAME
-
-    # mmap: only the section asked for is read (the file also holds the other one and AdamW's state, 3x more).
-    payload = torch.load(Path(folder) / MODEL_FILENAME, map_location="cpu", weights_only=True, mmap=True)
-    section = payload.get(EMA_ADAPTER_STATE if use_ema else ADAPTER_STATE) if isinstance(payload, dict) else None
-    if not isinstance(section, dict):
-        section = payload.get(ADAPTER_STATE) if isinstance(payload, dict) else None
-    if not isinstance(section, dict):
-        raise UserError(f"{folder} holds no adapter weights ({ADAPTER_STATE}); it is not an adapter checkpoint")
-    return {k: v.clone() for k, v in section.items() if k not in EMA_COUNTERS}
-
-
-def merged_state(base_path: str | Path, model: ModelConfig, vocab: list[str], record: AdapterRecord,
-                 adapter: Mapping[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
-    """Canonical-key weights (``transformer.*``) of the base with ``adapter`` folded in: upstream's layout."""
-    from f5app.ckpt.keys import canonicalize
-
-    assert record.base_vocab_size is not None, "an adapter record names its base vocabulary"
-    cfm = load_base(base_path, model, vocab[: record.base_vocab_size], vocab, use_ema=record.base.weights != "model")
+def merged_state(cfm: Any, record: AdapterRecord, vocab: list[str], adapter: Mapping[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
+    """Canonical-key weights (``transformer.*``) of ``cfm`` (the base, from :func:`base_model`) with
+    ``adapter`` folded in: upstream's layout."""
     model_with_adapter = attach(cfm, record, len(vocab), inference=True)
     load_adapter_state(model_with_adapter, adapter)
     state, _ = canonicalize({k: v.detach().clone() for k, v in merged(model_with_adapter).state_dict().items()})

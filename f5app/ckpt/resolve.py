@@ -27,12 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Optional, TypeVar
 
+from f5app import hub
 from f5app.ckpt import layout
+from f5app.ckpt.base import base_ckpt_config, is_commit, short
+from f5app.ckpt.reader import BaseMismatch, ResolvedCheckpoint, read_base
 from f5app.ckpt.schema import (
-    METADATA_FILENAME, MODEL_FILENAME, VOCAB_FILENAME, CheckpointMetadata, DamagedCheckpoint, read_export_record,
+    METADATA_FILENAME, MODEL_FILENAME, VOCAB_FILENAME, CheckpointMetadata, DamagedCheckpoint,
+    read_export_record,
 )
+from f5app.ckpt.store import best_by_metric
 from f5app.ckpt.validate import ValidationResult, detect_kind, validate
-from f5app.config import CkptConfig, ModelConfig
+from f5app.config import CkptConfig, ModelConfig, to_settings
 from f5app.data.vocab import VocabError, count_vocab
 from f5app.errors import UserError
 
@@ -55,21 +60,6 @@ class Candidate:
 
     def to_dict(self) -> dict:
         return {"source": self.source, "path": self.path, "status": self.status, "reason": self.reason}
-
-
-@dataclass
-class ResolvedCheckpoint:
-    source: str
-    path: Path
-    kind: str  # f5app | upstream_pt | safetensors
-    metadata: Optional[CheckpointMetadata]  # ours, or the source's record beside an export
-    vocab_path: Optional[Path]
-    base: Optional["ResolvedCheckpoint"] = None  # an adapter checkpoint's base weights, fingerprint checked
-
-    @property
-    def model_config(self) -> Optional[dict]:
-        """The model tree the checkpoint records; None for upstream files."""
-        return self.metadata.model if self.metadata is not None and self.metadata.model else None
 
 
 @dataclass
@@ -189,9 +179,17 @@ def resolve_and_load(
             return resolution, None
         try:
             loaded = load(chosen)
+        except BaseMismatch as mismatch:  # other weights at the base's place: not damage, nothing renamed
+            rows = [i for i, c in enumerate(resolution.candidates) if c.source.startswith("base:") and c.status == "chosen"]
+            if rows:
+                entry = resolution.candidates[rows[-1]]
+                resolution.candidates[rows[-1]] = Candidate(entry.source, entry.path, "rejected", str(mismatch).split(": ", 1)[-1])
+            error = ResolutionError(str(mismatch), resolution.candidates, purpose, chain)
+            log.warning("%s\n%s", error.table(), error)
+            raise error from None
         except DamagedCheckpoint as damage:
             reason = f"damaged, found while loading: {damage}"
-            entry = resolution.candidates[-1]
+            entry = next(c for c in reversed(resolution.candidates) if c.status == "chosen" and not c.source.startswith("base:"))
             if chosen.source in _OWN_SOURCES and ckpt.quarantine and not dry_run:
                 target = layout.quarantine(chosen.path, reason)
                 log.warning("quarantined %s -> %s: %s", chosen.path, target.name, reason)
@@ -264,8 +262,6 @@ class _ChainWalker:
         metric = self.ckpt.best_metric
         if (pointer is not None and pointer.metric == metric) or (pointer is None and pointer_file.exists()):
             return self._try_pointer("best")  # the pointer, or why it is damaged
-        from f5app.ckpt.store import best_by_metric
-
         winner = best_by_metric(self.ckpt_dir, metric)
         if winner is None:
             why = (f"no checkpoint of this run records {metric} (best.json ranks by {pointer.metric}; evaluation records wer/cer/sim)"
@@ -325,8 +321,6 @@ class _ChainWalker:
         return self._explicit_failed(f"ckpt.path={path} is not usable: {last.reason}")
 
     def _try_pretrained(self):
-        from f5app import hub
-
         label = f"{self.ckpt.repo_id}/{self.ckpt.filename}"
         try:
             weights = hub.fetch_pretrained(self.ckpt.repo_id, self.ckpt.filename, self.ckpt.revision, self.ckpt.cache_dir)
@@ -389,13 +383,20 @@ class _ChainWalker:
         return None
 
     def _resolve_base(self, adapter: ResolvedCheckpoint) -> ResolvedCheckpoint:
-        """The base an adapter checkpoint records, through the usual sources, with its fingerprint checked."""
-        from f5app.ckpt.base import base_ckpt_config, fingerprint_of, short
-
+        """The base an adapter checkpoint records, found through the usual sources. Whether it holds
+        the weights the adapter was trained on is decided where its tensors are read
+        (``reader.read_base``); the dry run (``ckpt resolve``) reads them here to show it."""
         assert adapter.metadata is not None and adapter.metadata.adapter is not None
         record = adapter.metadata.adapter
         ref = record.base
         expected = f"{ref.describe()} (fingerprint {short(ref.fingerprint)})"
+        if ref.fingerprint is None and not self.ckpt.trust_base:
+            self._fail(f"refusing adapter checkpoint {adapter.path}: it records no fingerprint of its base {ref.describe()}, "
+                       "so nothing proves a base is the one it was trained on; set ckpt.trust_base=true to load it anyway")
+        if ref.source == "pretrained" and not self.ckpt.base_path and not is_commit(ref.revision) and not self.ckpt.trust_base:
+            self._fail(f"refusing adapter checkpoint {adapter.path}: its Hub base {ref.describe()} is recorded at revision "
+                       f"{ref.revision or 'main'}, not at a commit, and a branch can move; point ckpt.base_path=FILE at the base, "
+                       "or set ckpt.trust_base=true")
         base_cfg = base_ckpt_config(ref, self.ckpt)
         model = _model_or(adapter.metadata.model or None, self.model)
         walker = _ChainWalker(base_cfg, "train", self.run_dir, model, record.base_vocab_size, self.dry_run, list(base_cfg.train_chain))
@@ -409,20 +410,21 @@ class _ChainWalker:
             self._fail(f"adapter checkpoint {adapter.path} needs its base {expected}, which is not available ({reason}); "
                        "put it back, or point ckpt.base_path=FILE at it")
         assert found is not None
+        adapter.base = found
         entry = self.candidates[-1]
+        if not self.dry_run:
+            self.candidates[-1] = Candidate(entry.source, entry.path, "chosen", f"{entry.reason}; its fingerprint is checked against the adapter's when read")
+            return found
         try:
-            actual = fingerprint_of(found.path, use_ema=base_cfg.use_ema)
-        except UserError as error:
+            _, actual = read_base(adapter)
+        except BaseMismatch as mismatch:
+            self.candidates[-1] = Candidate(entry.source, entry.path, "rejected", str(mismatch).split(": ", 1)[-1])
+            self._fail(str(mismatch))
+        except (UserError, DamagedCheckpoint) as error:
             self.candidates[-1] = Candidate(entry.source, entry.path, "rejected", str(error))
             self._fail(f"adapter checkpoint {adapter.path} needs its base {expected}; {found.path} cannot be read: {error}")
-        if ref.fingerprint is None:
-            self.candidates[-1] = Candidate(entry.source, entry.path, "chosen", f"{entry.reason}; the adapter records no fingerprint to check")
-        elif actual != ref.fingerprint:
-            self.candidates[-1] = Candidate(entry.source, entry.path, "rejected", f"fingerprint {short(actual)} differs from the adapter's {short(ref.fingerprint)}")
-            self._fail(f"refusing adapter checkpoint {adapter.path}: it was trained on {expected}, but {found.path} "
-                       f"has fingerprint {short(actual)} (other weights); point ckpt.base_path=FILE at the exact base")
-        else:
-            self.candidates[-1] = Candidate(entry.source, entry.path, "chosen", f"{entry.reason}, fingerprint {short(actual)} matches the adapter's")
+        verdict = "the adapter records none (ckpt.trust_base=true)" if ref.fingerprint is None else "matches the adapter's"
+        self.candidates[-1] = Candidate(entry.source, entry.path, "chosen", f"{entry.reason}, fingerprint {short(actual)} {verdict}")
         return found
 
     def _validate(self, source, path, kind, vocab_path) -> ValidationResult:
@@ -443,7 +445,7 @@ class _ChainWalker:
             model, vocab = self.model, self.vocab_size
         return validate(
             path, model=model, vocab_size=vocab, full=False,
-            min_size_bytes=self.ckpt.min_size_bytes, allow_vocab_growth=finetune,
+            min_size_bytes=self.ckpt.min_size_bytes, allow_vocab_growth=finetune, trust_base=self.ckpt.trust_base,
         )
 
     def _quarantine(self, source: str, path: Path, reason: str) -> None:
@@ -524,8 +526,6 @@ def _sidecar_metadata(path: Path) -> Optional[CheckpointMetadata]:
 def _model_or(recorded, default: Optional[ModelConfig]) -> Optional[ModelConfig]:
     if not isinstance(recorded, dict):
         return default
-    from f5app.config import to_settings
-
     try:
         return to_settings(recorded, ModelConfig)
     except Exception:  # an older or hand-edited record: the configured model decides

@@ -11,13 +11,15 @@ update_00000300/
   metadata.json         CheckpointMetadata, written last: a folder without it is never a candidate
 ```
 
-An adapter checkpoint (``finetune=lora``) has the same files; its model.pt holds only the trainable
-state (ADAPTER_STATE, EMA_ADAPTER_STATE, in peft's layout: f5app/ckpt/lora.py) and its metadata an
-:class:`AdapterRecord` naming the exact base weights (:class:`BaseRef`).
+An adapter checkpoint (``finetune=lora``) has the same files plus ``adapter.json``; its model.pt
+holds only the trainable state (ADAPTER_STATE, EMA_ADAPTER_STATE, in peft's layout:
+f5app/ckpt/lora.py) and its :class:`AdapterRecord` (in adapter.json, covered by the checksums, and
+repeated in metadata.json) names the exact base weights (:class:`BaseRef`).
 
-The trainer builds a :class:`Checkpoint` and hands it to ``CheckpointStore.save``; everything that
-reads a checkpoint goes through :func:`read_metadata` / :func:`parse_metadata` and
-:func:`load_checkpoint`. The reader accepts every layout this project has written (schema 1 kept
+The trainer builds a :class:`Checkpoint` (weights through :func:`full_weights` or
+:func:`adapter_weights`) and hands it to ``CheckpointStore.save``; everything that reads a
+checkpoint goes through :func:`read_metadata` / :func:`parse_metadata` and ``f5app/ckpt/reader.py``
+(the one reader of the files' contents). The reader accepts every layout this project has written (schema 1 kept
 lineage as ``parent`` and, in some tools, Hydra overrides as ``{"task": [...]}``). No torch import
 at module level: the CLI's ``list`` reads metadata without it.
 """
@@ -30,10 +32,13 @@ import platform
 import secrets
 import subprocess
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, TypeVar
+from typing import Any, Literal, Optional
+
+from f5app.ckpt.layout import METADATA_FILENAME, checkpoint_name, utc_now
+from f5app.data.vocab import vocab_text
+from f5app.errors import MetadataError
 
 from f5app.errors import first_line
 
@@ -42,11 +47,13 @@ FORMAT = "f5app-checkpoint"
 #: eval scores, non-finite numbers written as null.
 SCHEMA_VERSION = 2
 
-METADATA_FILENAME = "metadata.json"
 MODEL_FILENAME = "model.pt"
 TRAINING_STATE_FILENAME = "training_state.pt"
 VOCAB_FILENAME = "vocab.txt"
 RNG_STATE_PREFIX = "rng_state_"
+#: An adapter checkpoint's AdapterRecord as a file of its own, so the checkpoint's checksums cover
+#: it (metadata.json holds the same record for tools that read no other file).
+ADAPTER_FILENAME = "adapter.json"
 
 #: A metadata.json is a config tree and a few counters (a few KiB); anything this large is not ours
 #: and is refused before it is parsed (a 39 MB file took ~1 GiB to parse).
@@ -54,15 +61,11 @@ MAX_METADATA_BYTES = 8 * 1024 * 1024
 
 VERSIONED_PACKAGES = ("torch", "f5-tts", "accelerate", "hydra-core", "omegaconf", "f5app")
 
-T = TypeVar("T")
+
 LineageMode = Literal["scratch", "finetune", "resume"]
 METRIC_NAMES = ("val_loss", "wer", "cer", "sim")
 #: How each metric ranks checkpoints: lower is better except speaker similarity.
 METRIC_DIRECTIONS = {"val_loss": "min", "wer": "min", "cer": "min", "sim": "max"}
-
-
-class MetadataError(ValueError):
-    """A metadata.json that is not a readable f5app checkpoint record; the message says why."""
 
 
 def rng_state_filename(rank: int) -> str:
@@ -461,8 +464,6 @@ def new_metadata(
     adapter: Optional[AdapterRecord] = None,
 ) -> CheckpointMetadata:
     """The metadata of a checkpoint about to be saved: the writer's one constructor."""
-    from f5app.ckpt.layout import checkpoint_name
-
     name = checkpoint_name(update)
     return CheckpointMetadata(
         id=f"{run_name}/{name}/{secrets.token_hex(4)}",
@@ -539,6 +540,11 @@ class ExportRecord:
         export = data.get("export") if isinstance(data.get("export"), dict) else {}
         return cls(source, export)
 
+    def to_json(self) -> str:
+        """The sidecar's text: the source's record as written (``source_metadata``) and the export's facts."""
+        record = {"source_metadata": None if self.source is None else self.source.to_dict(), "export": self.export}
+        return json.dumps(_without_non_finite(record), indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
+
 
 def export_sidecar_path(weights_file: Path) -> Path:
     weights_file = Path(weights_file)
@@ -609,6 +615,8 @@ MODEL_STATE, EMA_STATE, OPTIMIZER_STATE, UPDATE_KEY = "model_state_dict", "ema_m
 #: Keys of an adapter checkpoint's model.pt in place of MODEL_STATE / EMA_STATE (the trainable state only).
 ADAPTER_STATE, EMA_ADAPTER_STATE = "adapter_state_dict", "ema_adapter_state_dict"
 WEIGHT_SECTIONS = (MODEL_STATE, EMA_STATE, ADAPTER_STATE, EMA_ADAPTER_STATE)
+#: ema_pytorch's bookkeeping entries of an EMA section (kept in an adapter checkpoint's EMA section too).
+EMA_COUNTERS = ("initted", "step")
 
 
 @dataclass
@@ -627,8 +635,6 @@ class Checkpoint:
 
     def payloads(self) -> dict[str, Any]:
         """File name -> what is written there (objects are torch.saved, text is written as UTF-8)."""
-        from f5app.data.vocab import vocab_text
-
         files: dict[str, Any] = {
             MODEL_FILENAME: self.weights,
             TRAINING_STATE_FILENAME: self.training_state.to_payload(),
@@ -636,78 +642,41 @@ class Checkpoint:
         }
         for rank, state in enumerate(self.rng_states):
             files[rng_state_filename(rank)] = state
+        if self.metadata.adapter is not None:
+            files[ADAPTER_FILENAME] = json.dumps(self.metadata.adapter.to_dict(), indent=2, sort_keys=True) + "\n"
         return files
-
-
-@dataclass
-class LoadedCheckpoint:
-    """A checkpoint read back for exact resume."""
-
-    metadata: Optional[CheckpointMetadata]
-    weights: dict[str, Any]
-    training_state: TrainingState
-    rng_state: Optional[Any]  # this rank's; None when the run was saved with fewer processes
 
 
 class DamagedCheckpoint(ValueError):
     """Reading a checkpoint found damage the fast checks cannot see (changed bytes, NaN weights)."""
 
 
-def load_checkpoint(folder: Path, rank: int, *, verify: bool = True) -> LoadedCheckpoint:
-    """Read a checkpoint folder for resume, weights-only (nothing in it can run code).
-
-    ``verify`` hashes every file recorded in metadata.json while the files are read and checks
-    that the weights are finite: :class:`DamagedCheckpoint` when they are not what was saved.
-    numpy's RNG state is an ndarray, so numpy's array reconstruction is allow-listed for the RNG
-    file only; that allowlist rebuilds arrays and runs no other code.
-    """
-    import torch
-
-    folder = Path(folder)
-    metadata = read_metadata(folder)
-
-    def read() -> LoadedCheckpoint:
-        weights = _torch_load(folder / MODEL_FILENAME)
-        section = ADAPTER_STATE if metadata is not None and metadata.adapter is not None else MODEL_STATE
-        if not isinstance(weights, dict) or not isinstance(weights.get(section), dict):
-            raise DamagedCheckpoint(f"{MODEL_FILENAME} holds no {section}")
-        try:
-            training_state = TrainingState.from_payload(_torch_load(folder / TRAINING_STATE_FILENAME))
-        except MetadataError as error:
-            raise DamagedCheckpoint(str(error)) from None
-        rng_file = folder / rng_state_filename(rank)
-        rng_state = None
-        if rng_file.is_file():
-            with torch.serialization.safe_globals(_numpy_array_globals()):
-                rng_state = _torch_load(rng_file)
-        return LoadedCheckpoint(metadata, weights, training_state, rng_state)
-
-    loaded = verified_read(folder, metadata, read) if verify else read()
-    if verify:
-        require_finite(loaded.weights)
-    return loaded
+def full_weights(*, model: dict[str, Any], ema: dict[str, Any], optimizer: dict[str, Any], update: int) -> dict[str, Any]:
+    """model.pt of a full fine-tune (upstream's trainer layout): the writer's constructor."""
+    return {MODEL_STATE: model, EMA_STATE: ema, OPTIMIZER_STATE: optimizer, UPDATE_KEY: update}
 
 
-def verified_read(folder: Path, metadata: Optional[CheckpointMetadata], read: Callable[[], T]) -> T:
-    """``read()`` while another thread checksums the recorded files (page cache shared, hashing
-    releases the GIL), then compare: a same-size bit flip is found at the cost of ~no extra time.
-    The checksum is xxh3_128 where recorded (faster than the read it hides behind); checkpoints
-    saved before it was recorded are checked with their sha256."""
-    from concurrent.futures import ThreadPoolExecutor
+def adapter_weights(*, adapter: dict[str, Any], ema_adapter: dict[str, Any], optimizer: dict[str, Any], update: int) -> dict[str, Any]:
+    """model.pt of an adapter checkpoint (finetune=lora): the trainable state only."""
+    return {ADAPTER_STATE: adapter, EMA_ADAPTER_STATE: ema_adapter, OPTIMIZER_STATE: optimizer, UPDATE_KEY: update}
 
-    from f5app.files import file_digests
 
-    checks = {name: check for name, record in (metadata.files if metadata is not None else {}).items()
-              if (check := record.load_check()) is not None}
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="f5app-verify") as pool:
-        digests = pool.submit(lambda: {name: file_digests(Path(folder) / name, (algorithm,))[algorithm]
-                                       for name, (algorithm, _) in checks.items()})
-        result = read()
-        found = digests.result()
-    for name, (algorithm, expected) in checks.items():
-        if found[name] != expected:
-            raise DamagedCheckpoint(f"{name} changed since it was saved ({algorithm} {found[name][:12]}…, metadata {expected[:12]}…)")
-    return result
+def adapter_record_problem(folder: Path, metadata: CheckpointMetadata) -> Optional[str]:
+    """Why the adapter record of an adapter checkpoint folder cannot be trusted; None when
+    ``adapter.json`` is recorded in metadata.json's files and says what metadata.json says.
+    (Its bytes are then covered by the recorded checksums, which the loaders and
+    ``validate --full`` compare.)"""
+    assert metadata.adapter is not None
+    if ADAPTER_FILENAME not in metadata.files:
+        return (f"its adapter record is not covered by the checkpoint's checksums (no {ADAPTER_FILENAME}: "
+                "written by an older f5app)")
+    try:
+        recorded = AdapterRecord.from_dict(json.loads((Path(folder) / ADAPTER_FILENAME).read_bytes()))
+    except (OSError, ValueError, RecursionError) as error:
+        return f"{ADAPTER_FILENAME} cannot be read ({type(error).__name__})"
+    if recorded != metadata.adapter:
+        return f"the adapter record in {METADATA_FILENAME} differs from {ADAPTER_FILENAME} (edited after it was saved)"
+    return None
 
 
 def require_finite(weights: dict[str, Any]) -> None:
@@ -721,7 +690,7 @@ def require_finite(weights: dict[str, Any]) -> None:
 def tensor_is_finite(tensor: Any) -> bool:
     """One min/max pass, no temporary tensor (NaN and ±inf show in the extremes): 13x faster than
     ``isfinite().all()`` on a 256 MiB tensor here."""
-    import torch
+    import torch  # deferred: torch costs 1.9 s (NOTES.md); the ckpt CLI's fast paths never load it
 
     if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.numel() == 0:
         return True
@@ -729,40 +698,7 @@ def tensor_is_finite(tensor: Any) -> bool:
     return math.isfinite(float(low)) and math.isfinite(float(high))
 
 
-def _torch_load(path: Path) -> Any:
-    import pickle
-    import zipfile
-
-    import torch
-
-    from f5app.ckpt.peek import Refused, check_torch_file
-
-    try:
-        check_torch_file(path)  # nothing hostile reaches an unpickler (ckpt/peek.py)
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Refused as refused:
-        raise DamagedCheckpoint(f"{Path(path).name}: {refused}") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, IndexError, KeyError,
-            AttributeError, zipfile.BadZipFile, RecursionError, OverflowError) as error:
-        first = first_line(error, 120)
-        raise DamagedCheckpoint(f"{Path(path).name} cannot be read ({type(error).__name__}: {first})") from None
-
-
-def _numpy_array_globals() -> list:
-    import numpy as np
-
-    try:
-        reconstruct = np._core.multiarray._reconstruct  # numpy >= 2
-    except AttributeError:  # pragma: no cover - numpy 1.x
-        reconstruct = np.core.multiarray._reconstruct
-    return [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
-
-
 # --- facts recorded with every checkpoint ----------------------------------------------------------
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def library_versions() -> dict[str, Optional[str]]:

@@ -6,22 +6,28 @@ fsyncs the parent; only then are ``last.json`` / ``best.json`` replaced and rete
 A crash at any moment leaves the previous checkpoints plus, at worst, a temp folder that is never
 a candidate and that :meth:`CheckpointStore.cleanup_partials` removes on the next start.
 
-An instance keeps no global state and serialises its own operations with a lock, so the training
-loop may call :meth:`CheckpointStore.save` from a background thread.
+An instance keeps no global state. Its operations (save, prune, cleanup) hold a lock on the
+checkpoints folder itself (``flock`` of the folder: no file is added to it), so they are serialised
+across threads, instances and processes alike: the training loop may save from a background thread
+while anyone calls :meth:`CheckpointStore.prune` on the same folder, and neither finds the other's
+work half done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
+import fcntl
 import logging
 import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from f5app.ckpt import layout
+from f5app.ckpt.fingerprint import weights_fingerprint
 from f5app.ckpt.schema import (
     ADAPTER_STATE, EMA_ADAPTER_STATE, EMA_STATE, METADATA_FILENAME, METRIC_DIRECTIONS, MODEL_STATE, Checkpoint,
     CheckpointMetadata, DamagedCheckpoint, FileRecord,
@@ -73,7 +79,7 @@ class CheckpointStore:
         all finite are refused before anything is written.
         """
         name = layout.checkpoint_name(checkpoint.metadata.update)
-        with self._lock:
+        with self._exclusive(saving=name):
             final, replaced = self._write_complete(name, checkpoint)
             self._update_pointers(final, replaced)
             self._apply_retention(protect=name)
@@ -157,8 +163,9 @@ class CheckpointStore:
     # --- retention and cleanup ------------------------------------------------------------------
 
     def prune(self) -> list[Path]:
-        """Apply retention now; returns the checkpoints deleted."""
-        with self._lock:
+        """Apply retention now; returns the checkpoints deleted. Waits for a save in flight (in this
+        or any other process) to finish first."""
+        with self._exclusive():
             return self._apply_retention(protect=None)
 
     def _apply_retention(self, protect: Optional[str]) -> list[Path]:
@@ -181,6 +188,28 @@ class CheckpointStore:
                 deleted.append(self._delete(entry.path))
         return deleted
 
+    @contextlib.contextmanager
+    def _exclusive(self, saving: Optional[str] = None) -> Iterator[None]:
+        """This instance's threads, then every other holder of the folder (``flock`` on the folder's
+        own descriptor, released with it however the process ends)."""
+        with self._lock:
+            if saving is not None and not self.ckpt_dir.is_dir():
+                try:
+                    self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+                    fsync_dir(self.ckpt_dir.parent)  # the new folder's own entry must survive a crash too
+                except OSError as error:
+                    raise CheckpointSaveError(_describe_failure(saving, self.ckpt_dir, error)) from error
+            try:
+                fd = os.open(self.ckpt_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            except FileNotFoundError:
+                yield  # no folder: nothing to prune or clean, and no save in flight in it
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
     def _delete(self, folder: Path) -> Path:
         # Renaming first means a crash mid-delete leaves a .deleting-* folder, never a damaged
         # candidate with the final name.
@@ -197,7 +226,7 @@ class CheckpointStore:
         them loses nothing; folders of live processes (including this one) are left alone.
         """
         removed = []
-        with self._lock:
+        with self._exclusive():
             found = layout.scan(self.ckpt_dir)
             for entry in found.temporary:
                 parsed = layout.parse_temp(entry.name)
@@ -231,7 +260,7 @@ def _write_file(path: Path, payload: Any) -> FileRecord:
         if isinstance(payload, str):
             handle.write(payload.encode("utf-8"))
         else:
-            import torch
+            import torch  # deferred: torch costs 1.9 s (NOTES.md); the ckpt CLI's fast paths never load it
 
             torch.save(payload, handle)
         handle.flush()
@@ -245,8 +274,6 @@ def _fingerprint(weights: dict[str, Any]) -> Optional[str]:
     state = weights.get(EMA_STATE) or weights.get(MODEL_STATE) or weights.get(EMA_ADAPTER_STATE) or weights.get(ADAPTER_STATE)
     if not isinstance(state, dict):
         return None
-    from f5app.ckpt.fingerprint import weights_fingerprint
-
     try:
         return weights_fingerprint(state)
     except Exception:  # odd weights must not cost the checkpoint; info recomputes from the file

@@ -1,8 +1,9 @@
 """Is this checkpoint usable? Fast checks for resolution, full checks on demand.
 
-Nothing here executes a pickle: ``.pt`` files are opened with ``torch.load(mmap=True,
-weights_only=True)`` (tensor data stays on disk; a pickle that names a non-allowlisted global is
-refused by torch before anything runs) and ``.safetensors`` files by parsing their JSON header.
+Nothing here executes a pickle: ``.pt`` files pass the hostile-file gate and are read by its
+structure reader, or by ``load_torch`` (``f5app/safe_load.py``: ``torch.load`` with ``mmap=True``,
+``weights_only=True``; tensor data stays on disk, a pickle that names a non-allowlisted global is
+refused before anything runs), and ``.safetensors`` files by parsing their JSON header.
 
 Each failure has a distinct one-line reason. ``incompatible=True`` marks a readable checkpoint
 that does not fit the configured model or vocabulary: that is a config problem, not damage, so
@@ -16,25 +17,29 @@ import json
 import math
 import re
 import struct
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Optional
 
+from f5app import safe_load
 from f5app.ckpt import arch as arch_sig
-from f5app.ckpt import peek
+from f5app.ckpt import lora
 from f5app.ckpt.arch import model_config_diff
 from f5app.ckpt.layout import TEMP_PREFIX
 from f5app.ckpt.schema import (
-    ADAPTER_STATE, EMA_ADAPTER_STATE, METADATA_FILENAME, MODEL_FILENAME, VOCAB_FILENAME, CheckpointMetadata, MetadataError,
-    read_metadata_file,
+    ADAPTER_FILENAME, ADAPTER_STATE, EMA_ADAPTER_STATE, EMA_STATE, METADATA_FILENAME, MODEL_FILENAME, MODEL_STATE,
+    VOCAB_FILENAME, CheckpointMetadata, adapter_record_problem, read_metadata_file,
 )
-from f5app.config import ModelConfig
+from f5app.config import ModelConfig, model_config_from_dict
 from f5app.data.vocab import count_vocab
 from f5app.errors import first_line
+from f5app.errors import MetadataError
 from f5app.files import file_digests
 
 Kind = Literal["f5app", "upstream_pt", "safetensors"]
-WEIGHT_GROUPS = ("model_state_dict", "ema_model_state_dict")
+WEIGHT_GROUPS = (MODEL_STATE, EMA_STATE)
 #: An adapter checkpoint's model.pt (finetune=lora): the trainable state only, peft's layout (f5app/ckpt/lora.py).
 ADAPTER_GROUPS = (ADAPTER_STATE, EMA_ADAPTER_STATE)
 #: The format allows 100 MiB, but json.loads of a hostile 39 MB header took ~1 GiB (empty objects
@@ -46,7 +51,7 @@ _SAFETENSORS_DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
     "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "C64": 8, "F64": 8, "I64": 8, "U64": 8,
 }
-_ZIP_LOCAL_MAGIC = peek.ZIP_MAGIC
+_ZIP_LOCAL_MAGIC = safe_load.ZIP_MAGIC
 _ZIP_END_MAGIC = b"PK\x05\x06"
 
 
@@ -93,13 +98,16 @@ def validate(
     full: bool = False,
     min_size_bytes: int = 1024,
     allow_vocab_growth: bool = False,
+    trust_base: bool = False,
 ) -> ValidationResult:
     """Check ``path`` (an f5app checkpoint folder, an upstream ``.pt`` or a ``.safetensors``).
 
     ``model``/``vocab_size``: what the caller will build; None skips that comparison (an f5app
     checkpoint is then checked against the model and vocabulary its own metadata records).
     ``allow_vocab_growth``: a fine-tune may load a file with fewer vocabulary rows than configured.
-    ``min_size_bytes`` bounds files whose size no metadata records.
+    ``min_size_bytes`` bounds files whose size no metadata records. ``trust_base``
+    (``ckpt.trust_base``) accepts an adapter checkpoint written before its record was a checksummed
+    file of its own (adapter.json).
     """
     path = Path(path)
     kind = detect_kind(path) if path.exists() else None
@@ -108,7 +116,7 @@ def validate(
         if kind is None:
             raise _Invalid(f"{path} does not exist")
         if kind == "f5app":
-            _validate_folder(path, result, model, vocab_size, full, allow_vocab_growth)
+            _validate_folder(path, result, model, vocab_size, full, allow_vocab_growth, trust_base)
         else:
             _validate_file(path, kind, result, model, vocab_size, full, min_size_bytes, allow_vocab_growth)
     except _Invalid as invalid:
@@ -125,7 +133,7 @@ def validate(
 # --- our folders --------------------------------------------------------------------------------
 
 
-def _validate_folder(path, result, model, vocab_size, full, allow_vocab_growth) -> None:
+def _validate_folder(path, result, model, vocab_size, full, allow_vocab_growth, trust_base=False) -> None:
     if path.name.startswith(TEMP_PREFIX):
         raise _Invalid("incomplete: temporary folder of a save that never finished")
     if not (path / METADATA_FILENAME).is_file():
@@ -151,7 +159,7 @@ def _validate_folder(path, result, model, vocab_size, full, allow_vocab_growth) 
             raise _Invalid(f"{name} is {actual} bytes, metadata recorded {record.size} ({how})")
     result.checks.append("sizes")
     if metadata.adapter is not None:
-        _validate_adapter_folder(path, metadata, result, model, vocab_size, full)
+        _validate_adapter_folder(path, metadata, result, model, vocab_size, full, trust_base)
         return
 
     groups = _read_pt_structure(path / MODEL_FILENAME, result)
@@ -195,11 +203,16 @@ def _full_checks(path: Path, metadata: CheckpointMetadata, result: ValidationRes
     result.checks.append("finite")
 
 
-def _validate_adapter_folder(path, metadata: CheckpointMetadata, result, model, vocab_size, full) -> None:
-    """An adapter checkpoint: its tensors must be exactly the adapter its metadata describes on the
-    model it records (keys and shapes predicted by f5app.ckpt.lora); the base is resolution's to check."""
-    from f5app.ckpt import lora
-
+def _validate_adapter_folder(path, metadata: CheckpointMetadata, result, model, vocab_size, full, trust_base) -> None:
+    """An adapter checkpoint: its record is the checksummed adapter.json, and its tensors are exactly
+    the adapter that record describes on the model it records (keys and shapes predicted by
+    f5app.ckpt.lora); the base is resolution's to find and the reader's to check."""
+    problem = adapter_record_problem(path, metadata)
+    if problem is not None:
+        legacy = ADAPTER_FILENAME not in metadata.files
+        if not (legacy and trust_base):
+            raise _Invalid(problem + ("; set ckpt.trust_base=true to load it anyway" if legacy else ""), incompatible=legacy)
+    result.checks.append("adapter record")
     payload = _read_pt_payload(path / MODEL_FILENAME, result)
     groups = {name: payload[name] for name in ADAPTER_GROUPS if isinstance(payload.get(name), Mapping)}
     if ADAPTER_STATE not in groups:
@@ -236,9 +249,6 @@ def _check_small_containers(path: Path, metadata: CheckpointMetadata) -> None:
 def _check_small_container(file: Path) -> None:
     """Every entry of a small torch.save zip read once and its CRC-32 checked: one changed byte
     in training_state.pt or an RNG file is damage found now, not an UnpicklingError at resume."""
-    import zipfile
-    import zlib
-
     check_torch_container(file)  # stored entries only, bounded data.pkl, opcodes scanned
     size = file.stat().st_size
     if size > _SMALL_CONTAINER_BYTES:
@@ -263,8 +273,6 @@ def _recorded_vocab_size(folder: Path, metadata: CheckpointMetadata) -> Optional
 
 
 def _model_from_dict(recorded: dict) -> Optional[ModelConfig]:
-    from f5app.config import model_config_from_dict
-
     try:
         return model_config_from_dict(recorded)
     except (TypeError, ValueError, AttributeError):  # an older or hand-edited record: fall back to the configured model
@@ -361,7 +369,7 @@ def _read_pt_payload(path: Path, result: ValidationResult) -> Mapping[str, Any]:
     # No unpickler reads a byte before the gate bounded what the file can make it do. The fast
     # reader handles what torch.save writes for state dicts; anything else goes to torch.
     data = check_torch_container(path)
-    payload = peek.structure_of(data) if data is not None else None
+    payload = safe_load.structure_of(data) if data is not None else None
     if payload is None:
         payload = _torch_load_safely(path, mmap=is_zip)
     result.checks.append("structure")
@@ -371,30 +379,24 @@ def _read_pt_payload(path: Path, result: ValidationResult) -> Mapping[str, Any]:
 
 
 def check_torch_container(path: Path) -> Optional[bytes]:
-    """:func:`peek.check_torch_file`, its refusal raised as this module's damage reason. Every
+    """:func:`safe_load.check_torch_file`, its refusal raised as this module's damage reason. Every
     ``.pt`` a checkpoint holds must pass it before any loader (``torch.load`` included) opens it."""
     try:
-        return peek.check_torch_file(path)
-    except peek.Refused as refused:
+        return safe_load.check_torch_file(path)
+    except safe_load.Refused as refused:
         raise _Invalid(f"{path.name}: {refused}") from None
 
 
 def _torch_load_safely(path: Path, mmap: bool) -> Any:
-    """``torch.load(weights_only=True)`` of a file that passed :func:`check_torch_container`."""
-    import pickle
-
-    import torch
-
+    """The gated weights-only ``torch.load`` (f5app/safe_load.py), its refusal as damage."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as error:
-        match = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(error))
+        return safe_load.load_torch(path, mmap=mmap)
+    except safe_load.NeedsCode as refused:
+        match = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(refused))
         what = f" ({match.group(1)})" if match else ""
         raise _Invalid(f"{path.name}: unsafe pickle: refuses to execute code{what}") from None
-    except MemoryError:
-        raise
-    except Exception as error:  # noqa: BLE001 - whatever torch raises on what this file holds is damage
-        raise _Invalid(f"{path.name}: damaged container: {first_line(error, 160)}") from None
+    except safe_load.Refused as refused:
+        raise _Invalid(f"{path.name}: {refused}") from None
 
 
 def _safetensors_shapes(path: Path, size: int) -> dict[str, tuple[int, ...]]:
@@ -509,7 +511,7 @@ def _check_finite_pt(path: Path, sections: tuple[str, ...] = WEIGHT_GROUPS) -> N
 
 
 def _check_finite_safetensors(path: Path) -> None:
-    from safetensors import safe_open
+    from safetensors import safe_open  # deferred: torch costs 1.9 s (NOTES.md); the ckpt CLI's fast paths never load it
 
     with safe_open(str(path), framework="pt") as handle:
         for key in handle.keys():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from f5app.files import NotRegularFile, read_regular_bytes
+from f5app.errors import MetadataError  # re-exported: data.prepare and data.recordings import it from here
 
 UPSTREAM_LAYOUT = "audio_file|text"
 LJSPEECH_LAYOUT = "ljspeech"
@@ -24,10 +25,6 @@ MAX_METADATA_BYTES = 256 * 1024 * 1024
 # First-line words that mean "this was meant as a header", so a wrong header is not read as data.
 _PATH_HEADER_WORDS = {"audio_file", "audio", "file", "filename", "file_name", "path", "audio_path", "wav", "id"}
 _HEADER_WORDS = _PATH_HEADER_WORDS | {"text", "transcript", "transcription", "sentence", "normalized", "speaker"}
-
-
-class MetadataError(ValueError):
-    """metadata.csv is missing or unusable as a whole (not a single bad row)."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Many voices, one base: one base model in memory and a LoRA adapter per voice, switched by name.
 
-The main checkpoint is either an adapter checkpoint (its base comes from resolution, fingerprint
-checked) or plain weights that voices' adapters were trained on. Each ``voices.NAME.adapter`` is
+The main checkpoint is either an adapter checkpoint (its base found by resolution, its fingerprint
+checked from the tensors read) or plain weights that voices' adapters were trained on. Each ``voices.NAME.adapter`` is
 resolved like any ``ckpt.path`` (validated, its base found and checked), must record the same base
 fingerprint and model as the main one, and becomes a named peft adapter on the one model, so an
 extra voice costs its adapter's tensors (MiB), not another base (GiB).
@@ -13,24 +13,21 @@ A voice whose fine-tune added no token simply never uses the rows others added.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from f5app.ckpt import lora
 from f5app.ckpt.arch import model_config_diff
-from f5app.ckpt.base import fingerprint_of, short
+from f5app.ckpt.base import short
+from f5app.ckpt.fingerprint import weights_fingerprint
+from f5app.ckpt.reader import AdapterSection, CheckpointReader, ResolvedCheckpoint, WeightsRead, read_base
 from f5app.ckpt.resolve import ResolutionError, resolve
 from f5app.config import ModelConfig
 from f5app.data.vocab import read_vocab, upstream_vocab_path
 from f5app.inference.errors import InferenceInputError
 from f5app.inference.text import MAIN_VOICE
-from f5app.inference.upstream_import import register_lazy_f5_model_package
-
-if TYPE_CHECKING:
-    from f5app.ckpt.resolve import ResolvedCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +68,17 @@ class AdapterVoices:
 
     def adapter_bytes(self, name: str) -> int:
         """Memory of one adapter's tensors (what an extra voice costs)."""
-
         return sum(t.numel() * t.element_size() for t in lora.adapter_state(self.model, name).values())
 
 
 def resolve_voice_adapters(voices: dict[str, Any], ckpt: Any) -> dict[str, "ResolvedCheckpoint"]:
     """Each ``voices.NAME.adapter`` resolved as ``ckpt=custom ckpt.path=...`` (validated, base found)."""
-
     found: dict[str, ResolvedCheckpoint] = {}
     for name, voice in voices.items():
         if not voice.adapter:
             continue
         path = Path(voice.adapter).expanduser()
-        settings = dataclasses.replace(ckpt, name="custom", path=str(path), infer_chain=["custom"], fallback=False)
+        settings = replace(ckpt, name="custom", path=str(path), infer_chain=["custom"], fallback=False)
         try:
             chosen = resolve(settings, purpose="infer", run_dir=path.parent, model=None).chosen
         except ResolutionError as error:
@@ -94,51 +89,61 @@ def resolve_voice_adapters(voices: dict[str, Any], ckpt: Any) -> dict[str, "Reso
     return found
 
 
-def load_on_one_base(main: "ResolvedCheckpoint", voices: dict[str, "ResolvedCheckpoint"], model_config: ModelConfig,
-                     use_ema: bool) -> tuple[Any, list[str], AdapterVoices]:
-    """The one model (base + every adapter), the vocabulary it reads, and the voice switch."""
+@dataclass
+class OneBase:
+    """What serving several voices on one base reads: the base (fingerprint checked), each voice's
+    adapter section (the main voice's first when the main checkpoint is an adapter), the vocabulary."""
 
+    base: WeightsRead
+    base_vocab: list[str]
+    vocab: list[str]
+    adapters: list[tuple[str, AdapterSection, Path]]  # (voice, section, checkpoint) in load order
+
+
+def read_one_base(main: ResolvedCheckpoint, voices: dict[str, ResolvedCheckpoint], model_config: ModelConfig, use_ema: bool) -> OneBase:
+    """Read the one base and every adapter; a voice's adapter must record the base that was read."""
     main_record = main.metadata.adapter if main.base is not None and main.metadata is not None else None
-    base = main.base if main.base is not None else main
+    if main_record is not None:
+        base, main_fingerprint = read_base(main)
+        weights_set = main_record.base.weights
+    else:  # plain weights that the voices' adapters were trained on
+        weights_set = "ema" if use_ema else "model"
+        base = CheckpointReader.of(main).weights(use_ema=use_ema)
+        main_fingerprint = weights_fingerprint(base.state)
     main_vocab = read_vocab(main.vocab_path) if main.vocab_path is not None else read_vocab(upstream_vocab_path())
     base_vocab = main_vocab[: main_record.base_vocab_size] if main_record is not None else main_vocab
     base_name = main_record.base.describe() if main_record is not None else str(main.path)
-    fingerprints: dict[str, str] = {}
-
-    def base_fingerprint(weights: str) -> str:
-        if main_record is not None and main_record.base.weights == weights and main_record.base.fingerprint:
-            return main_record.base.fingerprint
-        if weights not in fingerprints:
-            fingerprints[weights] = fingerprint_of(base.path, use_ema=weights != "model")
-        return fingerprints[weights]
 
     vocabs = {MAIN_VOICE: main_vocab}
+    adapters: list[tuple[str, AdapterSection, Path]] = []
+    if main_record is not None:
+        adapters.append((MAIN_VOICE, CheckpointReader.of(main).adapter(use_ema=use_ema), main.path))
     for name, chosen in voices.items():
         record = chosen.metadata.adapter
         diff = model_config_diff(chosen.metadata.model, asdict(model_config))
         if diff:
             raise InferenceInputError(f"voices.{name}.adapter={chosen.path} adapts another architecture than the main model: {'; '.join(diff)}")
-        if record.base.fingerprint != base_fingerprint(record.base.weights):
+        if record.base.weights != weights_set or record.base.fingerprint != main_fingerprint:
             raise InferenceInputError(
                 f"voices.{name}.adapter={chosen.path} was trained on {record.base.describe()} (fingerprint "
                 f"{short(record.base.fingerprint)}), not on the loaded base {base_name} (fingerprint "
-                f"{short(base_fingerprint(record.base.weights))}); serve it with its own base")
+                f"{short(main_fingerprint)}); serve it with its own base")
         vocabs[name] = read_vocab(chosen.vocab_path)
-    vocab = _common_vocabulary(vocabs, base_vocab)
+        adapters.append((name, CheckpointReader.of(chosen).adapter(use_ema=use_ema), chosen.path))
+    return OneBase(base, base_vocab, _common_vocabulary(vocabs, base_vocab), adapters)
 
-    register_lazy_f5_model_package()
-    cfm = lora.load_base(base.path, model_config, base_vocab, vocab, use_ema=use_ema if main_record is None else main_record.base.weights != "model")
-    adapters: list[tuple[str, Any, ResolvedCheckpoint]] = [(name, chosen.metadata.adapter, chosen) for name, chosen in voices.items()]
-    if main_record is not None:
-        adapters.insert(0, (MAIN_VOICE, main_record, main))
+
+def apply_one_base(read: OneBase, model_config: ModelConfig) -> tuple[Any, list[str], AdapterVoices]:
+    """The one model (base + every adapter), the vocabulary it reads, and the voice switch."""
+    cfm = lora.base_model(read.base, model_config, read.base_vocab, read.vocab)
     # Every adapter gets trainable token rows over all the rows the voices added (peft cannot mix
     # adapters with and without them): its own trained rows, and the base's rows where it has none,
     # which is exactly what the embedding would give it without a token adapter.
-    union_rows = lora.new_token_rows(len(base_vocab), len(vocab))
+    union_rows = lora.new_token_rows(len(read.base_vocab), len(read.vocab))
     base_rows = cfm.transformer.text_embed.text_embed.weight.detach()[union_rows].clone() if union_rows else None
     model = None
-    for name, record, chosen in adapters:
-        state = lora.read_adapter_weights(chosen.path, use_ema=use_ema)
+    for name, section, path in read.adapters:
+        state = dict(section.state)
         if base_rows is not None:
             own = state.get(lora.TOKEN_KEY)
             rows = base_rows.clone()
@@ -146,17 +151,17 @@ def load_on_one_base(main: "ResolvedCheckpoint", voices: dict[str, "ResolvedChec
                 rows[: own.shape[0]] = own.to(rows.dtype)
             state[lora.TOKEN_KEY] = rows
         if model is None:
-            model = lora.attach(cfm, record, len(vocab), adapter_name=name, inference=True)
+            model = lora.attach(cfm, section.record, len(read.vocab), adapter_name=name, inference=True)
             lora.load_adapter_state(model, state, adapter_name=name)
         else:
-            lora.add_adapter(model, name, record, len(vocab), state)
-        log.info("voice %s: adapter %s (rank %d)", name, chosen.path, record.rank)
-    by_voice = {name: name for name, _, _ in adapters}
+            lora.add_adapter(model, name, section.record, len(read.vocab), state)
+        log.info("voice %s: adapter %s (rank %d)", name, path, section.record.rank)
+    by_voice = {name: name for name, _, _ in read.adapters}
     by_voice.setdefault(MAIN_VOICE, None)
     switch = AdapterVoices(model, by_voice)
     for name in [*by_voice, MAIN_VOICE]:  # each adapter's first activation is peft's slow one: pay it now
         switch.use(name)
-    return model, vocab, switch
+    return model, read.vocab, switch
 
 
 def _common_vocabulary(vocabs: dict[str, list[str]], base_vocab: list[str]) -> list[str]:

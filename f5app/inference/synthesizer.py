@@ -26,14 +26,17 @@ from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from f5app.audio.vocoder import check_vocoder_matches_mel, load_vocoder
-from f5app.ckpt import adapt
+from f5app.ckpt.adapt import adapt_cached, load_into
+from f5app.ckpt.reader import CheckpointReader, ResolvedCheckpoint, UnreadableWeights, WeightsRead
 from f5app.ckpt.resolve import resolve_and_load
-from f5app.ckpt.schema import MODEL_STATE, DamagedCheckpoint, require_finite, verified_read
+from f5app.ckpt.schema import DamagedCheckpoint
 from f5app.config import InferConfig, ModelConfig, VoiceConfig, model_config_from_dict, to_settings
 from f5app.data.vocab import read_vocab, upstream_vocab_path
 from f5app.devices import pick_device
 from f5app.errors import first_line
-from f5app.inference.adapters import load_on_one_base, resolve_voice_adapters
+from f5app.inference.adapters import OneBase, apply_one_base, read_one_base, resolve_voice_adapters
+from f5app.inference.upstream_import import register_lazy_f5_model_package
+from f5app.model import build_cfm
 from f5app.inference.chunking import CrossFadeStream, cross_fade
 from f5app.inference.defaults import DefaultReference, default_reference
 from f5app.inference.errors import InferenceInputError
@@ -48,8 +51,6 @@ from f5app.inference.text import (
     split_voices,
     to_tokens,
 )
-from f5app.inference.upstream_import import register_lazy_f5_model_package
-from f5app.model import build_cfm
 
 if TYPE_CHECKING:
     import torch
@@ -171,34 +172,28 @@ class Synthesizer:
         voices = parse_voices(cfg.voices)
         require_files([(f"voices.{name}.ref_audio", v.ref_audio) for name, v in voices.items()])
         device = pick_device(cfg.device)
-        voice_adapters = {}
-        if any(v.adapter for v in voices.values()):
-            voice_adapters = resolve_voice_adapters(voices, cfg.ckpt)
+        voice_adapters = resolve_voice_adapters(voices, cfg.ckpt) if any(v.adapter for v in voices.values()) else {}
 
-        def load(chosen):
-            model_config = model_config_from_dict(chosen.model_config) if chosen.model_config else cfg.model
-            check_vocoder_matches_mel(cfg.vocoder.name, model_config.mel)
-            # The Hub's released files only need a prefix stripped: read them in place, no second copy.
-            foreign = chosen.kind != "f5app" and chosen.source != "pretrained"
-            weights_path = _adapted_once(chosen.path, cfg.ckpt.use_ema) if foreign else chosen.path
+        def read(chosen: ResolvedCheckpoint) -> Any:
+            # Runs inside resolution: damage found while reading quarantines the choice (this run's).
+            check_vocoder_matches_mel(cfg.vocoder.name, _model_config(chosen, cfg).mel)
+            try:
+                if chosen.base is not None or voice_adapters:
+                    return read_one_base(chosen, voice_adapters, _model_config(chosen, cfg), cfg.ckpt.use_ema)
+                return read_weights(chosen, cfg.ckpt.use_ema)
+            except UnreadableWeights as error:
+                raise DamagedCheckpoint(str(error)) from None
 
-            def read():
-                try:
-                    if chosen.base is not None or voice_adapters:
-                        return load_on_one_base(chosen, voice_adapters, model_config, cfg.ckpt.use_ema)
-                    return (*load_model(weights_path, chosen.vocab_path, model_config, use_ema=cfg.ckpt.use_ema), None)
-                except adapt.UnreadableWeights as error:
-                    raise DamagedCheckpoint(str(error)) from None
-
-            cfm, vocab, adapters = verified_read(chosen.path, chosen.metadata, read) if chosen.kind == "f5app" else read()
-            require_finite({MODEL_STATE: cfm.state_dict()})
-            return model_config, cfm, vocab, adapters
-
-        resolution, loaded = resolve_and_load(cfg.ckpt, purpose="infer", run_dir=Path(run_dir), model=cfg.model, load=load)
+        resolution, sections = resolve_and_load(cfg.ckpt, purpose="infer", run_dir=Path(run_dir), model=cfg.model, load=read)
         chosen = resolution.chosen
-        if chosen is None or loaded is None:  # resolve raises when nothing fits; this guards a changed contract
+        if chosen is None or sections is None:  # resolve raises when nothing fits; this guards a changed contract
             raise InferenceInputError(f"no checkpoint to load for ckpt={cfg.ckpt.name}")
-        model_config, cfm, vocab, adapters = loaded
+        model_config = _model_config(chosen, cfg)
+        register_lazy_f5_model_package()
+        if isinstance(sections, OneBase):
+            cfm, vocab, adapters = apply_one_base(sections, model_config)
+        else:
+            cfm, vocab, adapters = model_with(sections, model_config), sections.vocab, None
         dtype = pick_dtype(cfg.dtype, device, model_config.mel.mel_spec_type)
         cfm = cfm.to(device=device, dtype=dtype).eval()
         vocoder = load_vocoder(cfg.vocoder, model_config.mel, device=device)
@@ -587,34 +582,37 @@ def require_files(named_paths: list[tuple[str, str | Path | None]]) -> None:
 # ---------------------------------------------------------------------- model, device, dtype
 
 
-def _adapted_once(path: Path, use_ema: bool) -> Path:
-    """Foreign weights (upstream files, community checkpoints with other key layouts) are
-    converted to canonical keys once and cached; later runs load the cached copy directly."""
-    converted = adapt.adapt_cached(path, use_ema=use_ema)
-    log.info("weights: using the adapted copy of %s cached at %s", path, converted)
-    return converted
+def _model_config(chosen: ResolvedCheckpoint, cfg: InferConfig) -> ModelConfig:
+    """The architecture the checkpoint records (ours, an export's sidecar), else the configured one."""
+    return model_config_from_dict(chosen.model_config) if chosen.model_config else cfg.model
 
 
-def load_model(
-    weights_path: str | Path, vocab_path: str | Path | None, model_config: ModelConfig, use_ema: bool = True
-) -> tuple[Any, list[str]]:
-    """Build the CFM for ``model_config`` and load the weights through the checkpoint adapters."""
-    weights = adapt.read_weights(weights_path, use_ema=use_ema)
-    if vocab_path is not None:
-        vocab = read_vocab(vocab_path)
-    elif weights.vocab is not None:
-        vocab = weights.vocab
+def read_weights(chosen: ResolvedCheckpoint, use_ema: bool = True) -> WeightsRead:
+    """The weights resolution chose, with their vocabulary (upstream's when none is beside them).
+    Foreign files (community checkpoints with other key layouts) are converted once to canonical
+    keys and the cached copy read; our checkpoints and the Hub's released files are read in place."""
+    if chosen.kind != "f5app" and chosen.source != "pretrained":
+        converted = adapt_cached(chosen.path, use_ema=use_ema)
+        log.info("weights: using the adapted copy of %s cached at %s", chosen.path, converted)
+        reader = CheckpointReader(converted, vocab_path=chosen.vocab_path)
     else:
-        vocab = read_vocab(upstream_vocab_path())
-        log.info("no vocab.txt beside %s; using upstream's pretrained vocabulary (%d tokens)", weights_path, len(vocab))
+        reader = CheckpointReader.of(chosen)
+    weights = reader.weights(use_ema=use_ema)
+    if weights.vocab is None:
+        weights.vocab = read_vocab(upstream_vocab_path())
+        log.info("no vocab.txt beside %s; using upstream's pretrained vocabulary (%d tokens)", chosen.path, len(weights.vocab))
+    return weights
+
+
+def model_with(weights: WeightsRead, model_config: ModelConfig) -> Any:
+    """The CFM for ``model_config`` holding ``weights`` (applied through the checkpoint adapters)."""
     for note in weights.notes:
         log.info("weights: %s", note)
-    register_lazy_f5_model_package()
-    cfm = build_cfm(model_config, vocab)
-    report = adapt.load_into(cfm, weights.state, old_vocab=vocab, new_vocab=vocab)
+    cfm = build_cfm(model_config, weights.vocab)
+    report = load_into(cfm, weights.state, old_vocab=weights.vocab, new_vocab=weights.vocab)
     for note in report.notes:
         log.info("weights: %s", note)
-    return cfm, vocab
+    return cfm
 
 
 #: ``max_batch=0`` (auto) per device kind. On this project's 2-core CPU padded batches of chunks

@@ -77,7 +77,7 @@ def create_app(*, server: ServerConfig, engine: Engine, voices: VoiceStore, metr
     app = FastAPI(title="f5app speech server", docs_url=None, redoc_url=None, openapi_url=None)
     model_ids = (model_id, *OPENAI_MODEL_ALIASES)
     if server.cors_origins:  # off by default: only the page at / (same origin) calls this server from a browser
-        from fastapi.middleware.cors import CORSMiddleware
+        from fastapi.middleware.cors import CORSMiddleware  # deferred: only servers configured with server.cors_origins add the middleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(server.cors_origins), allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Seed", "X-Sample-Rate", "X-Chunks"])

@@ -10,6 +10,7 @@ import io
 import struct
 
 import numpy as np
+import soundfile as sf
 
 #: response_format -> (media type, soundfile format, soundfile subtype); None: raw PCM.
 FORMATS: dict[str, tuple[str, str | None, str | None]] = {
@@ -30,8 +31,6 @@ def pcm16(wav: np.ndarray) -> bytes:
 
 def encode(wav: np.ndarray, sample_rate: int, response_format: str) -> bytes:
     """The whole clip in ``response_format`` (one of :data:`FORMATS`)."""
-    import soundfile as sf
-
     _, container, subtype = FORMATS[response_format]
     if container is None:
         return pcm16(wav)

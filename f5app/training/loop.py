@@ -33,14 +33,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from f5app.audio.io import write_audio
-from f5app.ckpt import adapt
+from f5app.ckpt.adapt import load_into
 from f5app.ckpt.arch import model_config_diff
+from f5app.ckpt.reader import CheckpointReader
 from f5app.ckpt.resolve import resolve_and_load
 from f5app.ckpt.schema import (
-    EMA_STATE, MODEL_STATE, OPTIMIZER_STATE, UPDATE_KEY, Checkpoint, CheckpointMetadata, CheckpointRef, HydraRecord,
-    Lineage, Metrics, Progress, TrainingState, new_metadata,
+    Checkpoint, CheckpointMetadata, CheckpointRef, HydraRecord, Lineage, Metrics, Progress, TrainingState, full_weights,
+    new_metadata,
 )
-from f5app.ckpt.schema import METRIC_DIRECTIONS, load_checkpoint
+from f5app.ckpt.schema import METRIC_DIRECTIONS
 from f5app.ckpt.store import CheckpointStore
 from f5app.config import TrainConfig
 from f5app.data.dataset import FrameBatches, collate, load_splits
@@ -206,7 +207,8 @@ class Trainer:
         """Main process resolves (it may quarantine files) and, for a resume, reads and verifies the
         checkpoint; everyone gets the same answer."""
         def read_for_resume(chosen):
-            return load_checkpoint(chosen.path, rank=self.rank, verify=True) if chosen.source in ("resume", "best", "last", "latest") else None
+            own = chosen.source in ("resume", "best", "last", "latest")
+            return CheckpointReader.of(chosen).resume_state(self.rank) if own else None
 
         payload: list[Any] = [None]
         if self.is_main:
@@ -263,8 +265,8 @@ class Trainer:
         mode, chosen = self.resolution.mode, self.resolution.chosen
         self.lora = LoraRun.for_run(cfg, self.resolution)
         if mode == "finetune":
-            weights = adapt.read_weights(chosen.path, use_ema=cfg.ckpt.use_ema)
-            report = adapt.load_into(model, weights.state, old_vocab=weights.vocab, new_vocab=self.vocab)
+            weights = CheckpointReader.of(chosen).weights(use_ema=cfg.ckpt.use_ema)
+            report = load_into(model, weights.state, old_vocab=weights.vocab, new_vocab=self.vocab)
             for note in [*weights.notes, *report.notes]:
                 log.info("weights: %s", note)
             self.lineage = Lineage("finetune", finetuned_from=_reference(chosen))
@@ -272,11 +274,12 @@ class Trainer:
                 model = self.lora.start(model, chosen, weights, self.vocab)
         elif mode == "resume":
             self._check_config_changes(chosen.metadata)
-            self.resumed = self._loaded or load_checkpoint(chosen.path, rank=self.rank, verify=False)  # main read it verified
+            # the main process read it verified during resolution; the others read the same files
+            self.resumed = self._loaded or CheckpointReader.of(chosen, verify=False).resume_state(self.rank)
             if self.lora is not None:
-                model = self.lora.resume(model, chosen, self.resumed.weights, self.vocab)
+                model = self.lora.resume(model, chosen, self.resumed, self.vocab)
             else:
-                model.load_state_dict(self.resumed.weights[MODEL_STATE])
+                model.load_state_dict(self.resumed.model)
             parent_lineage = chosen.metadata.lineage if chosen.metadata is not None else Lineage()
             self.lineage = parent_lineage.continued(_reference(chosen))
         return model
@@ -292,7 +295,7 @@ class Trainer:
             return
         self.ema = EMA(model, include_online_model=False, beta=t.ema_decay, update_after_step=t.ema_update_after, update_every=1)
         if self.resumed is not None:
-            self.ema.load_state_dict(self.resumed.weights[EMA_STATE])
+            self.ema.load_state_dict(self.resumed.ema)
 
     def _build_optimizer(self, model: torch.nn.Module) -> None:
         a = self.cfg.optim
@@ -300,7 +303,7 @@ class Trainer:
         optimizer = torch.optim.AdamW(trainable, lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay, eps=a.eps)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if self.resumed is not None:
-            self.optimizer.load_state_dict(self.resumed.weights[OPTIMIZER_STATE])
+            self.optimizer.load_state_dict(self.resumed.optimizer)
             scaler_state = self.resumed.training_state.grad_scaler
             if scaler_state and self.accelerator.scaler is not None:
                 self.accelerator.scaler.load_state_dict(scaler_state)
@@ -349,8 +352,8 @@ class Trainer:
                 "resuming a %d-process run with %d processes: the data continues from %d samples seen",
                 saved.world_size, self.world_size, self.progress.samples_seen,
             )
-        if self.resumed.rng_state is not None:
-            restore_rng_state(self.resumed.rng_state)
+        if self.resumed.rng is not None:
+            restore_rng_state(self.resumed.rng)
         else:
             seed = self.cfg.trainer.seed + self.rank + 1_000_003 * self.progress.update
             log.warning("process %d has no saved RNG state in the checkpoint; re-seeded deterministically with %d", self.rank, seed)
@@ -656,12 +659,8 @@ class Trainer:
         if self.lora is not None:
             weights = self.lora.weights(self.accelerator.unwrap_model(self.model), self.ema, self.optimizer, p.update)
         else:
-            weights = {
-                MODEL_STATE: self.accelerator.unwrap_model(self.model).state_dict(),
-                EMA_STATE: self.ema.state_dict(),
-                OPTIMIZER_STATE: self.optimizer.state_dict(),
-                UPDATE_KEY: p.update,
-            }
+            weights = full_weights(model=self.accelerator.unwrap_model(self.model).state_dict(), ema=self.ema.state_dict(),
+                                   optimizer=self.optimizer.state_dict(), update=p.update)
         state = TrainingState(
             dataclasses.replace(p, val_history=[list(point) for point in p.val_history], eval_history=[list(point) for point in p.eval_history]),
             world_size=self.world_size,

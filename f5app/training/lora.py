@@ -8,8 +8,9 @@
   because the frozen base's average is the base itself; copying the base as ema_pytorch would
   doubles the memory LoRA saves. Validation and samples swap the averaged adapter into the live
   model for their duration and back, bit for bit.
-- Checkpoints: model.pt holds ADAPTER_STATE (live adapter), EMA_ADAPTER_STATE (averaged, what
-  inference uses), the optimizer and the update; metadata records an AdapterRecord with the base.
+- Checkpoints: model.pt holds the live adapter, the averaged one (what inference uses), the
+  optimizer and the update (``schema.adapter_weights``); adapter.json and metadata.json record an
+  AdapterRecord with the base and the fingerprint of the base tensors the run loaded.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from typing import Any, Iterator, Optional
 import torch
 
 from f5app.ckpt import lora
-from f5app.ckpt.base import base_ref, fingerprint_state
-from f5app.ckpt.schema import ADAPTER_STATE, EMA_ADAPTER_STATE, OPTIMIZER_STATE, UPDATE_KEY, AdapterRecord
+from f5app.ckpt.adapt import load_into
+from f5app.ckpt.base import base_ref
+from f5app.ckpt.fingerprint import weights_fingerprint
+from f5app.ckpt.reader import ResolvedCheckpoint, ResumeState, WeightsRead, read_base
+from f5app.ckpt.schema import AdapterRecord, adapter_weights
 from f5app.config import TrainConfig, TrainerConfig
-from f5app.data.vocab import read_vocab
 from f5app.errors import UserError
 
 log = logging.getLogger("f5app.train")
@@ -140,22 +143,26 @@ class LoraRun:
 
     # --- the model ----------------------------------------------------------------------------
 
-    def start(self, cfm: Any, chosen: Any, weights: Any, vocab: list[str]) -> Any:
-        """A fine-tune's first model: ``cfm`` already holds the base (``weights``, read from ``chosen``)."""
-
+    def start(self, cfm: Any, chosen: ResolvedCheckpoint, weights: WeightsRead, vocab: list[str]) -> Any:
+        """A fine-tune's first model: ``cfm`` already holds the base (``weights``, read from ``chosen``),
+        whose fingerprint is computed from exactly those tensors."""
         ckpt = self.cfg.ckpt
-        fingerprint = fingerprint_state(chosen.path, weights.state, use_ema=ckpt.use_ema)
-        base_vocab = read_vocab(chosen.vocab_path)
-        self.record = lora.record_for(self.cfg.finetune, len(base_vocab), base_ref(chosen, ckpt, fingerprint))
+        if weights.vocab is None:
+            raise UserError(f"checkpoint {chosen.path} has no vocab.txt beside it; put the vocabulary it was trained with there")
+        base = base_ref(chosen.source, chosen.path, ckpt, weights_fingerprint(weights.state))
+        self.record = lora.record_for(self.cfg.finetune, len(weights.vocab), base)
         return self._attach(cfm, vocab)
 
-    def resume(self, cfm: Any, chosen: Any, weights: dict[str, Any], vocab: list[str]) -> Any:
-        """A resumed run's model: the recorded base (resolved, fingerprint checked) plus the saved adapter."""
+    def resume(self, cfm: Any, chosen: ResolvedCheckpoint, resumed: ResumeState, vocab: list[str]) -> Any:
+        """A resumed run's model: the recorded base (found by resolution, its fingerprint checked
+        from the tensors read) plus the saved adapter."""
         assert self.record is not None and chosen.base is not None, "resolution resolves an adapter's base"
-        base_vocab = vocab[: self.record.base_vocab_size]
-        lora.load_base_into(cfm, chosen.base.path, base_vocab, vocab, use_ema=self.record.base.weights != "model")
+        base, _ = read_base(chosen)
+        report = load_into(cfm, base.state, old_vocab=vocab[: self.record.base_vocab_size], new_vocab=vocab)
+        for note in [*base.notes, *report.notes]:
+            log.info("base weights: %s", note)
         model = self._attach(cfm, vocab)
-        lora.load_adapter_state(model, weights[ADAPTER_STATE])
+        lora.load_adapter_state(model, resumed.adapter)
         return model
 
     def _attach(self, cfm: Any, vocab: list[str]) -> Any:
@@ -172,20 +179,16 @@ class LoraRun:
 
     # --- EMA and checkpoints ------------------------------------------------------------------
 
-    def ema(self, model: Any, trainer: TrainerConfig, resumed: Any) -> AdapterEMA:
+    def ema(self, model: Any, trainer: TrainerConfig, resumed: Optional[ResumeState]) -> AdapterEMA:
         ema = AdapterEMA(model, beta=trainer.ema_decay, update_after_step=trainer.ema_update_after)
         if resumed is not None:
-            ema.load_state_dict(resumed.weights[EMA_ADAPTER_STATE])
+            ema.load_state_dict(resumed.ema_adapter)
         return ema
 
     def weights(self, model: Any, ema: AdapterEMA, optimizer: Any, update: int) -> dict[str, Any]:
         """model.pt of an adapter checkpoint (live tensors; the writer copies them)."""
-        return {
-            ADAPTER_STATE: lora.adapter_state(model),
-            EMA_ADAPTER_STATE: ema.state_dict(),
-            OPTIMIZER_STATE: optimizer.state_dict(),
-            UPDATE_KEY: update,
-        }
+        return adapter_weights(adapter=lora.adapter_state(model), ema_adapter=ema.state_dict(),
+                               optimizer=optimizer.state_dict(), update=update)
 
 
 def _adapter_source(path: Any) -> UserError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from ckpt_factory import fake_cfm_state_dict, make_code_running_pickle, tiny_model_config
 
-from f5app.ckpt.peek import TensorShape, read_structure
+from f5app.safe_load import TensorShape, read_structure
 
 
 def test_it_reads_the_same_keys_and_shapes_as_torch(tmp_path):

@@ -1,4 +1,9 @@
-"""The structure of a ``torch.save`` file (keys, tensor shapes), read without trusting the file.
+"""The hostile-file gate and the one ``torch.load`` in f5app: every ``.pt`` file (checkpoints,
+upstream weights, vocoder weights) is read through :func:`load_torch`, after :func:`check_torch_file`.
+
+It lives at the lowest layer, beside ``files.py``, because both the checkpoint reader and
+``audio/vocoder.py`` use it. It also reads the structure of a ``torch.save`` file (keys, tensor
+shapes) without trusting the file:
 
 ``torch.load(weights_only=True, mmap=True)`` reads no tensor data but walks the pickle in pure
 Python: about 4 ms for even a tiny checkpoint, most of resolving a run. Here the C unpickler reads
@@ -34,7 +39,7 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import IO, Any, Iterable, Optional
 
 from f5app.errors import first_line
 
@@ -58,6 +63,40 @@ _LEGACY_PICKLES = ("magic number", "protocol version", "system info", "object", 
 
 class Refused(ValueError):
     """A file that no unpickler may read: hostile or damaged. ``str()`` is the one-line reason."""
+
+
+class NeedsCode(Refused):
+    """torch's weights-only unpickler refused a global: the file needs more than tensors to load."""
+
+
+def load_torch(path: Path, *, mmap: bool = False, allow: Iterable[Any] = ()) -> Any:
+    """``torch.load(weights_only=True)`` of ``path`` after :func:`check_torch_file`: the only call
+    of ``torch.load`` in f5app. ``mmap`` maps tensor data instead of reading it (a legacy, pre-zip
+    file is read whole). ``allow`` lists extra globals the weights-only unpickler may rebuild
+    (numpy's arrays for RNG states). Any failure is :class:`Refused` with a one-line reason."""
+    import torch  # 1.9 s: safe_load is imported by torch-free paths (validate's fast reader)
+
+    data = check_torch_file(path)
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and data is not None)
+    except pickle.UnpicklingError as error:
+        raise NeedsCode(f"it needs more than tensors to unpickle ({_unpickler_reason(error)})") from None
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever torch raises on what this file holds is damage
+        raise Refused(f"damaged container ({type(error).__name__}: {first_line(error, 160)})") from None
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """torch's message leads with advice to pass weights_only=False; keep only the line saying what was refused."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(boilerplate)]
+    return lines[0] if lines else "a pickle that is not plain tensors"
 
 
 @dataclass(frozen=True)
