@@ -39,7 +39,9 @@ class MelConfig:
 
 @dataclass
 class ArchConfig:
-    """The DiT backbone's constructor arguments (upstream ``f5_tts.model.DiT``)."""
+    """The backbone's constructor arguments (upstream ``f5_tts.model.DiT``, or ``UNetT`` for
+    E2-TTS: it takes the same ones except ``checkpoint_activations``; upstream's E2 configs leave
+    ``text_dim`` unset, which UNetT reads as ``mel_dim``, and ``conv_layers`` at 0)."""
 
     dim: int = 1024
     depth: int = 22
@@ -427,6 +429,17 @@ def to_settings(cfg: DictConfig | dict[str, Any], schema: type) -> Any:
     base = OmegaConf.structured(schema)
     merged = OmegaConf.merge(base, cfg)
     return OmegaConf.to_object(merged)
+
+
+def model_presets() -> dict[str, ModelConfig]:
+    """Every ``conf/model/*.yaml`` preset by name, for recognising a file's family by its shapes."""
+    presets = {}
+    for path in sorted((CONF_DIR / "model").glob("*.yaml")):
+        tree = OmegaConf.to_container(OmegaConf.load(path))
+        if isinstance(tree, dict) and "arch" in tree:
+            tree.pop("defaults", None)
+            presets[path.stem] = model_config_from_dict(tree)
+    return presets
 
 
 def data_schema_for(tree: DictConfig | dict[str, Any]) -> type:

@@ -67,9 +67,9 @@ def tiny_run_checkpoint(run_dir: Path, update: int = 2, val_loss: float | None =
     )
 
 
-def upstream_trainer_pt(path: Path, seed: int = 0) -> Path:
+def upstream_trainer_pt(path: Path, seed: int = 0, model_config: ModelConfig | None = None) -> Path:
     """Upstream trainer's checkpoint file: model/EMA/optimizer state, no vocab, no config."""
-    cfm, ema = tiny_cfm_and_ema(seed)
+    cfm, ema = tiny_cfm_and_ema(seed, model_config=model_config)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model_state_dict": cfm.state_dict(), "ema_model_state_dict": ema.state_dict(), "update": 2}, path)
     write_vocab(TINY_VOCAB, path.parent / "vocab.txt")

@@ -1,8 +1,10 @@
 """An architecture signature computed from config alone, and the same read from tensor shapes.
 
 Comparing the two tells whether a file's weights fit ``model=…`` without importing f5_tts or
-building a model. The formulas mirror upstream ``f5_tts.model.backbones.dit.DiT`` (checked
-against a real model in tests/test_ckpt_validate.py).
+building a model. The formulas mirror upstream ``f5_tts.model.backbones.dit.DiT`` and
+``f5_tts.model.backbones.unett.UNetT`` (E2-TTS), checked against real models in
+tests/test_ckpt_validate.py and tests/test_model_families.py. :func:`matching_presets` names the
+``model=`` presets a file's shapes fit, so a file of unknown origin can be recognised.
 """
 
 from __future__ import annotations
@@ -20,22 +22,54 @@ DIM_HEAD = 64
 TEXT_EMBED = "transformer.text_embed.text_embed.weight"
 PROJ_OUT = "transformer.proj_out.weight"
 INPUT_PROJ = "transformer.input_embed.proj.weight"
-ATTN_Q = "transformer.transformer_blocks.0.attn.to_q.weight"
-FF_IN = "transformer.transformer_blocks.0.ff.ff.0.0.weight"
-Q_NORM = "transformer.transformer_blocks.0.attn.q_norm.weight"
-_BLOCK = re.compile(r"^transformer\.transformer_blocks\.(\d+)\.")
 _TEXT_BLOCK = re.compile(r"^transformer\.text_embed\.text_blocks\.(\d+)\.")
 
+
+@dataclass(frozen=True)
+class BackboneKeys:
+    """Where a backbone keeps its blocks: DiT's ``transformer_blocks.N.attn``, UNetT's
+    ``layers.N.{0 skip_proj, 1 attn_norm, 2 attn, 3 ff_norm, 4 ff}``."""
+
+    block: re.Pattern
+    attn_q: str
+    ff_in: str
+    q_norm: str
+
+
+BACKBONES: dict[str, BackboneKeys] = {
+    "DiT": BackboneKeys(
+        re.compile(r"^transformer\.transformer_blocks\.(\d+)\."),
+        "transformer.transformer_blocks.0.attn.to_q.weight",
+        "transformer.transformer_blocks.0.ff.ff.0.0.weight",
+        "transformer.transformer_blocks.0.attn.q_norm.weight",
+    ),
+    "UNetT": BackboneKeys(
+        re.compile(r"^transformer\.layers\.(\d+)\."),
+        "transformer.layers.0.2.to_q.weight",
+        "transformer.layers.0.4.ff.0.0.weight",
+        "transformer.layers.0.2.q_norm.weight",
+    ),
+}
+ATTN_Q, FF_IN, Q_NORM = BACKBONES["DiT"].attn_q, BACKBONES["DiT"].ff_in, BACKBONES["DiT"].q_norm
+
+#: keys that must be present in any state dict we accept, whatever its backbone
+COMMON_KEYS = (TEXT_EMBED, PROJ_OUT, INPUT_PROJ)
 #: keys that must be present in any DiT state dict we accept
-REQUIRED_KEYS = (TEXT_EMBED, PROJ_OUT, INPUT_PROJ, ATTN_Q, FF_IN)
+REQUIRED_KEYS = (*COMMON_KEYS, ATTN_Q, FF_IN)
+
+
+def detect_backbone(shapes: Mapping[str, "Shape"]) -> Optional[str]:
+    """The backbone whose first block a canonical key -> shape map holds, or None."""
+    return next((name for name, keys in BACKBONES.items() if keys.attn_q in shapes), None)
 
 Shape = tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class ArchSignature:
-    """Shapes that identify a DiT. ``text_embed`` rows are vocab + 1 (upstream's filler token)."""
+    """Shapes that identify a backbone. ``text_embed`` rows are vocab + 1 (upstream's filler token)."""
 
+    backbone: Optional[str]  # DiT | UNetT; None when neither's blocks are there
     text_embed: Optional[Shape]  # (vocab + 1, text_dim)
     proj_out: Optional[Shape]  # (n_mels, dim)
     input_proj: Optional[Shape]  # (dim, 2 * n_mels + text_dim)
@@ -53,6 +87,7 @@ class ArchSignature:
 def expected_signature(model: ModelConfig, vocab_size: int) -> ArchSignature:
     arch, n_mels = model.arch, model.mel.n_mel_channels
     return ArchSignature(
+        backbone=model.backbone,
         text_embed=(vocab_size + 1, arch.text_dim),
         proj_out=(n_mels, arch.dim),
         input_proj=(arch.dim, 2 * n_mels + arch.text_dim),
@@ -80,23 +115,55 @@ def canonical_shapes(raw_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
 
 def signature_from_shapes(shapes: Mapping[str, Shape]) -> ArchSignature:
     """The signature of a canonical key -> shape map (see :func:`canonical_shapes`)."""
-    blocks = {int(m.group(1)) for key in shapes if (m := _BLOCK.match(key))}
+    backbone = detect_backbone(shapes)
+    keys = BACKBONES[backbone or "DiT"]
+    blocks = {int(m.group(1)) for key in shapes if (m := keys.block.match(key))}
     text_blocks = {int(m.group(1)) for key in shapes if (m := _TEXT_BLOCK.match(key))}
-    ff_in = shapes.get(FF_IN)
+    ff_in = shapes.get(keys.ff_in)
     return ArchSignature(
+        backbone=backbone,
         text_embed=shapes.get(TEXT_EMBED),
         proj_out=shapes.get(PROJ_OUT),
         input_proj=shapes.get(INPUT_PROJ),
-        attn_q=shapes.get(ATTN_Q),
+        attn_q=shapes.get(keys.attn_q),
         ff_inner=None if ff_in is None else ff_in[0],
         depth=len(blocks),
         conv_layers=len(text_blocks),
-        qk_norm=Q_NORM in shapes,
+        qk_norm=keys.q_norm in shapes,
     )
 
 
 def missing_required(shapes: Mapping[str, Shape]) -> list[str]:
-    return [key for key in REQUIRED_KEYS if key not in shapes]
+    keys = BACKBONES[detect_backbone(shapes) or "DiT"]
+    return [key for key in (*COMMON_KEYS, keys.attn_q, keys.ff_in) if key not in shapes]
+
+
+def matching_presets(shapes: Mapping[str, Shape], presets: Mapping[str, ModelConfig]) -> list[str]:
+    """The preset names (``model=…``) whose architecture the file's shapes fit, vocabulary aside.
+
+    Several names come back where architectures differ only in settings that leave no trace in
+    tensor shapes: F5TTS_Base (v0) and F5TTS_v1_Base differ in ``text_mask_padding`` and
+    ``pe_attn_head`` alone, so no file can say which of the two it is.
+    """
+    found = signature_from_shapes(shapes)
+    return sorted(
+        name for name, model in presets.items()
+        if not architecture_differences(expected_signature(model, found.vocab_size or 0), found)
+    )
+
+
+def describe_fit(shapes: Mapping[str, Shape], presets: Mapping[str, ModelConfig]) -> str:
+    """One clause naming the preset(s) a file fits, for messages about a mismatch or a choice."""
+    names = matching_presets(shapes, presets)
+    if not names:
+        return "its shapes fit none of the model presets (" + ", ".join(sorted(presets)) + "): give model.arch.* by hand"
+    if len(names) == 1:
+        return f"its shapes fit model={names[0]}"
+    return (
+        "its shapes fit " + " and ".join(f"model={n}" for n in names)
+        + " alike (they differ only in settings tensor shapes do not record, e.g. v0 and v1): "
+        "name the one it was trained as with model="
+    )
 
 
 def architecture_differences(expected: ArchSignature, found: ArchSignature) -> list[str]:
@@ -115,6 +182,7 @@ def architecture_differences(expected: ArchSignature, found: ArchSignature) -> l
 
 
 _LABELS = {
+    "backbone": "backbone (DiT blocks or UNetT layers)",
     "proj_out": "proj_out (n_mels, dim)",
     "input_proj": "input projection (dim, 2*n_mels+text_dim)",
     "attn_q": "attention q (heads*64, dim)",

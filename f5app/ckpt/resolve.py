@@ -24,11 +24,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Literal, Optional, TypeVar
 
 from f5app import hub
 from f5app.ckpt import layout
+from f5app.ckpt.arch import matching_presets
 from f5app.ckpt.base import base_ckpt_config, is_commit, short
 from f5app.ckpt.reader import BaseMismatch, ResolvedCheckpoint, read_base
 from f5app.ckpt.schema import (
@@ -37,7 +38,7 @@ from f5app.ckpt.schema import (
 )
 from f5app.ckpt.store import best_by_metric
 from f5app.ckpt.validate import ValidationResult, detect_kind, validate
-from f5app.config import CkptConfig, ModelConfig, to_settings
+from f5app.config import CkptConfig, ModelConfig, model_presets, to_settings
 from f5app.data.vocab import VocabError, count_vocab
 from f5app.errors import UserError
 
@@ -48,6 +49,7 @@ Purpose = Literal["train", "infer"]
 Mode = Literal["resume", "finetune", "scratch", "infer"]
 Status = Literal["chosen", "rejected", "missing", "skipped", "quarantined"]
 SOURCES = ("resume", "best", "last", "latest", "custom", "pretrained", "scratch")
+HF_SCHEME = "hf://"
 _UPSTREAM_NUMBERED = re.compile(r"^model_(\d+)\.(pt|safetensors)$")
 
 
@@ -307,6 +309,8 @@ class _ChainWalker:
             if self.ckpt.name == "custom":
                 self._fail("ckpt=custom needs ckpt.path=FILE_OR_DIR (a checkpoint folder, .pt or .safetensors)")
             return None
+        if self.ckpt.path.startswith(HF_SCHEME):
+            return self._try_hub_path(self.ckpt.path)
         path = Path(self.ckpt.path).expanduser()
         if not path.exists():
             self._add("custom", path, "missing", "ckpt.path does not exist")
@@ -319,6 +323,32 @@ class _ChainWalker:
             self._add("custom", path, "rejected", "folder holds no checkpoint (no metadata.json, update_*, *.pt or *.safetensors)")
         last = self.candidates[-1]
         return self._explicit_failed(f"ckpt.path={path} is not usable: {last.reason}")
+
+    def _try_hub_path(self, url: str):
+        """``ckpt.path=hf://OWNER/REPO/FILE``, as upstream's CLI writes it; the vocabulary beside
+        FILE in the same repository (``DIR/vocab.txt``) comes too when the repository has one."""
+        parts = url[len(HF_SCHEME):].split("/", 2)
+        if len(parts) < 3 or not all(parts):
+            self._add("custom", url, "rejected", "not hf://OWNER/REPO/FILE")
+            self._fail(f"ckpt.path={url} is not a Hub file: write it as hf://OWNER/REPO/PATH/IN/REPO")
+        repo_id, filename = "/".join(parts[:2]), parts[2]
+        try:
+            weights = hub.fetch_hub_file(
+                repo_id, filename, self.ckpt.revision, self.ckpt.cache_dir,
+                what="checkpoint", setting="ckpt.path", repo_setting="ckpt.path",
+            )
+        except hub.PretrainedUnavailable as error:
+            self._add("custom", url, "missing", str(error))
+            return self._explicit_failed(str(error))
+        vocab_name = str(PurePosixPath(filename).with_name(VOCAB_FILENAME))
+        try:
+            vocab_path = hub.fetch_vocab(repo_id, vocab_name, self.ckpt.revision, self.ckpt.cache_dir)
+        except hub.PretrainedUnavailable:
+            vocab_path = None  # no vocab.txt beside it: the configured vocabulary decides
+        chosen = self._consider("custom", weights, own=False, vocab_path=vocab_path)
+        if chosen is None:
+            return self._explicit_failed(f"ckpt.path={url} is not usable: {self.candidates[-1].reason}")
+        return chosen
 
     def _try_pretrained(self):
         label = f"{self.ckpt.repo_id}/{self.ckpt.filename}"
@@ -361,7 +391,10 @@ class _ChainWalker:
         if result.ok:
             mode: Mode = "infer" if self.purpose == "infer" else ("finetune" if source in ("custom", "pretrained") else "resume")
             metadata = result.metadata if kind == "f5app" else _sidecar_metadata(path)
-            self._add(source, path, "chosen", _chosen_reason(result, metadata, self.ckpt.best_metric if source == "best" else None))
+            reason = _chosen_reason(result, metadata, self.ckpt.best_metric if source == "best" else None)
+            if metadata is None and result.shapes:
+                reason += _family_note(result.shapes, self.model)
+            self._add(source, path, "chosen", reason)
             chosen = ResolvedCheckpoint(source, path, result.kind or kind, metadata, vocab_path)
             if metadata is not None and metadata.adapter is not None and kind == "f5app":
                 chosen.base = self._resolve_base(chosen)
@@ -530,6 +563,20 @@ def _model_or(recorded, default: Optional[ModelConfig]) -> Optional[ModelConfig]
         return to_settings(recorded, ModelConfig)
     except Exception:  # an older or hand-edited record: the configured model decides
         return default
+
+
+def _family_note(shapes, model: Optional[ModelConfig]) -> str:
+    """For a file that records no model: which presets its shapes fit, when more than the one used.
+
+    F5TTS_Base (v0) and F5TTS_v1_Base have the same shapes, so the configured ``model=`` decides
+    and a wrong one raises nothing and just sounds worse (NOTES.md): say so where it is chosen."""
+    names = matching_presets(shapes, model_presets())
+    if len(names) < 2:
+        return ""
+    used = f"model={model.name}" if model is not None else "the configured model"
+    note = f"; shapes fit {' and '.join(f'model={n}' for n in names)} alike (v0 and v1 share shapes), loaded as {used}"
+    log.warning("%s", note[2:])
+    return note
 
 
 def _chosen_reason(result: ValidationResult, metadata: Optional[CheckpointMetadata], best_metric: Optional[str] = None) -> str:

@@ -32,7 +32,7 @@ from f5app.ckpt.schema import (
     ADAPTER_FILENAME, ADAPTER_STATE, EMA_ADAPTER_STATE, EMA_STATE, METADATA_FILENAME, MODEL_FILENAME, MODEL_STATE,
     VOCAB_FILENAME, CheckpointMetadata, adapter_record_problem, read_metadata_file,
 )
-from f5app.config import ModelConfig, model_config_from_dict
+from f5app.config import ModelConfig, model_config_from_dict, model_presets
 from f5app.data.vocab import count_vocab
 from f5app.errors import first_line
 from f5app.errors import MetadataError
@@ -488,7 +488,8 @@ def _check_architecture(shapes, model: ModelConfig, *, incompatible: bool, what:
     expected = arch_sig.expected_signature(model, vocab_size=found.vocab_size or 0)
     diff = arch_sig.architecture_differences(expected, found)
     if diff:
-        raise _Invalid(f"wrong architecture for the {what}: " + "; ".join(diff), incompatible=incompatible)
+        fit = arch_sig.describe_fit(shapes, model_presets())
+        raise _Invalid(f"wrong architecture for the {what}: " + "; ".join(diff) + f"; {fit}", incompatible=incompatible)
 
 
 def _check_vocab(shapes, vocab_size: int, *, growth: bool, incompatible: bool, what: str) -> None:
