@@ -33,6 +33,7 @@ from f5app.ckpt.schema import (
 from f5app.config import TrainConfig
 from f5app.errors import UserError
 from f5app.run_state import PREEMPTED_FILENAME, clear_preempted, reached_bounds, write_preempted, write_run_status
+from f5app.training.optim import build_optimizer, check_precision
 from f5app.training.rng import capture_rng_state, forked_rng, restore_rng_state, seed_everything
 from f5app.training.saver import CheckpointWriter
 from f5app.training.schedule import learning_rate
@@ -126,9 +127,11 @@ class Trainer:
 
         cfg = self.cfg
         _check_objective(cfg)
+        on_cpu = cfg.trainer.cpu or not _accelerator_available()
+        check_precision(cfg.trainer.mixed_precision, on_cpu)
         self.accelerator = Accelerator(
             # accelerate only forms a multi-process CPU group (gloo) when told it is on CPU.
-            cpu=cfg.trainer.cpu or not _accelerator_available(),
+            cpu=on_cpu,
             mixed_precision=cfg.trainer.mixed_precision,
             gradient_accumulation_steps=cfg.optim.grad_accumulation_steps,
         )
@@ -298,11 +301,11 @@ class Trainer:
             self.ema.load_state_dict(self.resumed.weights[EMA_STATE])
 
     def _build_optimizer(self, model: torch.nn.Module) -> None:
-        a = self.cfg.optim
         trainable = [p for p in model.parameters() if p.requires_grad]  # all of them, unless finetune=lora
-        optimizer = torch.optim.AdamW(trainable, lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay, eps=a.eps)
+        optimizer = build_optimizer(trainable, self.cfg.optim)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if self.resumed is not None:
+            _check_same_optimizer(self.resolution.chosen.metadata, self.cfg.optim.name)
             self.optimizer.load_state_dict(self.resumed.weights[OPTIMIZER_STATE])
             scaler_state = self.resumed.training_state.grad_scaler
             if scaler_state and self.accelerator.scaler is not None:
@@ -751,6 +754,15 @@ def _check_objective(cfg: TrainConfig) -> None:
         raise UserError(f"objective={cfg.objective} is measured by evaluation, which eval.every=0 switches off; set eval.every=N")
     if cfg.eval.every < 0:
         raise UserError(f"eval.every={cfg.eval.every} must be 0 (off) or a number of updates")
+
+
+def _check_same_optimizer(metadata: CheckpointMetadata | None, name: str) -> None:
+    """AdamW's and AdamW8bit's states are not interchangeable: loading one into the other fails deep
+    in the optimizer, or later at its first step."""
+    recorded = ((metadata.config if metadata is not None else None) or {}).get("optim", {}).get("name", "adamw")
+    if recorded != name:
+        raise UserError(f"refusing to resume: the checkpoint's optimizer state is optim={recorded}, the config asks for optim={name}; "
+                        f"resume with optim={recorded}, or start a new run_name (ckpt=custom fine-tunes from its weights)")
 
 
 def _dict_diff(old: Any, new: Any, prefix: str) -> list[str]:
