@@ -2,11 +2,21 @@
 """f5app benchmarks, each a ratio against upstream F5-TTS or the naive approach, measured side by side.
 
     .venv/bin/python scripts/bench.py [--quick] [--device cpu|cuda] [--json FILE] [--only SECTION,...]
+    .venv/bin/python scripts/bench.py --only training --model f5tts_v1_base --device cuda --precision bf16 --json OUT
 
 Sections (docs/benchmarks.md has the goals and the latest table):
-  training    updates/s and frames/s of f5app's loop vs upstream ``f5_tts.model.Trainer`` (same tiny
-              model, same mels, same batches in the same order, checkpointing off in both), then
-              f5app with a checkpoint every ``--save-every`` updates vs none; peak RSS of both.
+  training    (``--model tiny``, the default) updates/s and frames/s of f5app's loop vs upstream
+              ``f5_tts.model.Trainer`` (same tiny model, same mels, same batches in the same order,
+              checkpointing off in both), then f5app with a checkpoint every ``--save-every`` updates
+              vs none; peak RSS of both.
+              (``--model f5tts_v1_small|f5tts_v1_base``, random weights; scripts/bench_train.py) the same
+              comparison at real size in ``--precision``, plus f5app with activation checkpointing
+              and with 8-bit AdamW (``--train-variants``): updates/s, model FLOP/s of forward+backward
+              (torch.utils.flop_counter) against the dense-matmul peak in the same dtype measured in
+              the same worker (MFU), peak RSS (and CUDA peak memory). CPU: 8 short clips, 3 timed
+              updates per variant, a few minutes at small size; CUDA: the 40 demo clips in one batch,
+              20 timed updates (``--train-updates``, ``--train-clips``, ``--train-frames`` change them).
+              ``--only train`` is the same section.
   save        training-thread stall of ``Trainer.save_checkpoint`` (model=f5tts_v1_small, AdamW
               state) vs a synchronous ``torch.save`` of the same state.
   resolve     ``ckpt=auto`` over 20 checkpoints (several big, some corrupt) vs a resolver that fully
@@ -1047,12 +1057,18 @@ def run_worker(argv: list[str]) -> None:
     parser.add_argument("--method")
     parser.add_argument("--base")
     parser.add_argument("--adapters")
+    parser.add_argument("--precision", default="no")
     args = parser.parse_args(argv)
     os.environ.update(OFFLINE_ENV)
     if args.worker.startswith("lora-"):
         import bench_lora
 
         bench_lora.run_worker(args.worker, args)
+        return
+    if args.worker.startswith("size-"):
+        import bench_train
+
+        bench_train.size_worker(args)
         return
     if args.worker in ("train-f5app", "train-upstream"):
         training_worker(args.worker.split("-", 1)[1], args.workdir, args.device, args.frames, args.max_samples, args.threads)
@@ -1085,7 +1101,11 @@ class Row:
 def table_rows(results: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     t = results.get("training")
-    if t:
+    if t and "variants" in t:
+        import bench_train
+
+        rows += bench_train.table_rows(t)
+    elif t:
         rows += [
             Row("training updates/s (tiny, vs upstream Trainer)", f"{t['f5app_updates_per_s']:.2f}", f"{t['upstream_updates_per_s']:.2f}",
                 t["updates_ratio"], ">= 1.0x", t["updates_ratio"] >= 1.0),
@@ -1217,6 +1237,23 @@ def _bench_lora(args: argparse.Namespace, sizes: Sizes, work: Path, logs: Path) 
     return bench_lora.bench_lora(args.lora_model, args.lora_updates, sizes.save_repeats, args.device, args.threads, work, logs)
 
 
+def _bench_training(args: argparse.Namespace, sizes: Sizes, work: Path, logs: Path) -> dict[str, Any]:
+    if args.model == "tiny" and not args.train_variants:  # tiny with --train-variants: the real-size comparison as a smoke test
+        return bench_training(sizes, args.device, args.threads, work, logs)
+    import bench_train
+
+    variants = args.train_variants.split(",") if args.train_variants else (
+        list(bench_train.VARIANTS) if args.model == "f5tts_v1_small" else ["f5app", "upstream"])
+    unknown = set(variants) - set(bench_train.VARIANTS)
+    if unknown:
+        raise SystemExit(f"--train-variants: unknown {', '.join(sorted(unknown))}; choose from {', '.join(bench_train.VARIANTS)}")
+    train_sizes = bench_train.default_sizes(args.device)
+    for key, value in (("updates", args.train_updates), ("clips", args.train_clips), ("frames", args.train_frames)):
+        if value:
+            train_sizes[key] = value
+    return bench_train.bench_training_at_size(args.model, variants, args.device, args.precision, args.threads, train_sizes, work, logs)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--worker" in argv:
@@ -1235,7 +1272,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepare-minutes", help="prepare section: SHORT,LONG recording lengths (default 10,60; --quick 1,3)")
     parser.add_argument("--lora-model", default="f5tts_v1_small", help="model of the lora section (tiny for a smoke test)")
     parser.add_argument("--lora-updates", type=int, default=3, help="timed updates per side in the lora section (slow on CPU)")
+    parser.add_argument("--model", default="tiny", choices=["tiny", "f5tts_v1_small", "f5tts_v1_base"],
+                        help="training section: tiny (the demo model, many repetitions) or a real size (scripts/bench_train.py; "
+                        "tiny with --train-variants runs that comparison on the tiny model, a smoke test)")
+    parser.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="training section at a real size: trainer.mixed_precision of every variant")
+    parser.add_argument("--train-variants", help="training section at a real size: comma-separated subset of "
+                        "f5app,upstream,checkpoint_activations,adamw8bit (default: all four at f5tts_v1_small, f5app,upstream at f5tts_v1_base)")
+    parser.add_argument("--train-updates", type=int, help="training section at a real size: timed updates per variant (default 3 on CPU, 20 on CUDA)")
+    parser.add_argument("--train-clips", type=int, help="training section at a real size: demo clips trained on (default 8 on CPU, 40 on CUDA)")
+    parser.add_argument("--train-frames", type=int, help="training section at a real size: mel frames per batch (default 600 on CPU, 9000 on CUDA)")
     args = parser.parse_args(argv)
+    if args.only:
+        args.only = ",".join("training" if name == "train" else name for name in args.only.split(","))
     # prepare (an hour of audio through the recordings pipeline) runs only when named: --only prepare;
     # --quick also leaves out the sections that take minutes each on a CPU
     only = set(args.only.split(",")) if args.only else set(SECTIONS) - {"prepare"} - ({"infer", "evaluation", "serve", "lora"} if args.quick else set())
@@ -1262,7 +1310,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         for section, key, bench in (
-            ("training", "training", lambda: bench_training(sizes, args.device, args.threads, work, logs)),
+            ("training", "training", lambda: _bench_training(args, sizes, work, logs)),
             ("save", "save_stall", lambda: bench_save_stall(sizes, args.device, work, logs)),
             ("resolve", "resolution", lambda: bench_resolution(sizes, work, logs)),
             ("infer", "inference", lambda: bench_inference(sizes, args.device, work, logs)),
