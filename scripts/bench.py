@@ -13,8 +13,8 @@ Sections (docs/benchmarks.md has the goals and the latest table):
               comparison at real size in ``--precision``, plus f5app with activation checkpointing
               and with 8-bit AdamW (``--train-variants``): updates/s, model FLOP/s of forward+backward
               (torch.utils.flop_counter) against the dense-matmul peak in the same dtype measured in
-              the same worker (MFU), peak RSS (and CUDA peak memory). CPU: 8 short clips, 3 timed
-              updates per variant, a few minutes at small size; CUDA: the 40 demo clips in one batch,
+              the same worker (MFU), peak RSS (and CUDA peak memory). CPU: 4 short clips, 2 per batch,
+              2 timed updates per variant, minutes at small size; CUDA: the 40 demo clips in one batch,
               20 timed updates (``--train-updates``, ``--train-clips``, ``--train-frames`` change them).
               ``--only train`` is the same section.
   save        training-thread stall of ``Trainer.save_checkpoint`` (model=f5tts_v1_small, AdamW
@@ -1278,9 +1278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="training section at a real size: trainer.mixed_precision of every variant")
     parser.add_argument("--train-variants", help="training section at a real size: comma-separated subset of "
                         "f5app,upstream,checkpoint_activations,adamw8bit (default: all four at f5tts_v1_small, f5app,upstream at f5tts_v1_base)")
-    parser.add_argument("--train-updates", type=int, help="training section at a real size: timed updates per variant (default 3 on CPU, 20 on CUDA)")
-    parser.add_argument("--train-clips", type=int, help="training section at a real size: demo clips trained on (default 8 on CPU, 40 on CUDA)")
-    parser.add_argument("--train-frames", type=int, help="training section at a real size: mel frames per batch (default 600 on CPU, 9000 on CUDA)")
+    parser.add_argument("--train-updates", type=int, help="training section at a real size: timed updates per variant (default 2 on CPU, 20 on CUDA)")
+    parser.add_argument("--train-clips", type=int, help="training section at a real size: demo clips trained on (default 4 on CPU, 40 on CUDA)")
+    parser.add_argument("--train-frames", type=int, help="training section at a real size: mel frames per batch (default 500 on CPU, 9000 on CUDA)")
     args = parser.parse_args(argv)
     if args.only:
         args.only = ",".join("training" if name == "train" else name for name in args.only.split(","))
