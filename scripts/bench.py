@@ -1259,11 +1259,18 @@ def main(argv: list[str] | None = None) -> int:
     if "--worker" in argv:
         run_worker(argv)
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="training at a real size (scripts/bench_train.py), e.g. from a GPU check:\n"
+               "  scripts/bench.py --only train --model f5tts_v1_base --device cuda --precision bf16 --json OUT\n"
+               "writes OUT['training'] = {model, device, precision, dtype, sizes, updates_ratio, same_batches,\n"
+               "  variants: {f5app|upstream|checkpoint_activations|adamw8bit: {updates_per_s, flops_per_s, model_flops,\n"
+               "  matmul_peak_flops, mfu, peak_rss_mib, cuda_peak_allocated_mib, updates, seconds, batches}}}\n"
+               "and OUT['table'] (Markdown). The sections and their method: the top of scripts/bench.py.")
     parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference, evaluation, serve or lora section unless --only names it (under 3 minutes)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but prepare; --quick: also not infer, evaluation, serve, lora)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} ('train' is 'training'; default: all but prepare; --quick: also not infer, evaluation, serve, lora)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads in both training workers (default 1: steadier on a shared CPU; 0: torch's default)")
     parser.add_argument("--repeats", type=int, help="override every section's repetitions")
