@@ -16,7 +16,8 @@ update as in the tiny training section. Efficiency: the model FLOPs of every tim
 ``torch.utils.flop_counter`` on the batch itself; recomputation by activation checkpointing is not
 model work and is not counted) over its wall time, against the dense-matmul peak this worker
 reaches in the training dtype on the same device, measured in the same process just before
-training (MFU). Memory: each worker's peak RSS, and on CUDA ``torch.cuda.max_memory_allocated``.
+training (MFU). Memory: each worker's peak RSS (VmHWM) at the end of training, and on CUDA
+``torch.cuda.max_memory_allocated``.
 
 The data are the first ``clips`` utterances of the bundled demo set (1.6-3.3 s each), cut into
 frame batches of ``frames`` mel frames; upstream trains whole epochs, so both sides run the same
@@ -36,6 +37,7 @@ from typing import Any
 
 import bench
 from bench import Row, Worker, compose_train_config, serve
+from bench_lora import _peak_rss_mib as vm_peak_rss_mib  # VmHWM, the one reader of it
 
 VARIANTS = ("f5app", "upstream", "checkpoint_activations", "adamw8bit")
 #: The f5app overrides of each f5app variant.
@@ -178,9 +180,11 @@ def size_worker(args: Any) -> None:
             cfg, settings = settings_for(variant, updates)
             Trainer(settings, RunContext(run_dir=workdir / "runs" / variant, resolved_config=resolved_container(cfg))).run()
         gc.collect()
+        peak_rss = vm_peak_rss_mib()  # before the FLOP count below builds a model of its own
         window = clock.window(skip=1)
         timed_keys = batch_of_update[-window["updates"]:]
         result = {key: window[key] for key in ("updates", "seconds", "updates_per_s", "frames_per_s")}
+        result["peak_rss_mib"] = peak_rss
         result["cuda_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
         # random weights (FLOPs depend on shapes only), never recomputing: recomputation is not model work
         plain = dataclasses.replace(base.model, arch=dataclasses.replace(base.model.arch, checkpoint_activations=False))
@@ -259,7 +263,7 @@ def bench_training_at_size(model: str, variants: list[str], device: str, precisi
             row = worker.ask({"command": "train", "updates": sizes["updates"]})
             row["matmul_peak_flops"] = peak["matmul_peak_flops"]
             row["mfu"] = row["flops_per_s"] / peak["matmul_peak_flops"]
-            row["peak_rss_mib"] = worker.close()["self"]
+            worker.close()
         except BaseException:
             worker._process.kill()
             raise
