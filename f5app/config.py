@@ -54,6 +54,8 @@ class ArchConfig:
     pe_attn_head: Optional[int] = None
     attn_backend: str = "torch"
     attn_mask_enabled: bool = False
+    # Recompute each block's activations in the backward pass (upstream's torch.utils.checkpoint):
+    # less memory, one more forward of compute; the weights learned are the same.
     checkpoint_activations: bool = False
 
 
@@ -86,6 +88,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = "adamw"  # adamw | adamw8bit (bitsandbytes' AdamW8bit, upstream's bnb_optimizer)
     lr: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.01
@@ -107,7 +110,7 @@ class TrainerConfig:
     log_every: int = 10
     seed: int = 666
     deterministic: bool = False
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    mixed_precision: str = "no"  # no | bf16 | fp16 (fp16: GPU only)
     ema_decay: float = 0.9999
     ema_update_after: int = 0
     async_save: bool = True

@@ -2,11 +2,21 @@
 """f5app benchmarks, each a ratio against upstream F5-TTS or the naive approach, measured side by side.
 
     .venv/bin/python scripts/bench.py [--quick] [--device cpu|cuda] [--json FILE] [--only SECTION,...]
+    .venv/bin/python scripts/bench.py --only training --model f5tts_v1_base --device cuda --precision bf16 --json OUT
 
 Sections (docs/benchmarks.md has the goals and the latest table):
-  training    updates/s and frames/s of f5app's loop vs upstream ``f5_tts.model.Trainer`` (same tiny
-              model, same mels, same batches in the same order, checkpointing off in both), then
-              f5app with a checkpoint every ``--save-every`` updates vs none; peak RSS of both.
+  training    (``--model tiny``, the default) updates/s and frames/s of f5app's loop vs upstream
+              ``f5_tts.model.Trainer`` (same tiny model, same mels, same batches in the same order,
+              checkpointing off in both), then f5app with a checkpoint every ``--save-every`` updates
+              vs none; peak RSS of both.
+              (``--model f5tts_v1_small|f5tts_v1_base``, random weights; scripts/bench_train.py) the same
+              comparison at real size in ``--precision``, plus f5app with activation checkpointing
+              and with 8-bit AdamW (``--train-variants``): updates/s, model FLOP/s of forward+backward
+              (torch.utils.flop_counter) against the dense-matmul peak in the same dtype measured in
+              the same worker (MFU), peak RSS (and CUDA peak memory). CPU: 4 short clips, 2 per batch,
+              2 timed updates per variant, minutes at small size; CUDA: the 40 demo clips in one batch,
+              20 timed updates (``--train-updates``, ``--train-clips``, ``--train-frames`` change them).
+              ``--only train`` is the same section.
   save        training-thread stall of ``Trainer.save_checkpoint`` (model=f5tts_v1_small, AdamW
               state) vs a synchronous ``torch.save`` of the same state.
   resolve     ``ckpt=auto`` over 20 checkpoints (several big, some corrupt) vs a resolver that fully
@@ -1048,12 +1058,18 @@ def run_worker(argv: list[str]) -> None:
     parser.add_argument("--method")
     parser.add_argument("--base")
     parser.add_argument("--adapters")
+    parser.add_argument("--precision", default="no")
     args = parser.parse_args(argv)
     os.environ.update(OFFLINE_ENV)
     if args.worker.startswith("lora-"):
         import bench_lora
 
         bench_lora.run_worker(args.worker, args)
+        return
+    if args.worker.startswith("size-"):
+        import bench_train
+
+        bench_train.size_worker(args)
         return
     if args.worker in ("train-f5app", "train-upstream"):
         training_worker(args.worker.split("-", 1)[1], args.workdir, args.device, args.frames, args.max_samples, args.threads)
@@ -1086,7 +1102,11 @@ class Row:
 def table_rows(results: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     t = results.get("training")
-    if t:
+    if t and "variants" in t:
+        import bench_train
+
+        rows += bench_train.table_rows(t)
+    elif t:
         rows += [
             Row("training updates/s (tiny, vs upstream Trainer)", f"{t['f5app_updates_per_s']:.2f}", f"{t['upstream_updates_per_s']:.2f}",
                 t["updates_ratio"], ">= 1.0x", t["updates_ratio"] >= 1.0),
@@ -1218,16 +1238,40 @@ def _bench_lora(args: argparse.Namespace, sizes: Sizes, work: Path, logs: Path) 
     return bench_lora.bench_lora(args.lora_model, args.lora_updates, sizes.save_repeats, args.device, args.threads, work, logs)
 
 
+def _bench_training(args: argparse.Namespace, sizes: Sizes, work: Path, logs: Path) -> dict[str, Any]:
+    if args.model == "tiny" and not args.train_variants:  # tiny with --train-variants: the real-size comparison as a smoke test
+        return bench_training(sizes, args.device, args.threads, work, logs)
+    import bench_train
+
+    variants = args.train_variants.split(",") if args.train_variants else (
+        list(bench_train.VARIANTS) if args.model == "f5tts_v1_small" else ["f5app", "upstream"])
+    unknown = set(variants) - set(bench_train.VARIANTS)
+    if unknown:
+        raise SystemExit(f"--train-variants: unknown {', '.join(sorted(unknown))}; choose from {', '.join(bench_train.VARIANTS)}")
+    train_sizes = bench_train.default_sizes(args.device)
+    for key, value in (("updates", args.train_updates), ("clips", args.train_clips), ("frames", args.train_frames)):
+        if value:
+            train_sizes[key] = value
+    return bench_train.bench_training_at_size(args.model, variants, args.device, args.precision, args.threads, train_sizes, work, logs)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--worker" in argv:
         run_worker(argv)
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="training at a real size (scripts/bench_train.py), e.g. from a GPU check:\n"
+               "  scripts/bench.py --only train --model f5tts_v1_base --device cuda --precision bf16 --json OUT\n"
+               "writes OUT['training'] = {model, device, precision, dtype, sizes, updates_ratio, same_batches,\n"
+               "  variants: {f5app|upstream|checkpoint_activations|adamw8bit: {updates_per_s, flops_per_s, model_flops,\n"
+               "  matmul_peak_flops, mfu, peak_rss_mib, cuda_peak_allocated_mib, updates, seconds, batches}}}\n"
+               "and OUT['table'] (Markdown). The sections and their method: the top of scripts/bench.py.")
     parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference, evaluation, serve or lora section unless --only names it (under 3 minutes)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but prepare; --quick: also not infer, evaluation, serve, lora)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} ('train' is 'training'; default: all but prepare; --quick: also not infer, evaluation, serve, lora)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads in both training workers (default 1: steadier on a shared CPU; 0: torch's default)")
     parser.add_argument("--repeats", type=int, help="override every section's repetitions")
@@ -1236,7 +1280,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepare-minutes", help="prepare section: SHORT,LONG recording lengths (default 10,60; --quick 1,3)")
     parser.add_argument("--lora-model", default="f5tts_v1_small", help="model of the lora section (tiny for a smoke test)")
     parser.add_argument("--lora-updates", type=int, default=3, help="timed updates per side in the lora section (slow on CPU)")
+    parser.add_argument("--model", default="tiny", choices=["tiny", "f5tts_v1_small", "f5tts_v1_base"],
+                        help="training section: tiny (the demo model, many repetitions) or a real size (scripts/bench_train.py; "
+                        "tiny with --train-variants runs that comparison on the tiny model, a smoke test)")
+    parser.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="training section at a real size: trainer.mixed_precision of every variant")
+    parser.add_argument("--train-variants", help="training section at a real size: comma-separated subset of "
+                        "f5app,upstream,checkpoint_activations,adamw8bit (default: all four at f5tts_v1_small, f5app,upstream at f5tts_v1_base)")
+    parser.add_argument("--train-updates", type=int, help="training section at a real size: timed updates per variant (default 2 on CPU, 20 on CUDA)")
+    parser.add_argument("--train-clips", type=int, help="training section at a real size: demo clips trained on (default 4 on CPU, 40 on CUDA)")
+    parser.add_argument("--train-frames", type=int, help="training section at a real size: mel frames per batch (default 500 on CPU, 9000 on CUDA)")
     args = parser.parse_args(argv)
+    if args.only:
+        args.only = ",".join("training" if name == "train" else name for name in args.only.split(","))
     # prepare (an hour of audio through the recordings pipeline) runs only when named: --only prepare;
     # --quick also leaves out the sections that take minutes each on a CPU
     only = set(args.only.split(",")) if args.only else set(SECTIONS) - {"prepare"} - ({"infer", "evaluation", "serve", "lora"} if args.quick else set())
@@ -1263,7 +1318,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         for section, key, bench in (
-            ("training", "training", lambda: bench_training(sizes, args.device, args.threads, work, logs)),
+            ("training", "training", lambda: _bench_training(args, sizes, work, logs)),
             ("save", "save_stall", lambda: bench_save_stall(sizes, args.device, work, logs)),
             ("resolve", "resolution", lambda: bench_resolution(sizes, work, logs)),
             ("infer", "inference", lambda: bench_inference(sizes, args.device, work, logs)),

@@ -58,3 +58,23 @@ def test_serve_section_measures_streaming_latency_throughput_and_batching(tmp_pa
     assert serve["long_text"]["chunks"] >= 2
     measures = [goal["measure"] for goal in json.loads(out.read_text())["goals"]]
     assert any("first audio byte" in m for m in measures) and any("Synthesizer.generate" in m for m in measures)
+
+
+@pytest.mark.slow  # two training worker processes
+def test_training_at_size_compares_f5app_and_upstream_on_the_same_batches_with_mfu(tmp_path):
+    # the real-size comparison (scripts/bench_train.py) run on the tiny model: the path a GPU check calls.
+    # Upstream trains whole epochs, so at least the updates asked for are timed, both sides the same.
+    out = tmp_path / "bench.json"
+    done = run_bench("--only", "train", "--model", "tiny", "--train-variants", "f5app,upstream", "--train-updates", "1",
+                     "--json", str(out), "--workdir", str(tmp_path / "work"))
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    training = json.loads(out.read_text())["training"]
+    assert training["same_batches"] and training["dtype"] == "float32" and training["precision"] == "no"
+    ours, theirs = training["variants"]["f5app"], training["variants"]["upstream"]
+    assert sorted(ours["batches"]) == sorted(theirs["batches"]) and ours["model_flops"] > 0 and theirs["model_flops"] > 0
+    for row in (ours, theirs):
+        assert row["updates"] >= 1 and row["mfu"] == row["flops_per_s"] / row["matmul_peak_flops"] and 0 < row["mfu"] < 1
+        assert row["peak_rss_mib"] > 0
+    assert training["updates_ratio"] == ours["updates_per_s"] / theirs["updates_per_s"]
+    assert "training tiny (cpu, fp32) updates/s vs upstream Trainer, same batches" in done.stdout

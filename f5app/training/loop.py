@@ -56,6 +56,7 @@ from f5app.training.distributed_env import export_submitit_distributed_env
 from f5app.training.evaluation import TrainingEvaluation
 from f5app.training.lora import LoraRun
 from f5app.training.lock import RunLock
+from f5app.training.optim import build_optimizer, check_precision
 from f5app.training.rng import capture_rng_state, forked_rng, restore_rng_state, seed_everything
 from f5app.training.samples import render_sample
 from f5app.training.saver import CheckpointWriter
@@ -144,9 +145,11 @@ class Trainer:
         export_submitit_distributed_env()  # before Accelerator(): a multi-task submitit job becomes N ranks
         cfg = self.cfg
         _check_objective(cfg)
+        on_cpu = cfg.trainer.cpu or pick_device("auto") == "cpu"  # no GPU here: accelerate's CPU mode
+        check_precision(cfg.trainer.mixed_precision, on_cpu)
         self.accelerator = Accelerator(
             # accelerate only forms a multi-process CPU group (gloo) when told it is on CPU.
-            cpu=cfg.trainer.cpu or pick_device("auto") == "cpu",  # no GPU here: accelerate's CPU mode
+            cpu=on_cpu,
             mixed_precision=cfg.trainer.mixed_precision,
             gradient_accumulation_steps=cfg.optim.grad_accumulation_steps,
         )
@@ -298,11 +301,11 @@ class Trainer:
             self.ema.load_state_dict(self.resumed.ema)
 
     def _build_optimizer(self, model: torch.nn.Module) -> None:
-        a = self.cfg.optim
         trainable = [p for p in model.parameters() if p.requires_grad]  # all of them, unless finetune=lora
-        optimizer = torch.optim.AdamW(trainable, lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay, eps=a.eps)
+        optimizer = build_optimizer(trainable, self.cfg.optim)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if self.resumed is not None:
+            _check_same_optimizer(self.resolution.chosen.metadata, self.cfg.optim.name)
             self.optimizer.load_state_dict(self.resumed.optimizer)
             scaler_state = self.resumed.training_state.grad_scaler
             if scaler_state and self.accelerator.scaler is not None:
@@ -726,6 +729,15 @@ def _check_objective(cfg: TrainConfig) -> None:
         raise UserError(f"objective={cfg.objective} is measured by evaluation, which eval.every=0 switches off; set eval.every=N")
     if cfg.eval.every < 0:
         raise UserError(f"eval.every={cfg.eval.every} must be 0 (off) or a number of updates")
+
+
+def _check_same_optimizer(metadata: CheckpointMetadata | None, name: str) -> None:
+    """AdamW's and AdamW8bit's states are not interchangeable: loading one into the other fails deep
+    in the optimizer, or later at its first step."""
+    recorded = ((metadata.config if metadata is not None else None) or {}).get("optim", {}).get("name", "adamw")
+    if recorded != name:
+        raise UserError(f"refusing to resume: the checkpoint's optimizer state is optim={recorded}, the config asks for optim={name}; "
+                        f"resume with optim={recorded}, or start a new run_name (ckpt=custom fine-tunes from its weights)")
 
 
 def _dict_diff(old: Any, new: Any, prefix: str) -> list[str]:
