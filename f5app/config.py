@@ -319,7 +319,10 @@ class InferConfig:
     cross_fade: float = 0.15
     seed: Optional[int] = None
     device: str = "auto"  # auto | cpu | cuda | mps
-    dtype: str = "auto"  # auto | fp32 | fp16 | bf16
+    dtype: str = "auto"  # auto | fp32 | fp16 | bf16 (auto: docs/inference.md "Speed")
+    quantize: str = "none"  # none | int8: the DiT's linear layers as dynamic int8 (CPU, dtype=fp32)
+    compile: bool = False  # torch.compile the DiT (first call compiles: tens of seconds)
+    steps: Optional[str] = None  # fast | balanced | quality: nfe_step 7 | 16 | 32 (replaces nfe_step)
     unknown_chars: str = "drop"  # drop | error
     target_rms: float = 0.1  # quieter references are scaled up to this RMS (output scaled back)
     max_ref_seconds: float = 12.0  # longer references are cut at a pause, with a warning
@@ -346,6 +349,8 @@ class EvalAppConfig:
     out: Optional[str] = None  # the JSON results; default ${run_dir}/eval/eval-<what>-<time>.json
     device: str = "auto"
     dtype: str = "auto"
+    quantize: str = "none"  # as InferConfig
+    compile: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)

@@ -154,7 +154,7 @@ def _synthesizer(settings: EvalAppConfig, target: _Target, vocoder):  # noqa: AN
 
     infer = InferConfig(
         run_name=settings.run_name, output_root=settings.output_root, run_dir=str(target.run_dir),
-        device=settings.device, dtype=settings.dtype, progress=False,
+        device=settings.device, dtype=settings.dtype, quantize=settings.quantize, compile=settings.compile, progress=False,
         model=settings.model, ckpt=target.ckpt, vocoder=vocoder,
     )
     synthesizer = Synthesizer.from_config(infer, run_dir=target.run_dir)

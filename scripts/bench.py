@@ -38,6 +38,9 @@ Sections (docs/benchmarks.md has the goals and the latest table):
               (--quick: 1 and 3 min; --prepare-minutes SHORT,LONG) made of f5-tts's
               human speech: seconds of recording per wall second per step and in all (asr=tiny_en),
               peak RSS of both, WER against the known words (scripts/bench_prepare.py).
+  speed       (only with --only speed or --model) inference at real sizes, --model f5tts_v1_small|f5tts_v1_base:
+              f5app (fp32, bf16, int8) vs upstream ``infer_process`` at NFE 7 and 32, RTF, FLOP/s against this
+              machine's matmul peak, mel difference vs fp32, reference length, TTFA (scripts/bench_speed.py).
   lora        finetune=lora vs finetune=full on ``--lora-model`` (f5tts_v1_small): trainable share, peak
               RSS, updates/s, checkpoint size, save stall; voices switched on one base (scripts/bench_lora.py).
 
@@ -65,7 +68,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
-SECTIONS = ("training", "save", "resolve", "infer", "cli", "verify", "evaluation", "serve", "prepare", "lora")
+SECTIONS = ("training", "save", "resolve", "infer", "cli", "verify", "evaluation", "serve", "prepare", "lora", "speed")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
 
 
@@ -1042,6 +1045,37 @@ def bench_prepare(quick: bool, minutes: str | None, work: Path, logs: Path) -> d
     return _bench_prepare_module().bench_prepare(quick, minutes, work, logs, with_rss_report, run_timed, worker_env())
 
 
+# ---------------------------------------------------------------------------------------- speed
+def bench_speed(model: str, device: str, work: Path, logs: Path) -> dict[str, Any]:
+    """scripts/bench_speed.py in its own process: one repetition per side at real sizes."""
+    out = work / "speed.json"
+    nfe = "7" if model == "f5tts_v1_small" else "7,32"
+    command = [sys.executable, str(SCRIPTS / "bench_speed.py"), "--model", model, "--device", device, "--nfe", nfe,
+               "--workdir", str(work / "speed"), "--json", str(out)] + (["--ttfa"] if model == "f5tts_v1_small" else [])
+    seconds, status = run_timed(command, cwd=ROOT, env=worker_env(), log=logs / "speed.log")
+    if status != 0:
+        raise RuntimeError(f"scripts/bench_speed.py failed (exit {status}); see {logs / 'speed.log'}")
+    return {**json.loads(out.read_text()), "seconds": seconds}
+
+
+def speed_rows(s: dict[str, Any]) -> list[Row]:
+    rows = []
+    for nfe, row in s["nfe"].items():
+        for option in ("bf16", "int8", "fp32"):
+            if option in row:
+                m = row[option]
+                rows.append(Row(f"{s['model']} inference NFE {nfe}, f5app {option} vs upstream infer_process (mel diff vs fp32 "
+                                f"{m['mel_rel_diff_vs_fp32']:.3f}; {100 * m['peak_share']:.0f} % of the {option} matmul peak)",
+                                f"RTF {m['rtf']:.2f}", f"RTF {row['upstream']['rtf']:.2f}", m["seconds"] / row["upstream"]["seconds"],
+                                "<= 0.4x (2.5x faster)" if option == "bf16" else "info",
+                                m["speedup_vs_upstream"] >= 2.5 if option == "bf16" else None))
+    if "ttfa" in s:
+        t = s["ttfa"]
+        rows.append(Row(f"time to first audio vs full response ({s['model']}, NFE {t['nfe']}, three sentences)", f"{t['first_audio_s']:.1f} s",
+                        f"{t['full_s']:.1f} s", t["ratio"], "<= 0.25x", t["ratio"] <= 0.25))
+    return rows
+
+
 # ---------------------------------------------------------------------------------------- main
 def run_worker(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench.py --worker")
@@ -1207,6 +1241,8 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
                         f"{up['ours_mean_wer']:.3f}", f"{up['upstream_mean_wer']:.3f}", None, "agree or explained",
                         all(r["why"] == "agree" or r["why"].startswith(("normalisation", "different transcripts")) for r in up["rows"])))
     rows += [Row(**row) for row in _bench_prepare_module().table_rows(results.get("prepare"))]
+    if results.get("speed"):
+        rows += speed_rows(results["speed"])
     return rows
 
 
@@ -1239,12 +1275,13 @@ def _bench_lora(args: argparse.Namespace, sizes: Sizes, work: Path, logs: Path) 
 
 
 def _bench_training(args: argparse.Namespace, sizes: Sizes, work: Path, logs: Path) -> dict[str, Any]:
-    if args.model == "tiny" and not args.train_variants:  # tiny with --train-variants: the real-size comparison as a smoke test
+    model = args.model or "tiny"
+    if model == "tiny" and not args.train_variants:  # tiny with --train-variants: the real-size comparison as a smoke test
         return bench_training(sizes, args.device, args.threads, work, logs)
     import bench_train
 
     variants = args.train_variants.split(",") if args.train_variants else (
-        list(bench_train.VARIANTS) if args.model == "f5tts_v1_small" else ["f5app", "upstream"])
+        list(bench_train.VARIANTS) if model == "f5tts_v1_small" else ["f5app", "upstream"])
     unknown = set(variants) - set(bench_train.VARIANTS)
     if unknown:
         raise SystemExit(f"--train-variants: unknown {', '.join(sorted(unknown))}; choose from {', '.join(bench_train.VARIANTS)}")
@@ -1252,7 +1289,7 @@ def _bench_training(args: argparse.Namespace, sizes: Sizes, work: Path, logs: Pa
     for key, value in (("updates", args.train_updates), ("clips", args.train_clips), ("frames", args.train_frames)):
         if value:
             train_sizes[key] = value
-    return bench_train.bench_training_at_size(args.model, variants, args.device, args.precision, args.threads, train_sizes, work, logs)
+    return bench_train.bench_training_at_size(model, variants, args.device, args.precision, args.threads, train_sizes, work, logs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1280,9 +1317,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepare-minutes", help="prepare section: SHORT,LONG recording lengths (default 10,60; --quick 1,3)")
     parser.add_argument("--lora-model", default="f5tts_v1_small", help="model of the lora section (tiny for a smoke test)")
     parser.add_argument("--lora-updates", type=int, default=3, help="timed updates per side in the lora section (slow on CPU)")
-    parser.add_argument("--model", default="tiny", choices=["tiny", "f5tts_v1_small", "f5tts_v1_base"],
-                        help="training section: tiny (the demo model, many repetitions) or a real size (scripts/bench_train.py; "
-                        "tiny with --train-variants runs that comparison on the tiny model, a smoke test)")
+    parser.add_argument("--model", choices=["tiny", "f5tts_v1_small", "f5tts_v1_base"],
+                        help="the model of the training and speed sections (given without --only: runs just those two). "
+                        "training: tiny (the default; the demo model, many repetitions) or a real size (scripts/bench_train.py; "
+                        "tiny with --train-variants runs that comparison on the tiny model, a smoke test); "
+                        "speed: inference at that size (default f5tts_v1_small)")
     parser.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="training section at a real size: trainer.mixed_precision of every variant")
     parser.add_argument("--train-variants", help="training section at a real size: comma-separated subset of "
                         "f5app,upstream,checkpoint_activations,adamw8bit (default: all four at f5tts_v1_small, f5app,upstream at f5tts_v1_base)")
@@ -1294,7 +1333,7 @@ def main(argv: list[str] | None = None) -> int:
         args.only = ",".join("training" if name == "train" else name for name in args.only.split(","))
     # prepare (an hour of audio through the recordings pipeline) runs only when named: --only prepare;
     # --quick also leaves out the sections that take minutes each on a CPU
-    only = set(args.only.split(",")) if args.only else set(SECTIONS) - {"prepare"} - ({"infer", "evaluation", "serve", "lora"} if args.quick else set())
+    only = set(args.only.split(",")) if args.only else {"training", "speed"} if args.model else set(SECTIONS) - {"prepare", "speed"} - ({"infer", "evaluation", "serve", "lora"} if args.quick else set())
     unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
@@ -1328,6 +1367,7 @@ def main(argv: list[str] | None = None) -> int:
             ("serve", "serve", lambda: bench_serve(sizes, args.device, args.threads, work, logs)),
             ("prepare", "prepare", lambda: bench_prepare(args.quick, args.prepare_minutes, work, logs)),
             ("lora", "lora", lambda: _bench_lora(args, sizes, work, logs)),
+            ("speed", "speed", lambda: bench_speed(args.model or "f5tts_v1_small", args.device, work, logs)),
         ):
             if section in only:
                 print(f"[{time.perf_counter() - started:5.0f} s] {section} ...", file=sys.stderr)

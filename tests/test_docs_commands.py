@@ -45,6 +45,8 @@ SKIPPED: list[tuple[str, str]] = [
     (r"--multi_gpu", "needs several GPUs (two CPU processes training together: tests/test_train_processes.py)"),
     (r"hydra/launcher=slurm", "submits the jobs to SLURM"),
     (r"scripts/bench\.py", "the benchmark measures for minutes by design (its resolution section: tests/test_bench.py)"),
+    (r"scripts/bench_speed\.py", "measures real-size models for minutes by design (at tiny size: tests/test_gpu_check.py)"),
+    (r"scripts/gpu_check\.sh", "the GPU check: several minutes; tests/test_gpu_check.py runs it with --device cpu --model tiny"),
     (r"f5app[.-]serve|\bcurl\b", "a server that runs until stopped, and the clients calling it: "
                                                           "tests/test_serve_docs.py starts docs/serving.md's servers in the background, "
                                                           "runs its curl and Python blocks against them, and stops them with SIGTERM"),

@@ -10,7 +10,7 @@ from ckpt_factory import checkpoint_record, tiny_model_config, tiny_vocab
 from f5app.inference.defaults import DEMO_DATA_DIR, UPSTREAM_REF_TEXT, default_reference
 from f5app.inference.errors import InferenceInputError
 from f5app.devices import DeviceError, pick_device
-from f5app.inference.synthesizer import pick_dtype
+from f5app.inference.precision import cpu_has_native_bf16, pick_dtype
 
 
 def trained_on(data: dict):
@@ -62,7 +62,8 @@ def test_unknown_device_or_dtype_names_the_options():
         pick_dtype("fp8", "cpu", "vocos")
 
 
-def test_dtype_auto_is_fp32_on_cpu_and_for_bigvgan_models_and_explicit_names_map():
-    assert pick_dtype("auto", "cpu", "vocos") == torch.float32
+def test_dtype_auto_is_bf16_on_cpus_with_native_bf16_else_fp32_and_fp32_for_bigvgan_models_and_explicit_names_map():
+    assert pick_dtype("auto", "cpu", "vocos") == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert pick_dtype("auto", "cpu", "bigvgan") == torch.float32
     assert pick_dtype("auto", "cuda", "bigvgan") == torch.float32
     assert [pick_dtype(n, "cpu", "vocos") for n in ("fp32", "fp16", "bf16")] == [torch.float32, torch.float16, torch.bfloat16]

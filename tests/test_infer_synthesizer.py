@@ -200,5 +200,5 @@ def test_tiny_model_speaks_through_a_local_vocos(run_dir, tmp_path):
 def test_half_precision_models_still_return_float32_audio(run_dir, dtype, expected):
     synth = Synthesizer.from_config(infer_config(run_dir, dtype=dtype), run_dir)
     wav, _ = speak(synth, "Hello there.", seed=0)
-    assert str(synth.dtype) == f"torch.{expected}" and next(synth.cfm.parameters()).dtype == synth.dtype
+    assert str(synth.dtype) == f"torch.{expected}" and next(synth.cfm.transformer.parameters()).dtype == synth.dtype
     assert wav.dtype == np.float32 and np.isfinite(wav).all() and wav.size > 0

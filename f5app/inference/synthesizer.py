@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from f5app.audio.vocoder import Vocoder
     from f5app.ckpt.schema import CheckpointMetadata
     from f5app.inference.adapters import AdapterVoices
+    from f5app.inference.sampling import Network
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ class SamplingSettings:
     @classmethod
     def from_infer_config(cls, cfg: InferConfig) -> "SamplingSettings":
         names = {f.name for f in fields(cls)}
-        return cls(**{name: getattr(cfg, name) for name in names if hasattr(cfg, name)})
+        settings = cls(**{name: getattr(cfg, name) for name in names if hasattr(cfg, name)})
+        return replace(settings, nfe_step=preset_steps(cfg.steps)) if cfg.steps is not None else settings
 
     def validated(self) -> "SamplingSettings":
         """Every number inside the range that synthesis can honour; else one line naming the key."""
@@ -108,6 +110,18 @@ _SETTING_RANGES: dict[str, tuple[float, float, bool]] = {
     "target_rms": (1e-4, 1.0, False),
     "max_ref_seconds": (1.0, 30.0, False),
 }
+
+
+#: ``steps=NAME``: the step counts upstream tunes its EPSS grids for (7, 16: dense near t = 0,
+#: f5app/inference/sampling.py) and its default (32). Cost is proportional to the count
+#: (docs/benchmarks.md has the measured speed of each).
+STEP_PRESETS = {"fast": 7, "balanced": 16, "quality": 32}
+
+
+def preset_steps(name: str) -> int:
+    if name not in STEP_PRESETS:
+        raise InferenceInputError(f"steps={name} is not a preset; use {', '.join(STEP_PRESETS)} (or set nfe_step=N)")
+    return STEP_PRESETS[name]
 
 
 def check_range(name: str, value: Any, low: float, high: float, *, whole: bool = False) -> None:
@@ -157,6 +171,7 @@ class Synthesizer:
     metadata: Optional["CheckpointMetadata"] = None  # the checkpoint's record (f5app checkpoints): its recorded settings
     max_batch: int = 1  # chunks synthesised together in one padded batch (1: one after another)
     adapters: Optional["AdapterVoices"] = None  # LoRA voices on one base (inference/adapters.py)
+    network: Optional["Network"] = None  # how the DiT runs (inference/precision.py); None: fp32
     # Prepared references, most recently used last; a long-lived server bounds it (server.reference_cache_size).
     reference_cache_size: int = 16
     _voice_cache: "OrderedDict[tuple, _Voice]" = field(default_factory=OrderedDict, repr=False)
@@ -167,6 +182,8 @@ class Synthesizer:
     @classmethod
     def from_config(cls, cfg: InferConfig, run_dir: str | Path) -> "Synthesizer":
         """Resolve the checkpoint (``cfg.ckpt``), build and load the model, build the vocoder."""
+        from f5app.inference.precision import pick_dtype, prepare_network  # deferred: imports torch (1.9 s, NOTES.md)
+
         # Everything the user typed is checked before seconds go into loading weights.
         settings = SamplingSettings.from_infer_config(cfg).validated()
         voices = parse_voices(cfg.voices)
@@ -195,7 +212,8 @@ class Synthesizer:
         else:
             cfm, vocab, adapters = model_with(sections, model_config), sections.vocab, None
         dtype = pick_dtype(cfg.dtype, device, model_config.mel.mel_spec_type)
-        cfm = cfm.to(device=device, dtype=dtype).eval()
+        cfm = cfm.to(device=device).eval()  # the mel front end stays fp32; prepare_network casts the DiT
+        network = prepare_network(cfm, dtype, device, quantize=cfg.quantize, compile=cfg.compile)
         vocoder = load_vocoder(cfg.vocoder, model_config.mel, device=device)
         return cls(
             cfm=cfm,
@@ -211,6 +229,7 @@ class Synthesizer:
             metadata=chosen.metadata,
             max_batch=pick_max_batch(cfg.max_batch, device),
             adapters=adapters,
+            network=network,
         )
 
     # ---------------------------------------------------------------- synthesis
@@ -339,6 +358,8 @@ class Synthesizer:
         import torch  # deferred: torch costs 1.9 s (NOTES.md)
         from torch.nn.utils.rnn import pad_sequence  # deferred: torch costs 1.9 s (NOTES.md)
 
+        from f5app.inference.sampling import Network, sample  # deferred: imports torch (1.9 s, NOTES.md)
+
         settings = chunks[0].settings
         if self.adapters is not None:
             self.adapters.use(chunks[0].voice_name)
@@ -355,28 +376,29 @@ class Synthesizer:
             durations.append(duration)
         with torch.inference_mode():
             if len(chunks) == 1:
-                cond, lens, seed, duration = audios[0], None, chunks[0].seed, durations[0]
+                cond, lens, duration = audios[0], None, durations[0]
                 masked = contextlib.nullcontext()
                 ends: list[Optional[int]] = [None]
             else:
                 mels = [self.cfm.mel_spec(audio)[0].permute(1, 0) for audio in audios]  # (frames, n_mels) each
                 lens = torch.tensor([len(m) for m in mels], device=self.device)
                 cond = pad_sequence(mels, batch_first=True)
-                # CFM.sample lengthens a duration shorter than the text or the prompt; each row ends there.
+                # the sampler lengthens a duration shorter than the text or the prompt; each row ends there.
                 ends = [max(max(len(t), len(m)) + 1, d) for t, m, d in zip(tokens, mels, durations)]
-                seed = _PerItemSeeds([chunk.seed for chunk in chunks])
                 duration = torch.tensor(durations, device=self.device)
                 masked = _padding_masked_in_attention(self.cfm)
             with masked:
-                generated, _ = self.cfm.sample(
-                    cond=cond,
-                    text=tokens,
-                    duration=duration,
+                generated = sample(
+                    self.cfm,
+                    cond,
+                    tokens,
+                    duration,
                     lens=lens,
                     steps=settings.nfe_step,
                     cfg_strength=settings.cfg_strength,
                     sway_sampling_coef=settings.sway_sampling_coef,
-                    seed=seed,
+                    seeds=[chunk.seed for chunk in chunks],
+                    network=self.network or Network(),
                 )
             generated = generated.to(torch.float32)
             rendered = []
@@ -513,22 +535,6 @@ class SpeechPlan:
         )
 
 
-class _PerItemSeeds:
-    """Each batch item's own seed through ``CFM.sample``'s one ``seed`` argument.
-
-    Upstream seeds every item's noise with ``torch.manual_seed(seed)``, once per item in order,
-    so all items would share one seed. ``torch.manual_seed`` reads ``int(seed)``: answering it
-    with the items' seeds in turn gives item k the noise it gets alone (tested: batched equals
-    one at a time).
-    """
-
-    def __init__(self, seeds: list[int]):
-        self._seeds = iter(seeds)
-
-    def __int__(self) -> int:
-        return next(self._seeds)
-
-
 @contextlib.contextmanager
 def _padding_masked_in_attention(cfm: Any) -> Iterator[None]:
     """Mask padded frames out of attention for one batched call.
@@ -627,20 +633,3 @@ def pick_max_batch(max_batch: int, device: str) -> int:
     if max_batch < 0:
         raise InferenceInputError(f"max_batch={max_batch} must be 0 (auto) or a positive number of chunks")
     return max_batch or AUTO_MAX_BATCH.get(device.split(":")[0], 1)
-
-
-_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
-def pick_dtype(name: str, device: str, mel_spec_type: str) -> "torch.dtype":
-    """``auto``: fp16 on CUDA GPUs of compute capability 7+ (as upstream), else fp32; bigvgan models stay fp32."""
-    import torch  # deferred: torch costs 1.9 s (NOTES.md)
-
-    if name == "auto":
-        if mel_spec_type == "bigvgan" or not device.startswith("cuda"):
-            return torch.float32
-        return torch.float16 if torch.cuda.get_device_properties(device).major >= 7 else torch.float32
-    if name not in _DTYPES:
-        raise InferenceInputError(f"dtype={name} is not an option; use auto, fp32, fp16 or bf16")
-    return getattr(torch, _DTYPES[name])
-
