@@ -326,6 +326,10 @@ class InferConfig:
     progress: bool = True  # tqdm bar over chunks of long texts
     best_of: int = 1  # synthesise N candidates (seeds seed..seed+N-1), keep the lowest WER (ties: highest SIM)
     max_batch: int = 0  # chunks synthesised together in one padded batch; 0: auto (8 on CUDA, else 1)
+    fix_duration: Optional[float] = None  # seconds, reference included, for every chunk (upstream's meaning); null: from the text
+    remove_silence: bool = False  # silences over 1 s shortened, as upstream's remove_silence_for_generated_wav
+    save_chunks: bool = False  # each chunk's audio written to <out stem>_chunks/ beside the output
+    speaking_rate: str = "auto"  # auto | asr (word timestamps of the asr= model) | duration (the reference's length)
     model: ModelConfig = field(default_factory=ModelConfig)
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)

@@ -43,6 +43,7 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
     from f5app.evaluation.evaluator import build_evaluator
     from f5app.evaluation.prompts import load_prompts
     from f5app.evaluation.settings import effective_settings, overridden_groups
+    from f5app.text.normalise import build_normaliser, recorded_language
 
     settings: EvalAppConfig = cfg if isinstance(cfg, EvalAppConfig) else to_settings(cfg, EvalAppConfig)
     if settings.source not in ("model", RECORDINGS):
@@ -59,7 +60,10 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
         log.info("evaluation settings: %s", note)
     prompts = load_prompts(chosen.eval, chosen.data)
     speaker = None if chosen.speaker is None or chosen.speaker.name == "none" else chosen.speaker
-    evaluator = build_evaluator(chosen.asr, speaker, device=_device(settings.device), language=chosen.eval.language)
+    # One normaliser for the text synthesis is given and the text WER compares with (both in words).
+    normaliser = build_normaliser(settings.text_norm, chosen.eval.language or recorded_language(recorded))
+    evaluator = build_evaluator(chosen.asr, speaker, device=_device(settings.device), language=chosen.eval.language,
+                                normaliser=normaliser)
     log.info("evaluating %d prompt(s) with %s", len(prompts), ", ".join(t.label for t in targets))
 
     results = []
@@ -69,7 +73,7 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
         if target.label == RECORDINGS:
             result = evaluator.evaluate_recordings(prompts, chosen.eval.prompt_file or "the validation split")
         else:
-            synthesizer = _synthesizer(settings, target, chosen.vocoder or settings.vocoder)
+            synthesizer = _synthesizer(settings, target, chosen.vocoder or settings.vocoder, normaliser.language)
             folder = audio_root / _safe(target.label) if len(targets) > 1 else audio_root
             result = evaluator.evaluate(synthesizer, prompts, chosen.eval, folder, checkpoint=target.describe())
         results.append((target.label, result))
@@ -145,13 +149,14 @@ def _target(settings: EvalAppConfig, entry: str | None) -> _Target:
     return _Target(label, ckpt=ckpt, run_dir=run_dir, resolved=resolution.chosen)
 
 
-def _synthesizer(settings: EvalAppConfig, target: _Target, vocoder):  # noqa: ANN001, ANN202
+def _synthesizer(settings: EvalAppConfig, target: _Target, vocoder, language: str | None):  # noqa: ANN001, ANN202
     from f5app.inference.synthesizer import Synthesizer
 
     infer = InferConfig(
         run_name=settings.run_name, output_root=settings.output_root, run_dir=str(target.run_dir),
         device=settings.device, dtype=settings.dtype, progress=False,
         model=settings.model, ckpt=target.ckpt, vocoder=vocoder,
+        text_norm=replace(settings.text_norm, language=language or settings.text_norm.language),
     )
     synthesizer = Synthesizer.from_config(infer, run_dir=target.run_dir)
     log.info("%s: loaded %s on %s", target.label, synthesizer.source, synthesizer.device)

@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from f5app.cli_help import run_hydra_app
-from f5app.config import CONF_DIR, DataConfig, data_schema_for, to_settings
+from f5app.config import CONF_DIR, DataConfig, TextNormConfig, data_schema_for, to_settings
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ USAGE = ("usage: python -m f5app.prepare data=csv_wavs data.path=DIR [data.token
 def _hydra_main(cfg: DictConfig) -> None:
     from f5app.data.prepare import prepare
     from f5app.errors import UserError, exit_on_user_error
+    from f5app.text.normalise import training_normaliser
 
     with exit_on_user_error(log):
         if OmegaConf.is_missing(cfg.data, "path"):
@@ -36,7 +37,8 @@ def _hydra_main(cfg: DictConfig) -> None:
         # resolve inside the whole tree first: data.prepared_dir may interpolate ${output_root}
         tree = OmegaConf.to_container(cfg.data, resolve=True)
         data: DataConfig = to_settings(tree, data_schema_for(tree))
-        prepared = prepare(data, progress=bool(cfg.progress))
+        text_norm: TextNormConfig = to_settings(cfg.text_norm, TextNormConfig)
+        prepared = prepare(data, progress=bool(cfg.progress), normaliser=training_normaliser(text_norm, cfg.asr.get("language")))
     print(
         f"{prepared.num_items} clips ({prepared.total_seconds:.1f} s of audio), {len(prepared.vocab)} tokens, "
         f"{prepared.skipped} rows skipped -> {prepared.dir}\nreport: {prepared.report_path}"

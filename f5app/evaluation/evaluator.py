@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from f5app.evaluation.asr import Transcriber
     from f5app.evaluation.speaker import SpeakerEmbedder
     from f5app.inference.synthesizer import Synthesis, Synthesizer
+    from f5app.text.normalise import Normaliser
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class ItemScore:
     seconds: float  # audio length
     seed: int | None = None  # synthesis seed (None for recordings)
     confidence: float = 0.0  # ASR confidence, see f5app.evaluation.asr
+    spoken_text: str | None = None  # ``text`` after text_norm: what WER compares with (None: no normaliser)
 
 
 @dataclass
@@ -109,6 +111,9 @@ class Evaluator:
     transcriber: "Transcriber"
     embedder: "SpeakerEmbedder | None" = None
     language: str | None = None  # default: the ASR's configured language
+    # text_norm: the target text and the transcript both said in words ("6" and "six" agree),
+    # exactly as synthesis was given the text
+    normaliser: "Normaliser | None" = None
     timings: Timings = field(default_factory=Timings)
     _references: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -125,7 +130,9 @@ class Evaluator:
         transcript = self.transcriber.transcribe(wav, sample_rate, language=language)
         self.timings.asr += time.perf_counter() - started
         self.timings.audio += len(wav) / sample_rate
-        text_score = score(text, transcript.text, language or transcript.language)
+        spoken = self.normaliser.normalise(text) if self.normaliser is not None else None
+        heard = self.normaliser.normalise(transcript.text) if self.normaliser is not None else transcript.text
+        text_score = score(spoken if spoken is not None else text, heard, language or transcript.language)
         sim = None
         if self.embedder is not None:
             started = time.perf_counter()
@@ -141,6 +148,7 @@ class Evaluator:
             ref_audio=str(ref_audio),
             seconds=len(wav) / sample_rate,
             confidence=transcript.confidence,
+            spoken_text=spoken,
             audio=audio,
             seed=seed,
         )
@@ -244,11 +252,14 @@ def _save(out_dir: Path | None, name: str, wav: np.ndarray, sample_rate: int) ->
     return str(write_audio(Path(out_dir) / f"{name}.wav", wav, sample_rate, overwrite=True))
 
 
-def build_evaluator(asr: AsrConfig, speaker: SpeakerConfig | None, device: str = "cpu", language: str | None = None) -> Evaluator:
+def build_evaluator(
+    asr: AsrConfig, speaker: SpeakerConfig | None, device: str = "cpu", language: str | None = None,
+    normaliser: "Normaliser | None" = None,
+) -> Evaluator:
     """Load the ASR and (unless ``speaker`` is None) the speaker embedder, once."""
     from f5app.evaluation.asr import build_transcriber
     from f5app.evaluation.speaker import build_embedder
 
     transcriber = build_transcriber(asr, device=device)
     embedder = build_embedder(speaker, device=device) if speaker is not None else None
-    return Evaluator(transcriber, embedder, language)
+    return Evaluator(transcriber, embedder, language, normaliser)

@@ -81,6 +81,11 @@ def build_normaliser(settings: TextNormConfig, language: Optional[str] = None) -
     return Normaliser(name, found.code, lexicon, SpokenForms(found))
 
 
+def training_normaliser(settings: TextNormConfig, language: Optional[str] = None) -> Optional[Normaliser]:
+    """The normaliser for training transcripts when ``text_norm.apply_to_training`` is set, else None."""
+    return build_normaliser(settings, language) if settings.apply_to_training else None
+
+
 def recorded_language(config: Optional[dict[str, Any]]) -> Optional[str]:
     """The language a checkpoint's recorded config names: its data, else its evaluation, else its ASR."""
     if not config:

@@ -221,9 +221,11 @@ class Trainer:
 
     def _prepare_data(self):
         from f5app.data.prepare import prepare
+        from f5app.text.normalise import training_normaliser
 
         with self.accelerator.main_process_first():
-            return prepare(self.cfg.data, progress=self.is_main and self.cfg.trainer.progress_bar)
+            return prepare(self.cfg.data, progress=self.is_main and self.cfg.trainer.progress_bar,
+                           normaliser=training_normaliser(self.cfg.text_norm, self.cfg.eval.language or self.cfg.asr.language))
 
     def _choose_vocab(self) -> list[str]:
         """Scratch: the data's vocab. Fine-tune: the weights' vocab grown by the data's new tokens.
