@@ -265,6 +265,16 @@ class EvalConfig:
 
 
 @dataclass
+class TextNormConfig:
+    """How written text becomes what is said (f5app/text/, docs/text_norm.md): the ``text_norm=`` group."""
+
+    name: str = "auto"  # auto (the language's normaliser when there is one, else none) | num2words | none
+    language: Optional[str] = None  # en, pt-BR, es, fr, de...; null: the checkpoint's recorded language, else en
+    lexicon: Optional[str] = None  # a file of 'WORD = how to say it' / '/REGEX/ = ...' lines, applied first
+    apply_to_training: bool = False  # normalise training transcripts too (data preparation), so both agree
+
+
+@dataclass
 class TrainConfig:
     run_name: str = "default"
     sweep_name: str = "${run_name}"
@@ -282,6 +292,7 @@ class TrainConfig:
     # What the run returns to a sweep (Optuna minimises or maximises it): its best val_loss, wer, cer or sim.
     objective: str = "val_loss"
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    text_norm: TextNormConfig = field(default_factory=TextNormConfig)
 
 
 @dataclass
@@ -329,11 +340,16 @@ class InferConfig:
     progress: bool = True  # tqdm bar over chunks of long texts
     best_of: int = 1  # synthesise N candidates (seeds seed..seed+N-1), keep the lowest WER (ties: highest SIM)
     max_batch: int = 0  # chunks synthesised together in one padded batch; 0: auto (8 on CUDA, else 1)
+    fix_duration: Optional[float] = None  # seconds, reference included, for every chunk (upstream's meaning); null: from the text
+    remove_silence: bool = False  # silences over 1 s shortened, as upstream's remove_silence_for_generated_wav
+    save_chunks: bool = False  # each chunk's audio written to <out stem>_chunks/ beside the output
+    speaking_rate: str = "auto"  # auto | asr (word timestamps of the asr= model) | duration (the reference's length)
     model: ModelConfig = field(default_factory=ModelConfig)
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)  # best_of > 1 only
     speaker: SpeakerConfig = field(default_factory=SpeakerConfig)  # best_of > 1 only
+    text_norm: TextNormConfig = field(default_factory=TextNormConfig)
 
 
 @dataclass
@@ -357,6 +373,7 @@ class EvalAppConfig:
     asr: AsrConfig = field(default_factory=AsrConfig)
     speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    text_norm: TextNormConfig = field(default_factory=TextNormConfig)
 
 
 @dataclass
@@ -424,6 +441,7 @@ def register_configs() -> None:
     cs.store(group="speaker", name="speaker_schema", node=SpeakerConfig)
     cs.store(group="eval", name="eval_schema", node=EvalConfig)
     cs.store(group="finetune", name="finetune_schema", node=FinetuneConfig)
+    cs.store(group="text_norm", name="text_norm_schema", node=TextNormConfig)
 
 
 def to_settings(cfg: DictConfig | dict[str, Any], schema: type) -> Any:

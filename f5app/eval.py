@@ -34,6 +34,7 @@ from f5app.errors import UserError, exit_on_user_error
 from f5app.evaluation.settings import effective_settings, overridden_groups
 from f5app.files import write_json_atomic
 from f5app.infer import unused_name
+from f5app.text.normalise import build_normaliser, recorded_language
 from f5app.inference.upstream_import import defer_unused_imports
 
 log = logging.getLogger("f5app.eval")
@@ -64,7 +65,10 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
     for note in chosen.notes:
         log.info("evaluation settings: %s", note)
     prompts = load_prompts(chosen.eval, chosen.data)
-    evaluator = build_evaluator(chosen.asr, chosen.speaker, device=pick_device(settings.device), language=chosen.eval.language)
+    # One normaliser for the text synthesis is given and the text WER compares with (both in words).
+    normaliser = build_normaliser(settings.text_norm, chosen.eval.language or recorded_language(recorded))
+    evaluator = build_evaluator(chosen.asr, chosen.speaker, device=pick_device(settings.device), language=chosen.eval.language,
+                                normaliser=normaliser)
     log.info("evaluating %d prompt(s) with %s", len(prompts), ", ".join(t.label for t in targets))
 
     results = []
@@ -74,7 +78,7 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
         if target.label == RECORDINGS:
             result = evaluator.evaluate_recordings(prompts, chosen.eval.prompt_file or "the validation split")
         else:
-            synthesizer = _synthesizer(settings, target, chosen.vocoder or settings.vocoder)
+            synthesizer = _synthesizer(settings, target, chosen.vocoder or settings.vocoder, normaliser.language)
             folder = audio_root / _safe(target.label) if len(targets) > 1 else audio_root
             result = evaluator.evaluate(synthesizer, prompts, chosen.eval, folder, checkpoint=target.describe())
         results.append((target.label, result))
@@ -149,13 +153,14 @@ def _target(settings: EvalAppConfig, entry: str | None) -> _Target:
     return _Target(label, ckpt=ckpt, run_dir=run_dir, resolved=resolution.chosen)
 
 
-def _synthesizer(settings: EvalAppConfig, target: _Target, vocoder):  # noqa: ANN001, ANN202
+def _synthesizer(settings: EvalAppConfig, target: _Target, vocoder, language: str | None):  # noqa: ANN001, ANN202
     from f5app.inference.synthesizer import Synthesizer  # deferred: f5app.inference.synthesizer costs 0.58 s to import (numpy, soundfile; -X importtime); --help must stay fast
 
     infer = InferConfig(
         run_name=settings.run_name, output_root=settings.output_root, run_dir=str(target.run_dir),
         device=settings.device, dtype=settings.dtype, quantize=settings.quantize, compile=settings.compile, progress=False,
         model=settings.model, ckpt=target.ckpt, vocoder=vocoder,
+        text_norm=replace(settings.text_norm, language=language or settings.text_norm.language),
     )
     synthesizer = Synthesizer.from_config(infer, run_dir=target.run_dir)
     log.info("%s: loaded %s on %s", target.label, synthesizer.source, synthesizer.device)

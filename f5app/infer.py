@@ -10,6 +10,7 @@ torch and f5_tts are imported only once a model is needed, so ``--help`` answers
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -61,7 +62,11 @@ def run(cfg: DictConfig | InferConfig, started: float | None = None, overrides: 
     else:
         result = synthesizer.generate(text, settings.ref_audio, settings.ref_text)
     synthesis_seconds = time.perf_counter() - synthesis_started
+    log.info("text as spoken (text_norm %s): %s", synthesizer.normaliser.name, text_preview(result.normalized_text))
     write_audio(out_path, result.wav, result.sample_rate, overwrite=settings.overwrite)
+    if settings.save_chunks:
+        folder = save_chunks(result, chunks_folder(out_path), overwrite=settings.overwrite)
+        log.info("wrote %d chunk(s) to %s", len(result.chunk_waves), folder)
     if settings.save_spectrogram:
         save_spectrogram(result.mel, out_path.with_suffix(".png"), overwrite=settings.overwrite)
     log.info(
@@ -84,7 +89,7 @@ def best_of(synthesizer, settings: InferConfig, text: str, overrides: list[str])
 
     recorded = synthesizer.metadata.config if synthesizer.metadata is not None else None
     chosen = effective_settings(settings.asr, settings.speaker, EvalConfig(), recorded, overridden_groups(overrides))
-    evaluator = build_evaluator(chosen.asr, chosen.speaker, device=synthesizer.device)
+    evaluator = build_evaluator(chosen.asr, chosen.speaker, device=synthesizer.device, normaliser=synthesizer.normaliser)
     if settings.ref_audio is not None:
         reference = settings.ref_audio
     elif MAIN_VOICE in synthesizer.voices:
@@ -160,11 +165,33 @@ def choose_output_path(settings: InferConfig) -> Path:
     else:
         folder = Path(settings.out_dir).expanduser() if settings.out_dir else Path(settings.run_dir) / "samples"
         path = unused_name(folder, f"sample-{datetime.now().strftime('%Y%m%d-%H%M%S')}", ".wav")
+    if settings.save_chunks and chunks_folder(path).exists() and not settings.overwrite:
+        raise InferenceInputError(f"{chunks_folder(path)} (save_chunks) already exists; choose another out= or pass overwrite=true")
     picture = path.with_suffix(".png")
     if settings.save_spectrogram and picture.exists() and not settings.overwrite:
         raise InferenceInputError(f"{picture} (the spectrogram) already exists; choose another out= or pass overwrite=true")
     ensure_writable_folder(path.parent)
     return path
+
+
+def chunks_folder(out_path: Path) -> Path:
+    """``save_chunks``: ``story.wav`` -> ``story_chunks/`` beside it (upstream: ``<output stem>_chunks``)."""
+    return out_path.with_name(f"{out_path.stem}_chunks")
+
+
+def save_chunks(result, folder: Path, overwrite: bool = False) -> Path:  # noqa: ANN001 (a Synthesis)
+    """Each chunk's audio as ``NNN.wav`` in ``folder``, with ``chunks.json`` (voice, text, seconds, seed)."""
+    from f5app.audio.io import write_audio  # deferred: f5app.audio.io imports numpy and soundfile; --help must stay fast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    listing = []
+    for index, (wave, (voice, text)) in enumerate(zip(result.chunk_waves, result.chunks)):
+        name = f"{index:03d}.wav"
+        write_audio(folder / name, wave, result.sample_rate, overwrite=overwrite)
+        listing.append({"file": name, "voice": voice, "text": text, "seconds": round(len(wave) / result.sample_rate, 3),
+                        "seed": result.seed + index})
+    atomic_write(folder / "chunks.json", json.dumps(listing, indent=2, ensure_ascii=False) + "\n", durable=False)
+    return folder
 
 
 def unused_name(folder: Path, stem: str, suffix: str) -> Path:

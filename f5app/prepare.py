@@ -16,8 +16,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from f5app.cli_help import run_hydra_app
-from f5app.config import CONF_DIR, DataConfig, data_schema_for, to_settings
+from f5app.config import CONF_DIR, DataConfig, TextNormConfig, data_schema_for, to_settings
 from f5app.errors import UserError, exit_on_user_error
+from f5app.text.normalise import training_normaliser
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ def _hydra_main(cfg: DictConfig) -> None:
         # resolve inside the whole tree first: data.prepared_dir may interpolate ${output_root}
         tree = OmegaConf.to_container(cfg.data, resolve=True)
         data: DataConfig = to_settings(tree, data_schema_for(tree))
-        prepared = prepare_data(data, progress=bool(cfg.progress))
+        text_norm: TextNormConfig = to_settings(cfg.text_norm, TextNormConfig)
+        prepared = prepare_data(data, progress=bool(cfg.progress), normaliser=training_normaliser(text_norm, cfg.asr.get("language")))
     print(
         f"{prepared.num_items} clips ({prepared.total_seconds:.1f} s of audio), {len(prepared.vocab)} tokens, "
         f"{prepared.skipped} rows skipped -> {prepared.dir}\nreport: {prepared.report_path}"

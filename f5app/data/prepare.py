@@ -17,11 +17,11 @@ import shutil
 import sys
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import soundfile
 from tqdm import tqdm
@@ -32,6 +32,7 @@ from f5app.data.tokenizer import base_vocab_for, check_tokenizer, extend_vocab, 
 from f5app.data.vocab import VOCAB_FILE, read_vocab, upstream_vocab_path, write_vocab
 from f5app.errors import UserError
 from f5app.files import NotRegularFile, fsync_dir, open_regular, read_regular_bytes, sha256_file
+from f5app.text.normalise import Normaliser
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def prepared_dir_for(data: DataConfig) -> Path:
     return Path(data.path).expanduser().resolve() / ".f5app_prepared"
 
 
-def prepare(data: DataConfig, progress: bool = True) -> PreparedData:
+def prepare(data: DataConfig, progress: bool = True, normaliser: Optional[Normaliser] = None) -> PreparedData:
     """Prepare ``data.path`` into ``data.prepared_dir``; a no-op when the inputs are unchanged.
 
     Raises DataError for a missing/malformed metadata.csv, a bad tokenizer setting, or when no
@@ -79,6 +80,9 @@ def prepare(data: DataConfig, progress: bool = True) -> PreparedData:
     ``data=recordings`` first cuts long recordings into clips with a metadata.csv
     (f5app/data/recordings/), then prepares those exactly as this function prepares any folder;
     :func:`f5app.data.sources.prepare_data` picks the path for a data setting.
+
+    ``normaliser`` (``text_norm.apply_to_training``): each transcript is said as inference says
+    text (f5app/text/) before it is tokenised; the prepared set records which normaliser.
     """
     _check_settings(data)
     folder = Path(data.path).expanduser().resolve()
@@ -90,7 +94,7 @@ def prepare(data: DataConfig, progress: bool = True) -> PreparedData:
         raise DataError(str(error)) from None
 
     try:
-        fingerprint = _fingerprint(metadata, data)
+        fingerprint = _fingerprint(metadata, data, normaliser)
     except OSError as error:  # e.g. a custom vocabulary that is a FIFO
         raise DataError(f"cannot read {error.filename}: {error.strerror or error}") from None
     with folder_lock(out_dir):
@@ -99,6 +103,9 @@ def prepare(data: DataConfig, progress: bool = True) -> PreparedData:
             log.info("prepared data %s is up to date with %s (%d clips); nothing to do", out_dir, metadata.path, cached.num_items)
             return cached
         clips, bad = _measure(metadata, data, progress)
+        if normaliser is not None:
+            clips = [replace(clip, text=normaliser.normalise(clip.text)) for clip in clips]
+            log.info("transcripts normalised for training with text_norm %s", normaliser.name)
         token_lists = tokens_of_many([clip.text for clip in clips], data.tokenizer)
         seen = {token for tokens in token_lists for token in tokens}
         vocab, added = extend_vocab(base_vocab if base_vocab is not None else [" "], seen)
@@ -150,7 +157,7 @@ def _check_settings(data: DataConfig) -> None:
         )
 
 
-def _fingerprint(metadata: Metadata, data: DataConfig) -> str:
+def _fingerprint(metadata: Metadata, data: DataConfig, normaliser: Optional[Normaliser] = None) -> str:
     """Hash of everything the prepared set depends on; audio by (path, size, mtime_ns), not bytes."""
     digest = hashlib.sha256()
 
@@ -160,6 +167,8 @@ def _fingerprint(metadata: Metadata, data: DataConfig) -> str:
     add("format", FORMAT_VERSION)
     digest.update(read_regular_bytes(metadata.path, MAX_METADATA_BYTES))
     add(str(metadata.path.parent), data.tokenizer, data.min_duration, data.max_duration)
+    if normaliser is not None:
+        add("text_norm", normaliser.fingerprint)
     if data.tokenizer == "custom":
         add("vocab", sha256_file(Path(data.vocab_path).expanduser()))  # type: ignore[arg-type]
     if data.tokenizer == "pinyin":

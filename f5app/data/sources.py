@@ -5,13 +5,18 @@ first (f5app/data/recordings/), every other option is a folder with a metadata.c
 
 from __future__ import annotations
 
+from typing import Optional
+
 from f5app.config import DataConfig, RecordingsDataConfig
 from f5app.data.prepare import PreparedData, prepare
 from f5app.data.recordings import prepare_recordings
+from f5app.text.normalise import Normaliser
 
 
-def prepare_data(data: DataConfig, progress: bool = True) -> PreparedData:
-    """The prepared set for ``data`` (a no-op when its inputs are unchanged); raises DataError."""
+def prepare_data(data: DataConfig, progress: bool = True, normaliser: Optional[Normaliser] = None) -> PreparedData:
+    """The prepared set for ``data`` (a no-op when its inputs are unchanged); raises DataError.
+
+    ``normaliser`` (``text_norm.apply_to_training``): transcripts as inference says text (f5app/text/)."""
     if isinstance(data, RecordingsDataConfig):
-        return prepare_recordings(data, progress=progress)
-    return prepare(data, progress=progress)
+        return prepare_recordings(data, progress=progress, normaliser=normaliser)
+    return prepare(data, progress=progress, normaliser=normaliser)

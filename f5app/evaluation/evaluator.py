@@ -34,6 +34,7 @@ from f5app.speech.text import score
 
 if TYPE_CHECKING:  # the synthesiser is handed in (duck-typed); evaluation sits below inference
     from f5app.inference.synthesizer import Synthesis, Synthesizer
+    from f5app.text.normalise import Normaliser
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class ItemScore:
     seconds: float  # audio length
     seed: int | None = None  # synthesis seed (None for recordings)
     confidence: float = 0.0  # ASR confidence, see f5app.speech.asr
+    spoken_text: str | None = None  # ``text`` after text_norm: what WER compares with (None: no normaliser)
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,9 @@ class Evaluator:
     transcriber: Transcriber
     embedder: SpeakerEmbedder | None = None
     language: str | None = None  # default: the ASR's configured language
+    # text_norm: the target text and the transcript both said in words ("6" and "six" agree),
+    # exactly as synthesis was given the text
+    normaliser: "Normaliser | None" = None
     timings: Timings = field(default_factory=Timings)
     _references: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -150,7 +155,9 @@ class Evaluator:
         transcript = self.transcriber.transcribe(wav, sample_rate, language=language)
         self.timings.asr += time.perf_counter() - started
         self.timings.audio += len(wav) / sample_rate
-        text_score = score(text, transcript.text, language or transcript.language)
+        spoken = self.normaliser.normalise(text) if self.normaliser is not None else None
+        heard = self.normaliser.normalise(transcript.text) if self.normaliser is not None else transcript.text
+        text_score = score(spoken if spoken is not None else text, heard, language or transcript.language)
         sim = None
         if self.embedder is not None:
             started = time.perf_counter()
@@ -166,6 +173,7 @@ class Evaluator:
             ref_audio=str(ref_audio),
             seconds=len(wav) / sample_rate,
             confidence=transcript.confidence,
+            spoken_text=spoken,
             audio=audio,
             seed=seed,
         )
@@ -266,6 +274,9 @@ def _save(out_dir: Path | None, name: str, wav: np.ndarray, sample_rate: int) ->
     return str(write_audio(Path(out_dir) / f"{name}.wav", wav, sample_rate, overwrite=True))
 
 
-def build_evaluator(asr: AsrConfig, speaker: SpeakerConfig | None, device: str = "cpu", language: str | None = None) -> Evaluator:
+def build_evaluator(
+    asr: AsrConfig, speaker: SpeakerConfig | None, device: str = "cpu", language: str | None = None,
+    normaliser: "Normaliser | None" = None,
+) -> Evaluator:
     """Load the ASR and the speaker embedder ``speaker`` names (none for None or ``speaker=none``), once."""
-    return Evaluator(build_transcriber(asr, device=device), build_embedder(speaker, device=device), language)
+    return Evaluator(build_transcriber(asr, device=device), build_embedder(speaker, device=device), language, normaliser)

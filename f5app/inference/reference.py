@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 MAX_REFERENCE_SECONDS = 12.0
 _SILENCE_DBFS = -42.0
 _WINDOW_SECONDS = 0.01
-_TAIL_SILENCE_SECONDS = 0.05
+TAIL_SILENCE_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def load_reference(
             "reference %s is %.1f s; trimmed to %.1f s (the model's limit is %.0f s). Make ref_text match "
             "the kept part, or pass a shorter clip.", path, original, len(wav) / sample_rate, max_seconds
         )
-    wav = np.concatenate([wav, np.zeros(int(_TAIL_SILENCE_SECONDS * sample_rate), dtype=np.float32)])
+    wav = np.concatenate([wav, np.zeros(int(TAIL_SILENCE_SECONDS * sample_rate), dtype=np.float32)])
     return Reference(wav=wav, sample_rate=sample_rate, text=text.strip(), path=path)
 
 

@@ -37,10 +37,12 @@ from f5app.errors import first_line
 from f5app.inference.adapters import OneBase, apply_one_base, read_one_base, resolve_voice_adapters
 from f5app.inference.upstream_import import register_lazy_f5_model_package
 from f5app.model import build_cfm
+from f5app.audio.silence import remove_long_silences
 from f5app.inference.chunking import CrossFadeStream, cross_fade
 from f5app.inference.defaults import DefaultReference, default_reference
+from f5app.inference.duration import SpeakingRate, TimedWord, rate_from_duration, rate_from_words
 from f5app.inference.errors import InferenceInputError
-from f5app.inference.reference import Reference, load_reference
+from f5app.inference.reference import TAIL_SILENCE_SECONDS, Reference, load_reference
 from f5app.inference.text import (
     MAIN_VOICE,
     apply_unknown_policy,
@@ -51,6 +53,8 @@ from f5app.inference.text import (
     split_voices,
     to_tokens,
 )
+from f5app.speech.asr import Transcriber, build_transcriber
+from f5app.text.normalise import Normaliser, build_normaliser, recorded_language
 
 if TYPE_CHECKING:
     import torch
@@ -78,6 +82,8 @@ class SamplingSettings:
     target_rms: float = InferConfig.target_rms
     max_ref_seconds: float = InferConfig.max_ref_seconds
     progress: bool = InferConfig.progress
+    fix_duration: Optional[float] = InferConfig.fix_duration
+    remove_silence: bool = InferConfig.remove_silence
 
     @classmethod
     def from_infer_config(cls, cfg: InferConfig) -> "SamplingSettings":
@@ -89,7 +95,7 @@ class SamplingSettings:
         """Every number inside the range that synthesis can honour; else one line naming the key."""
         for name, (low, high, whole) in _SETTING_RANGES.items():
             value = getattr(self, name)
-            if name == "seed" and value is None:
+            if name in ("seed", "fix_duration") and value is None:
                 continue
             check_range(name, value, low, high, whole=whole)
         if self.unknown_chars not in ("drop", "error"):
@@ -109,6 +115,7 @@ _SETTING_RANGES: dict[str, tuple[float, float, bool]] = {
     "seed": (0, 2**63 - 1, True),  # torch.manual_seed takes 64 bits; chunk i uses seed + i
     "target_rms": (1e-4, 1.0, False),
     "max_ref_seconds": (1.0, 30.0, False),
+    "fix_duration": (0.1, 60.0, False),  # seconds, reference included (upstream's meaning)
 }
 
 
@@ -143,6 +150,8 @@ class Synthesis:
     chunks: list[tuple[str, str]]  # (voice, text) in order
     seed: int
     dropped_chars: list[str] = field(default_factory=list)
+    normalized_text: str = ""  # the text as spoken (text_norm), voice tags removed
+    chunk_waves: list[np.ndarray] = field(default_factory=list)  # each chunk's audio before cross-fading
 
     @property
     def seconds(self) -> float:
@@ -154,6 +163,7 @@ class _Voice:
     reference: Reference
     tokens: list[str]  # reference transcript as model tokens
     rms: float
+    rate: SpeakingRate  # how fast this voice speaks (f5app/inference/duration.py)
 
 
 @dataclass
@@ -172,6 +182,8 @@ class Synthesizer:
     max_batch: int = 1  # chunks synthesised together in one padded batch (1: one after another)
     adapters: Optional["AdapterVoices"] = None  # LoRA voices on one base (inference/adapters.py)
     network: Optional["Network"] = None  # how the DiT runs (inference/precision.py); None: fp32
+    normaliser: Normaliser = field(default_factory=lambda: Normaliser("none", None))  # text_norm=
+    rate_transcriber: Optional["Transcriber"] = None  # word timestamps of references (speaking_rate=asr)
     # Prepared references, most recently used last; a long-lived server bounds it (server.reference_cache_size).
     reference_cache_size: int = 16
     _voice_cache: "OrderedDict[tuple, _Voice]" = field(default_factory=OrderedDict, repr=False)
@@ -215,6 +227,7 @@ class Synthesizer:
         cfm = cfm.to(device=device).eval()  # the mel front end stays fp32; prepare_network casts the DiT
         network = prepare_network(cfm, dtype, device, quantize=cfg.quantize, compile=cfg.compile)
         vocoder = load_vocoder(cfg.vocoder, model_config.mel, device=device)
+        normaliser = build_normaliser(cfg.text_norm, recorded_language(chosen.metadata.config if chosen.metadata else None))
         return cls(
             cfm=cfm,
             vocoder=vocoder,
@@ -230,6 +243,8 @@ class Synthesizer:
             max_batch=pick_max_batch(cfg.max_batch, device),
             adapters=adapters,
             network=network,
+            normaliser=normaliser,
+            rate_transcriber=pick_rate_transcriber(cfg, device),
         )
 
     # ---------------------------------------------------------------- synthesis
@@ -293,15 +308,19 @@ class Synthesizer:
 
         pieces: list[tuple[str, _Voice, str, float]] = []  # (voice name, voice, chunk text, speed)
         dropped: list[str] = []
+        spoken_segments: list[str] = []
         for segment in segments:
             config = voices[segment.voice]
             voice = self._voice(config.ref_audio, config.ref_text, settings)
+            check_fix_duration(settings.fix_duration, voice.reference)
             speed = config.speed if config.speed is not None else settings.speed
+            spoken = self.normaliser.normalise(segment.text)
+            spoken_segments.append(spoken)
             _, missing = apply_unknown_policy(
-                to_tokens(segment.text, self._vocab_map), self._vocab_map, settings.unknown_chars, "text"
+                to_tokens(spoken, self._vocab_map), self._vocab_map, settings.unknown_chars, "text"
             )
             dropped += [c for c in missing if c not in dropped]
-            kept_text = " ".join("".join(ch for ch in segment.text if ch not in missing).split())
+            kept_text = " ".join("".join(ch for ch in spoken if ch not in missing).split())
             max_bytes = max_chunk_bytes(voice.reference.text, voice.reference.seconds, speed)
             if first_chunk_small and not pieces:
                 first, rest = first_sentence(kept_text, max(1, max_bytes // 4))
@@ -317,7 +336,8 @@ class Synthesizer:
             ChunkJob(name, voice, chunk, replace(settings, speed=speed), seed + index)
             for index, (name, voice, chunk, speed) in enumerate(pieces)
         ]
-        return SpeechPlan(chunks=chunks, seed=seed, settings=settings, dropped_chars=dropped)
+        return SpeechPlan(chunks=chunks, seed=seed, settings=settings, dropped_chars=dropped,
+                          normalized_text=" ".join(spoken_segments))
 
     def render(self, chunks: Sequence["ChunkJob"], progress: bool = False) -> list["RenderedChunk"]:
         """Synthesise ``chunks`` (of one text or of several requests), in order.
@@ -345,14 +365,16 @@ class Synthesizer:
         return [r for r in results if r is not None]
 
     def _frames(self, chunk: "ChunkJob") -> tuple[int, int]:
-        """(reference frames, total frames) of a chunk, as upstream computes its duration."""
+        """(reference frames, total frames) of a chunk: the reference plus the text at the voice's rate.
+
+        ``fix_duration`` sets the total instead, reference included, for every chunk (as upstream).
+        """
         hop = self.model_config.mel.hop_length
         ref_frames = len(chunk.voice.reference.wav) // hop
-        ref_bytes = max(1, len(chunk.voice.reference.text.encode("utf-8")))
-        gen_bytes = len(chunk.text.encode("utf-8"))
-        # Upstream: very short texts get a slower pace so a word is not swallowed.
-        speed = 0.3 if gen_bytes < 10 else chunk.settings.speed
-        return ref_frames, ref_frames + int(ref_frames / ref_bytes * gen_bytes / speed)
+        if chunk.settings.fix_duration is not None:
+            return ref_frames, int(chunk.settings.fix_duration * self.sample_rate / hop)
+        seconds = chunk.voice.rate.seconds_for(chunk.text, chunk.settings.speed)
+        return ref_frames, ref_frames + max(1, round(seconds * self.sample_rate / hop))
 
     def _render_batch(self, chunks: list["ChunkJob"]) -> list["RenderedChunk"]:
         import torch  # deferred: torch costs 1.9 s (NOTES.md)
@@ -452,12 +474,14 @@ class Synthesizer:
                 self._voice_cache.move_to_end(key)
                 return self._voice_cache[key]
         reference = load_reference(ref_audio, ref_text, self.sample_rate, settings.max_ref_seconds)
-        reference = replace(reference, text=normalize_ref_text(reference.text))
+        reference = replace(reference, text=normalize_ref_text(self.normaliser.normalise(reference.text)))
         tokens, _ = apply_unknown_policy(
             to_tokens(reference.text, self._vocab_map), self._vocab_map, "drop", "ref_text"
         )
         rms = float(np.sqrt(np.mean(reference.wav.astype(np.float64) ** 2)))
-        voice = _Voice(reference=reference, tokens=tokens, rms=max(rms, 1e-8))
+        rate = self._speaking_rate(reference)
+        log.info("speaking rate of %s: %s", reference.path, rate.describe())
+        voice = _Voice(reference=reference, tokens=tokens, rms=max(rms, 1e-8), rate=rate)
         with self._voice_cache_lock:
             self._voice_cache[key] = voice
             while len(self._voice_cache) > max(1, self.reference_cache_size):
@@ -480,6 +504,15 @@ class Synthesizer:
 
     def reference_cache_entries(self) -> int:
         return len(self._voice_cache)
+
+    def _speaking_rate(self, reference: Reference) -> SpeakingRate:
+        """From the reference's word timestamps when a transcriber is set, else from its duration."""
+        speech = reference.wav[: max(1, len(reference.wav) - int(TAIL_SILENCE_SECONDS * self.sample_rate))]
+        by_duration = rate_from_duration(reference.text, len(speech) / self.sample_rate)
+        if self.rate_transcriber is None:
+            return by_duration
+        words = self.rate_transcriber.transcribe(speech, self.sample_rate, word_timestamps=True).words
+        return rate_from_words([TimedWord(self.normaliser.normalise(w.text), w.start, w.end) for w in words], by_duration)
 
     def _progress(self, batches: list, show: bool) -> Any:
         if not show:
@@ -519,19 +552,25 @@ class SpeechPlan:
     seed: int
     settings: SamplingSettings
     dropped_chars: list[str] = field(default_factory=list)
+    normalized_text: str = ""  # what the chunks say, joined (the text after text_norm)
 
     def stream_rounds(self) -> list[tuple[int, int]]:
         """Chunk ranges to render in turn when streaming: the first chunk alone, then the rest."""
         return [(0, 1)] + ([(1, len(self.chunks))] if len(self.chunks) > 1 else [])
 
     def assemble(self, rendered: list[RenderedChunk], sample_rate: int) -> Synthesis:
+        wav = cross_fade([r.wave for r in rendered], sample_rate, self.settings.cross_fade)
+        if self.settings.remove_silence:
+            wav = remove_long_silences(wav, sample_rate)
         return Synthesis(
-            wav=cross_fade([r.wave for r in rendered], sample_rate, self.settings.cross_fade),
+            wav=wav,
             sample_rate=sample_rate,
             mel=np.concatenate([r.mel for r in rendered], axis=1),
             chunks=[(c.voice_name, c.text) for c in self.chunks],
             seed=self.seed,
             dropped_chars=self.dropped_chars,
+            normalized_text=self.normalized_text,
+            chunk_waves=[r.wave for r in rendered],
         )
 
 
@@ -576,6 +615,32 @@ def parse_voices(raw: dict[str, Any]) -> dict[str, VoiceConfig]:
             low, high, _ = _SETTING_RANGES["speed"]
             check_range(f"voices.{name}.speed", voices[str(name)].speed, low, high)
     return voices
+
+
+def check_fix_duration(fix_duration: Optional[float], reference: Reference) -> None:
+    """``fix_duration`` counts the reference (upstream's meaning): it must leave time for speech."""
+    if fix_duration is not None and fix_duration <= reference.seconds:
+        raise InferenceInputError(
+            f"fix_duration={fix_duration:g} s is not longer than the reference {reference.path.name} "
+            f"({reference.seconds:.2f} s); it is the total, reference included: use more than {reference.seconds:.2f}"
+        )
+
+
+def pick_rate_transcriber(cfg: InferConfig, device: str) -> Optional["Transcriber"]:
+    """The ASR whose word timestamps give each voice's speaking rate, or None (rate from duration).
+
+    ``speaking_rate=auto`` uses the asr= model only when it needs no download (``asr=tiny_en``,
+    bundled; or ``asr.model`` naming a local folder); ``asr`` always does; ``duration`` never.
+    """
+    choice = cfg.speaking_rate
+    if choice not in ("auto", "asr", "duration"):
+        raise InferenceInputError(f"speaking_rate={choice} is not an option; use auto, asr or duration")
+    local = cfg.asr.name == "tiny_en" or Path(cfg.asr.model).expanduser().is_dir()
+    if choice == "duration" or (choice == "auto" and not local):
+        log.info("speaking rate: from each reference's duration (speaking_rate=%s; asr=tiny_en learns it from word timestamps)", choice)
+        return None
+    log.info("speaking rate: from word timestamps of %s (speaking_rate=%s)", cfg.asr.name, choice)
+    return build_transcriber(cfg.asr, device="cpu" if device.startswith("mps") else device.split(":")[0])
 
 
 def require_files(named_paths: list[tuple[str, str | Path | None]]) -> None:

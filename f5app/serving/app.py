@@ -30,6 +30,8 @@ from f5app.serving.errors import error_body
 from f5app.serving.formats import FORMATS, STREAMABLE, UNSUPPORTED, encode, pcm16, streaming_wav_header
 from f5app.serving.guard import FORM, GuardPolicy, install_guard
 from f5app.serving.metrics import Metrics
+from f5app.serving.text_headers import EXPOSED as TEXT_HEADERS
+from f5app.serving.text_headers import normalized_text_headers
 from f5app.serving.queue import Cancelled, Engine, QueueFull, SpeechJob
 from f5app.serving.voices import VoiceError, VoiceStore
 
@@ -80,7 +82,7 @@ def create_app(*, server: ServerConfig, engine: Engine, voices: VoiceStore, metr
         from fastapi.middleware.cors import CORSMiddleware  # deferred: only servers configured with server.cors_origins add the middleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(server.cors_origins), allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Seed", "X-Sample-Rate", "X-Chunks"])
+                           allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Seed", "X-Sample-Rate", "X-Chunks", *TEXT_HEADERS])
     # Added last, so it runs first: Host, Origin and Content-Type are checked before CORS or any route.
     install_guard(app, GuardPolicy.from_config(server, key_required=api_key is not None), content_types={"/v1/voices": FORM})
 
@@ -221,7 +223,8 @@ def create_app(*, server: ServerConfig, engine: Engine, voices: VoiceStore, metr
         except QueueFull as full:
             raise ApiError(429, f"{full}; the queue holds {server.queue_size} requests", "rate_limit_error", "queue_full",
                            headers={"Retry-After": str(full.retry_after)}) from None
-        headers = {"X-Seed": str(plan.seed), "X-Sample-Rate": str(synth.sample_rate), "X-Chunks": str(len(plan.chunks))}
+        headers = {"X-Seed": str(plan.seed), "X-Sample-Rate": str(synth.sample_rate), "X-Chunks": str(len(plan.chunks)),
+                   **normalized_text_headers(plan.normalized_text)}
         media_type = FORMATS[fmt][0]
         kind, value = await _next_event(job, request)
         if kind == "error":

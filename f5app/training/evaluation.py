@@ -19,6 +19,7 @@ from f5app.config import TrainConfig
 from f5app.evaluation.evaluator import build_evaluator
 from f5app.evaluation.prompts import PromptListError, held_out_prompts, load_prompts
 from f5app.inference.synthesizer import SamplingSettings, Synthesizer
+from f5app.text.normalise import build_normaliser
 
 log = logging.getLogger("f5app.train")
 
@@ -42,7 +43,9 @@ class TrainingEvaluation:
         if not self.prompts:
             raise PromptListError("eval.every > 0 needs held-out prompts, but the validation split is empty; raise data.val_fraction or give eval.prompt_file")
         started = time.perf_counter()
-        self.evaluator = build_evaluator(cfg.asr, cfg.speaker, device=device, language=cfg.eval.language)
+        # the same words for the text synthesised and the text WER compares with (f5app/text/)
+        self.normaliser = build_normaliser(cfg.text_norm, cfg.eval.language or cfg.asr.language)
+        self.evaluator = build_evaluator(cfg.asr, cfg.speaker, device=device, language=cfg.eval.language, normaliser=self.normaliser)
         self._vocoder = None
         log.info("evaluation: %d held-out prompts every %d updates (models loaded in %.1f s)", len(self.prompts), self.every, time.perf_counter() - started)
 
@@ -60,7 +63,7 @@ class TrainingEvaluation:
         synthesizer = Synthesizer(
             cfm=ema_model, vocoder=self._vocoder, vocab=self.vocab, model_config=self.cfg.model, device=self.device,
             dtype=next(ema_model.parameters()).dtype,
-            settings=SamplingSettings(progress=False), source=f"EMA weights at update {update}",
+            settings=SamplingSettings(progress=False), source=f"EMA weights at update {update}", normaliser=self.normaliser,
         )
         out_dir = self.run_dir / "eval" / f"update_{update:08d}" if self.cfg.eval.save_audio else None
         started = time.perf_counter()

@@ -52,6 +52,7 @@ from f5app.devices import pick_device
 from f5app.errors import UserError, first_line
 from f5app.model import build_cfm
 from f5app.run_state import PREEMPTED_FILENAME, clear_preempted, reached_bounds, write_preempted, write_run_status
+from f5app.text.normalise import training_normaliser
 from f5app.training.distributed_env import export_submitit_distributed_env
 from f5app.training.evaluation import TrainingEvaluation
 from f5app.training.lora import LoraRun
@@ -235,8 +236,9 @@ class Trainer:
         return True
 
     def _prepare_data(self):
+        normaliser = training_normaliser(self.cfg.text_norm, self.cfg.eval.language or self.cfg.asr.language)
         with self.accelerator.main_process_first():
-            return prepare_data(self.cfg.data, progress=self.is_main and self.cfg.trainer.progress_bar)
+            return prepare_data(self.cfg.data, progress=self.is_main and self.cfg.trainer.progress_bar, normaliser=normaliser)
 
     def _choose_vocab(self) -> list[str]:
         """Scratch: the data's vocab. Fine-tune: the weights' vocab grown by the data's new tokens.

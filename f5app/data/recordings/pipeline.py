@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 from tqdm import tqdm
@@ -39,6 +39,7 @@ from f5app.data.recordings.segment import Span
 from f5app.errors import first_line
 from f5app.files import atomic_write, read_json_object, write_json_atomic
 from f5app.speech.text import normalize
+from f5app.text.normalise import Normaliser
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def work_dir_for(data: RecordingsDataConfig) -> Path:
     return root / DEFAULT_WORK_DIR if not root.is_file() else root.parent / f"{root.stem}_{DEFAULT_WORK_DIR}"
 
 
-def prepare_recordings(data: RecordingsDataConfig, progress: bool = True) -> PreparedData:
+def prepare_recordings(data: RecordingsDataConfig, progress: bool = True, normaliser: Optional[Normaliser] = None) -> PreparedData:
     """Cut, transcribe and review the recordings of ``data.path``; return the prepared clips.
 
     Raises DataError (a UserError) for a missing folder, a folder without audio, settings that
@@ -128,7 +129,7 @@ def prepare_recordings(data: RecordingsDataConfig, progress: bool = True) -> Pre
     except OSError as error:
         raise DataError(f"cannot create {work} ({error.strerror}); set data.work_dir to a folder you can write") from None
     with folder_lock(work / "cache" / "run"):
-        return _Run(data, root, work, progress).run(paths, problems)
+        return _Run(data, root, work, progress, normaliser).run(paths, problems)
 
 
 def _check(data: RecordingsDataConfig) -> None:
@@ -148,7 +149,8 @@ def _check(data: RecordingsDataConfig) -> None:
 
 
 class _Run:
-    def __init__(self, data: RecordingsDataConfig, root: Path, work: Path, progress: bool):
+    def __init__(self, data: RecordingsDataConfig, root: Path, work: Path, progress: bool, normaliser: Optional[Normaliser] = None):
+        self.normaliser = normaliser  # text_norm.apply_to_training: the clips' texts as inference says them
         self.data = data
         self.root = root
         self.work = work
@@ -181,7 +183,7 @@ class _Run:
         val: set[str] = set()
         if merged.rows:
             try:
-                prepared = prepare(self._csv_settings(), progress=self.show)
+                prepared = prepare(self._csv_settings(), progress=self.show, normaliser=self.normaliser)
                 val = self._held_out(prepared)
             except DataError as failure:
                 error = failure
