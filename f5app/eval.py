@@ -152,6 +152,7 @@ def _synthesizer(settings: EvalAppConfig, target: _Target, vocoder):  # noqa: AN
         run_name=settings.run_name, output_root=settings.output_root, run_dir=str(target.run_dir),
         device=settings.device, dtype=settings.dtype, progress=False,
         model=settings.model, ckpt=target.ckpt, vocoder=vocoder,
+        asr=settings.asr, speaker=settings.speaker,  # a reference without a transcript, or too long, is prepared with these
     )
     synthesizer = Synthesizer.from_config(infer, run_dir=target.run_dir)
     log.info("%s: loaded %s on %s", target.label, synthesizer.source, synthesizer.device)

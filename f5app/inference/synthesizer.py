@@ -25,7 +25,7 @@ from f5app.config import InferConfig, ModelConfig, VoiceConfig, model_config_fro
 from f5app.inference.chunking import CrossFadeStream, cross_fade
 from f5app.inference.defaults import DefaultReference, default_reference
 from f5app.inference.errors import InferenceInputError
-from f5app.inference.reference import Reference, load_reference
+from f5app.inference.reference import PreparedReference, ReferencePreparer, default_preparer
 from f5app.inference.text import (
     MAIN_VOICE,
     apply_unknown_policy,
@@ -114,6 +114,7 @@ class Synthesis:
     chunks: list[tuple[str, str]]  # (voice, text) in order
     seed: int
     dropped_chars: list[str] = field(default_factory=list)
+    verification: list[Any] = field(default_factory=list)  # verify=asr: each chunk's Draws (inference/verify.py)
 
     @property
     def seconds(self) -> float:
@@ -122,9 +123,13 @@ class Synthesis:
 
 @dataclass
 class _Voice:
-    reference: Reference
+    prepared: PreparedReference
     tokens: list[str]  # reference transcript as model tokens
     rms: float
+
+    @property
+    def reference(self):  # noqa: ANN201
+        return self.prepared.reference
 
 
 @dataclass
@@ -142,13 +147,21 @@ class Synthesizer:
     metadata: Optional["CheckpointMetadata"] = None  # the checkpoint's record (f5app checkpoints): its recorded settings
     max_batch: int = 1  # chunks synthesised together in one padded batch (1: one after another)
     adapters: Optional["AdapterVoices"] = None  # LoRA voices on one base (inference/adapters.py)
+    # Reference preparation (inference/reference.py); default: no checks, the bundled tiny.en for
+    # references without a transcript or too long to use whole.
+    references: ReferencePreparer = field(default_factory=lambda: default_preparer())
+    verifier: Any = None  # f5app.inference.verify.ChunkVerifier: every chunk checked (verify=asr); None: off
     _voice_cache: dict[tuple, _Voice] = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- building
 
     @classmethod
-    def from_config(cls, cfg: InferConfig, run_dir: str | Path) -> "Synthesizer":
-        """Resolve the checkpoint (``cfg.ckpt``), build and load the model, build the vocoder."""
+    def from_config(cls, cfg: InferConfig, run_dir: str | Path, references: Optional[ReferencePreparer] = None) -> "Synthesizer":
+        """Resolve the checkpoint (``cfg.ckpt``), build and load the model, build the vocoder.
+
+        ``references``: a preparer to share (the server's uploads use the same models); default:
+        one from ``cfg.reference``, ``cfg.asr`` and ``cfg.speaker``.
+        """
         from f5app.audio.vocoder import check_vocoder_matches_mel, load_vocoder
         from f5app.ckpt.resolve import resolve_and_load
         from f5app.ckpt.adapt import UnreadableWeights
@@ -194,6 +207,13 @@ class Synthesizer:
         dtype = pick_dtype(cfg.dtype, device, model_config.mel.mel_spec_type)
         cfm = cfm.to(device=device, dtype=dtype).eval()
         vocoder = load_vocoder(cfg.vocoder, model_config.mel, device=device)
+        if references is None:
+            references = ReferencePreparer(cfg.reference, cfg.asr, cfg.speaker, device=device)
+        verifier = None
+        if cfg.verify.name != "off":
+            from f5app.inference.verify import build_verifier
+
+            verifier = build_verifier(cfg.verify, references)
         return cls(
             cfm=cfm,
             vocoder=vocoder,
@@ -208,6 +228,8 @@ class Synthesizer:
             metadata=chosen.metadata,
             max_batch=pick_max_batch(cfg.max_batch, device),
             adapters=adapters,
+            references=references,
+            verifier=verifier,
         )
 
     # ---------------------------------------------------------------- synthesis
@@ -303,7 +325,8 @@ class Synthesizer:
         Chunks that share the sampling knobs run as one padded batch through ``CFM.sample``, at
         most ``max_batch`` at a time (1: one after another). Each chunk keeps its own seed, and the
         padding is masked out of attention, so a chunk sounds the same batched or alone (within
-        float rounding: the padded sums run in another order).
+        float rounding: the padded sums run in another order). With a ``verifier`` (verify=asr)
+        each chunk is then checked and, when it misses, drawn again alone with the next seed.
         """
         results: list[Optional[RenderedChunk]] = [None] * len(chunks)
         groups: dict[tuple, list[int]] = {}
@@ -320,6 +343,11 @@ class Synthesizer:
         for batch in self._progress(batches, progress and len(chunks) > 1):
             for index, rendered in zip(batch, self._render_batch([chunks[i] for i in batch])):
                 results[index] = rendered
+        if self.verifier is not None:
+            results = [
+                self.verifier.check(chunk, first, lambda job: self._render_batch([job])[0], self.sample_rate)
+                for chunk, first in zip(chunks, results)
+            ]
         return [r for r in results if r is not None]
 
     def _frames(self, chunk: "ChunkJob") -> tuple[int, int]:
@@ -400,10 +428,8 @@ class Synthesizer:
         return replace(self.settings, **overrides).validated()
 
     def _main_voice(self, ref_audio: str | Path | None, ref_text: str | None) -> VoiceConfig:
-        if ref_audio is not None and ref_text is not None:
-            return VoiceConfig(ref_audio=str(ref_audio), ref_text=ref_text)
-        if ref_audio is not None:
-            raise InferenceInputError(f"ref_audio={ref_audio} needs ref_text=\"what the reference says\"")
+        if ref_audio is not None:  # without ref_text the reference is transcribed (inference/reference.py)
+            return VoiceConfig(ref_audio=str(ref_audio), ref_text=ref_text or "")
         if ref_text is not None:
             raise InferenceInputError("ref_text is set but ref_audio is not; pass both (or neither, for the default voice)")
         if MAIN_VOICE in self.voices:
@@ -423,14 +449,20 @@ class Synthesizer:
             version = ()
         key = (str(ref_audio), ref_text, *version)
         if key not in self._voice_cache:
-            reference = load_reference(ref_audio, ref_text, self.sample_rate, settings.max_ref_seconds)
-            reference = replace(reference, text=normalize_ref_text(reference.text))
+            prepared = self.references.prepare(ref_audio, ref_text, self.sample_rate, settings.max_ref_seconds)
+            prepared.log_summary(str(ref_audio))
+            prepared = replace(prepared, reference=replace(prepared.reference, text=normalize_ref_text(prepared.reference.text)))
+            reference = prepared.reference
             tokens, _ = apply_unknown_policy(
                 to_tokens(reference.text, self._vocab_map), self._vocab_map, "drop", "ref_text"
             )
             rms = float(np.sqrt(np.mean(reference.wav.astype(np.float64) ** 2)))
-            self._voice_cache[key] = _Voice(reference=reference, tokens=tokens, rms=max(rms, 1e-8))
+            self._voice_cache[key] = _Voice(prepared=prepared, tokens=tokens, rms=max(rms, 1e-8))
         return self._voice_cache[key]
+
+    def prepared_references(self) -> dict[str, dict[str, Any]]:
+        """Each reference prepared so far (path -> how it was prepared and judged), for result files."""
+        return {str(voice.reference.path): voice.prepared.to_dict() for voice in self._voice_cache.values()}
 
     def _progress(self, batches: list, show: bool) -> Any:
         if not show:
@@ -461,6 +493,7 @@ class ChunkJob:
 class RenderedChunk:
     wave: np.ndarray  # float32 mono
     mel: np.ndarray  # (n_mels, frames)
+    verification: Any = None  # verify=asr: the chunk's Draws (f5app.inference.verify)
 
 
 @dataclass
@@ -484,6 +517,7 @@ class SpeechPlan:
             chunks=[(c.voice_name, c.text) for c in self.chunks],
             seed=self.seed,
             dropped_chars=self.dropped_chars,
+            verification=[r.verification for r in rendered if r.verification is not None],
         )
 
 
@@ -525,6 +559,7 @@ def _padding_masked_in_attention(cfm: Any) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------- config edges
+
 
 
 def parse_voices(raw: dict[str, Any]) -> dict[str, VoiceConfig]:

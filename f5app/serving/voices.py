@@ -2,7 +2,13 @@
 ones, kept in the run folder so a restart finds them.
 
     <voices_dir>/<name>/reference.flac   the uploaded clip, decoded and re-encoded (never the raw bytes)
-    <voices_dir>/<name>/voice.json       {"name", "transcript", "created_at", "seconds", "original_filename"}
+    <voices_dir>/<name>/voice.json       {"name", "transcript", "created_at", "seconds", "original_filename",
+                                          "reference": how it was prepared and judged (inference/reference.py)}
+
+With a :class:`~f5app.inference.reference.ReferencePreparer` the upload is prepared as synthesis
+prepares it: trimmed, cut at a word when over ``max_ref_seconds`` (the transcript cut at the same
+word), judged; what is kept is the prepared clip and transcript, and a failed check is a 400
+naming the reason.
 
 A voice folder is written under a hidden temporary name and renamed into place once complete,
 so a crash never leaves half a voice. Names are one word of letters, digits, ``-`` and ``_``:
@@ -21,11 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from f5app.config import VoiceConfig
 from f5app.errors import UserError
 from f5app.files import fsync_dir, write_json_atomic
+
+if TYPE_CHECKING:
+    from f5app.inference.reference import ReferencePreparer
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +80,11 @@ class Voice:
     transcript: Optional[str]
     speed: Optional[float] = None
     created_at: Optional[str] = None
+    reference: Optional[dict[str, Any]] = None  # uploads: how the clip was prepared and judged
 
     def to_dict(self) -> dict:
         return {"id": self.name, "object": "voice", "name": self.name, "source": self.source,
-                "transcript": self.transcript, "created_at": self.created_at}
+                "transcript": self.transcript, "created_at": self.created_at, "reference": self.reference}
 
 
 def check_name(name: str) -> str:
@@ -95,6 +105,8 @@ class VoiceStore:
         max_upload_seconds: float = 60.0,
         transcribe: Transcriber | None = None,
         default: VoiceConfig | None = None,
+        references: Optional["ReferencePreparer"] = None,
+        max_ref_seconds: float = 12.0,
     ):
         self.folder = Path(folder)
         self.configured = dict(configured or {})
@@ -102,6 +114,8 @@ class VoiceStore:
         self.max_upload_bytes = max_upload_bytes
         self.max_upload_seconds = max_upload_seconds
         self.transcribe = transcribe
+        self.references = references
+        self.max_ref_seconds = max_ref_seconds
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ reading
@@ -150,7 +164,8 @@ class VoiceStore:
             return None
         if not (folder / AUDIO_FILE).is_file():
             return None
-        return Voice(name, "uploaded", folder / AUDIO_FILE, str(record.get("transcript", "")), None, record.get("created_at"))
+        return Voice(name, "uploaded", folder / AUDIO_FILE, str(record.get("transcript", "")), None, record.get("created_at"),
+                     record.get("reference"))
 
     # ------------------------------------------------------------------ writing
 
@@ -188,8 +203,10 @@ class VoiceStore:
                 text = (transcript or "").strip()
                 if not text:
                     text = self._transcribed(tmp / AUDIO_FILE)
-                self._check_reference(tmp / AUDIO_FILE, text, sample_rate)
-                record = {"name": name, "transcript": text, "seconds": round(seconds, 3),
+                prepared = self._prepared(tmp / AUDIO_FILE, text, sample_rate)
+                if prepared is not None:
+                    text = prepared["transcript"]
+                record = {"name": name, "transcript": text, "seconds": round(seconds, 3), "reference": prepared,
                           "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                           "original_filename": os.path.basename(filename or "")[:200]}
                 write_json_atomic(tmp / RECORD_FILE, record)
@@ -226,13 +243,25 @@ class VoiceStore:
             raise VoiceError("no speech was recognised in the clip; send the form field `transcript`")
         return text
 
-    @staticmethod
-    def _check_reference(path: Path, transcript: str, sample_rate: int) -> None:
-        """The same preparation synthesis applies (silence trimmed), so a clip it cannot use is refused now."""
-        from f5app.inference.errors import InferenceInputError
-        from f5app.inference.reference import load_reference
+    def _prepared(self, path: Path, transcript: str, sample_rate: int) -> dict[str, Any] | None:
+        """The preparation synthesis applies, now: a clip it cannot use, or one that fails a check, is refused.
 
+        With a preparer, ``path`` is replaced by the prepared clip (trimmed, cut at a word) and
+        the returned record's ``transcript`` is the transcript cut at the same word.
+        """
+        import soundfile as sf
+
+        from f5app.inference.reference import ReferencePreparer, default_preparer
+
+        preparer: ReferencePreparer = self.references or default_preparer()
         try:
-            load_reference(path, transcript, sample_rate, max_seconds=float("inf"))
-        except InferenceInputError as exc:
+            prepared = preparer.prepare(path, transcript, sample_rate, self.max_ref_seconds)
+        except UserError as exc:
             raise VoiceError(str(exc).replace(str(path), "the uploaded clip")) from None
+        if prepared.problems:
+            raise VoiceError("the reference clip was refused: " + "; ".join(prepared.problems))
+        prepared.log_summary("upload")
+        if self.references is None:
+            return None
+        sf.write(path, prepared.reference.wav, sample_rate, format="FLAC")
+        return prepared.to_dict()
