@@ -201,6 +201,11 @@ class AsrConfig:
     cpu_threads: int = 0  # 0: CTranslate2's default
 
 
+def bundled_asr() -> AsrConfig:
+    """``asr=tiny_en`` as conf/asr/tiny_en.yaml sets it: Whisper tiny.en shipped in a package, offline."""
+    return AsrConfig(name="tiny_en", model="bundled", language="en", beam_size=1, temperature_fallback=False)
+
+
 @dataclass
 class RecordingsDataConfig(DataConfig):
     """``data=recordings``: a folder of long recordings, cut into clips, transcribed and reviewed.
@@ -294,8 +299,9 @@ class ReferenceConfig:
     """
 
     # Judge every reference: ref_text against the ASR, level, clipping, DNSMOS, speakers. infer warns,
-    # an upload is refused. Off in the Python API's defaults (whose AsrConfig, large-v3, is not
-    # bundled); the command lines' YAML turns it on with asr=tiny_en.
+    # an upload is refused. Off in the Python API's defaults, so a Synthesizer built in code loads
+    # no ASR, speaker or DNSMOS model for a short reference with its transcript; the command
+    # lines' YAML (conf/infer.yaml, conf/serve.yaml) turns it on.
     check: bool = False
     max_wer: float = 0.5  # a given ref_text further than this from the ASR's transcript is wrong
     min_rms_dbfs: float = -45.0  # quieter speech is too faint
@@ -351,7 +357,7 @@ class InferConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
-    asr: AsrConfig = field(default_factory=AsrConfig)  # references (transcripts, cuts, checks), verify, best_of
+    asr: AsrConfig = field(default_factory=bundled_asr)  # references (transcripts, cuts, checks), verify, best_of
     speaker: SpeakerConfig = field(default_factory=SpeakerConfig)  # reference speaker check, verify, best_of
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)

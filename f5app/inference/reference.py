@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from f5app.audio.io import AudioFileError, read_audio
-from f5app.config import AsrConfig, ReferenceConfig, SpeakerConfig
+from f5app.config import AsrConfig, ReferenceConfig, SpeakerConfig, bundled_asr
 from f5app.inference.errors import InferenceInputError
 
 if TYPE_CHECKING:
@@ -244,7 +244,7 @@ class ReferencePreparer:
 def default_preparer() -> ReferencePreparer:
     """No checks; the bundled tiny.en (loaded only when needed) transcribes or cuts a reference.
     What a Synthesizer built without a config (tests, the Python API) uses."""
-    return ReferencePreparer(ReferenceConfig(check=False), AsrConfig(name="tiny_en", language="en", beam_size=1, temperature_fallback=False))
+    return ReferencePreparer(ReferenceConfig(check=False), bundled_asr())
 
 
 # ---------------------------------------------------------------------- the cut at a word
@@ -310,7 +310,7 @@ def aligned_boundaries(text_words: list[str], heard_words: list[str], language: 
     Each word is normalised on its own (``6`` -> ``six``), so a word may become several tokens.
     A boundary counts when the last token of the heard word and the last token of the text word
     are matched to each other and are the last tokens of their words, and the next tokens (if
-    any) are matched to each other too.
+    both go on) are matched to each other too.
     """
     from f5app.evaluation.text import normalize
 
@@ -335,8 +335,8 @@ def aligned_boundaries(text_words: list[str], heard_words: list[str], language: 
     for h, t in pair.items():
         if not (heard_last[h] and text_last[t]):
             continue
-        if h + 1 < len(heard_tokens) and pair.get(h + 1) != t + 1:
-            continue
+        if h + 1 < len(heard_tokens) and t + 1 < len(text_tokens) and pair.get(h + 1) != t + 1:
+            continue  # (where the text ends, the audio may go on: the text described its beginning)
         if h + 1 == len(heard_tokens) and t + 1 != len(text_tokens):
             continue  # the audio ends here, the text does not
         boundaries.append((heard_owner[h], text_owner[t]))
