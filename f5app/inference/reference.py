@@ -13,9 +13,9 @@ reference with its transcript and ``check`` off loads none of them.
 aligned with the ASR's words (both through the WER normalisation of f5app/evaluation/text.py,
 then difflib's longest matching blocks); a boundary counts only when the words on both sides of
 it are matched, so the audio and the text are cut at the same word. Only the part of a pause
-before ``max_seconds`` counts; among the boundaries in the second half, the one with the longest
-such pause (up to ``min_cut_pause``) wins, the latest on ties, and the audio is cut at the
-quietest 10 ms of that pause. No aligned boundary: the reference is refused, never used with a
+before ``max_seconds`` counts. A boundary with a pause beats one without, then one in the second
+half of the allowed length beats an earlier one, then the longest pause (up to ``min_cut_pause``),
+then the latest; the audio is cut at the quietest 10 ms of that pause. No aligned boundary: the reference is refused, never used with a
 transcript that says more or less than the audio.
 """
 
@@ -45,6 +45,8 @@ MAX_REFERENCE_SECONDS = 12.0
 _SILENCE_DBFS = -42.0
 _WINDOW_SECONDS = 0.01
 _TAIL_SILENCE_SECONDS = 0.05
+#: Shorter gaps between Whisper's word timestamps are words said edge to edge, not a pause.
+_MIN_PAUSE_SECONDS = 0.08
 
 
 class ReferenceRefused(InferenceInputError):
@@ -283,8 +285,11 @@ def cut_at_word(
             f"cannot be matched to the words heard before {max_seconds:g} s, so it cannot be cut at a word: given {text!r}, "
             f"heard {heard!r}. Pass a clip under {max_seconds:g} s with its exact transcript"
         )
-    late = [c for c in candidates if c[0] >= max_seconds / 2] or candidates
-    at, pause, asr_index, text_index = max(late, key=lambda c: (min(c[1], min_pause), c[0]))  # a real pause, then the latest
+    # A pause first (Whisper often puts words edge to edge: cutting there clips sounds), then the
+    # second half of the allowed length, then the longest pause up to min_pause, then the latest.
+    at, pause, asr_index, text_index = max(
+        candidates, key=lambda c: (c[1] >= _MIN_PAUSE_SECONDS, c[0] >= max_seconds / 2, min(c[1], min_pause), c[0])
+    )
     kept = trim_silence_edges(wav[: int(at * sample_rate)], sample_rate)
     record = {
         "at_seconds": round(at, 3),
