@@ -28,6 +28,9 @@ Sections (docs/benchmarks.md has the goals and the latest table):
               (--quick: 1 and 3 min; --prepare-minutes SHORT,LONG) made of f5-tts's
               human speech: seconds of recording per wall second per step and in all (asr=tiny_en),
               peak RSS of both, WER against the known words (scripts/bench_prepare.py).
+  verify_asr  verify=asr: checking (tiny.en + resemblyzer) per second of audio vs synthesis per second of
+              audio at f5tts_v1_small (random weights) and demo size; reference preparation's steps
+              (transcription, alignment and cut, DNSMOS, speaker spread) (scripts/bench_verify_asr.py).
   lora        finetune=lora vs finetune=full on ``--lora-model`` (f5tts_v1_small): trainable share, peak
               RSS, updates/s, checkpoint size, save stall; voices switched on one base (scripts/bench_lora.py).
 
@@ -55,7 +58,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
-SECTIONS = ("training", "save", "resolve", "infer", "cli", "verify", "evaluation", "serve", "prepare", "lora")
+SECTIONS = ("training", "save", "resolve", "infer", "cli", "verify", "evaluation", "serve", "prepare", "lora", "verify_asr")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
 
 
@@ -868,6 +871,20 @@ def bench_evaluation(quick: bool, device: str, repeats: int, work: Path, logs: P
         raise RuntimeError(f"scripts/bench_eval.py failed (exit {status}); see {logs / 'evaluation.log'}")
     return {**json.loads(out.read_text()), "seconds": seconds}
 
+# ---------------------------------------------------------------------------------------- verify_asr
+def bench_verify_asr(device: str, nfe: int, repeats: int, work: Path, logs: Path) -> dict[str, Any]:
+    """scripts/bench_verify_asr.py in its own process (it loads two model sizes, the ASR, DNSMOS and resemblyzer)."""
+    if device != "cpu":
+        raise RuntimeError("the verify_asr section measures the CPU (its goal is this CPU's); run it with --device cpu")
+    out = work / "verify_asr.json"
+    command = [sys.executable, str(SCRIPTS / "bench_verify_asr.py"), "--nfe", str(nfe), "--repeats", str(repeats),
+               "--json", str(out), "--workdir", str(work / "verify_asr")]
+    seconds, status = run_timed(command, cwd=ROOT, env=worker_env(), log=logs / "verify_asr.log")
+    if status != 0:
+        raise RuntimeError(f"scripts/bench_verify_asr.py failed (exit {status}); see {logs / 'verify_asr.log'}")
+    return {**json.loads(out.read_text()), "seconds": seconds}
+
+
 # ---------------------------------------------------------------------------------------- serving
 THREE_SENTENCES = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
                    "It is easy to tell the depth of a well.")
@@ -1186,6 +1203,11 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
                         f"{up['ours_mean_wer']:.3f}", f"{up['upstream_mean_wer']:.3f}", None, "agree or explained",
                         all(r["why"] == "agree" or r["why"].startswith(("normalisation", "different transcripts")) for r in up["rows"])))
     rows += [Row(**row) for row in _bench_prepare_module().table_rows(results.get("prepare"))]
+    if results.get("verify_asr"):
+        sys.path[:0] = [str(SCRIPTS)]
+        import bench_verify_asr
+
+        rows += [Row(**row) for row in bench_verify_asr.table_rows(results["verify_asr"])]
     return rows
 
 
@@ -1223,10 +1245,10 @@ def main(argv: list[str] | None = None) -> int:
         run_worker(argv)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference, evaluation, serve or lora section unless --only names it (under 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference, evaluation, serve, lora or verify_asr section unless --only names it (under 3 minutes)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but prepare; --quick: also not infer, evaluation, serve, lora)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but prepare; --quick: also not infer, evaluation, serve, lora, verify_asr)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads in both training workers (default 1: steadier on a shared CPU; 0: torch's default)")
     parser.add_argument("--repeats", type=int, help="override every section's repetitions")
@@ -1235,10 +1257,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepare-minutes", help="prepare section: SHORT,LONG recording lengths (default 10,60; --quick 1,3)")
     parser.add_argument("--lora-model", default="f5tts_v1_small", help="model of the lora section (tiny for a smoke test)")
     parser.add_argument("--lora-updates", type=int, default=3, help="timed updates per side in the lora section (slow on CPU)")
+    parser.add_argument("--verify-nfe", type=int, default=32, help="sampling steps of the verify_asr section's synthesis (the product default is 32)")
     args = parser.parse_args(argv)
     # prepare (an hour of audio through the recordings pipeline) runs only when named: --only prepare;
     # --quick also leaves out the sections that take minutes each on a CPU
-    only = set(args.only.split(",")) if args.only else set(SECTIONS) - {"prepare"} - ({"infer", "evaluation", "serve", "lora"} if args.quick else set())
+    only = set(args.only.split(",")) if args.only else set(SECTIONS) - {"prepare"} - ({"infer", "evaluation", "serve", "lora", "verify_asr"} if args.quick else set())
     unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
@@ -1272,6 +1295,7 @@ def main(argv: list[str] | None = None) -> int:
             ("serve", "serve", lambda: bench_serve(sizes, args.device, args.threads, work, logs)),
             ("prepare", "prepare", lambda: bench_prepare(args.quick, args.prepare_minutes, work, logs)),
             ("lora", "lora", lambda: _bench_lora(args, sizes, work, logs)),
+            ("verify_asr", "verify_asr", lambda: bench_verify_asr(args.device, args.verify_nfe, args.repeats or 1, work, logs)),
         ):
             if section in only:
                 print(f"[{time.perf_counter() - started:5.0f} s] {section} ...", file=sys.stderr)
