@@ -209,6 +209,11 @@ class AsrConfig:
     cpu_threads: int = 0  # 0: CTranslate2's default
 
 
+def bundled_asr() -> AsrConfig:
+    """``asr=tiny_en`` as conf/asr/tiny_en.yaml sets it: Whisper tiny.en shipped in a package, offline."""
+    return AsrConfig(name="tiny_en", model="bundled", language="en", beam_size=1, temperature_fallback=False)
+
+
 @dataclass
 class RecordingsDataConfig(DataConfig):
     """``data=recordings``: a folder of long recordings, cut into clips, transcribed and reviewed.
@@ -308,6 +313,40 @@ class VoiceConfig:
 
 
 @dataclass
+class ReferenceConfig:
+    """How a reference clip is prepared and judged (f5app/inference/reference.py, docs/inference.md).
+
+    ASR (the ``asr=`` group) transcribes a reference given without ``ref_text`` and finds the word
+    where an over-long one is cut, whether or not ``check`` is on.
+    """
+
+    # Judge every reference: ref_text against the ASR, level, clipping, DNSMOS, speakers. infer warns,
+    # an upload is refused. Off in the Python API's defaults, so a Synthesizer built in code loads
+    # no ASR, speaker or DNSMOS model for a short reference with its transcript; the command
+    # lines' YAML (conf/infer.yaml, conf/serve.yaml) turns it on.
+    check: bool = False
+    max_wer: float = 0.5  # a given ref_text further than this from the ASR's transcript is wrong
+    min_rms_dbfs: float = -45.0  # quieter speech is too faint
+    max_peak_dbfs: float = 0.0  # 0: only clipping counts (see max_clipped_fraction)
+    max_clipped_fraction: float = 0.001  # more samples at full scale: clipped
+    min_dnsmos: float = 2.5  # DNSMOS overall (P.835 OVRL, 1..5); f5-tts's recordings score 3.3-3.5
+    max_speaker_spread: float = 0.27  # one voice scores 0.10-0.22, two joined 0.31-0.35 (evaluation/quality.py)
+    speaker_window: float = 3.0  # seconds per window of the speaker-spread check
+    min_cut_pause: float = 0.3  # a cut prefers a pause between words at least this long (seconds)
+
+
+@dataclass
+class VerifyConfig:
+    """``verify=asr``: every chunk transcribed and compared with its text and the reference voice,
+    drawn again with the next seed when it misses (f5app/inference/verify.py)."""
+
+    name: str = "off"  # off | asr
+    max_wer: float = 0.2  # a chunk whose transcript is further from its text is drawn again
+    min_sim: float = 0.0  # a chunk whose voice is less similar to the reference is drawn again (speaker=none: ignored)
+    max_tries: int = 3  # draws per chunk, the first included; the best is kept
+
+
+@dataclass
 class InferConfig:
     run_name: str = "default"
     output_root: str = "outputs"
@@ -347,8 +386,10 @@ class InferConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
-    asr: AsrConfig = field(default_factory=AsrConfig)  # best_of > 1 only
-    speaker: SpeakerConfig = field(default_factory=SpeakerConfig)  # best_of > 1 only
+    asr: AsrConfig = field(default_factory=bundled_asr)  # references (transcripts, cuts, checks), verify, best_of
+    speaker: SpeakerConfig = field(default_factory=SpeakerConfig)  # reference speaker check, verify, best_of
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     text_norm: TextNormConfig = field(default_factory=TextNormConfig)
 
 
@@ -442,6 +483,7 @@ def register_configs() -> None:
     cs.store(group="eval", name="eval_schema", node=EvalConfig)
     cs.store(group="finetune", name="finetune_schema", node=FinetuneConfig)
     cs.store(group="text_norm", name="text_norm_schema", node=TextNormConfig)
+    cs.store(group="verify", name="verify_schema", node=VerifyConfig)
 
 
 def to_settings(cfg: DictConfig | dict[str, Any], schema: type) -> Any:

@@ -161,6 +161,7 @@ def _synthesizer(settings: EvalAppConfig, target: _Target, vocoder, language: st
         device=settings.device, dtype=settings.dtype, quantize=settings.quantize, compile=settings.compile, progress=False,
         model=settings.model, ckpt=target.ckpt, vocoder=vocoder,
         text_norm=replace(settings.text_norm, language=language or settings.text_norm.language),
+        asr=settings.asr, speaker=settings.speaker,  # a reference without a transcript, or too long, is prepared with these
     )
     synthesizer = Synthesizer.from_config(infer, run_dir=target.run_dir)
     log.info("%s: loaded %s on %s", target.label, synthesizer.source, synthesizer.device)

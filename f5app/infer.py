@@ -27,7 +27,7 @@ from f5app.cli_help import run_hydra_app
 from f5app.config import CONF_DIR, EvalConfig, InferConfig, to_settings
 from f5app.errors import exit_on_user_error
 from f5app.evaluation.settings import effective_settings, overridden_groups
-from f5app.files import atomic_write
+from f5app.files import atomic_write, write_json_atomic
 from f5app.inference.errors import InferenceInputError
 from f5app.inference.text import MAIN_VOICE
 from f5app.inference.upstream_import import defer_unused_imports
@@ -54,11 +54,15 @@ def run(cfg: DictConfig | InferConfig, started: float | None = None, overrides: 
     if settings.best_of < 1:
         raise InferenceInputError(f"best_of={settings.best_of} must be at least 1")
     out_path = choose_output_path(settings)
+    scores_path = sidecar_path(out_path) if settings.verify.name != "off" or settings.best_of > 1 else None
+    if scores_path is not None and scores_path.exists() and not settings.overwrite:
+        raise InferenceInputError(f"{scores_path} (the scores) already exists; choose another out= or pass overwrite=true")
     synthesizer = Synthesizer.from_config(settings, run_dir=Path(settings.run_dir))
     log.info("loaded %s on %s (%s)", synthesizer.source, synthesizer.device, str(synthesizer.dtype).replace("torch.", ""))
     synthesis_started = time.perf_counter()
+    candidates = None
     if settings.best_of > 1:
-        result = best_of(synthesizer, settings, text, overrides or [])
+        result, candidates = best_of(synthesizer, settings, text, overrides or [])
     else:
         result = synthesizer.generate(text, settings.ref_audio, settings.ref_text)
     synthesis_seconds = time.perf_counter() - synthesis_started
@@ -67,6 +71,9 @@ def run(cfg: DictConfig | InferConfig, started: float | None = None, overrides: 
     if settings.save_chunks:
         folder = save_chunks(result, chunks_folder(out_path), overwrite=settings.overwrite)
         log.info("wrote %d chunk(s) to %s", len(result.chunk_waves), folder)
+    if scores_path is not None:
+        write_json_atomic(scores_path, scores_record(synthesizer, result, candidates))
+        log.info("scores of every try: %s", scores_path)
     if settings.save_spectrogram:
         save_spectrogram(result.mel, out_path.with_suffix(".png"), overwrite=settings.overwrite)
     log.info(
@@ -82,10 +89,29 @@ def run(cfg: DictConfig | InferConfig, started: float | None = None, overrides: 
 STDIN = "-"
 
 
-def best_of(synthesizer, settings: InferConfig, text: str, overrides: list[str]):  # noqa: ANN001, ANN201
-    """``best_of`` candidates scored by WER against ``text`` and SIM against the reference voice; the best is kept."""
+def sidecar_path(out_path: Path) -> Path:
+    """``out.wav`` -> ``out.wav.json``: the scores written beside the audio."""
+    return out_path.with_name(out_path.name + ".json")
 
+
+def scores_record(synthesizer, result, candidates) -> dict:  # noqa: ANN001
+    """What the sidecar holds: each chunk's tries (verify=asr), best_of's candidates, the references used."""
+    return {
+        "seed": result.seed,
+        "seconds": round(result.seconds, 3),
+        "chunks": [{"voice": voice, "text": text} for voice, text in result.chunks],
+        "verify": [draws.to_dict() for draws in result.verification] if result.verification else None,
+        "best_of": candidates.to_dict() if candidates is not None else None,
+        "references": synthesizer.prepared_references(),
+    }
+
+
+def best_of(synthesizer, settings: InferConfig, text: str, overrides: list[str]):  # noqa: ANN001, ANN201
+    """``best_of`` candidates scored by WER against ``text`` and SIM against the reference voice; the best is kept.
+
+    Returns ``(Synthesis, Draws)``: the kept synthesis and every candidate (f5app/inference/verify.py)."""
     from f5app.evaluation.evaluator import build_evaluator  # deferred: f5app.evaluation.evaluator costs 0.58 s to import (numpy, soundfile; -X importtime); --help must stay fast
+    from f5app.inference.verify import Draws, tries_of  # deferred: f5app.inference.verify imports the evaluator (above)
 
     recorded = synthesizer.metadata.config if synthesizer.metadata is not None else None
     chosen = effective_settings(settings.asr, settings.speaker, EvalConfig(), recorded, overridden_groups(overrides))
@@ -107,9 +133,11 @@ def best_of(synthesizer, settings: InferConfig, text: str, overrides: list[str])
         sim = "-" if item.sim is None else f"{item.sim:.3f}"
         mark = "  <- kept" if item.seed == result.seed else ""
         log.info("best_of: seed %d wer %.3f sim %s \"%s\"%s", item.seed, item.wer, sim, item.transcript, mark)
-    kept = next(item for item in candidates if item.seed == result.seed)
-    log.info("best_of=%d: kept seed %d (wer %.3f, sim %s)", settings.best_of, result.seed, kept.wer, "-" if kept.sim is None else f"{kept.sim:.3f}")
-    return result
+    kept = next(index for index, item in enumerate(candidates) if item.seed == result.seed)
+    draws = Draws(text, tries_of(candidates), kept, None)
+    log.info("best_of=%d: kept seed %d (wer %.3f, sim %s)", settings.best_of, result.seed, draws.kept_try.wer,
+             "-" if draws.kept_try.sim is None else f"{draws.kept_try.sim:.3f}")
+    return result, draws
 
 
 def read_text(settings: InferConfig) -> str:

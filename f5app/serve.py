@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from f5app.cli_help import run_hydra_app
 from f5app.config import CONF_DIR, ServeConfig, ServerConfig, VoiceConfig, to_settings
 from f5app.errors import UserError, exit_on_user_error
+from f5app.inference.reference import ReferencePreparer
 from f5app.inference.upstream_import import defer_unused_imports
 from f5app.serving.metrics import Metrics
 from f5app.serving.voices import VoiceStore
@@ -62,8 +63,10 @@ def api_key_for(server: ServerConfig) -> str | None:
     return key
 
 
-def build(settings: ServeConfig, transcribe=None):
-    """(ASGI app, engine) for ``settings``; the engine gets its Synthesizer from :func:`load_into`."""
+def build(settings: ServeConfig, transcribe=None, references=None):
+    """(ASGI app, engine) for ``settings``; the engine gets its Synthesizer from :func:`load_into`.
+
+    ``references``: the reference preparer uploads go through (default: one from ``settings``)."""
     from f5app.inference.synthesizer import parse_voices, require_files  # deferred: f5app.inference.synthesizer costs 0.58 s to import (numpy, soundfile; -X importtime); --help must stay fast
     from f5app.serving.app import create_app  # deferred: f5app.serving.app costs 1.09 s to import (fastapi, starlette; -X importtime); --help must stay fast
     from f5app.serving.queue import Engine  # deferred: f5app.serving.queue costs 0.28 s to import (numpy, soundfile; -X importtime); --help must stay fast
@@ -90,37 +93,41 @@ def build(settings: ServeConfig, transcribe=None):
     metrics = Metrics(queue_depth=engine.depth, active=engine.active, ready=lambda: engine.ready,
                       reference_cache=engine.reference_cache_entries)
     voices_dir = Path(server.voices_dir).expanduser() if server.voices_dir else Path(settings.run_dir) / "voices"
+    if references is None:
+        references = ReferencePreparer(settings.reference, settings.asr, settings.speaker)
     store = VoiceStore(voices_dir, configured, max_upload_bytes=server.max_upload_bytes,
                        max_upload_seconds=server.max_upload_seconds, max_transcript_chars=server.max_transcript_chars,
                        max_transcript_chars_per_second=server.max_transcript_chars_per_second,
-                       reference_seconds=settings.max_ref_seconds, transcribe=transcribe, default=default)
+                       reference_seconds=settings.max_ref_seconds, transcribe=transcribe, default=default,
+                       references=references)
     model_id = server.model_id or f"f5app-{settings.run_name}"
     app = create_app(server=server, engine=engine, voices=store, metrics=metrics, api_key=api_key, model_id=model_id)
     return app, engine
 
 
-def load_into(engine, settings: ServeConfig) -> None:
+def load_into(engine, settings: ServeConfig, references=None) -> None:
     """Resolve the checkpoint and build the Synthesizer (seconds to minutes), then open the queue."""
     from f5app.inference.synthesizer import Synthesizer  # deferred: f5app.inference.synthesizer costs 0.58 s to import (numpy, soundfile; -X importtime); --help must stay fast
 
     started = time.perf_counter()
-    synthesizer = Synthesizer.from_config(settings, run_dir=Path(settings.run_dir))
+    synthesizer = Synthesizer.from_config(settings, run_dir=Path(settings.run_dir), references=references)
     engine.attach(synthesizer)
     log.info("loaded %s on %s in %.1f s (max_batch %d); ready", synthesizer.source, synthesizer.device,
              time.perf_counter() - started, synthesizer.max_batch)
 
 
-def upload_transcriber(settings: ServeConfig):
+def upload_transcriber(settings: ServeConfig, references=None):
     """``transcribe(path) -> text`` for uploads without a transcript (``server.transcribe_uploads``),
-    with the ``asr=`` group's model, built on first use and then kept; None when switched off."""
+    with the ``asr=`` group's model (the reference preparer's, when given), built on first use and
+    then kept; None when switched off."""
     if not settings.server.transcribe_uploads:
         return None
 
+    preparer = references or ReferencePreparer(settings.reference, settings.asr, settings.speaker)
+
     @functools.cache
     def transcriber():
-        from f5app.speech.asr import build_transcriber  # deferred: f5app.speech.asr costs 0.29 s to import (numpy, soundfile; -X importtime); --help must stay fast
-
-        return build_transcriber(settings.asr, device="cpu")
+        return preparer.transcriber()
 
     def transcribe(path: Path) -> str:
         import soundfile as sf  # deferred: soundfile (with numpy) costs 0.19 s to import (-X importtime); --help must stay fast
@@ -136,14 +143,15 @@ def run(cfg: DictConfig | ServeConfig) -> None:
 
     settings: ServeConfig = cfg if isinstance(cfg, ServeConfig) else to_settings(cfg, ServeConfig)
     server = settings.server
-    app, engine = build(settings, transcribe=upload_transcriber(settings))
+    references = ReferencePreparer(settings.reference, settings.asr, settings.speaker)  # one set of models for uploads and synthesis
+    app, engine = build(settings, transcribe=upload_transcriber(settings, references), references=references)
     config = uvicorn.Config(app, host=server.host, port=server.port, log_config=None, log_level=server.log_level,
                             timeout_graceful_shutdown=server.shutdown_timeout, lifespan="off")
     web = uvicorn.Server(config)
 
     def load() -> None:
         try:
-            load_into(engine, settings)
+            load_into(engine, settings, references)
         except BaseException as error:  # reported after the server stops, as the exit status
             engine.load_error = error
             web.should_exit = True

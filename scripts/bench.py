@@ -41,6 +41,9 @@ Sections (docs/benchmarks.md has the goals and the latest table):
   speed       (only with --only speed or --model) inference at real sizes, --model f5tts_v1_small|f5tts_v1_base:
               f5app (fp32, bf16, int8) vs upstream ``infer_process`` at NFE 7 and 32, RTF, FLOP/s against this
               machine's matmul peak, mel difference vs fp32, reference length, TTFA (scripts/bench_speed.py).
+  verify_asr  verify=asr: checking (tiny.en + resemblyzer) per second of audio vs synthesis per second of
+              audio at f5tts_v1_small (random weights) and demo size; reference preparation's steps
+              (transcription, alignment and cut, DNSMOS, speaker spread) (scripts/bench_verify_asr.py).
   lora        finetune=lora vs finetune=full on ``--lora-model`` (f5tts_v1_small): trainable share, peak
               RSS, updates/s, checkpoint size, save stall; voices switched on one base (scripts/bench_lora.py).
 
@@ -68,7 +71,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
-SECTIONS = ("training", "save", "resolve", "infer", "cli", "verify", "evaluation", "serve", "prepare", "lora", "speed")
+SECTIONS = ("training", "save", "resolve", "infer", "cli", "verify", "evaluation", "serve", "prepare", "lora", "speed", "verify_asr")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
 
 
@@ -882,6 +885,20 @@ def bench_evaluation(quick: bool, device: str, repeats: int, work: Path, logs: P
         raise RuntimeError(f"scripts/bench_eval.py failed (exit {status}); see {logs / 'evaluation.log'}")
     return {**json.loads(out.read_text()), "seconds": seconds}
 
+# ---------------------------------------------------------------------------------------- verify_asr
+def bench_verify_asr(device: str, nfe: int, repeats: int, work: Path, logs: Path) -> dict[str, Any]:
+    """scripts/bench_verify_asr.py in its own process (it loads two model sizes, the ASR, DNSMOS and resemblyzer)."""
+    if device != "cpu":
+        raise RuntimeError("the verify_asr section measures the CPU (its goal is this CPU's); run it with --device cpu")
+    out = work / "verify_asr.json"
+    command = [sys.executable, str(SCRIPTS / "bench_verify_asr.py"), "--nfe", str(nfe), "--repeats", str(repeats),
+               "--json", str(out), "--workdir", str(work / "verify_asr")]
+    seconds, status = run_timed(command, cwd=ROOT, env=worker_env(), log=logs / "verify_asr.log")
+    if status != 0:
+        raise RuntimeError(f"scripts/bench_verify_asr.py failed (exit {status}); see {logs / 'verify_asr.log'}")
+    return {**json.loads(out.read_text()), "seconds": seconds}
+
+
 # ---------------------------------------------------------------------------------------- serving
 THREE_SENTENCES = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
                    "It is easy to tell the depth of a well.")
@@ -1243,6 +1260,11 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
     rows += [Row(**row) for row in _bench_prepare_module().table_rows(results.get("prepare"))]
     if results.get("speed"):
         rows += speed_rows(results["speed"])
+    if results.get("verify_asr"):
+        sys.path[:0] = [str(SCRIPTS)]
+        import bench_verify_asr
+
+        rows += [Row(**row) for row in bench_verify_asr.table_rows(results["verify_asr"])]
     return rows
 
 
@@ -1305,10 +1327,10 @@ def main(argv: list[str] | None = None) -> int:
                "  variants: {f5app|upstream|checkpoint_activations|adamw8bit: {updates_per_s, flops_per_s, model_flops,\n"
                "  matmul_peak_flops, mfu, peak_rss_mib, cuda_peak_allocated_mib, updates, seconds, batches}}}\n"
                "and OUT['table'] (Markdown). The sections and their method: the top of scripts/bench.py.")
-    parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference, evaluation, serve or lora section unless --only names it (under 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="reduced sizes, no inference, evaluation, serve, lora or verify_asr section unless --only names it (under 3 minutes)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} ('train' is 'training'; default: all but prepare; --quick: also not infer, evaluation, serve, lora)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} ('train' is 'training'; default: all but prepare; --quick: also not infer, evaluation, serve, lora, verify_asr)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads in both training workers (default 1: steadier on a shared CPU; 0: torch's default)")
     parser.add_argument("--repeats", type=int, help="override every section's repetitions")
@@ -1328,12 +1350,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-updates", type=int, help="training section at a real size: timed updates per variant (default 2 on CPU, 20 on CUDA)")
     parser.add_argument("--train-clips", type=int, help="training section at a real size: demo clips trained on (default 4 on CPU, 40 on CUDA)")
     parser.add_argument("--train-frames", type=int, help="training section at a real size: mel frames per batch (default 500 on CPU, 9000 on CUDA)")
+    parser.add_argument("--verify-nfe", type=int, default=32, help="sampling steps of the verify_asr section's synthesis (the product default is 32)")
     args = parser.parse_args(argv)
     if args.only:
         args.only = ",".join("training" if name == "train" else name for name in args.only.split(","))
     # prepare (an hour of audio through the recordings pipeline) runs only when named: --only prepare;
     # --quick also leaves out the sections that take minutes each on a CPU
-    only = set(args.only.split(",")) if args.only else {"training", "speed"} if args.model else set(SECTIONS) - {"prepare", "speed"} - ({"infer", "evaluation", "serve", "lora"} if args.quick else set())
+    only = set(args.only.split(",")) if args.only else {"training", "speed"} if args.model else set(SECTIONS) - {"prepare", "speed"} - ({"infer", "evaluation", "serve", "lora", "verify_asr"} if args.quick else set())
     unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
@@ -1368,6 +1391,7 @@ def main(argv: list[str] | None = None) -> int:
             ("prepare", "prepare", lambda: bench_prepare(args.quick, args.prepare_minutes, work, logs)),
             ("lora", "lora", lambda: _bench_lora(args, sizes, work, logs)),
             ("speed", "speed", lambda: bench_speed(args.model or "f5tts_v1_small", args.device, work, logs)),
+            ("verify_asr", "verify_asr", lambda: bench_verify_asr(args.device, args.verify_nfe, args.repeats or 1, work, logs)),
         ):
             if section in only:
                 print(f"[{time.perf_counter() - started:5.0f} s] {section} ...", file=sys.stderr)

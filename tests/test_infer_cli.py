@@ -20,7 +20,7 @@ from infer_fixtures import (
     upstream_trainer_pt,
 )
 
-FAST = ["nfe_step=4", "vocoder.n_iter=4", "device=cpu", "progress=false"]
+FAST = ["nfe_step=4", "vocoder.n_iter=4", "device=cpu", "progress=false", "reference.check=false"]  # checks: test_reference.py
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

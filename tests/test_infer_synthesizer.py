@@ -154,18 +154,22 @@ def test_unreadable_reference_is_refused(synth, tmp_path):
         synth.synthesize("Hello.", bad, "Hi.")
 
 
-def test_reference_without_transcript_is_refused(synth):
-    with pytest.raises(InferenceInputError, match="ref_text"):
-        synth.synthesize("Hello.", upstream_ref_wav(), "  ")
+def test_reference_without_transcript_is_transcribed_with_the_bundled_asr(synth):
+    synth.synthesize("Hello.", upstream_ref_wav(), "  ", seed=0)
+    prepared = synth.prepared_references()[str(upstream_ref_wav())]
+    assert prepared["transcript_source"] == "transcribed"
+    assert prepared["transcript"].lower().replace(",", "").replace(".", "").strip() == "some call me nature others call me mother nature"
 
 
-def test_long_reference_is_trimmed_with_a_warning(synth, tmp_path, caplog):
+def test_long_reference_is_cut_where_its_transcript_ends(synth, tmp_path, caplog):
     wav, sr = sf.read(upstream_ref_wav(), dtype="float32")
     long_ref = tmp_path / "long.wav"
-    sf.write(long_ref, np.concatenate([wav, wav, wav]), sr)  # ~16 s
-    with caplog.at_level(logging.WARNING):
+    sf.write(long_ref, np.concatenate([wav, wav, wav]), sr)  # ~16 s; the transcript says the first third
+    with caplog.at_level(logging.INFO):
         result = synth.generate("Hi there.", long_ref, UPSTREAM_REF_TEXT, seed=0)
-    assert "trimmed to" in caplog.text and "limit is 12 s" in caplog.text
+    assert "cut to" in caplog.text and "limit is 12 s" in caplog.text
+    prepared = synth.prepared_references()[str(long_ref)]
+    assert prepared["cut"]["last_word"] == "nature." and prepared["seconds"] < 6.0
     assert result.wav.size > 0
 
 

@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # the synthesiser is handed in (duck-typed); evaluation sits 
     from f5app.text.normalise import Normaliser
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class NothingToScore(UserError):
@@ -243,18 +245,43 @@ class Evaluator:
         """
         if count < 1:
             raise ValueError(f"count={count} must be at least 1")
-        best: tuple[tuple[float, float], "Synthesis"] | None = None
-        scores = []
-        for index in range(count):
-            synthesis = synthesizer.generate(text, ref_audio, ref_text, seed=seed + index, **overrides)
-            item = self.score(as_written(synthesis.wav, synthesis.sample_rate), synthesis.sample_rate, text, sim_reference,
+
+        def make(candidate_seed: int) -> "Synthesis":
+            return synthesizer.generate(text, ref_audio, ref_text, seed=candidate_seed, **overrides)
+
+        def judge(synthesis: "Synthesis", candidate_seed: int) -> ItemScore:
+            return self.score(as_written(synthesis.wav, synthesis.sample_rate), synthesis.sample_rate, text, sim_reference,
                               id=f"seed{synthesis.seed}", seed=synthesis.seed)
-            scores.append(item)
-            rank = (item.wer, -(item.sim if item.sim is not None else 0.0))
-            if best is None or rank < best[0]:
-                best = (rank, synthesis)
-        assert best is not None
-        return best[1], scores
+
+        # The mechanism verify=asr uses per chunk (f5app/inference/verify.py), over the whole text, with no early stop.
+        best, scores, _ = draw_best(make, judge, [seed + index for index in range(count)])
+        return best, scores
+
+
+def rank(item: ItemScore) -> tuple[float, float]:
+    """Lower is better: WER first, then SIM (higher wins; no SIM counts as 0)."""
+    return (item.wer, -(item.sim if item.sim is not None else 0.0))
+
+
+def draw_best(
+    make: Callable[[int], T], score: Callable[[T, int], ItemScore], seeds: list[int],
+    good: Optional[Callable[[ItemScore], bool]] = None,
+) -> tuple[T, list[ItemScore], int]:
+    """Try ``seeds`` in order (stopping at the first ``good`` one, when given); ``(best, scores, best index)``."""
+    if not seeds:
+        raise ValueError("draw_best needs at least one seed")
+    best: Optional[tuple[tuple[float, float], T, int]] = None
+    scores: list[ItemScore] = []
+    for seed in seeds:
+        made = make(seed)
+        item = score(made, seed)
+        scores.append(item)
+        if best is None or rank(item) < best[0]:
+            best = (rank(item), made, len(scores) - 1)
+        if good is not None and good(item):
+            break
+    assert best is not None
+    return best[1], scores, best[2]
 
 
 def as_written(wav: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -42,7 +42,8 @@ from f5app.inference.chunking import CrossFadeStream, cross_fade
 from f5app.inference.defaults import DefaultReference, default_reference
 from f5app.inference.duration import SpeakingRate, TimedWord, rate_from_duration, rate_from_words
 from f5app.inference.errors import InferenceInputError
-from f5app.inference.reference import TAIL_SILENCE_SECONDS, Reference, load_reference
+from f5app.inference.reference import TAIL_SILENCE_SECONDS, PreparedReference, Reference, ReferencePreparer, default_preparer
+from f5app.inference.verify import build_verifier
 from f5app.inference.text import (
     MAIN_VOICE,
     apply_unknown_policy,
@@ -53,7 +54,7 @@ from f5app.inference.text import (
     split_voices,
     to_tokens,
 )
-from f5app.speech.asr import Transcriber, build_transcriber
+from f5app.speech.asr import Transcriber
 from f5app.text.normalise import Normaliser, build_normaliser, recorded_language
 
 if TYPE_CHECKING:
@@ -152,6 +153,7 @@ class Synthesis:
     dropped_chars: list[str] = field(default_factory=list)
     normalized_text: str = ""  # the text as spoken (text_norm), voice tags removed
     chunk_waves: list[np.ndarray] = field(default_factory=list)  # each chunk's audio before cross-fading
+    verification: list[Any] = field(default_factory=list)  # verify=asr: each chunk's Draws (inference/verify.py)
 
     @property
     def seconds(self) -> float:
@@ -160,10 +162,14 @@ class Synthesis:
 
 @dataclass
 class _Voice:
-    reference: Reference
+    prepared: PreparedReference
     tokens: list[str]  # reference transcript as model tokens
     rms: float
     rate: SpeakingRate  # how fast this voice speaks (f5app/inference/duration.py)
+
+    @property
+    def reference(self):  # noqa: ANN201
+        return self.prepared.reference
 
 
 @dataclass
@@ -184,6 +190,10 @@ class Synthesizer:
     network: Optional["Network"] = None  # how the DiT runs (inference/precision.py); None: fp32
     normaliser: Normaliser = field(default_factory=lambda: Normaliser("none", None))  # text_norm=
     rate_transcriber: Optional["Transcriber"] = None  # word timestamps of references (speaking_rate=asr)
+    # Reference preparation (inference/reference.py); default: no checks, the bundled tiny.en for
+    # references without a transcript or too long to use whole.
+    references: ReferencePreparer = field(default_factory=lambda: default_preparer())
+    verifier: Any = None  # f5app.inference.verify.ChunkVerifier: every chunk checked (verify=asr); None: off
     # Prepared references, most recently used last; a long-lived server bounds it (server.reference_cache_size).
     reference_cache_size: int = 16
     _voice_cache: "OrderedDict[tuple, _Voice]" = field(default_factory=OrderedDict, repr=False)
@@ -192,12 +202,17 @@ class Synthesizer:
     # ---------------------------------------------------------------- building
 
     @classmethod
-    def from_config(cls, cfg: InferConfig, run_dir: str | Path) -> "Synthesizer":
-        """Resolve the checkpoint (``cfg.ckpt``), build and load the model, build the vocoder."""
+    def from_config(cls, cfg: InferConfig, run_dir: str | Path, references: Optional[ReferencePreparer] = None) -> "Synthesizer":
+        """Resolve the checkpoint (``cfg.ckpt``), build and load the model, build the vocoder.
+
+        ``references``: a preparer to share (the server's uploads use the same models); default:
+        one from ``cfg.reference``, ``cfg.asr`` and ``cfg.speaker``.
+        """
         from f5app.inference.precision import pick_dtype, prepare_network  # deferred: imports torch (1.9 s, NOTES.md)
 
         # Everything the user typed is checked before seconds go into loading weights.
         settings = SamplingSettings.from_infer_config(cfg).validated()
+        rate_from_asr = speaking_rate_from_asr(cfg)
         voices = parse_voices(cfg.voices)
         require_files([(f"voices.{name}.ref_audio", v.ref_audio) for name, v in voices.items()])
         device = pick_device(cfg.device)
@@ -228,6 +243,9 @@ class Synthesizer:
         network = prepare_network(cfm, dtype, device, quantize=cfg.quantize, compile=cfg.compile)
         vocoder = load_vocoder(cfg.vocoder, model_config.mel, device=device)
         normaliser = build_normaliser(cfg.text_norm, recorded_language(chosen.metadata.config if chosen.metadata else None))
+        if references is None:
+            references = ReferencePreparer(cfg.reference, cfg.asr, cfg.speaker, device=device)
+        verifier = build_verifier(cfg.verify, references) if cfg.verify.name != "off" else None
         return cls(
             cfm=cfm,
             vocoder=vocoder,
@@ -244,7 +262,9 @@ class Synthesizer:
             adapters=adapters,
             network=network,
             normaliser=normaliser,
-            rate_transcriber=pick_rate_transcriber(cfg, device),
+            rate_transcriber=references.transcriber() if rate_from_asr else None,
+            references=references,
+            verifier=verifier,
         )
 
     # ---------------------------------------------------------------- synthesis
@@ -345,7 +365,8 @@ class Synthesizer:
         Chunks that share the sampling knobs run as one padded batch through ``CFM.sample``, at
         most ``max_batch`` at a time (1: one after another). Each chunk keeps its own seed, and the
         padding is masked out of attention, so a chunk sounds the same batched or alone (within
-        float rounding: the padded sums run in another order).
+        float rounding: the padded sums run in another order). With a ``verifier`` (verify=asr)
+        each chunk is then checked and, when it misses, drawn again alone with the next seed.
         """
         results: list[Optional[RenderedChunk]] = [None] * len(chunks)
         groups: dict[tuple, list[int]] = {}
@@ -362,6 +383,11 @@ class Synthesizer:
         for batch in self._progress(batches, progress and len(chunks) > 1):
             for index, rendered in zip(batch, self._render_batch([chunks[i] for i in batch])):
                 results[index] = rendered
+        if self.verifier is not None:
+            results = [
+                self.verifier.check(chunk, first, lambda job: self._render_batch([job])[0], self.sample_rate)
+                for chunk, first in zip(chunks, results)
+            ]
         return [r for r in results if r is not None]
 
     def _frames(self, chunk: "ChunkJob") -> tuple[int, int]:
@@ -447,10 +473,8 @@ class Synthesizer:
         return replace(self.settings, **overrides).validated()
 
     def _main_voice(self, ref_audio: str | Path | None, ref_text: str | None) -> VoiceConfig:
-        if ref_audio is not None and ref_text is not None:
-            return VoiceConfig(ref_audio=str(ref_audio), ref_text=ref_text)
-        if ref_audio is not None:
-            raise InferenceInputError(f"ref_audio={ref_audio} needs ref_text=\"what the reference says\"")
+        if ref_audio is not None:  # without ref_text the reference is transcribed (inference/reference.py)
+            return VoiceConfig(ref_audio=str(ref_audio), ref_text=ref_text or "")
         if ref_text is not None:
             raise InferenceInputError("ref_text is set but ref_audio is not; pass both (or neither, for the default voice)")
         if MAIN_VOICE in self.voices:
@@ -473,15 +497,18 @@ class Synthesizer:
             if key in self._voice_cache:
                 self._voice_cache.move_to_end(key)
                 return self._voice_cache[key]
-        reference = load_reference(ref_audio, ref_text, self.sample_rate, settings.max_ref_seconds)
-        reference = replace(reference, text=normalize_ref_text(self.normaliser.normalise(reference.text)))
+        prepared = self.references.prepare(ref_audio, ref_text, self.sample_rate, settings.max_ref_seconds)
+        prepared.log_summary(str(ref_audio))
+        spoken = normalize_ref_text(self.normaliser.normalise(prepared.reference.text))
+        prepared = replace(prepared, reference=replace(prepared.reference, text=spoken))
+        reference = prepared.reference
         tokens, _ = apply_unknown_policy(
             to_tokens(reference.text, self._vocab_map), self._vocab_map, "drop", "ref_text"
         )
         rms = float(np.sqrt(np.mean(reference.wav.astype(np.float64) ** 2)))
         rate = self._speaking_rate(reference)
         log.info("speaking rate of %s: %s", reference.path, rate.describe())
-        voice = _Voice(reference=reference, tokens=tokens, rms=max(rms, 1e-8), rate=rate)
+        voice = _Voice(prepared=prepared, tokens=tokens, rms=max(rms, 1e-8), rate=rate)
         with self._voice_cache_lock:
             self._voice_cache[key] = voice
             while len(self._voice_cache) > max(1, self.reference_cache_size):
@@ -514,6 +541,10 @@ class Synthesizer:
         words = self.rate_transcriber.transcribe(speech, self.sample_rate, word_timestamps=True).words
         return rate_from_words([TimedWord(self.normaliser.normalise(w.text), w.start, w.end) for w in words], by_duration)
 
+    def prepared_references(self) -> dict[str, dict[str, Any]]:
+        """Each reference prepared so far (path -> how it was prepared and judged), for result files."""
+        return {str(voice.reference.path): voice.prepared.to_dict() for voice in self._voice_cache.values()}
+
     def _progress(self, batches: list, show: bool) -> Any:
         if not show:
             return batches
@@ -542,6 +573,7 @@ class ChunkJob:
 class RenderedChunk:
     wave: np.ndarray  # float32 mono
     mel: np.ndarray  # (n_mels, frames)
+    verification: Any = None  # verify=asr: the chunk's Draws (f5app.inference.verify)
 
 
 @dataclass
@@ -571,6 +603,7 @@ class SpeechPlan:
             dropped_chars=self.dropped_chars,
             normalized_text=self.normalized_text,
             chunk_waves=[r.wave for r in rendered],
+            verification=[r.verification for r in rendered if r.verification is not None],
         )
 
 
@@ -596,6 +629,7 @@ def _padding_masked_in_attention(cfm: Any) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------- config edges
+
 
 
 def parse_voices(raw: dict[str, Any]) -> dict[str, VoiceConfig]:
@@ -626,11 +660,12 @@ def check_fix_duration(fix_duration: Optional[float], reference: Reference) -> N
         )
 
 
-def pick_rate_transcriber(cfg: InferConfig, device: str) -> Optional["Transcriber"]:
-    """The ASR whose word timestamps give each voice's speaking rate, or None (rate from duration).
+def speaking_rate_from_asr(cfg: InferConfig) -> bool:
+    """Whether each voice's speaking rate comes from the asr= model's word timestamps (else from its duration).
 
     ``speaking_rate=auto`` uses the asr= model only when it needs no download (``asr=tiny_en``,
     bundled; or ``asr.model`` naming a local folder); ``asr`` always does; ``duration`` never.
+    The model is the reference preparer's, loaded once for both.
     """
     choice = cfg.speaking_rate
     if choice not in ("auto", "asr", "duration"):
@@ -638,9 +673,9 @@ def pick_rate_transcriber(cfg: InferConfig, device: str) -> Optional["Transcribe
     local = cfg.asr.name == "tiny_en" or Path(cfg.asr.model).expanduser().is_dir()
     if choice == "duration" or (choice == "auto" and not local):
         log.info("speaking rate: from each reference's duration (speaking_rate=%s; asr=tiny_en learns it from word timestamps)", choice)
-        return None
+        return False
     log.info("speaking rate: from word timestamps of %s (speaking_rate=%s)", cfg.asr.name, choice)
-    return build_transcriber(cfg.asr, device="cpu" if device.startswith("mps") else device.split(":")[0])
+    return True
 
 
 def require_files(named_paths: list[tuple[str, str | Path | None]]) -> None:

@@ -82,7 +82,7 @@ def create_app(*, server: ServerConfig, engine: Engine, voices: VoiceStore, metr
         from fastapi.middleware.cors import CORSMiddleware  # deferred: only servers configured with server.cors_origins add the middleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(server.cors_origins), allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Seed", "X-Sample-Rate", "X-Chunks", *TEXT_HEADERS])
+                           allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Seed", "X-Sample-Rate", "X-Chunks", "X-Verify", *TEXT_HEADERS])
     # Added last, so it runs first: Host, Origin and Content-Type are checked before CORS or any route.
     install_guard(app, GuardPolicy.from_config(server, key_required=api_key is not None), content_types={"/v1/voices": FORM})
 
@@ -232,6 +232,8 @@ def create_app(*, server: ServerConfig, engine: Engine, voices: VoiceStore, metr
         if not stream:
             data = await run_in_threadpool(encode, value.wav, value.sample_rate, fmt)
             metrics.add_audio_seconds(value.seconds)
+            if value.verification:  # verify=asr: each chunk's tries (f5app/inference/verify.py)
+                headers["X-Verify"] = json.dumps([d.to_dict() for d in value.verification], ensure_ascii=True, separators=(",", ":"))
             return Response(data, media_type=media_type, headers=headers)
         return StreamingResponse(_stream_body(job, fmt, synth.sample_rate, value, metrics), media_type=media_type, headers=headers)
 

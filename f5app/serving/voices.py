@@ -2,7 +2,13 @@
 ones, kept in the run folder so a restart finds them.
 
     <voices_dir>/<name>/reference.flac   the uploaded clip, decoded and re-encoded (never the raw bytes)
-    <voices_dir>/<name>/voice.json       {"name", "transcript", "created_at", "seconds", "original_filename"}
+    <voices_dir>/<name>/voice.json       {"name", "transcript", "created_at", "seconds", "original_filename",
+                                          "reference": how it was prepared and judged (inference/reference.py)}
+
+With a :class:`~f5app.inference.reference.ReferencePreparer` the upload is prepared as synthesis
+prepares it: trimmed, cut at a word when over ``max_ref_seconds`` (the transcript cut at the same
+word), judged; what is kept is the prepared clip and transcript, and a failed check is a 400
+naming the reason.
 
 A voice folder is written under a hidden temporary name and renamed into place once complete,
 so a crash never leaves half a voice. Names are one word of letters, digits, ``-`` and ``_``:
@@ -23,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import soundfile as sf
@@ -31,8 +37,7 @@ import soundfile as sf
 from f5app.config import VoiceConfig
 from f5app.errors import UserError
 from f5app.files import fsync_dir, write_json_atomic
-from f5app.inference.errors import InferenceInputError
-from f5app.inference.reference import MAX_REFERENCE_SECONDS, load_reference
+from f5app.inference.reference import MAX_REFERENCE_SECONDS, ReferencePreparer, default_preparer
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +87,11 @@ class Voice:
     transcript: Optional[str]
     speed: Optional[float] = None
     created_at: Optional[str] = None
+    reference: Optional[dict[str, Any]] = None  # uploads: how the clip was prepared and judged
 
     def to_dict(self) -> dict:
         return {"id": self.name, "object": "voice", "name": self.name, "source": self.source,
-                "transcript": self.transcript, "created_at": self.created_at}
+                "transcript": self.transcript, "created_at": self.created_at, "reference": self.reference}
 
 
 def check_name(name: str) -> str:
@@ -109,6 +115,7 @@ class VoiceStore:
         reference_seconds: float = MAX_REFERENCE_SECONDS,
         transcribe: Transcriber | None = None,
         default: VoiceConfig | None = None,
+        references: Optional[ReferencePreparer] = None,
     ):
         # Absolute, so a message that names a file under it is recognised as a path and kept out of answers.
         self.folder = Path(folder).expanduser().absolute()
@@ -120,6 +127,7 @@ class VoiceStore:
         self.max_transcript_chars_per_second = max_transcript_chars_per_second
         self.reference_seconds = reference_seconds  # synthesis keeps this much of a clip (max_ref_seconds)
         self.transcribe = transcribe
+        self.references = references  # None: no checks, tiny.en only to cut a clip too long to use whole
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ reading
@@ -166,7 +174,8 @@ class VoiceStore:
             return None
         if not (folder / AUDIO_FILE).is_file():
             return None
-        return Voice(name, "uploaded", folder / AUDIO_FILE, str(record.get("transcript", "")), None, record.get("created_at"))
+        return Voice(name, "uploaded", folder / AUDIO_FILE, str(record.get("transcript", "")), None, record.get("created_at"),
+                     record.get("reference"))
 
     # ------------------------------------------------------------------ writing
 
@@ -195,8 +204,10 @@ class VoiceStore:
             try:
                 sf.write(tmp / AUDIO_FILE, mono, sample_rate, format="FLAC")
                 text = given or self._transcribed(tmp / AUDIO_FILE)
-                self._check_reference(tmp / AUDIO_FILE, text, sample_rate, seconds)
-                record = {"name": name, "transcript": text, "seconds": round(seconds, 3),
+                prepared = self._prepared(tmp / AUDIO_FILE, text, sample_rate, seconds)
+                if prepared is not None:
+                    text = prepared["transcript"]
+                record = {"name": name, "transcript": text, "seconds": round(seconds, 3), "reference": prepared,
                           "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                           "original_filename": os.path.basename(filename or "")[:200]}
                 write_json_atomic(tmp / RECORD_FILE, record)
@@ -236,21 +247,34 @@ class VoiceStore:
             raise VoiceError("no speech was recognised in the clip; send the form field `transcript`")
         return text
 
-    def _check_reference(self, path: Path, transcript: str, sample_rate: int, clip_seconds: float) -> None:
-        """The same preparation synthesis applies (silence trimmed, cut to ``reference_seconds``), so
-        a clip it cannot use, or a transcript far longer than the speech it keeps, is refused now."""
+    def _prepared(self, path: Path, transcript: str, sample_rate: int, clip_seconds: float) -> dict[str, Any] | None:
+        """The preparation synthesis applies, now: a clip it cannot use, one that fails a check, or a
+        transcript far longer than the speech it keeps, is refused.
+
+        With a preparer, ``path`` is replaced by the prepared clip (trimmed, cut at a word) and
+        the returned record's ``transcript`` is the transcript cut at the same word.
+        """
+        preparer = self.references or default_preparer()
         try:
-            reference = load_reference(path, transcript, sample_rate, max_seconds=self.reference_seconds)
-        except InferenceInputError as exc:
+            prepared = preparer.prepare(path, transcript, sample_rate, self.reference_seconds)
+        except UserError as exc:
             raise VoiceError(str(exc).replace(str(path), "the uploaded clip")) from None
-        rate = len(transcript) / reference.seconds
+        if prepared.problems:
+            raise VoiceError("the reference clip was refused: " + "; ".join(prepared.problems))
+        reference = prepared.reference
+        rate = len(reference.text) / reference.seconds
         if rate > self.max_transcript_chars_per_second:
             kept = f"{reference.seconds:.1f} s of speech" + (
                 f" (synthesis keeps at most max_ref_seconds={self.reference_seconds:g} of the {clip_seconds:.0f} s clip, cut at a pause)"
                 if clip_seconds > self.reference_seconds else "")
-            raise VoiceError(f"the transcript is {len(transcript)} characters for {kept}, {rate:.0f} characters per second; "
+            raise VoiceError(f"the transcript is {len(reference.text)} characters for {kept}, {rate:.0f} characters per second; "
                              f"the limit is {self.max_transcript_chars_per_second:g} (server.max_transcript_chars_per_second): "
                              f"send what the clip says, for a clip of 3-12 s")
+        prepared.log_summary("upload")
+        if self.references is None:
+            return None
+        sf.write(path, reference.wav, sample_rate, format="FLAC")
+        return prepared.to_dict()
 
 
 def decode_upload(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
