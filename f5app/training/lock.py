@@ -82,30 +82,6 @@ class RunLock:
         self.release()
 
 
-def locked_by(run_dir: Path) -> str | None:
-    """Who holds the run's lock now ("pid N on HOST (since ...)"), or None when nobody does.
-
-    Only looks: the file is never created or written, and the probe's own flock is dropped at once.
-    """
-    try:
-        fd = os.open(Path(run_dir) / ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None  # no lock file (never trained), or not one we would use
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read_holder(fd)
-        except OSError:
-            return None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
 def _open_lock_file(path: Path) -> int:
     """An fd for ``path``, created if absent; :class:`LockUnavailable` unless it is this run's own file."""
     try:
