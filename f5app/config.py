@@ -351,7 +351,10 @@ class ServerConfig:
     port: int = 8000
     api_key: Optional[str] = None  # bearer token; default: the environment variable below
     api_key_env: str = "F5APP_API_KEY"
-    cors_origins: list[str] = field(default_factory=list)  # e.g. [http://localhost:3000]; empty: CORS off
+    cors_origins: list[str] = field(default_factory=list)  # e.g. [http://localhost:3000]; empty: only the server's own page
+    # Host names (``name`` at server.port, or ``name:port``) the server is reached by besides
+    # localhost, loopback and server.host; without a key any other Host is refused (DNS rebinding).
+    allowed_hosts: list[str] = field(default_factory=list)
     model_id: Optional[str] = None  # the name /v1/models lists; default: f5app-<run_name>
     voices_dir: Optional[str] = None  # uploaded voices; default: <run_dir>/voices
     max_text_chars: int = 4096  # OpenAI's limit for `input`

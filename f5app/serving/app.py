@@ -26,7 +26,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from f5app.config import ServerConfig
 from f5app.errors import UserError
+from f5app.serving.errors import error_body
 from f5app.serving.formats import FORMATS, STREAMABLE, UNSUPPORTED, encode, pcm16, streaming_wav_header
+from f5app.serving.guard import FORM, GuardPolicy, install_guard
 from f5app.serving.metrics import Metrics
 from f5app.serving.queue import Cancelled, Engine, QueueFull, SpeechJob
 from f5app.serving.voices import VoiceError, VoiceStore
@@ -44,10 +46,6 @@ class ApiError(Exception):
                  param: Optional[str] = None, headers: Optional[dict[str, str]] = None):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param, self.headers = status, message, type_, code, param, headers
-
-
-def error_body(message: str, type_: str, code: Optional[str] = None, param: Optional[str] = None) -> dict:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 def error_response(error: ApiError) -> JSONResponse:
@@ -78,11 +76,13 @@ def create_app(*, server: ServerConfig, engine: Engine, voices: VoiceStore, metr
     """The ASGI app (FastAPI inside the size-limit and metrics wrappers)."""
     app = FastAPI(title="f5app speech server", docs_url=None, redoc_url=None, openapi_url=None)
     model_ids = (model_id, *OPENAI_MODEL_ALIASES)
-    if server.cors_origins:  # off by default: a page elsewhere cannot call this server from a browser
+    if server.cors_origins:  # off by default: only the page at / (same origin) calls this server from a browser
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(server.cors_origins), allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Seed", "X-Sample-Rate", "X-Chunks"])
+    # Added last, so it runs first: Host, Origin and Content-Type are checked before CORS or any route.
+    install_guard(app, GuardPolicy.from_config(server, key_required=api_key is not None), content_types={"/v1/voices": FORM})
 
     # ------------------------------------------------------------------ plumbing
     def require_key(request: Request) -> None:
