@@ -80,8 +80,7 @@ class Studio:
 
     # ------------------------------------------------------------------ jobs
     def start_compare(self, body: dict[str, Any]) -> dict[str, Any]:
-        out_dir = self.roots.studio / "compare" / time.strftime("%Y%m%d-%H%M%S-") + str(time.monotonic_ns() % 10**6)
-        out = Path(out_dir)
+        out = self.roots.studio / "compare" / f"{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns() % 10**6:06d}"
         planned = compare.plan(self.roots, body, out)
         argv, command = forms.command("f5app.eval", planned["overrides"], self.roots.output_root)
         before = None

@@ -221,7 +221,8 @@ async function showRun(name, sweep) {
     return run;
   };
   const run = await draw();
-  if (run.state === "running") poll(() => { if (!document.querySelector("audio:not([paused])")) draw(); }, 5000);
+  // Redraw while it trains, except while a clip plays (a redraw would stop it).
+  if (run.state === "running") poll(() => { if (![...document.querySelectorAll("audio")].some((a) => !a.paused)) draw(); }, 5000);
   return run;
 }
 
