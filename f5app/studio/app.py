@@ -113,6 +113,9 @@ class Studio:
 
     def resume(self, body: dict[str, Any]) -> dict[str, Any]:
         run_dir = self.run_dir(body.get("run", ""), None)
+        holder = lock_holder(run_dir / LOCK_FILENAME)
+        if holder is not None:
+            raise JobRefused(f"run {run_dir.name} is being trained by {holder}; it is not started twice")
         recorded = forms.recorded_overrides(run_dir)
         if recorded is None:
             raise UserError(f"run {run_dir.name} has no checkpoint yet; start it from the form")

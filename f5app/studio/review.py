@@ -105,11 +105,13 @@ def rerun_overrides(work: Path) -> list[str]:
     """``f5app.prepare`` arguments that repeat the run that made this review (its recorded settings)."""
     review = read_json_object(work / REVIEW_JSON, max_bytes=64 * 1024 * 1024) or {}
     settings = review.get("settings") or {}
-    source = review.get("source")
+    # The folder the review sits in is the recordings folder (a copied or moved folder's review
+    # still names where it was made); only a work_dir set apart falls back to the recorded source.
+    source = str(work.parent) if work.name == DEFAULT_WORK_DIR else review.get("source")
     if not isinstance(source, str):
         raise UserError(f"{work / REVIEW_JSON} does not name its recordings folder; run f5app.prepare by hand")
     overrides = ["data=recordings", f"data.path={source}"]
-    if settings.get("work_dir"):
+    if work.name != DEFAULT_WORK_DIR:
         overrides.append(f"data.work_dir={work}")
     asr = settings.get("asr") or {}
     if asr.get("name") in ("whisper", "tiny_en"):

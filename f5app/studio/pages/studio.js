@@ -58,6 +58,7 @@ async function loadAudio(audio, path) {
     audio.addEventListener("error", () => reject(new Error("media error")), { once: true });
   });
 }
+function heard(text) { return text ? `heard: “${esc(text)}”` : text === "" ? "heard: (nothing: the ASR found no words)" : "heard: –"; }
 function audioTag(path) { return `<audio controls preload="none" data-path="${esc(path)}"></audio>`; }
 function wireAudio(root) {
   root.querySelectorAll("audio[data-path]").forEach((audio) => {
@@ -122,16 +123,18 @@ function chart(title, series, marks) {
   const pad = (y1 - y0) * 0.08; y0 -= pad; y1 += pad;
   const X = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R), Y = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
   let svg = `<svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">`;
+  // Enough decimals that the five tick labels differ, however narrow the range.
+  const decimals = Math.min(6, Math.max(0, Math.ceil(-Math.log10((y1 - y0) / 4)) + 1));
   for (let i = 0; i <= 4; i++) {
     const y = y0 + ((y1 - y0) * i) / 4;
-    svg += `<line x1="${L}" x2="${W - R}" y1="${Y(y)}" y2="${Y(y)}" stroke="#eef0f3"/><text x="${L - 4}" y="${Y(y) + 4}" font-size="10" text-anchor="end" fill="#6b7280">${y.toPrecision(3)}</text>`;
+    svg += `<line x1="${L}" x2="${W - R}" y1="${Y(y)}" y2="${Y(y)}" stroke="#eef0f3"/><text x="${L - 4}" y="${Y(y) + 4}" font-size="10" text-anchor="end" fill="#6b7280">${y.toFixed(decimals)}</text>`;
   }
   svg += `<text x="${L}" y="${H - 6}" font-size="10" fill="#6b7280">${x0}</text><text x="${W - R}" y="${H - 6}" font-size="10" text-anchor="end" fill="#6b7280">${x1} updates</text>`;
   for (const m of marks) svg += `<line class="ckpt-mark" x1="${X(m)}" x2="${X(m)}" y1="${T}" y2="${H - B}" stroke="#f0b429" stroke-dasharray="3,3"/>`;
   for (const s of series) {
     if (!s.points.length) continue;
     const d = s.points.map((p, i) => `${i ? "L" : "M"}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" ");
-    svg += `<path d="${d}" fill="none" stroke="${s.color}" stroke-width="2"/>`;
+    svg += `<path d="${d}" fill="none" stroke="${s.color}" stroke-width="2" ${s.dashed ? 'stroke-dasharray="6,4"' : ""}/>`;
     for (const p of s.points) svg += `<circle cx="${X(p[0]).toFixed(1)}" cy="${Y(p[1]).toFixed(1)}" r="2.6" fill="${s.color}"><title>${s.name} ${p[1].toPrecision(4)} at update ${p[0]}</title></circle>`;
   }
   svg += "</svg>";
@@ -156,7 +159,7 @@ async function showRun(name, sweep) {
     const marks = run.checkpoints.filter((r) => r.update !== null && r.status === "ok").map((r) => r.update);
     const col = (i) => c.eval.filter((p) => p[i] !== null).map((p) => [p[0], p[i]]);
     const charts = chart("loss", [{ name: "loss", color: "#2f6fd0", points: c.loss }, { name: "val_loss", color: "#c0392b", points: c.val_loss }], marks) +
-      chart("WER / CER (lower is better)", [{ name: "WER", color: "#8e44ad", points: col(1) }, { name: "CER", color: "#16a085", points: col(2) }], marks) +
+      chart("WER / CER (lower is better)", [{ name: "WER", color: "#8e44ad", points: col(1) }, { name: "CER", color: "#16a085", points: col(2), dashed: true }], marks) +
       chart("SIM (higher is better)", [{ name: "SIM", color: "#d35400", points: col(3) }], marks);
     const rows = run.checkpoints.map((r) => `<tr data-name="${esc(r.name)}">
       <td>${esc(r.name)}</td><td class="num">${r.update ?? "–"}</td><td class="num">${num(r.val_loss)}</td>
@@ -169,7 +172,7 @@ async function showRun(name, sweep) {
         <button data-cmd="${esc(r.name)}">commands</button>` : ""}</td></tr>`).join("");
     const evals = run.evaluations.map((e) => `<h2>Evaluation at update ${e.update} ${e.metrics ? `<span class="muted score">WER ${num(e.metrics.wer)} · CER ${num(e.metrics.cer)} · SIM ${num(e.metrics.sim)}</span>` : ""}</h2>
       <div class="clips">${e.clips.map((clip) => `<div class="clip"><div class="text">${esc(clip.text ?? clip.id)}</div>${audioTag(clip.audio)}
-      <div class="heard">heard: “${esc(clip.transcript ?? "–")}”</div><div class="score muted">WER ${num(clip.wer, 2)} · SIM ${num(clip.sim, 2)}</div></div>`).join("")}</div>`).join("");
+      <div class="heard">${heard(clip.transcript)}</div><div class="score muted">WER ${num(clip.wer, 2)} · SIM ${num(clip.sim, 2)}</div></div>`).join("")}</div>`).join("");
     const checked = new Set([...document.querySelectorAll(".pick-ckpt:checked")].map((x) => x.value));
     main().innerHTML = `<h1>${esc(sweep ? `${sweep}/${name}` : name)} ${stateTag(run.state)} <span class="muted" style="font-size:13px;font-weight:400">${esc(run.message || "")}</span></h1>
       <div class="card row"><span>${progressBar(run.update, run.max_updates)}</span><span class="muted">updated ${age(run.age_seconds)}</span>
@@ -266,7 +269,7 @@ function comparisonView(result) {
   const cols = result.columns.map((c) => `<div class="card column"><h3>${esc(c.run ? `${c.run} / ${c.name}` : c.name)}</h3>
     <div class="score">WER ${num(c.metrics && c.metrics.wer)} · SIM ${num(c.metrics && c.metrics.sim)}</div>
     ${c.items.map((item) => `<div style="margin-top:8px"><div class="text">${esc(item.text)}</div>${audioTag(item.audio)}
-      <div class="heard">heard: “${esc(item.transcript)}”</div><div class="score muted">WER ${num(item.wer, 2)} · SIM ${num(item.sim, 2)} · seed ${esc(item.seed)}</div></div>`).join("")}
+      <div class="heard">${heard(item.transcript)}</div><div class="score muted">WER ${num(item.wer, 2)} · SIM ${num(item.sim, 2)} · seed ${esc(item.seed)}</div></div>`).join("")}
     <button class="primary" style="margin-top:8px" data-keep="${esc(c.checkpoint)}">keep this one</button></div>`).join("");
   return `<h2>Side by side</h2><div class="columns" id="comparison">${cols}</div>`;
 }
