@@ -74,7 +74,8 @@ def load(work: Path) -> dict[str, Any]:
             "split": row.get("split"),
             "state": state,
         })
-    return {"work_dir": str(work), "source": review.get("source"), "metadata": str(work / METADATA_FILE), "version": version(work),
+    source = str(work.parent) if work.name == DEFAULT_WORK_DIR else review.get("source")  # where it is now, if moved
+    return {"work_dir": str(work), "source": source, "metadata": str(work / METADATA_FILE), "version": version(work),
             "summary": review.get("summary"), "clips": clips, "rerun_command": None}
 
 

@@ -114,7 +114,7 @@ async function showRuns() {
 
 // ---------------------------------------------------------------- a run
 function chart(title, series, marks) {
-  const W = 380, H = 190, L = 46, R = 10, T = 10, B = 26;
+  const W = 380, H = 190, L = 58, R = 10, T = 10, B = 26;
   const points = series.flatMap((s) => s.points);
   if (!points.length) return `<div class="chart"><h3>${esc(title)}</h3><p class="muted">not measured yet</p></div>`;
   const xs = points.map((p) => p[0]).concat(marks), ys = points.map((p) => p[1]);
