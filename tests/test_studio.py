@@ -423,3 +423,35 @@ def test_a_transcript_edited_in_the_review_in_chromium_lands_in_metadata_csv(wor
     finally:
         page.studio.jobs.close(5)
         page.web.should_exit = True
+
+
+# ------------------------------------------------------------------------------- export and cancel
+def test_export_writes_weights_or_a_merged_adapter_and_shows_the_commands_that_load_it(studio, world):
+    demo = newest(world["outputs"] / "runs" / "demo")
+    job = studio.wait_job(studio.post("/api/export", {"checkpoint": str(demo), "mode": "weights"}).json()["id"])
+    assert job["state"] == "finished", job
+    written = Path(job["result"]["path"])
+    assert written.is_file() and written.suffix == ".safetensors" and written.is_relative_to(world["outputs"] / "studio" / "exports")
+    assert f"ckpt.path={written}" in job["result"]["serve"] and job["result"]["infer"].startswith("python -m f5app.infer ")
+    lora = newest(world["outputs"] / "runs" / "lora")
+    job = studio.wait_job(studio.post("/api/export", {"checkpoint": str(lora), "mode": "merged"}).json()["id"])
+    assert job["state"] == "finished" and Path(job["result"]["path"]).name.endswith("-merged.safetensors"), job
+    job = studio.wait_job(studio.post("/api/export", {"checkpoint": str(lora), "mode": "adapter"}).json()["id"])
+    assert job["state"] == "finished" and (Path(job["result"]["path"]) / "adapter_config.json").is_file(), job
+    refused = studio.post("/api/export", {"checkpoint": str(demo), "mode": "adapter"})
+    assert refused.status_code == 400 and "full weights" in refused.json()["error"]["message"]
+
+
+def test_a_comparison_can_be_cancelled_while_it_runs(studio, world):
+    runs = world["outputs"] / "runs"
+    started = studio.post("/api/compare", {"checkpoints": [str(newest(runs / "demo")), str(newest(runs / "base"))], "seed": 1, "num_prompts": 1})
+    assert started.status_code == 202 and "python -m f5app.eval" in started.json()["command"]
+    job_id = started.json()["id"]
+    deadline = time.monotonic() + 60
+    while studio.get(f"/api/jobs/{job_id}").json()["state"] == "queued" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert studio.post(f"/api/jobs/{job_id}/cancel").status_code == 200
+    job = studio.wait_job(job_id, timeout=60)
+    assert job["state"] == "cancelled" and job["returncode"] != 0
+    assert studio.post(f"/api/jobs/{job_id}/cancel").status_code == 409  # already ended
+    assert studio.post("/api/compare", {"checkpoints": [str(newest(runs / "demo"))]}).status_code == 400  # one is not a comparison

@@ -176,7 +176,6 @@ def create_app(settings: StudioConfig, api_key: Optional[str] = None, env: Optio
     studio = Studio(settings, env=env)
     app = FastAPI(title="f5app studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.studio = studio
-    install_guard(app, GuardPolicy.from_config(settings.server, key_required=api_key is not None))
 
     @app.middleware("http")
     async def errors_and_key(request: Request, call_next):  # noqa: ANN001, ANN202
@@ -194,6 +193,10 @@ def create_app(settings: StudioConfig, api_key: Optional[str] = None, env: Optio
             return _error(409, str(error))
         except UserError as error:
             return _error(400, str(error))
+
+    # Added after the middleware above, so it runs first (install_guard's rule): Host, Origin and
+    # Content-Type are checked before the key or any route.
+    install_guard(app, GuardPolicy.from_config(settings.server, key_required=api_key is not None))
 
     async def body_of(request: Request) -> dict[str, Any]:
         try:
