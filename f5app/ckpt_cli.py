@@ -1,7 +1,7 @@
 """``python -m f5app.ckpt`` (= ``f5app-ckpt``): inspect, validate, resolve, export and prune checkpoints.
 
     resolve [--for train|infer] [--json] [hydra overrides...]   what train/infer would load, and why
-    list RUN_DIR [--json]                                       the run's checkpoints, best/last marked
+    list RUN_DIR [--json]                                       the run's checkpoints, best/last/pinned marked
     info PATH [--json]                                          metadata, lineage, files, fingerprint
     validate PATH [--full] [--json]                             exit 1 when invalid
     export SRC OUT [--format safetensors|pt|peft] [--merge] [--no-ema]
@@ -164,12 +164,13 @@ def _cmd_list(args) -> int:
         return EXIT_INVALID
     found = layout.scan(ckpt_dir)
     best, last = layout.read_pointer(ckpt_dir, "best"), layout.read_pointer(ckpt_dir, "last")
+    pinned = layout.read_pointer(ckpt_dir, "pinned")
     rows = []
     for entry, status in (
         [(e, None) for e in found.numbered] + [(e, "quarantined") for e in found.quarantined] + [(e, "temporary") for e in found.temporary]
     ):
         metadata = read_metadata(entry.path) if entry.path.is_dir() else None
-        row = _list_row(entry, metadata, status or _quick_status(entry.path, metadata), best, last)
+        row = _list_row(entry, metadata, status or _quick_status(entry.path, metadata), best, last, pinned)
         rows.append(row)
     rows.sort(key=lambda r: (r["update"] is None, -(r["update"] or 0)))
     if args.json:
@@ -196,8 +197,8 @@ def _cmd_list(args) -> int:
     return EXIT_OK
 
 
-def _list_row(entry, metadata, status, best, last) -> dict:
-    marks = [which for which, p in (("best", best), ("last", last)) if p is not None and p.name == entry.name]
+def _list_row(entry, metadata, status, best, last, pinned=None) -> dict:
+    marks = [which for which, p in (("best", best), ("last", last), ("pinned", pinned)) if p is not None and p.name == entry.name]
     files = {name: f.to_dict() for name, f in metadata.files.items()} if metadata is not None else {}
     size = sum(f["size"] for f in files.values()) if files else _du(entry.path)
     return {

@@ -458,6 +458,19 @@ class ServeConfig(InferConfig):
     server: ServerConfig = field(default_factory=ServerConfig)
 
 
+@dataclass
+class StudioConfig:
+    """``python -m f5app.studio``: pages over ``output_root`` (runs, checkpoints, listening, review, training)."""
+
+    output_root: str = "outputs"
+    # Folders the page may name as training data or recordings to review; nothing outside them
+    # (or output_root) is ever read or written on a page's request.
+    data_roots: list[str] = field(default_factory=list)
+    max_jobs: int = 8  # comparisons and preparations waiting their turn; beyond it: 429
+    log_tail_lines: int = 40  # lines of a job's log shown on the page
+    server: ServerConfig = field(default_factory=lambda: ServerConfig(port=8100))
+
+
 def register_configs() -> None:
     """Register the schemas and the ``f5app_asset`` resolver. Idempotent.
 
@@ -470,6 +483,7 @@ def register_configs() -> None:
     cs.store(name="infer_schema", node=InferConfig)
     cs.store(name="eval_app_schema", node=EvalAppConfig)
     cs.store(name="serve_schema", node=ServeConfig)
+    cs.store(name="studio_schema", node=StudioConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="data", name="recordings_data_schema", node=RecordingsDataConfig)

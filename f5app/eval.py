@@ -73,13 +73,14 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
 
     results = []
     audio_root = out_path.with_suffix("")
+    folders = _audio_folders([t.label for t in targets])
     for target in targets:
         started = time.perf_counter()
         if target.label == RECORDINGS:
             result = evaluator.evaluate_recordings(prompts, chosen.eval.prompt_file or "the validation split")
         else:
             synthesizer = _synthesizer(settings, target, chosen.vocoder or settings.vocoder, normaliser.language)
-            folder = audio_root / _safe(target.label) if len(targets) > 1 else audio_root
+            folder = audio_root / folders[target.label] if len(targets) > 1 else audio_root
             result = evaluator.evaluate(synthesizer, prompts, chosen.eval, folder, checkpoint=target.describe())
         results.append((target.label, result))
         log.info("%s: %d prompts in %.1f s", target.label, result.num_prompts, time.perf_counter() - started)
@@ -242,6 +243,19 @@ def _output_path(settings: EvalAppConfig, targets: list[_Target]) -> Path:
     if not os.access(path.parent, os.W_OK):
         raise EvalInputError(f"{path.parent} is not writable; choose another out=")
     return path
+
+
+def _audio_folders(labels: list[str]) -> dict[str, str]:
+    """A folder name per compared target; update_00000300 of two runs must not share one."""
+    names: dict[str, str] = {}
+    for label in labels:
+        name = _safe(label)
+        if name in names.values():
+            name = _safe(f"{Path(label).parent.parent.name}-{Path(label).name}")
+        while name in names.values():
+            name += "_"
+        names[label] = name
+    return names
 
 
 def _safe(label: str) -> str:

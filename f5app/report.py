@@ -24,7 +24,6 @@ import csv
 import itertools
 import json
 import logging
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -33,11 +32,8 @@ from typing import Any, Optional
 
 import yaml
 
-from f5app.ckpt.layout import checkpoints_dir, scan
-from f5app.ckpt.schema import read_metadata
 from f5app.errors import UserError, run_entry_point
-from f5app.files import read_json_object
-from f5app.run_state import LOCK_FILENAME, RunProgress, reached_bounds, read_progress, read_run_status
+from f5app.run_state import LOCK_FILENAME, RunProgress, eval_curve, lock_holder, reached_bounds, read_progress, read_run_status, val_curve
 from f5app.sweep import job_dirname
 
 log = logging.getLogger("f5app.report")
@@ -140,8 +136,8 @@ def _job_row(job_dir: Path, overrides: list[str], label: str) -> JobRow:
     row.max_updates = bounds[0] if bounds else None
     row.best_val_loss = progress.best_val_loss
     row.best_checkpoint = str(progress.best_checkpoint) if progress.best_checkpoint is not None else None
-    row.val_curve = _val_curve(job_dir)
-    row.eval_curve = _eval_curve(job_dir)
+    row.val_curve = val_curve(job_dir)
+    row.eval_curve = eval_curve(job_dir)
     for column, name in ((1, "wer"), (2, "cer"), (3, "sim")):
         values = [point[column] for point in row.eval_curve if point[column] is not None]
         setattr(row, f"best_{name}", (max if name == "sim" else min)(values) if values else None)
@@ -179,40 +175,6 @@ def _configured_bounds(job_dir: Path, progress: RunProgress) -> Optional[tuple[i
 
 def _bounds_ok(trainer: dict[str, Any]) -> bool:
     return isinstance(trainer.get("max_updates"), int) and isinstance(trainer.get("epochs"), int)
-
-
-def _val_curve(job_dir: Path) -> list[list[float]]:
-    """[update, val_loss] points: each checkpoint's metrics.val_loss, plus the full history its
-    metadata carries (retention deletes older checkpoints)."""
-
-    points: dict[int, float] = {}
-    for entry in scan(checkpoints_dir(job_dir)).complete:
-        metadata = read_metadata(entry.path)
-        if metadata is None:
-            continue
-        for update, loss in metadata.metrics.val_history:
-            points.setdefault(update, loss)
-        val_loss = metadata.metrics.value("val_loss")
-        if val_loss is not None:
-            points[metadata.update] = val_loss
-    return [[update, loss] for update, loss in sorted(points.items())]
-
-
-def _eval_curve(job_dir: Path) -> list[list[Optional[float]]]:
-    """[update, wer, cer, sim] of every evaluation: the history each checkpoint's metadata carries
-    (retention deletes older checkpoints), and each checkpoint's own scores."""
-
-    points: dict[int, list[Optional[float]]] = {}
-    for entry in scan(checkpoints_dir(job_dir)).complete:
-        metadata = read_metadata(entry.path)
-        if metadata is None:
-            continue
-        for update, *scores in metadata.metrics.eval_history:
-            points.setdefault(update, list(scores))
-        scores = metadata.metrics.eval
-        if scores is not None:
-            points[metadata.update] = [scores.wer, scores.cer, scores.sim]
-    return [[update, *scores] for update, scores in sorted(points.items())]
 
 
 # ------------------------------------------------------------------------------------ the plan
@@ -292,49 +254,6 @@ def _labels(overrides: dict[str, list[str]]) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------ files
-
-
-def lock_holder(lock_path: Path) -> Optional[str]:
-    """Who holds ``lock_path``'s flock (a short description), or None when nobody does.
-
-    Reads /proc/locks where it exists rather than trying the lock: a report must never make a
-    trainer that is starting at that instant find its run "locked by another process".
-    """
-    try:
-        stat = os.stat(lock_path)
-    except OSError:
-        return None
-    held = _flock_held_per_proc(stat) if Path("/proc/locks").exists() else _flock_held_by_trying(lock_path)
-    if not held:
-        return None
-    info = read_json_object(lock_path) or {}
-    return f"pid {info.get('pid', '?')} on {info.get('host', '?')}"
-
-
-def _flock_held_per_proc(stat: os.stat_result) -> bool:
-    wanted = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
-    try:
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return False
-    for line in lines:
-        fields = line.split()
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
-            return True
-    return False
-
-
-def _flock_held_by_trying(lock_path: Path) -> bool:
-    import fcntl  # deferred: Windows has no fcntl; only used where /proc/locks is missing
-
-    fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases a lock we got
-    return False
 
 
 def _load_yaml(path: Path) -> Any:

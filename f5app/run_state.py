@@ -109,3 +109,82 @@ def read_progress(run_dir: Path) -> RunProgress:
         trainer=metadata.config_section("trainer") if metadata is not None else {},
     )
 
+
+# ------------------------------------------------------------------ histories and the lock, for readers
+
+
+def val_curve(job_dir: Path) -> list[list[float]]:
+    """[update, val_loss] points: each checkpoint's metrics.val_loss, plus the full history its
+    metadata carries (retention deletes older checkpoints)."""
+
+    points: dict[int, float] = {}
+    for entry in layout.scan(layout.checkpoints_dir(job_dir)).complete:
+        metadata = read_metadata(entry.path)
+        if metadata is None:
+            continue
+        for update, loss in metadata.metrics.val_history:
+            points.setdefault(update, loss)
+        val_loss = metadata.metrics.value("val_loss")
+        if val_loss is not None:
+            points[metadata.update] = val_loss
+    return [[update, loss] for update, loss in sorted(points.items())]
+
+
+def eval_curve(job_dir: Path) -> list[list[Optional[float]]]:
+    """[update, wer, cer, sim] of every evaluation: the history each checkpoint's metadata carries
+    (retention deletes older checkpoints), and each checkpoint's own scores."""
+
+    points: dict[int, list[Optional[float]]] = {}
+    for entry in layout.scan(layout.checkpoints_dir(job_dir)).complete:
+        metadata = read_metadata(entry.path)
+        if metadata is None:
+            continue
+        for update, *scores in metadata.metrics.eval_history:
+            points.setdefault(update, list(scores))
+        scores = metadata.metrics.eval
+        if scores is not None:
+            points[metadata.update] = [scores.wer, scores.cer, scores.sim]
+    return [[update, *scores] for update, scores in sorted(points.items())]
+
+
+def lock_holder(lock_path: Path) -> Optional[str]:
+    """Who holds ``lock_path``'s flock (a short description), or None when nobody does.
+
+    Reads /proc/locks where it exists rather than trying the lock: a report must never make a
+    trainer that is starting at that instant find its run "locked by another process".
+    """
+    try:
+        stat = os.stat(lock_path)
+    except OSError:
+        return None
+    held = _flock_held_per_proc(stat) if Path("/proc/locks").exists() else _flock_held_by_trying(lock_path)
+    if not held:
+        return None
+    info = read_json_object(lock_path) or {}
+    return f"pid {info.get('pid', '?')} on {info.get('host', '?')}"
+
+
+def _flock_held_per_proc(stat: os.stat_result) -> bool:
+    wanted = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            return True
+    return False
+
+
+def _flock_held_by_trying(lock_path: Path) -> bool:
+    import fcntl  # deferred: Windows has no fcntl; only used where /proc/locks is missing
+
+    fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we got
+    return False

@@ -12,12 +12,9 @@ Ctrl-C stops accepting, finishes the requests in flight, and exits 0. Bad settin
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import ipaddress
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -27,40 +24,15 @@ import hydra
 from omegaconf import DictConfig
 
 from f5app.cli_help import run_hydra_app
-from f5app.config import CONF_DIR, ServeConfig, ServerConfig, VoiceConfig, to_settings
-from f5app.errors import UserError, exit_on_user_error
+from f5app.config import CONF_DIR, ServeConfig, VoiceConfig, to_settings
+from f5app.errors import exit_on_user_error
 from f5app.inference.reference import ReferencePreparer
 from f5app.inference.upstream_import import defer_unused_imports
+from f5app.serving.listen import ServeSettingsError, api_key_for, signals_end_the_server_cleanly
 from f5app.serving.metrics import Metrics
 from f5app.serving.voices import VoiceStore
 
 log = logging.getLogger("f5app.serve")
-
-
-class ServeSettingsError(UserError):
-    """A server setting that cannot work as given."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve to anything
-
-
-def api_key_for(server: ServerConfig) -> str | None:
-    """The key callers must send; refuses to listen beyond this machine without one."""
-    key = server.api_key or os.environ.get(server.api_key_env) or None
-    if key is not None and len(key) < 8:
-        raise ServeSettingsError(f"the API key is {len(key)} characters; use at least 8 (server.api_key or ${server.api_key_env})")
-    if key is None and not is_loopback(server.host):
-        raise ServeSettingsError(
-            f"server.host={server.host} is reachable from other machines: set an API key first "
-            f"({server.api_key_env}=... or server.api_key=...), or keep server.host=127.0.0.1"
-        )
-    return key
 
 
 def build(settings: ServeConfig, transcribe=None, references=None):
@@ -160,7 +132,7 @@ def run(cfg: DictConfig | ServeConfig) -> None:
     log.info("listening on http://%s:%d (the page is at /, the API at /v1; auth %s)",
              server.host, server.port, "on" if api_key_for(server) else "off (loopback only)")
     try:
-        with _signals_end_the_server_cleanly():
+        with signals_end_the_server_cleanly():
             web.run()
     except SystemExit:  # uvicorn exits 1 when it cannot bind; say why in one line
         raise ServeSettingsError(
@@ -173,22 +145,6 @@ def run(cfg: DictConfig | ServeConfig) -> None:
     if not web.started:
         raise ServeSettingsError(f"cannot listen on {server.host}:{server.port}; choose another server.port=...")
     log.info("stopped")
-
-
-@contextlib.contextmanager
-def _signals_end_the_server_cleanly():
-    """uvicorn re-raises the SIGTERM/SIGINT it caught once its graceful shutdown is done, to the
-    handler that was there before it; with Python's defaults that kills the process (status -15)
-    or raises KeyboardInterrupt. This handler takes the signal instead, so a stop exits 0."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, lambda number, frame: log.info("stopped by signal %d", number)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="serve", version_base="1.3")

@@ -108,7 +108,7 @@ def test_help_lists_each_group_with_its_options_and_the_composed_config():
     assert wants_help(["experiment=demo", "--help"]) and not wants_help(["text=--"])
     page = help_text("train", "f5app.train", ["experiment=demo", "optim.lr=0.5", "--help"], "usage: ...")
     assert "model: e2tts_base, e2tts_small, f5tts_base, f5tts_small, f5tts_v1_base, f5tts_v1_small, tiny   [now: tiny]" in page
-    assert "ckpt: auto, best, custom, last, latest, pretrained   [now: auto]" in page
+    assert "ckpt: auto, best, custom, last, latest, pinned, pretrained   [now: auto]" in page
     assert "_schema" not in page
     assert "lr: 0.5" in page and "run_name: demo" in page
 

@@ -50,6 +50,8 @@ SKIPPED: list[tuple[str, str]] = [
     (r"f5app[.-]serve|\bcurl\b", "a server that runs until stopped, and the clients calling it: "
                                                           "tests/test_serve_docs.py starts docs/serving.md's servers in the background, "
                                                           "runs its curl and Python blocks against them, and stops them with SIGTERM"),
+    (r"f5app[.-]studio", "a web application that runs until stopped: tests/test_studio.py starts it on a free port over real runs "
+                         "and drives its pages in headless Chromium"),
     (r"f5app\.data\.recordings\.example|data=recordings|my_recordings/", "docs/recordings.md's walk-through (a long recording made from f5-tts's "
                                                          "speech, prepared with the bundled ASR, trained on): tests/test_recordings.py "
                                                          "runs its commands as written; $HOME/audiobook stands for the user's own folder"),

@@ -8,6 +8,7 @@ quarantine. Filesystem only: no torch import, so the CLI's ``list`` stays fast.
   update_00000200.corrupted/      quarantined (never deleted)
   .deleting-update_00000100-<pid>/  retention in progress
   best.json  last.json            pointers
+  pinned.json                     the checkpoint a person chose to keep (retention never deletes it)
 ```
 """
 
@@ -34,7 +35,7 @@ DELETING_PREFIX = ".deleting-"
 #: A pointer file is a few hundred bytes; a larger one is not ours and is not parsed.
 MAX_POINTER_BYTES = 64 * 1024
 
-PointerName = Literal["best", "last"]
+PointerName = Literal["best", "last", "pinned"]
 
 _FINAL_NAME = re.compile(r"^update_(\d+)$")
 _TEMP_NAME = re.compile(r"^\.tmp-update_(\d+)-(\d+)$")
@@ -134,7 +135,7 @@ def _children(folder: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class Pointer:
-    """``best.json`` / ``last.json``: which checkpoint, and (for best) by which metric it won."""
+    """``best.json`` / ``last.json`` / ``pinned.json``: which checkpoint, and (for best) by which metric it won."""
 
     name: str
     update: int
@@ -188,7 +189,7 @@ def write_pointer(
     ckpt_dir: Path, which: PointerName, name: str, update: int, val_loss: Optional[float],
     *, metric: str = "val_loss", value: Optional[float] = None,
 ) -> Pointer:
-    """Replace ``best.json`` / ``last.json`` atomically: temp file, fsync, os.replace, fsync dir."""
+    """Replace ``best.json`` / ``last.json`` / ``pinned.json`` atomically: temp file, fsync, os.replace, fsync dir."""
     if parse_update(name) is None:
         raise ValueError(f"pointer target {name!r} is not a checkpoint folder name")
     val_loss, value = _number(val_loss), _number(value)

@@ -4,7 +4,8 @@
 ``python -m f5app.ckpt resolve`` all call, so the three always agree. Sources (docs/checkpoints.md):
 
 - ``resume``  this run's complete checkpoints, newest first (training: mode ``resume``)
-- ``best`` / ``last``  the run's pointers; ``latest``  newest valid numbered checkpoint
+- ``best`` / ``last`` / ``pinned``  the run's pointers (pinned: the one a person chose to keep);
+  ``latest``  newest valid numbered checkpoint
 - ``custom``  ``ckpt.path``: our folder, a run/checkpoints folder, an upstream ``.pt`` or
   ``.safetensors``, or a folder of upstream files (``model_last.pt``, ``model_<N>.pt``)
 - ``pretrained``  the Hub, cache first;  ``scratch``  random init (training, ``allow_scratch``)
@@ -48,7 +49,7 @@ T = TypeVar("T")
 Purpose = Literal["train", "infer"]
 Mode = Literal["resume", "finetune", "scratch", "infer"]
 Status = Literal["chosen", "rejected", "missing", "skipped", "quarantined"]
-SOURCES = ("resume", "best", "last", "latest", "custom", "pretrained", "scratch")
+SOURCES = ("resume", "best", "last", "pinned", "latest", "custom", "pretrained", "scratch")
 HF_SCHEME = "hf://"
 _UPSTREAM_NUMBERED = re.compile(r"^model_(\d+)\.(pt|safetensors)$")
 
@@ -205,7 +206,7 @@ def resolve_and_load(
         return resolution, loaded
 
 
-_OWN_SOURCES = ("resume", "best", "last", "latest")
+_OWN_SOURCES = ("resume", "best", "last", "pinned", "latest")
 
 
 class _ChainWalker:
@@ -275,6 +276,9 @@ class _ChainWalker:
 
     def _try_last(self):
         return self._try_pointer("last")
+
+    def _try_pinned(self):
+        return self._try_pointer("pinned")
 
     def _try_pointer(self, which: layout.PointerName):
         pointer_file = layout.pointer_path(self.ckpt_dir, which)

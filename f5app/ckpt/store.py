@@ -173,7 +173,7 @@ class CheckpointStore:
             return []
         complete = layout.scan(self.ckpt_dir).complete  # newest first
         keep = {entry.name for entry in complete[: self.keep_last]}
-        for which in ("best", "last"):
+        for which in ("best", "last", "pinned"):  # pinned: a person chose it (f5app.studio's "keep this one")
             pointer = layout.read_pointer(self.ckpt_dir, which)
             if pointer is not None:
                 keep.add(pointer.name)

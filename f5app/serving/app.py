@@ -237,7 +237,7 @@ def create_app(*, server: ServerConfig, engine: Engine, voices: VoiceStore, metr
             return Response(data, media_type=media_type, headers=headers)
         return StreamingResponse(_stream_body(job, fmt, synth.sample_rate, value, metrics), media_type=media_type, headers=headers)
 
-    return _with_limits(_with_metrics(app, metrics), server)
+    return with_limits(_with_metrics(app, metrics), server)
 
 
 def _check_speech(ask: SpeechRequest, server: ServerConfig, model_ids: tuple[str, ...]) -> str:
@@ -362,7 +362,7 @@ def _with_metrics(app: Any, metrics: Metrics) -> Any:
     return wrapped
 
 
-def _with_limits(app: Any, server: ServerConfig) -> Any:
+def with_limits(app: Any, server: ServerConfig) -> Any:
     """Refuse bodies over the limit (413) from Content-Length, or while they arrive without one."""
 
     async def wrapped(scope: dict, receive: Any, send: Any) -> None:

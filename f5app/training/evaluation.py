@@ -20,11 +20,15 @@ from f5app.evaluation.evaluator import build_evaluator
 from f5app.evaluation.prompts import PromptListError, held_out_prompts, load_prompts
 from f5app.inference.synthesizer import SamplingSettings, Synthesizer
 from f5app.text.normalise import build_normaliser
+from f5app.files import write_json_atomic
 
 log = logging.getLogger("f5app.train")
 
 #: Generated clips sent to the tracker at each evaluation (all are written under the run folder).
 TRACKED_AUDIO = 2
+#: Beside the clips of one evaluation (``<run>/eval/update_<N>/``): each prompt's text, transcript and
+#: scores, as ``EvalResult.to_dict`` (the same shape f5app.eval writes); the studio reads it.
+RESULTS_FILENAME = "results.json"
 
 
 class TrainingEvaluation:
@@ -72,6 +76,11 @@ class TrainingEvaluation:
                 result = self.evaluator.evaluate(synthesizer, self.prompts, self.cfg.eval, out_dir)
         finally:
             ema_model.train(was_training)
+        if out_dir is not None:
+            try:
+                write_json_atomic(out_dir / RESULTS_FILENAME, {"update": update, **result.to_dict()}, durable=False)
+            except (OSError, ValueError) as error:  # a score that is not finite, a full disk: the scores still count
+                log.warning("update %d: evaluation details not written to %s: %s", update, out_dir, error)
         scores = EvalScores(result.wer, result.cer, result.sim, result.num_prompts, result.models)
         log.info(
             "update %d: evaluation WER %s, CER %s, SIM %s on %d prompts (%.1f s)",
