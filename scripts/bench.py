@@ -363,7 +363,24 @@ def training_worker(impl: str, workdir: Path, device: str, frames: int, max_samp
         return
 
     # upstream: same mels (computed once by f5app's dataset), same batches in the same order
+    def train_upstream(request: dict[str, Any]) -> dict[str, Any]:
+        updates = request["updates"]
+        if updates % per_epoch:
+            raise ValueError(f"updates={updates} must be a multiple of the {per_epoch} batches per epoch (upstream trains whole epochs)")
+        _reset_accelerate()
+        clock.reset()
+        run_upstream(base, prepared, train_set, batches, updates // per_epoch, workdir / "upstream" / request["run_name"], device, "no")
+        return clock.window(skip=per_epoch)
+
+    serve({"train": train_upstream, "info": lambda _: {"batches_per_epoch": per_epoch}})
+
+
+def run_upstream(base: Any, prepared: Any, train_set: Any, batches: Any, epochs: int, checkpoint_path: Path, device: str,
+                 precision: str) -> None:
+    """Upstream's Trainer for ``epochs`` whole epochs of f5app's batches: the same mels (computed once
+    by f5app's dataset), the same batches in the same order (upstream's own sampler replaced)."""
     import f5_tts.model.trainer as upstream_trainer
+    import torch
     from f5_tts.model import Trainer as UpstreamTrainer
 
     from f5app.model import build_cfm
@@ -386,42 +403,32 @@ def training_worker(impl: str, workdir: Path, device: str, frames: int, max_samp
     class SameBatches(torch.utils.data.Sampler):
         """Stands in for upstream's DynamicBatchSampler: f5app's batches, in f5app's per-epoch order."""
 
-        def __init__(self, sampler, frames_threshold, max_samples=0, random_seed=None, drop_residual=False):  # noqa: ANN001
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.epoch = 0
             self.drop_last = True
 
         def set_epoch(self, epoch: int) -> None:
             self.epoch = epoch
 
-        def __iter__(self):
+        def __iter__(self):  # noqa: ANN204
             return iter(batches.for_epoch(self.epoch))
 
         def __len__(self) -> int:
-            return per_epoch
+            return len(batches)
 
     upstream_trainer.DynamicBatchSampler = SameBatches
-
-    def train_upstream(request: dict[str, Any]) -> dict[str, Any]:
-        updates = request["updates"]
-        if updates % per_epoch:
-            raise ValueError(f"updates={updates} must be a multiple of the {per_epoch} batches per epoch (upstream trains whole epochs)")
-        _reset_accelerate()
-        clock.reset()
-        torch.manual_seed(base.trainer.seed)
-        model = build_cfm(base.model, prepared.vocab)
-        trainer = UpstreamTrainer(
-            model, epochs=updates // per_epoch, learning_rate=base.optim.lr, num_warmup_updates=base.optim.warmup_updates,
-            save_per_updates=10**9, keep_last_n_checkpoints=0, checkpoint_path=str(workdir / "upstream" / request["run_name"]),
-            batch_size_per_gpu=base.data.frames_per_gpu, batch_size_type="frame", max_samples=base.data.max_samples,
-            grad_accumulation_steps=1, max_grad_norm=base.optim.max_grad_norm, logger=None, log_samples=False,
-            accelerate_kwargs={"cpu": device == "cpu"},
-            ema_kwargs={"beta": base.trainer.ema_decay, "update_after_step": base.trainer.ema_update_after, "update_every": 1},
-            mel_spec_type=base.model.mel.mel_spec_type,
-        )
-        trainer.train(PreparedMels(), num_workers=1, resumable_with_seed=base.data.seed)  # upstream refuses num_workers=0
-        return clock.window(skip=per_epoch)
-
-    serve({"train": train_upstream, "info": lambda _: {"batches_per_epoch": per_epoch}})
+    torch.manual_seed(base.trainer.seed)
+    model = build_cfm(base.model, prepared.vocab)
+    trainer = UpstreamTrainer(
+        model, epochs=epochs, learning_rate=base.optim.lr, num_warmup_updates=base.optim.warmup_updates,
+        save_per_updates=10**9, keep_last_n_checkpoints=0, checkpoint_path=str(checkpoint_path),
+        batch_size_per_gpu=base.data.frames_per_gpu, batch_size_type="frame", max_samples=base.data.max_samples,
+        grad_accumulation_steps=1, max_grad_norm=base.optim.max_grad_norm, logger=None, log_samples=False,
+        accelerate_kwargs={"cpu": device == "cpu", "mixed_precision": precision},
+        ema_kwargs={"beta": base.trainer.ema_decay, "update_after_step": base.trainer.ema_update_after, "update_every": 1},
+        mel_spec_type=base.model.mel.mel_spec_type,
+    )
+    trainer.train(PreparedMels(), num_workers=1, resumable_with_seed=base.data.seed)  # upstream refuses num_workers=0
 
 
 def bench_training(sizes: Sizes, device: str, threads: int, work: Path, logs: Path) -> dict[str, Any]:

@@ -173,7 +173,7 @@ def size_worker(args: Any) -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         if variant == "upstream":
-            run_upstream(base, prepared, train_set, batches, epochs, workdir, args.device, args.precision)
+            bench.run_upstream(base, prepared, train_set, batches, epochs, workdir / "upstream", args.device, args.precision)
         else:
             from f5app.training.loop import RunContext, Trainer
 
@@ -196,56 +196,6 @@ def size_worker(args: Any) -> None:
         return result
 
     serve({"peak": peak, "train": train})
-
-
-def run_upstream(base: Any, prepared: Any, train_set: Any, batches: Any, epochs: int, workdir: Path, device: str, precision: str) -> None:
-    """Upstream's Trainer for ``epochs`` whole epochs of f5app's batches (its own sampler replaced)."""
-    import f5_tts.model.trainer as upstream_trainer
-    import torch
-    from f5_tts.model import Trainer as UpstreamTrainer
-
-    from f5app.model import build_cfm
-
-    mels = [train_set[i]["mel"] for i in range(len(train_set))]
-    texts = [train_set[i]["text"] for i in range(len(train_set))]
-
-    class PreparedMels(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return len(mels)
-
-        def get_frame_len(self, index: int) -> int:
-            return mels[index].shape[-1]
-
-        def __getitem__(self, index: int) -> dict[str, Any]:
-            return {"mel_spec": mels[index], "text": texts[index]}
-
-    class SameBatches(torch.utils.data.Sampler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            self.epoch = 0
-            self.drop_last = True
-
-        def set_epoch(self, epoch: int) -> None:
-            self.epoch = epoch
-
-        def __iter__(self):  # noqa: ANN204
-            return iter(batches.for_epoch(self.epoch))
-
-        def __len__(self) -> int:
-            return len(batches)
-
-    upstream_trainer.DynamicBatchSampler = SameBatches
-    torch.manual_seed(base.trainer.seed)
-    model = build_cfm(base.model, prepared.vocab)
-    trainer = UpstreamTrainer(
-        model, epochs=epochs, learning_rate=base.optim.lr, num_warmup_updates=base.optim.warmup_updates,
-        save_per_updates=10**9, keep_last_n_checkpoints=0, checkpoint_path=str(workdir / "upstream"),
-        batch_size_per_gpu=base.data.frames_per_gpu, batch_size_type="frame", max_samples=base.data.max_samples,
-        grad_accumulation_steps=1, max_grad_norm=base.optim.max_grad_norm, logger=None, log_samples=False,
-        accelerate_kwargs={"cpu": device == "cpu", "mixed_precision": precision},
-        ema_kwargs={"beta": base.trainer.ema_decay, "update_after_step": base.trainer.ema_update_after, "update_every": 1},
-        mel_spec_type=base.model.mel.mel_spec_type,
-    )
-    trainer.train(PreparedMels(), num_workers=1, resumable_with_seed=base.data.seed)  # upstream refuses num_workers=0
 
 
 # ---------------------------------------------------------------------------------------- the section

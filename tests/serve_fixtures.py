@@ -14,8 +14,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from f5app.config import CkptConfig, ServeConfig, ServerConfig, VocoderConfig
-from infer_fixtures import tiny_model_config
+from f5app.inference.synthesizer import Synthesizer
+from infer_fixtures import tiny_model_config, tiny_run_checkpoint
 
 
 def tiny_serve_settings(run_dir: Path, nfe_step: int = 4, **server: Any) -> ServeConfig:
@@ -32,6 +35,19 @@ class Running:
     url: str
     engine: Any
     server: Any  # uvicorn.Server
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run with one tiny checkpoint: what a test server loads."""
+    run = tmp_path_factory.mktemp("runs") / "voice"
+    tiny_run_checkpoint(run, update=2)
+    return run
+
+
+@pytest.fixture(scope="module")
+def synth(run_dir) -> Synthesizer:
+    return Synthesizer.from_config(tiny_serve_settings(run_dir), run_dir)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ timestamps); synthesis runs the tiny trained checkpoint.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +16,7 @@ import soundfile as sf
 
 from f5app.audio.io import read_audio
 from f5app.audio.silence import remove_long_silences
-from f5app.config import CkptConfig, InferConfig, TextNormConfig, VocoderConfig
+from f5app.config import TextNormConfig
 from f5app.inference.duration import (
     MIN_WORD_SECONDS,
     TimedWord,
@@ -28,8 +29,9 @@ from f5app.inference.errors import InferenceInputError
 from f5app.inference.reference import trim_silence_edges
 from f5app.inference.synthesizer import Synthesizer
 from f5app.text.normalise import build_normaliser
-from eval_fixtures import example_path, tiny_en_transcriber
-from infer_fixtures import UPSTREAM_REF_TEXT, tiny_model_config, tiny_run_checkpoint, upstream_ref_wav
+from eval_fixtures import tiny_en_transcriber
+from infer_fixtures import UPSTREAM_REF_TEXT, upstream_ref_wav
+from test_infer_synthesizer import infer_config, run_dir  # noqa: F401 (run_dir is a fixture)
 
 SR = 24000
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -86,23 +88,6 @@ def test_too_few_timed_words_fall_back_to_the_duration_rate():
 # ---------------------------------------------------------------------- synthesis
 
 
-def infer_config(run_dir, **overrides) -> InferConfig:
-    cfg = InferConfig(
-        run_name=run_dir.name, run_dir=str(run_dir), model=tiny_model_config(), ckpt=CkptConfig(name="auto"),
-        vocoder=VocoderConfig(name="griffinlim", n_iter=4), device="cpu", nfe_step=4, progress=False,
-    )
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
-    return cfg
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "voice"
-    tiny_run_checkpoint(run, update=2)
-    return run
-
-
 @pytest.fixture(scope="module")
 def synth(run_dir) -> Synthesizer:
     return Synthesizer.from_config(infer_config(run_dir, text_norm=TextNormConfig(language="en")), run_dir)
@@ -120,7 +105,7 @@ def test_the_model_is_given_the_normalised_text_and_the_result_says_it(synth):
 
 
 def test_portuguese_text_is_said_in_portuguese_when_the_voice_is(synth):
-    portuguese = replace(synth, normaliser=build_normaliser(TextNormConfig(language="pt-BR")), _voice_cache={})
+    portuguese = replace(synth, normaliser=build_normaliser(TextNormConfig(language="pt-BR")), _voice_cache=OrderedDict())
     plan = portuguese.plan("Custa R$ 12,50 às 17:30.", upstream_ref_wav(), UPSTREAM_REF_TEXT, seed=0)
     assert plan.normalized_text == "Custa doze reais e cinquenta centavos às dezessete e trinta."
 

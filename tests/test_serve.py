@@ -28,6 +28,7 @@ from f5app.serve import ServeSettingsError, api_key_for, build
 from f5app.serving.formats import pcm16
 from f5app.serving.voices import VoiceError, check_name
 from infer_fixtures import tiny_run_checkpoint, upstream_ref_wav
+from serve_fixtures import run_dir, synth  # noqa: F401 (fixtures)
 from serve_fixtures import browser_title, chromium, free_port, running_server, server_process, tiny_serve_settings, wait_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # every test here starts a server
@@ -69,18 +70,6 @@ class Gate:
         if self.fail_on and any(self.fail_on in c.text for c in chunks):
             raise RuntimeError(f"render refused {self.fail_on!r}")
         return self._synth.render(chunks)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "voice"
-    tiny_run_checkpoint(run, update=2)
-    return run
-
-
-@pytest.fixture(scope="module")
-def synth(run_dir) -> Synthesizer:
-    return Synthesizer.from_config(tiny_serve_settings(run_dir), run_dir)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import os
 import threading
 import time
 import urllib.parse
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -23,7 +22,8 @@ import soundfile as sf
 from f5app.inference.synthesizer import Synthesizer
 from f5app.serve import ServeSettingsError, build
 from f5app.serving.formats import pcm16, wav_header
-from infer_fixtures import tiny_run_checkpoint, upstream_ref_wav
+from infer_fixtures import upstream_ref_wav
+from serve_fixtures import run_dir, synth  # noqa: F401 (fixtures)
 from serve_fixtures import browser_title, chromium, running_server, tiny_serve_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
@@ -32,18 +32,6 @@ ATTACKER = "http://attacker.example"
 SPEECH = {"model": "tts-1", "input": "Hello there.", "voice": "default", "response_format": "wav", "stream": False}
 THREE_SENTENCES = "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. It is easy to tell the depth of a well."
 KEY = "test-key-0123456789"
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "voice"
-    tiny_run_checkpoint(run, update=2)
-    return run
-
-
-@pytest.fixture(scope="module")
-def synth(run_dir) -> Synthesizer:
-    return Synthesizer.from_config(tiny_serve_settings(run_dir), run_dir)
 
 
 @pytest.fixture
@@ -272,15 +260,23 @@ def test_a_transcript_far_longer_than_its_clip_is_refused_and_says_why(serve_wit
     assert spoken.status_code == 200
 
 
-def test_a_long_clip_whose_transcript_outruns_the_kept_reference_is_refused(serve_with):
-    """Synthesis keeps max_ref_seconds of a clip: a transcript of the whole long clip does not fit that part."""
+def test_a_long_clip_keeps_only_the_words_of_the_part_synthesis_uses_and_speaks(serve_with):
+    """Synthesis keeps max_ref_seconds of a clip: the whole clip's transcript is cut at the same word
+    as the audio (f5app/inference/reference.py), so the voice speaks instead of failing every request."""
     running = serve_with()
     wav, sr = sf.read(upstream_ref_wav(), dtype="float32")
     long_clip = io.BytesIO()
     sf.write(long_clip, np.concatenate([wav] * 8), sr, format="WAV")  # 42 s of the same sentence
     transcript = "Some call me nature, others call me mother nature. " * 8
-    message = refused(upload(running.url, "long", long_clip.getvalue(), transcript=transcript), 400, "invalid_voice")
-    assert "max_ref_seconds=12" in message
+    answer = upload(running.url, "long", long_clip.getvalue(), transcript=transcript)
+    assert answer.status_code == 201, answer.text
+    voice = answer.json()
+    cut = voice["reference"]["cut"]
+    assert voice["reference"]["seconds"] <= 12.0 and cut["at_seconds"] <= 12.0
+    assert len(voice["transcript"].split()) == cut["kept_words"] < len(transcript.split())
+    assert cut["kept_words"] + cut["dropped_words"] == len(transcript.split())
+    spoken = httpx.post(f"{running.url}/v1/audio/speech", json={**SPEECH, "voice": "long"}, timeout=120)
+    assert spoken.status_code == 200, spoken.text
 
 
 # ------------------------------------------------------------------------- 5. the reference cache
