@@ -405,7 +405,7 @@ class EvalAppConfig:
     compare: list[str] = field(default_factory=list)
     out: Optional[str] = None  # the JSON results; default ${run_dir}/eval/eval-<what>-<time>.json
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: str = "fp32"  # as training's evaluation synthesises (its EMA weights), so scores match; auto/bf16 is faster
     quantize: str = "none"  # as InferConfig
     compile: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)

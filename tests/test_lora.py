@@ -98,9 +98,11 @@ def infer_settings(compose_cfg, *overrides: str) -> InferConfig:
 
 
 def synthesizer(compose_cfg, run_dir: Path, *overrides: str):
+    """fp32, so merged and unmerged weights, and peft's model, can be compared to 1e-4 (dtype=auto is
+    bf16 on CPUs that have it, where W + BA rounds differently from W and BA apart)."""
     from f5app.inference.synthesizer import Synthesizer
 
-    return Synthesizer.from_config(infer_settings(compose_cfg, *overrides), run_dir)
+    return Synthesizer.from_config(infer_settings(compose_cfg, "dtype=fp32", *overrides), run_dir)
 
 
 # ------------------------------------------------------------------------------------------- config

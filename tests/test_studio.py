@@ -63,7 +63,7 @@ def newest(run_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, one_torch_thread) -> dict:
     """outputs/runs/{demo,base,lora} trained for real, and data/my_recordings prepared for real."""
-    from f5app.data.prepare import prepare
+    from f5app.data.sources import prepare_data as prepare
     from f5app.data.recordings import example
 
     root = tmp_path_factory.mktemp("studio")
@@ -248,7 +248,7 @@ def test_a_pinned_checkpoint_survives_retention_resolves_as_ckpt_pinned_and_is_l
 
 # ------------------------------------------------------------------------------- review
 def test_a_review_saved_in_the_page_equals_editing_metadata_csv_by_hand_and_running_again(world, tmp_path):
-    from f5app.data.prepare import prepare
+    from f5app.data.sources import prepare_data as prepare
 
     by_hand, by_page = tmp_path / "hand" / "rec", tmp_path / "page" / "rec"
     for copy in (by_hand, by_page):

@@ -17,6 +17,7 @@ from eval_fixtures import HUMAN_CLIPS, example_path, resemblyzer_embedder, tiny_
 from f5app.audio.io import read_audio, resample
 from f5app.config import VerifyConfig
 from f5app.evaluation.evaluator import Evaluator
+from f5app.inference.duration import rate_from_duration
 from f5app.inference.reference import default_preparer
 from f5app.inference.synthesizer import ChunkJob, RenderedChunk, SamplingSettings, _Voice
 from f5app.inference.verify import ChunkVerifier
@@ -52,7 +53,8 @@ def rendered(seed: int) -> RenderedChunk:
 
 def chunk(seed: int = SEED) -> ChunkJob:
     prepared = default_preparer().prepare(example_path(BASIC), WORDS, RATE)
-    voice = _Voice(prepared=prepared, tokens=list(WORDS), rms=0.1)
+    rate = rate_from_duration(prepared.reference.text, prepared.reference.seconds)
+    voice = _Voice(prepared=prepared, tokens=list(WORDS), rms=0.1, rate=rate)
     return ChunkJob("main", voice, WORDS, SamplingSettings(), seed)
 
 
