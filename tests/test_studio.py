@@ -286,7 +286,7 @@ def test_a_review_saved_in_the_page_equals_editing_metadata_csv_by_hand_and_runn
 # ------------------------------------------------------------------------------- train and stop
 def test_training_started_from_the_page_is_stopped_with_sigterm_saves_and_exits_3(studio, world):
     values = {"run_name": "from_page", "experiment": "demo", "data": "csv_wavs", "data.path": str(world["voice"]),
-              "trainer.max_updates": 100000, "trainer.save_every": 100000, "trainer.val_every": 0, "eval.every": 0, "logger": "none",
+              "trainer.max_updates": 100000, "trainer.epochs": 100000, "trainer.save_every": 100000, "trainer.val_every": 0, "eval.every": 0, "logger": "none",
               "data.frames_per_gpu": 400, "data.max_samples": 4, "data.val_fraction": 0.25}
     started = studio.post("/api/train", {"values": values})
     assert started.status_code == 202, started.text
