@@ -11,7 +11,8 @@ import soundfile as sf
 from f5app.config import CkptConfig, InferConfig, VocoderConfig
 from f5app.inference.errors import InferenceInputError
 from f5app.inference.synthesizer import Synthesizer
-from infer_fixtures import UPSTREAM_REF_TEXT, random_vocos_folder, tiny_model_config, tiny_run_checkpoint, upstream_ref_wav
+from serve_fixtures import run_dir  # noqa: F401 (a fixture: the run with one tiny checkpoint)
+from infer_fixtures import UPSTREAM_REF_TEXT, random_vocos_folder, tiny_model_config, upstream_ref_wav
 
 FAST = {"nfe_step": 4, "progress": False}
 
@@ -27,13 +28,6 @@ def infer_config(run_dir, **overrides) -> InferConfig:
     for key, value in overrides.items():
         setattr(cfg, key, value)
     return cfg
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "voice"
-    tiny_run_checkpoint(run, update=2)
-    return run
 
 
 @pytest.fixture(scope="module")
