@@ -12,7 +12,8 @@ import torch
 
 from f5app.config import ASSETS_DIR, ReplayConfig, TextNormConfig, TrainConfig, to_settings
 from f5app.data.dataset import load_splits
-from f5app.data.replay import MixedBatches, check_replay, prepare_replay, with_replay
+from f5app.data.mixing import MixedBatches, with_replay
+from f5app.data.replay import check_replay, prepare_replay
 from f5app.data.sources import prepare_data
 from f5app.data.tokenizer import extend_vocab
 from f5app.data.vocab import read_vocab

@@ -45,7 +45,8 @@ from f5app.ckpt.schema import METRIC_DIRECTIONS
 from f5app.ckpt.store import CheckpointStore
 from f5app.config import TrainConfig
 from f5app.data.dataset import FrameBatches, collate, load_splits
-from f5app.data.replay import check_replay, prepare_replay, union_vocab, with_replay
+from f5app.data.mixing import with_replay
+from f5app.data.replay import check_replay, prepare_replay, union_vocab
 from f5app.data.sources import prepare_data
 from f5app.data.tokenizer import extend_vocab
 from f5app.data.vocab import read_vocab, vocab_map
@@ -344,7 +345,7 @@ class Trainer:
         d = self.cfg.data
         main_train, self.val_set = load_splits(self.prepared, self.cfg.model.mel, d.val_fraction, d.val_min_items, d.seed)
         self.vocab_index = vocab_map(self.vocab)
-        # with data.replay, train_set holds the replay clips after the main set's (f5app/data/replay.py)
+        # with data.replay, train_set holds the replay clips after the main set's (f5app/data/mixing.py)
         self.train_set, self.train_batches = with_replay(main_train, self.replayed, d.replay, self.cfg.model.mel, d)
         self.val_batches = FrameBatches(
             [self.val_set.frame_len(i) for i in range(len(self.val_set))], d.frames_per_gpu, d.max_samples, d.seed
