@@ -68,6 +68,17 @@ class ModelConfig:
 
 
 @dataclass
+class ReplayConfig:
+    """One entry of ``data.replay``: a further set mixed into every training batch against
+    forgetting (f5app/data/replay.py, docs/training.md)."""
+
+    path: Optional[str] = None  # a folder holding metadata.csv: a csv_wavs folder, or data=recordings' clips (or the folder they were cut from)
+    share: float = 0.2  # of every training batch's mel frames, in (0, 0.9]; all entries together below 1
+    prepared_dir: Optional[str] = None  # default: <path>/.f5app_prepared
+    language: Optional[str] = None  # its text_norm language when text_norm.apply_to_training (default: text_norm.language, else en)
+
+
+@dataclass
 class DataConfig:
     """A folder of audio plus ``metadata.csv``, prepared into upstream's arrow format."""
 
@@ -84,6 +95,8 @@ class DataConfig:
     max_samples: int = 64  # cap on clips in one batch
     num_workers: int = 0
     seed: int = 0  # shuffling of the train/validation split
+    # Further sets, each a share of every training batch: 'data.replay=[{path: DIR, share: 0.2}]'
+    replay: list[ReplayConfig] = field(default_factory=list)
 
 
 @dataclass

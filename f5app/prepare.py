@@ -28,7 +28,9 @@ USAGE = ("usage: python -m f5app.prepare data=csv_wavs data.path=DIR [data.token
 
 @hydra.main(config_path=str(CONF_DIR), config_name="prepare", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    from f5app.data.sources import prepare_data  # deferred: f5app.data.sources costs 0.49 s to import (numpy, soundfile; -X importtime); --help must stay fast
+    # deferred: f5app.data.sources costs 0.49 s to import (numpy, soundfile; -X importtime); --help must stay fast
+    from f5app.data.replay import prepare_replay
+    from f5app.data.sources import prepare_data
 
     with exit_on_user_error(log):
         if OmegaConf.is_missing(cfg.data, "path"):
@@ -39,12 +41,15 @@ def _hydra_main(cfg: DictConfig) -> None:
         data: DataConfig = to_settings(tree, data_schema_for(tree))
         text_norm: TextNormConfig = to_settings(cfg.text_norm, TextNormConfig)
         prepared = prepare_data(data, progress=bool(cfg.progress), normaliser=training_normaliser(text_norm, cfg.asr.get("language")))
+        replayed = prepare_replay(data, text_norm, progress=bool(cfg.progress))
     print(
         f"{prepared.num_items} clips ({prepared.total_seconds:.1f} s of audio), {len(prepared.vocab)} tokens, "
         f"{prepared.skipped} rows skipped -> {prepared.dir}\nreport: {prepared.report_path}"
     )
     if prepared.review_path is not None:
         print(f"review: {prepared.review_path}\nedit {prepared.review_path.parent / 'metadata.csv'} and run the same command again to change texts")
+    for i, replay in enumerate(replayed):
+        print(f"data.replay[{i}]: {replay.num_items} clips ({replay.total_seconds:.1f} s of audio), {replay.skipped} rows skipped -> {replay.dir}")
 
 
 def main() -> None:

@@ -121,6 +121,7 @@ SUBSTITUTIONS = [
 #: What the docs assume the reader already has, made before the first command.
 PREREQUISITES = {
     "$HOME/my_voice": "your recordings: a copy of the bundled demo set (metadata.csv + wavs/)",
+    "$HOME/english": "a base-language replay set: a metadata.csv naming f5-tts's English example recordings",
     "outputs/runs/demo": "the demo run scripts/demo.sh trains: `python -m f5app.train experiment=demo` with the tiny bounds",
     "story.txt, me.flac, town.flac": "a text to read and two voices (upstream F5-TTS's example recordings)",
     "ckpts/model_1250000.safetensors": "upstream's released weights: a tiny model in the same format, with its vocab.txt",
@@ -251,8 +252,10 @@ def _make_prerequisites(home: Path, work: Path, tmp: Path) -> dict[str, str]:
 
     from f5app.config import ASSETS_DIR
     from infer_fixtures import random_vocos_folder, upstream_ref_wav, upstream_release_safetensors
+    from train_fixtures import make_english_folder
 
     shutil.copytree(ASSETS_DIR / "demo", home / "my_voice")
+    make_english_folder(home)
     (work / "story.txt").write_text("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background.\n", encoding="utf-8")
     wav, rate = soundfile.read(upstream_ref_wav())
     soundfile.write(work / "me.flac", wav, rate)

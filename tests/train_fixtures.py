@@ -70,3 +70,25 @@ def train_in_process(compose_cfg, run_dir: Path, overrides: list[str]):
     PartialState._reset_state()
     cfg = compose_cfg("train", overrides)
     return run(cfg, run_dir)
+
+
+#: f5-tts's shipped English recordings and their words (basic.toml's ref_text; tiny.en's transcripts, NOTES.md).
+ENGLISH_RECORDINGS = {
+    "basic/basic_ref_en.wav": "Some call me nature, others call me mother nature.",
+    "multi/main.flac": "6 spoons of fresh snow peas, 5 thick slabs of blue cheese and maybe a snack for her brother Bob.",
+    "multi/town.flac": "The difference in the rainbow depends considerably upon the size of the drops, and the width of "
+                       "the coloured band increases as the size of the drops increases.",
+}
+
+
+def make_english_folder(root: Path) -> Path:
+    """A metadata.csv naming f5-tts's three English example recordings (absolute paths, nothing copied):
+    the base language a replay set keeps in training."""
+    from tests.infer_fixtures import upstream_ref_wav
+
+    examples = upstream_ref_wav().parent.parent
+    folder = root / "english"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["audio_file|text"] + [f"{examples / name}|{text}" for name, text in ENGLISH_RECORDINGS.items()]
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder

@@ -45,6 +45,8 @@ from f5app.ckpt.schema import METRIC_DIRECTIONS
 from f5app.ckpt.store import CheckpointStore
 from f5app.config import TrainConfig
 from f5app.data.dataset import FrameBatches, collate, load_splits
+from f5app.data.mixing import with_replay
+from f5app.data.replay import check_replay, prepare_replay, union_vocab
 from f5app.data.sources import prepare_data
 from f5app.data.tokenizer import extend_vocab
 from f5app.data.vocab import read_vocab, vocab_map
@@ -146,6 +148,7 @@ class Trainer:
         export_submitit_distributed_env()  # before Accelerator(): a multi-task submitit job becomes N ranks
         cfg = self.cfg
         _check_objective(cfg)
+        check_replay(cfg.data.replay)
         on_cpu = cfg.trainer.cpu or pick_device("auto") == "cpu"  # no GPU here: accelerate's CPU mode
         check_precision(cfg.trainer.mixed_precision, on_cpu)
         self.accelerator = Accelerator(
@@ -179,7 +182,7 @@ class Trainer:
         self.resolution = self._resolve_checkpoint()
         if self._finished_at_resolved_checkpoint():
             return  # train() reports it; no data, model or tracker is needed for that
-        self.prepared = self._prepare_data()
+        self.prepared, self.replayed = self._prepare_data()
         self.vocab = self._choose_vocab()
         model = self._build_model()
         self._build_ema(model)
@@ -237,25 +240,31 @@ class Trainer:
 
     def _prepare_data(self):
         normaliser = training_normaliser(self.cfg.text_norm, self.cfg.eval.language or self.cfg.asr.language)
+        progress = self.is_main and self.cfg.trainer.progress_bar
         with self.accelerator.main_process_first():
-            return prepare_data(self.cfg.data, progress=self.is_main and self.cfg.trainer.progress_bar, normaliser=normaliser)
+            prepared = prepare_data(self.cfg.data, progress=progress, normaliser=normaliser)
+            return prepared, prepare_replay(self.cfg.data, self.cfg.text_norm, progress=progress)
 
     def _choose_vocab(self) -> list[str]:
         """Scratch: the data's vocab. Fine-tune: the weights' vocab grown by the data's new tokens.
-        Resume: exactly the checkpoint's vocab (changing it mid-run is refused)."""
+        Resume: exactly the checkpoint's vocab (changing it mid-run is refused). The data's vocab is
+        the main set's grown by the replay sets' tokens."""
 
         chosen = self.resolution.chosen
+        data_vocab, replay_added = union_vocab(list(self.prepared.vocab), self.replayed)
+        if replay_added:
+            log.info("the replay sets add %d tokens to the data's vocabulary: %s", len(replay_added), "".join(replay_added[:60]))
         if self.resolution.mode == "scratch" or chosen is None:
-            return list(self.prepared.vocab)
+            return data_vocab
         if chosen.vocab_path is None:
             raise UserError(f"checkpoint {chosen.path} has no vocab.txt beside it; put the vocabulary it was trained with there")
         base = read_vocab(chosen.vocab_path)
         if self.resolution.mode == "resume":
-            unknown = sorted(set(self.prepared.vocab) - set(base))
+            unknown = sorted(set(data_vocab) - set(base))
             if unknown:
                 log.warning("the data has %d tokens the resumed model's vocabulary lacks (they map to unknown): %s", len(unknown), "".join(unknown[:40]))
             return base
-        vocab, added = extend_vocab(base, self.prepared.vocab)
+        vocab, added = extend_vocab(base, data_vocab)
         if added:
             log.info("fine-tuning grows the vocabulary by %d tokens: %s", len(added), "".join(added[:60]))
         return vocab
@@ -334,11 +343,10 @@ class Trainer:
 
     def _build_data(self) -> None:
         d = self.cfg.data
-        self.train_set, self.val_set = load_splits(self.prepared, self.cfg.model.mel, d.val_fraction, d.val_min_items, d.seed)
+        main_train, self.val_set = load_splits(self.prepared, self.cfg.model.mel, d.val_fraction, d.val_min_items, d.seed)
         self.vocab_index = vocab_map(self.vocab)
-        self.train_batches = FrameBatches(
-            [self.train_set.frame_len(i) for i in range(len(self.train_set))], d.frames_per_gpu, d.max_samples, d.seed
-        )
+        # with data.replay, train_set holds the replay clips after the main set's (f5app/data/mixing.py)
+        self.train_set, self.train_batches = with_replay(main_train, self.replayed, d.replay, self.cfg.model.mel, d)
         self.val_batches = FrameBatches(
             [self.val_set.frame_len(i) for i in range(len(self.val_set))], d.frames_per_gpu, d.max_samples, d.seed
         ).for_epoch(0)
