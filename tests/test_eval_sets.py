@@ -179,3 +179,64 @@ def test_the_bound_also_holds_when_ranking_by_validation_loss(tmp_path):
 def test_a_negative_margin_is_refused():
     with pytest.raises(UserError, match="ckpt.max_base_wer_rise=-0.1 must be 0 or more"):
         base_bound("en", -0.1)
+
+
+# ---------------------------------------------------------------------- the report and ckpt list
+
+
+def write_job_with_sets(sweep_dir, lr: str, evaluations: dict[int, tuple[float, float]], objective: str = "wer@target"):
+    """A finished sweep job whose checkpoints carry (wer@en, wer@target) as the trainer records them."""
+    import yaml
+
+    from f5app.run_state import write_run_status
+    from test_report import FIXED, job_folder
+
+    job = job_folder(sweep_dir, lr)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*FIXED, f"optim.lr={lr}", "trainer.max_updates=4", "logger=none"]))
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_updates": 4, "epochs": 100}, "objective": objective}))
+    store, history = CheckpointStore(job / "checkpoints", keep_last=1, best_metric=objective), []
+    for update, (en_wer, target_wer) in evaluations.items():
+        save(store, update, history, en_wer=en_wer, target_wer=target_wer)
+    write_run_status(job, "finished", update=max(evaluations), epoch=0, max_updates=4, epochs=100)
+
+
+def test_the_report_shows_each_sets_best_scores_and_ranks_by_a_sets_objective(tmp_path):
+    import csv
+
+    from f5app.report import collect, format_table, main
+    from test_report import FIXED, write_multirun
+
+    sweep = tmp_path / "sweeps" / "sets"
+    write_multirun(sweep, [*FIXED, "optim.lr=1,2", "trainer.max_updates=4", "logger=none"])
+    write_job_with_sets(sweep, "1", {2: (0.2, 0.6), 4: (0.3, 0.5)})
+    write_job_with_sets(sweep, "2", {2: (0.1, 0.7), 4: (0.15, 0.45)})  # keep_last=1: update 2 survives only in the history
+    report = collect(sweep)
+    rows = {row.label: row for row in report.jobs}
+    assert rows["optim.lr=1"].best_by_set["en"] == {"wer": 0.2, "cer": 0.1, "sim": 0.6}
+    assert rows["optim.lr=2"].best_by_set["target"]["wer"] == 0.45
+    assert report.objective == "wer@target" and report.best.label == "optim.lr=2"
+    table = format_table(report)
+    assert {"best WER@target", "best SIM@en"} <= set(table.splitlines()[1].split("  ")) | {c.strip() for c in table.splitlines()[1].split("  ")}
+    assert "best by wer@target: optim.lr=2 (wer@target 0.4500)" in table
+    assert main([str(sweep)]) == 0
+    with open(sweep / "report.csv", newline="") as handle:
+        by_label = {row["label"]: row for row in csv.DictReader(handle)}
+    assert (by_label["optim.lr=2"]["best_wer@en"], by_label["optim.lr=2"]["best_wer@target"]) == ("0.1", "0.45")
+
+
+def test_ckpt_list_shows_a_column_per_set_and_metric(tmp_path, capsys):
+    from f5app.ckpt_cli import main as ckpt_main
+
+    store, history = CheckpointStore(tmp_path / "run" / "checkpoints", keep_last=0, best_metric="wer@target"), []
+    save(store, 100, history, en_wer=0.25, target_wer=0.6)
+    store.save(checkpoint_record(150, MODEL, VOCAB, 0.9))  # not evaluated
+    save(store, 200, history, en_wer=0.125, target_wer=0.375)
+    assert ckpt_main(["list", str(tmp_path / "run")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if "val_loss" in line).split()
+    assert {"wer@target", "cer@target", "sim@target", "wer@en", "sim@en"} <= set(header)
+    row = next(line for line in lines if "update_00000200" in line).split()
+    assert row[header.index("wer@en")] == "0.1250" and row[header.index("wer@target")] == "0.3750"
+    assert next(line for line in lines if "update_00000150" in line).split()[header.index("wer@en")] == "-"
+    assert "best by wer@target" in "\n".join(lines)
