@@ -308,7 +308,8 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 USAGE = (
     "usage: python -m f5app.eval [run_name=NAME] [ckpt=auto|best|last|latest|custom|pretrained] "
-    "[source=model|recordings] ['compare=[A,B]'] [out=FILE.json] [asr=...] [speaker=...] [eval.KEY=VALUE ...]"
+    "[source=model|recordings] ['compare=[A,B]'] [out=FILE.json] [asr=...] [speaker=...] [eval.KEY=VALUE ...] "
+    "['++eval.sets={NAME:{prompt_file:LIST,language:LANG},...}'] (docs/evaluation.md)"
 )
 
 
