@@ -292,9 +292,9 @@ def _print_info(info: dict) -> None:
         if info.get(key) is not None:
             print(f"  {key:13} {info[key]}")
     if info["metrics"]:
-        histories = {"val_history": "validation", "eval_history": "evaluation"}
+        histories = {"val_history": "validation", "eval_history": "evaluation", "eval_set_history": "set evaluation"}
         shown = {k: v for k, v in info["metrics"].items() if k not in (*histories, "eval", "nonfinite") and v is not None}
-        shown.update({k: v for k, v in (info["metrics"].get("eval") or {}).items() if k in ("wer", "cer", "sim") and v is not None})
+        shown.update({k: v for k, v in _listed_metrics(info["metrics"]).items() if v is not None})  # val_loss, wer..., wer@SET...
         print("  metrics       " + ", ".join(f"{k}={_fmt_loss(v)}" for k, v in shown.items()))
         counts = [(len(info["metrics"].get(key) or ()), what) for key, what in histories.items()]
         if any(n for n, _ in counts):

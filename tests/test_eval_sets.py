@@ -240,3 +240,15 @@ def test_ckpt_list_shows_a_column_per_set_and_metric(tmp_path, capsys):
     assert row[header.index("wer@en")] == "0.1250" and row[header.index("wer@target")] == "0.3750"
     assert next(line for line in lines if "update_00000150" in line).split()[header.index("wer@en")] == "-"
     assert "best by wer@target" in "\n".join(lines)
+
+
+def test_ckpt_info_shows_each_sets_scores_and_counts_their_history(tmp_path, capsys):
+    from f5app.ckpt_cli import main as ckpt_main
+
+    store, history = CheckpointStore(tmp_path / "checkpoints", keep_last=0), []
+    save(store, 100, history, en_wer=0.25, target_wer=0.6)
+    folder = save(store, 200, history, en_wer=0.125, target_wer=0.375)
+    ckpt_main(["info", str(folder)])
+    out = capsys.readouterr().out
+    assert "wer@en=0.1250" in out and "wer@target=0.3750" in out and "sim@en=0.6000" in out
+    assert "4 set evaluations" in out and "eval_set_history" not in out
