@@ -252,3 +252,21 @@ def test_ckpt_info_shows_each_sets_scores_and_counts_their_history(tmp_path, cap
     out = capsys.readouterr().out
     assert "wer@en=0.1250" in out and "wer@target=0.3750" in out and "sim@en=0.6000" in out
     assert "4 set evaluations" in out and "eval_set_history" not in out
+
+
+def test_the_per_set_history_survives_a_resume_and_gives_a_sweeps_best(tmp_path):
+    from f5app.ckpt.reader import CheckpointReader
+
+    store, history = CheckpointStore(tmp_path, keep_last=0), []
+    save(store, 100, history, en_wer=0.25, target_wer=0.6)
+    record = checkpoint_record(200, MODEL, VOCAB, 1.0, eval_scores=scores(0.3, 0.5),
+                               eval_set_history=(*history, (200, "target", 0.5, 0.25, 0.5), (200, "en", 0.3, 0.15, 0.6)))
+    record.training_state.progress.eval_set_history = [list(point) for point in record.metadata.metrics.eval_set_history]
+    folder = store.save(record)
+    progress = CheckpointReader(folder).resume_state(0).training_state.progress
+    assert progress.eval_set_history == [[100, "target", 0.6, 0.3, 0.5], [100, "en", 0.25, 0.125, 0.6],
+                                         [200, "target", 0.5, 0.25, 0.5], [200, "en", 0.3, 0.15, 0.6]]
+    metrics = schema.read_metadata(folder).metrics
+    assert (metrics.best("wer@target"), metrics.best("wer@en"), metrics.best("sim@target")) == (0.5, 0.25, 0.5)
+    # a training state written before sets existed resumes with an empty history
+    assert schema.TrainingState.from_payload({"update": 1, "epoch": 0, "batch_in_epoch": 1, "samples_seen": 4}).progress.eval_set_history == []
