@@ -63,6 +63,7 @@ class JobRow:
     eval_curve: list[list[Optional[float]]] = field(default_factory=list)  # [update, wer, cer, sim]
     #: each named prompt set's (eval.sets) best wer / cer / sim over the job's evaluations, by set
     best_by_set: dict[str, dict[str, Optional[float]]] = field(default_factory=dict)
+    eval_set_curves: dict[str, list[list[Optional[float]]]] = field(default_factory=dict)  # by set: [update, wer, cer, sim]
 
     def value(self, metric: str) -> Optional[float]:
         name, set_name = parse_metric(metric)
@@ -149,7 +150,8 @@ def _job_row(job_dir: Path, overrides: list[str], label: str) -> JobRow:
     for column, name in ((1, "wer"), (2, "cer"), (3, "sim")):
         values = [point[column] for point in row.eval_curve if point[column] is not None]
         setattr(row, f"best_{name}", (max if name == "sim" else min)(values) if values else None)
-    for set_name, curve in eval_set_curves(job_dir).items():
+    row.eval_set_curves = eval_set_curves(job_dir)
+    for set_name, curve in row.eval_set_curves.items():
         row.best_by_set[set_name] = {
             name: _best(name, [point[column] for point in curve if point[column] is not None]) for column, name in ((1, "wer"), (2, "cer"), (3, "sim"))
         }
@@ -370,10 +372,13 @@ def write_json(report: SweepReport, path: Path) -> None:
 
 def write_png(report: SweepReport, path: Path) -> bool:
     """Validation loss against update, one line per job, and below it WER and SIM when the jobs
-    evaluate; False when no job has a point yet."""
+    evaluate (and each named set's WER, eval.sets); False when no job has a point yet."""
     panels = [("validation loss", [(job.label, [(p[0], p[1]) for p in job.val_curve]) for job in report.jobs])]
     for column, name in ((1, "WER"), (3, "SIM")):
         panels.append((name, [(job.label, [(p[0], p[column]) for p in job.eval_curve if p[column] is not None]) for job in report.jobs]))
+    for set_name in _set_names(report):
+        panels.append((f"WER@{set_name}", [(job.label, [(p[0], p[1]) for p in job.eval_set_curves.get(set_name, []) if p[1] is not None])
+                                           for job in report.jobs]))
     panels = [(name, [(label, points) for label, points in curves if points]) for name, curves in panels]
     panels = [(name, curves) for name, curves in panels if curves]
     if not panels:

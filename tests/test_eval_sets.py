@@ -223,6 +223,8 @@ def test_the_report_shows_each_sets_best_scores_and_ranks_by_a_sets_objective(tm
     with open(sweep / "report.csv", newline="") as handle:
         by_label = {row["label"]: row for row in csv.DictReader(handle)}
     assert (by_label["optim.lr=2"]["best_wer@en"], by_label["optim.lr=2"]["best_wer@target"]) == ("0.1", "0.45")
+    assert rows["optim.lr=2"].eval_set_curves["en"] == [[2, 0.1, 0.05, 0.6], [4, 0.15, 0.075, 0.6]]  # update 2 from the history
+    assert (sweep / "report.png").stat().st_size > 1000
 
 
 def test_ckpt_list_shows_a_column_per_set_and_metric(tmp_path, capsys):
