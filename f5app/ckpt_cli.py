@@ -181,10 +181,11 @@ def _cmd_list(args) -> int:
         print(f"no checkpoints in {ckpt_dir}")
         return EXIT_INVALID
     metric = best.metric if best is not None else "val_loss"
-    columns = ["val_loss"] + [name for name in ("wer", "cer", "sim") if any(r["metrics"].get("eval") and r["metrics"]["eval"].get(name) is not None for r in rows)]
+    values_of = [_listed_metrics(r["metrics"]) for r in rows]
+    measured = list(dict.fromkeys(name for values in values_of for name, value in values.items() if value is not None))
+    columns = ["val_loss"] + [name for name in ("wer", "cer", "sim") if name in measured] + [name for name in measured if "@" in name]
     table = [("name", "update", *columns, "size", "status", "marks")]
-    for r in rows:
-        values = {"val_loss": r["metrics"].get("val_loss"), **((r["metrics"].get("eval") or {}) if r["metrics"] else {})}
+    for r, values in zip(rows, values_of):
         table.append((r["name"], "-" if r["update"] is None else str(r["update"]), *(_fmt_loss(values.get(c)) for c in columns),
                       _fmt_size(r["size_bytes"]), r["status"], ",".join(r["marks"])))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
@@ -195,6 +196,15 @@ def _cmd_list(args) -> int:
         if r["reason"]:
             print(f"  {r['name']}: {r['reason']}")
     return EXIT_OK
+
+
+def _listed_metrics(metrics: dict) -> dict:
+    """``metrics`` (as metadata.json holds them) -> the numbers ``list`` shows, by column name."""
+    scores = (metrics or {}).get("eval") or {}
+    values = {"val_loss": (metrics or {}).get("val_loss"), **{name: scores.get(name) for name in ("wer", "cer", "sim")}}
+    for set_name, one in (scores.get("sets") or {}).items():
+        values.update({f"{name}@{set_name}": one.get(name) for name in ("wer", "cer", "sim")})
+    return values
 
 
 def _list_row(entry, metadata, status, best, last, pinned=None) -> dict:
@@ -282,9 +292,9 @@ def _print_info(info: dict) -> None:
         if info.get(key) is not None:
             print(f"  {key:13} {info[key]}")
     if info["metrics"]:
-        histories = {"val_history": "validation", "eval_history": "evaluation"}
+        histories = {"val_history": "validation", "eval_history": "evaluation", "eval_set_history": "set evaluation"}
         shown = {k: v for k, v in info["metrics"].items() if k not in (*histories, "eval", "nonfinite") and v is not None}
-        shown.update({k: v for k, v in (info["metrics"].get("eval") or {}).items() if k in ("wer", "cer", "sim") and v is not None})
+        shown.update({k: v for k, v in _listed_metrics(info["metrics"]).items() if v is not None})  # val_loss, wer..., wer@SET...
         print("  metrics       " + ", ".join(f"{k}={_fmt_loss(v)}" for k, v in shown.items()))
         counts = [(len(info["metrics"].get(key) or ()), what) for key, what in histories.items()]
         if any(n for n, _ in counts):

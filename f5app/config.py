@@ -183,7 +183,11 @@ class CkptConfig:
     quarantine: bool = True
     fallback: bool = False  # an explicitly requested source that is invalid falls through
     keep_last: int = 3
-    best_metric: str = "val_loss"  # what best.json ranks by: val_loss | wer | cer (lower wins) | sim (higher wins)
+    best_metric: str = "val_loss"  # what best.json ranks by: val_loss | wer | cer (lower wins) | sim (higher wins); METRIC@SET: one of eval.sets
+    # A checkpoint whose wer@base_set rose more than max_base_wer_rise (absolute) over the run's first
+    # evaluation is never best (null: no such bound). Here, not in eval: ckpt=best applies it too.
+    base_set: Optional[str] = None
+    max_base_wer_rise: float = 0.05
     min_size_bytes: int = 1024  # lower bound when a file has no metadata recording its size
     use_ema: bool = True
     # An adapter checkpoint's base weights, moved from where its metadata records them (checked by fingerprint).
@@ -265,6 +269,17 @@ class SpeakerConfig:
 
 
 @dataclass
+class EvalSetConfig:
+    """One named prompt set of ``eval.sets`` (f5app/evaluation/sets.py, docs/evaluation.md)."""
+
+    prompt_file: Optional[str] = None  # null: the run's own held-out split; else a Seed-TTS meta.lst or LibriSpeech-PC list
+    language: Optional[str] = None  # what the ASR is told and the text normaliser's language; null: eval.language
+    prompt_format: str = "auto"  # auto | seedtts | librispeech_pc
+    audio_root: Optional[str] = None  # librispeech_pc: the LibriSpeech test-clean folder
+    num_prompts: Optional[int] = None  # null: eval.num_prompts
+
+
+@dataclass
 class EvalConfig:
     """What evaluation synthesises and how it scores; see f5app/evaluation/ and docs/evaluation.md."""
 
@@ -280,6 +295,8 @@ class EvalConfig:
     sway_sampling_coef: float = -1.0
     speed: float = 1.0
     save_audio: bool = True  # keep each generated clip beside the results
+    # Named prompt sets, each scored on its own (wer@NAME); empty: the one set above, as before.
+    sets: dict[str, EvalSetConfig] = field(default_factory=dict)
 
 
 @dataclass

@@ -50,6 +50,7 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
     """Evaluate as the command line does; returns what was written to the JSON file (plus ``path``)."""
     from f5app.evaluation.evaluator import build_evaluator  # deferred: f5app.evaluation.evaluator costs 0.58 s to import (numpy, soundfile; -X importtime); --help must stay fast
     from f5app.evaluation.prompts import load_prompts  # deferred: f5app.evaluation.prompts costs 0.39 s to import (numpy, soundfile; -X importtime); --help must stay fast
+    from f5app.evaluation.sets import load_sets, score_sets  # deferred: imports the evaluator (0.58 s, above)
 
     settings: EvalAppConfig = cfg if isinstance(cfg, EvalAppConfig) else to_settings(cfg, EvalAppConfig)
     if settings.source not in ("model", RECORDINGS):
@@ -64,29 +65,35 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
     chosen = effective_settings(settings.asr, settings.speaker, settings.eval, recorded, overridden_groups(overrides or []), settings.vocoder)
     for note in chosen.notes:
         log.info("evaluation settings: %s", note)
-    prompts = load_prompts(chosen.eval, chosen.data)
-    # One normaliser for the text synthesis is given and the text WER compares with (both in words).
-    normaliser = build_normaliser(settings.text_norm, chosen.eval.language or recorded_language(recorded))
+    sets = load_sets(chosen.eval, held_out=lambda one: load_prompts(one, chosen.data))
+    # One normaliser for the text synthesis is given and the text WER compares with (both in words);
+    # a named set in a language of its own has its own (f5app/text/).
+    fallback = chosen.eval.language or recorded_language(recorded)
+    normaliser = build_normaliser(settings.text_norm, fallback)
+    normalisers = {None: normaliser}
+
+    def normaliser_for(language: str | None):  # noqa: ANN202
+        if language not in normalisers:
+            normalisers[language] = build_normaliser(replace(settings.text_norm, language=language), fallback)
+        return normalisers[language]
+
     evaluator = build_evaluator(chosen.asr, chosen.speaker, device=pick_device(settings.device), language=chosen.eval.language,
                                 normaliser=normaliser)
-    log.info("evaluating %d prompt(s) with %s", len(prompts), ", ".join(t.label for t in targets))
+    log.info("evaluating %s with %s", ", ".join(f"{len(one.prompts)} prompt(s)" + (f" of set {one.name}" if one.name else "") for one in sets),
+             ", ".join(t.label for t in targets))
 
-    results = []
+    results, by_set = [], []
     audio_root = out_path.with_suffix("")
     folders = _audio_folders([t.label for t in targets])
     for target in targets:
         started = time.perf_counter()
-        if target.label == RECORDINGS:
-            result = evaluator.evaluate_recordings(prompts, chosen.eval.prompt_file or "the validation split")
-        else:
-            synthesizer = _synthesizer(settings, target, chosen.vocoder or settings.vocoder, normaliser.language)
-            folder = audio_root / folders[target.label] if len(targets) > 1 else audio_root
-            result = evaluator.evaluate(synthesizer, prompts, chosen.eval, folder, checkpoint=target.describe())
-        results.append((target.label, result))
-        log.info("%s: %d prompts in %.1f s", target.label, result.num_prompts, time.perf_counter() - started)
+        scored = score_sets(sets, evaluator, normaliser_for, _scorer(settings, chosen, target, audio_root / folders[target.label] if len(targets) > 1 else audio_root, normaliser))
+        results.append((target.label, scored.overall))
+        by_set.append((target.label, scored))
+        log.info("%s: %d prompts in %.1f s", target.label, scored.overall.num_prompts, time.perf_counter() - started)
 
-    print(format_table(results), flush=True)
-    record = _record(results, chosen)
+    print(format_table(results, by_set), flush=True)
+    record = _record(by_set, chosen)
     _write_json(out_path, record)
     print(out_path, flush=True)
     return {**record, "path": str(out_path)}
@@ -154,6 +161,22 @@ def _target(settings: EvalAppConfig, entry: str | None) -> _Target:
     return _Target(label, ckpt=ckpt, run_dir=run_dir, resolved=resolution.chosen)
 
 
+def _scorer(settings: EvalAppConfig, chosen, target: _Target, folder: Path, normaliser):  # noqa: ANN001, ANN202
+    """How one target scores one set: its recordings, or its model speaking each set in the set's words."""
+    if target.label == RECORDINGS:
+        return lambda one, scorer: scorer.evaluate_recordings(
+            one.prompts, f"eval.sets.{one.name}" if one.name else chosen.eval.prompt_file or "the validation split")
+    synthesizer = _synthesizer(settings, target, chosen.vocoder or settings.vocoder, normaliser.language)
+
+    def score(one, scorer):  # noqa: ANN001, ANN202
+        if one.name is None:  # no eval.sets: exactly as before sets existed
+            return scorer.evaluate(synthesizer, one.prompts, chosen.eval, folder, checkpoint=target.describe())
+        return scorer.evaluate(synthesizer.with_normaliser(scorer.normaliser), one.prompts, chosen.eval, folder / one.name,
+                               checkpoint=target.describe())
+
+    return score
+
+
 def _synthesizer(settings: EvalAppConfig, target: _Target, vocoder, language: str | None):  # noqa: ANN001, ANN202
     from f5app.inference.synthesizer import Synthesizer  # deferred: f5app.inference.synthesizer costs 0.58 s to import (numpy, soundfile; -X importtime); --help must stay fast
 
@@ -172,17 +195,24 @@ def _synthesizer(settings: EvalAppConfig, target: _Target, vocoder, language: st
 # ---------------------------------------------------------------------- output
 
 
-def format_table(results: list[tuple[str, Any]]) -> str:
-    """Aggregates side by side, then each prompt's text and transcripts."""
+def format_table(results: list[tuple[str, Any]], by_set: list[tuple[str, Any]] = ()) -> str:
+    """Aggregates side by side (each named set's too, from ``by_set``'s SetResults), then each prompt's text and transcripts."""
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
     labels = [label for label, _ in results]
+    names = list(dict.fromkeys(name for _, scored in by_set for name in scored.by_set))
+    head = max(10, *(len(f"wer@{name}") + 1 for name in names)) if names else 10
     width = max(12, *(len(label) for label in labels))
-    lines = [f"{'':<10}" + "".join(f"{label:>{width + 2}}" for label in labels)]
+    lines = [f"{'':<{head}}" + "".join(f"{label:>{width + 2}}" for label in labels)]
     for metric in ("wer", "cer", "sim"):
-        lines.append(f"{metric.upper():<10}" + "".join(f"{number(getattr(r, metric)):>{width + 2}}" for _, r in results))
-    lines.append(f"{'prompts':<10}" + "".join(f"{r.num_prompts:>{width + 2}}" for _, r in results))
+        lines.append(f"{metric.upper():<{head}}" + "".join(f"{number(getattr(r, metric)):>{width + 2}}" for _, r in results))
+    lines.append(f"{'prompts':<{head}}" + "".join(f"{r.num_prompts:>{width + 2}}" for _, r in results))
+    for name in names:
+        for metric in ("wer", "cer", "sim"):
+            row = f"{metric}@{name}"
+            lines.append(f"{row:<{head}}" + "".join(
+                f"{number(getattr(scored.by_set[name], metric) if name in scored.by_set else None):>{width + 2}}" for _, scored in by_set))
     lines.append("")
     by_id = [{item.id: item for item in result.items} for _, result in results]
     order = list(dict.fromkeys(item.id for _, result in results for item in result.items))
@@ -203,8 +233,9 @@ def format_table(results: list[tuple[str, Any]]) -> str:
 
 
 def _record(results: list[tuple[str, Any]], chosen) -> dict[str, Any]:  # noqa: ANN001
+    """``results``: (label, SetResults) per target; each set's metrics under ``sets`` when eval.sets names any."""
     settings = {"asr": asdict(chosen.asr), "speaker": asdict(chosen.speaker) if chosen.speaker else None, "eval": asdict(chosen.eval)}
-    rows = [{"label": label, **result.to_dict()} for label, result in results]
+    rows = [{"label": label, **scored.to_dict()} for label, scored in results]
     if len(rows) == 1:
         return {**rows[0], "settings": settings, "created_at": _now()}
     return {
@@ -277,7 +308,8 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 USAGE = (
     "usage: python -m f5app.eval [run_name=NAME] [ckpt=auto|best|last|latest|custom|pretrained] "
-    "[source=model|recordings] ['compare=[A,B]'] [out=FILE.json] [asr=...] [speaker=...] [eval.KEY=VALUE ...]"
+    "[source=model|recordings] ['compare=[A,B]'] [out=FILE.json] [asr=...] [speaker=...] [eval.KEY=VALUE ...] "
+    "['++eval.sets={NAME:{prompt_file:LIST,language:LANG},...}'] (docs/evaluation.md)"
 )
 
 

@@ -33,7 +33,10 @@ from typing import Any, Optional
 import yaml
 
 from f5app.errors import UserError, run_entry_point
-from f5app.run_state import LOCK_FILENAME, RunProgress, eval_curve, lock_holder, reached_bounds, read_progress, read_run_status, val_curve
+from f5app.ckpt.schema import metric_direction, parse_metric
+from f5app.run_state import (
+    LOCK_FILENAME, RunProgress, eval_curve, eval_set_curves, lock_holder, reached_bounds, read_progress, read_run_status, val_curve,
+)
 from f5app.sweep import job_dirname
 
 log = logging.getLogger("f5app.report")
@@ -58,9 +61,15 @@ class JobRow:
     best_cer: Optional[float] = None
     best_sim: Optional[float] = None
     eval_curve: list[list[Optional[float]]] = field(default_factory=list)  # [update, wer, cer, sim]
+    #: each named prompt set's (eval.sets) best wer / cer / sim over the job's evaluations, by set
+    best_by_set: dict[str, dict[str, Optional[float]]] = field(default_factory=dict)
+    eval_set_curves: dict[str, list[list[Optional[float]]]] = field(default_factory=dict)  # by set: [update, wer, cer, sim]
 
     def value(self, metric: str) -> Optional[float]:
-        return {"val_loss": self.best_val_loss, "wer": self.best_wer, "cer": self.best_cer, "sim": self.best_sim}[metric]
+        name, set_name = parse_metric(metric)
+        if set_name is not None:
+            return self.best_by_set.get(set_name, {}).get(name)
+        return {"val_loss": self.best_val_loss, "wer": self.best_wer, "cer": self.best_cer, "sim": self.best_sim}[name]
 
 
 @dataclass
@@ -81,7 +90,7 @@ class SweepReport:
         scored = [job for job in self.jobs if job.value(metric) is not None]
         if not scored:
             return None
-        pick = max if metric == "sim" else min
+        pick = max if metric_direction(metric) == "max" else min
         return pick(scored, key=lambda job: job.value(metric))  # type: ignore[arg-type,return-value]
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,10 +150,31 @@ def _job_row(job_dir: Path, overrides: list[str], label: str) -> JobRow:
     for column, name in ((1, "wer"), (2, "cer"), (3, "sim")):
         values = [point[column] for point in row.eval_curve if point[column] is not None]
         setattr(row, f"best_{name}", (max if name == "sim" else min)(values) if values else None)
+    row.eval_set_curves = eval_set_curves(job_dir)
+    for set_name, curve in row.eval_set_curves.items():
+        row.best_by_set[set_name] = {
+            name: _best(name, [point[column] for point in curve if point[column] is not None]) for column, name in ((1, "wer"), (2, "cer"), (3, "sim"))
+        }
     objective = ((_load_yaml(job_dir / ".hydra" / "config.yaml") or {}).get("objective"))
-    row.objective = objective if objective in ("val_loss", "wer", "cer", "sim") else "val_loss"
+    row.objective = objective if _is_metric(objective) else "val_loss"
     row.status, row.reason = _status(job_dir, progress, bounds)
     return row
+
+
+def _best(metric: str, values: list[float]) -> Optional[float]:
+    return ((max if metric_direction(metric) == "max" else min)(values)) if values else None
+
+
+def _is_metric(name: Any) -> bool:
+    try:
+        parse_metric(str(name))
+    except ValueError:
+        return False
+    return name is not None
+
+
+def _set_names(report: SweepReport) -> list[str]:
+    return list(dict.fromkeys(name for job in report.jobs for name in job.best_by_set))
 
 
 def _status(job_dir: Path, progress: RunProgress, bounds: Optional[tuple[int, int]]) -> tuple[str, str]:
@@ -269,7 +299,9 @@ def _load_yaml(path: Path) -> Any:
 
 def format_table(report: SweepReport) -> str:
     evaluated = any(job.eval_curve for job in report.jobs)
-    headers = ["job", "status", "updates", "best val loss"] + (["best WER", "best CER", "best SIM"] if evaluated else []) + ["best checkpoint"]
+    sets = _set_names(report)
+    per_set = [f"best {metric.upper()}@{name}" for name in sets for metric in ("wer", "cer", "sim")]
+    headers = ["job", "status", "updates", "best val loss"] + (["best WER", "best CER", "best SIM"] if evaluated else []) + per_set + ["best checkpoint"]
     rows = [
         [
             job.label,
@@ -277,6 +309,7 @@ def format_table(report: SweepReport) -> str:
             _updates(job),
             _number(job.best_val_loss, 4),
             *([_number(job.best_wer, 3), _number(job.best_cer, 3), _number(job.best_sim, 3)] if evaluated else []),
+            *(_number(job.best_by_set.get(name, {}).get(metric), 3) for name in sets for metric in ("wer", "cer", "sim")),
             "-" if job.best_checkpoint is None else Path(job.best_checkpoint).name,
         ]
         for job in report.jobs
@@ -320,10 +353,13 @@ def write_csv(report: SweepReport, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        sets = _set_names(report)
+        per_set = [(f"best_{metric}@{name}", name, metric) for name in sets for metric in ("wer", "cer", "sim")]
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS[:-3] + [column for column, _, _ in per_set] + CSV_FIELDS[-3:])
         writer.writeheader()
         for job in report.jobs:
             row = {key: getattr(job, key) for key in CSV_FIELDS}
+            row.update({column: job.best_by_set.get(name, {}).get(metric) for column, name, metric in per_set})
             row["overrides"] = " ".join(job.overrides)
             writer.writerow(row)
 
@@ -336,10 +372,13 @@ def write_json(report: SweepReport, path: Path) -> None:
 
 def write_png(report: SweepReport, path: Path) -> bool:
     """Validation loss against update, one line per job, and below it WER and SIM when the jobs
-    evaluate; False when no job has a point yet."""
+    evaluate (and each named set's WER, eval.sets); False when no job has a point yet."""
     panels = [("validation loss", [(job.label, [(p[0], p[1]) for p in job.val_curve]) for job in report.jobs])]
     for column, name in ((1, "WER"), (3, "SIM")):
         panels.append((name, [(job.label, [(p[0], p[column]) for p in job.eval_curve if p[column] is not None]) for job in report.jobs]))
+    for set_name in _set_names(report):
+        panels.append((f"WER@{set_name}", [(job.label, [(p[0], p[1]) for p in job.eval_set_curves.get(set_name, []) if p[1] is not None])
+                                           for job in report.jobs]))
     panels = [(name, [(label, points) for label, points in curves if points]) for name, curves in panels]
     panels = [(name, curves) for name, curves in panels if curves]
     if not panels:

@@ -147,6 +147,22 @@ def eval_curve(job_dir: Path) -> list[list[Optional[float]]]:
     return [[update, *scores] for update, scores in sorted(points.items())]
 
 
+def eval_set_curves(job_dir: Path) -> dict[str, list[list[Optional[float]]]]:
+    """Each named prompt set's (eval.sets) [update, wer, cer, sim] over the run, as :func:`eval_curve`
+    reads the whole evaluation's; empty for runs without sets."""
+
+    points: dict[str, dict[int, list[Optional[float]]]] = {}
+    for entry in layout.scan(layout.checkpoints_dir(job_dir)).complete:
+        metadata = read_metadata(entry.path)
+        if metadata is None:
+            continue
+        for update, name, *scores in metadata.metrics.eval_set_history:
+            points.setdefault(name, {}).setdefault(update, list(scores))
+        for name, scores in (metadata.metrics.eval.sets if metadata.metrics.eval is not None else {}).items():
+            points.setdefault(name, {})[metadata.update] = [scores.wer, scores.cer, scores.sim]
+    return {name: [[update, *scores] for update, scores in sorted(curve.items())] for name, curve in points.items()}
+
+
 def lock_holder(lock_path: Path) -> Optional[str]:
     """Who holds ``lock_path``'s flock (a short description), or None when nobody does.
 

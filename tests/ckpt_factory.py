@@ -114,11 +114,12 @@ def checkpoint_record(
     config: Optional[dict] = None,
     overrides: tuple[str, ...] = (),
     eval_scores: Optional[schema.EvalScores] = None,
+    eval_set_history: tuple = (),
     epoch: int = 0,
 ) -> schema.Checkpoint:
     """A :class:`~f5app.ckpt.schema.Checkpoint` built with the same constructors the trainer uses."""
     state = state if state is not None else fake_cfm_state_dict(model_cfg, len(vocab), seed=update if seed is None else seed)
-    metrics = schema.Metrics(train_loss=1.0, val_loss=val_loss, best_val_loss=val_loss, eval=eval_scores)
+    metrics = schema.Metrics(train_loss=1.0, val_loss=val_loss, best_val_loss=val_loss, eval=eval_scores, eval_set_history=tuple(eval_set_history))
     metadata = schema.new_metadata(
         run_name=run_name, update=update, epoch=epoch, samples_seen=update * 4, metrics=metrics, world_size=world_size,
         precision="no", model=asdict(model_cfg), vocab_size=len(vocab),

@@ -37,7 +37,7 @@ from f5app.ckpt.schema import (
     METADATA_FILENAME, MODEL_FILENAME, VOCAB_FILENAME, CheckpointMetadata, DamagedCheckpoint,
     read_export_record,
 )
-from f5app.ckpt.store import best_by_metric
+from f5app.ckpt.store import base_bound, best_by_metric
 from f5app.ckpt.validate import ValidationResult, detect_kind, validate
 from f5app.config import CkptConfig, ModelConfig, model_presets, to_settings
 from f5app.data.vocab import VocabError, count_vocab
@@ -263,12 +263,15 @@ class _ChainWalker:
         pointer_file = layout.pointer_path(self.ckpt_dir, "best")
         pointer = layout.read_pointer(self.ckpt_dir, "best")
         metric = self.ckpt.best_metric
-        if (pointer is not None and pointer.metric == metric) or (pointer is None and pointer_file.exists()):
+        bound = base_bound(self.ckpt.base_set, self.ckpt.max_base_wer_rise)
+        if bound is None and ((pointer is not None and pointer.metric == metric) or (pointer is None and pointer_file.exists())):
             return self._try_pointer("best")  # the pointer, or why it is damaged
-        winner = best_by_metric(self.ckpt_dir, metric)
+        winner = best_by_metric(self.ckpt_dir, metric, bound)
         if winner is None:
             why = (f"no checkpoint of this run records {metric} (best.json ranks by {pointer.metric}; evaluation records wer/cer/sim)"
                    if pointer is not None else f"no best.json in this run, and no checkpoint of it records {metric}")
+            if bound is not None:
+                why += f" with wer@{bound.set_name} within ckpt.max_base_wer_rise={bound.max_rise:g} of the run's first evaluation"
             self._add("best", self.ckpt_dir, "missing", why)
             return None
         metadata, _ = winner

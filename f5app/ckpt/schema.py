@@ -66,6 +66,23 @@ LineageMode = Literal["scratch", "finetune", "resume"]
 METRIC_NAMES = ("val_loss", "wer", "cer", "sim")
 #: How each metric ranks checkpoints: lower is better except speaker similarity.
 METRIC_DIRECTIONS = {"val_loss": "min", "wer": "min", "cer": "min", "sim": "max"}
+#: Evaluation metrics a named prompt set (eval.sets) has: ``wer@NAME``, ``cer@NAME``, ``sim@NAME``.
+SET_METRICS = ("wer", "cer", "sim")
+
+
+def parse_metric(name: str) -> tuple[str, Optional[str]]:
+    """``"wer"`` -> ``("wer", None)``; ``"wer@en"`` -> ``("wer", "en")``; ValueError for anything else."""
+    metric, at, set_name = str(name).partition("@")
+    if metric in METRIC_DIRECTIONS and not at:
+        return metric, None
+    if at and metric in SET_METRICS and set_name:
+        return metric, set_name
+    raise ValueError(f"unknown metric {name!r}; use one of {', '.join(METRIC_NAMES)}, or wer@SET, cer@SET, sim@SET for a set of eval.sets")
+
+
+def metric_direction(name: str) -> str:
+    """``"min"`` or ``"max"``: how ``name`` (a metric, or METRIC@SET) ranks checkpoints."""
+    return METRIC_DIRECTIONS[parse_metric(name)[0]]
 
 
 def rng_state_filename(rank: int) -> str:
@@ -249,13 +266,32 @@ class EvalScores:
     sim: Optional[float] = None
     num_prompts: int = 0
     models: dict[str, Any] = field(default_factory=dict)  # which ASR / speaker model, with versions
+    #: each named prompt set's own scores (eval.sets), by set name; the numbers above are then over
+    #: every set's prompts together. Empty without eval.sets (and in checkpoints older than sets).
+    sets: dict[str, "EvalScores"] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Any) -> Optional["EvalScores"]:
         if not isinstance(data, dict):
             return None
         models = data.get("models") if isinstance(data.get("models"), dict) else {}
-        return cls(_float(data.get("wer")), _float(data.get("cer")), _float(data.get("sim")), _int(data.get("num_prompts")) or 0, models)
+        raw_sets = data.get("sets") if isinstance(data.get("sets"), dict) else {}
+        sets = {str(name): scores for name, value in raw_sets.items() if (scores := cls.from_dict(value)) is not None}
+        return cls(_float(data.get("wer")), _float(data.get("cer")), _float(data.get("sim")), _int(data.get("num_prompts")) or 0, models, sets)
+
+    def to_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "wer": _json_number(self.wer), "cer": _json_number(self.cer), "sim": _json_number(self.sim),
+            "num_prompts": self.num_prompts, "models": dict(self.models),
+        }
+        if self.sets:
+            record["sets"] = {name: scores.to_dict() for name, scores in self.sets.items()}
+        return record
+
+    def value(self, metric: str, set_name: Optional[str] = None) -> Optional[float]:
+        """wer, cer or sim, of one set when ``set_name`` is given (None when that set was not scored)."""
+        scores = self if set_name is None else self.sets.get(set_name)
+        return getattr(scores, metric) if scores is not None else None
 
 
 @dataclass(frozen=True)
@@ -270,19 +306,27 @@ class Metrics:
     nonfinite: tuple[str, ...] = ()
     #: every evaluation of the run so far, oldest first: (update, wer, cer, sim)
     eval_history: tuple[tuple[int, Optional[float], Optional[float], Optional[float]], ...] = ()
+    #: every evaluation of each named prompt set so far, oldest first: (update, set, wer, cer, sim)
+    eval_set_history: tuple[tuple[int, str, Optional[float], Optional[float], Optional[float]], ...] = ()
 
     def best(self, name: str) -> Optional[float]:
         """The best value of a ranking metric over the run's history (min, or max for sim); None if never measured."""
-        if name == "val_loss":
+        metric, set_name = parse_metric(name)
+        if metric == "val_loss":
             values = [loss for _, loss in self.val_history if _finite(loss)] + ([self.best_val_loss] if _finite(self.best_val_loss) else [])
-        else:
-            column = {"wer": 1, "cer": 2, "sim": 3}.get(name)
-            if column is None:
-                raise ValueError(f"unknown metric {name!r}; use one of {', '.join(METRIC_NAMES)}")
+        elif set_name is None:
+            column = {"wer": 1, "cer": 2, "sim": 3}[metric]
             values = [point[column] for point in self.eval_history if _finite(point[column])]
+        else:
+            column = {"wer": 2, "cer": 3, "sim": 4}[metric]
+            values = [point[column] for point in self.eval_set_history if point[1] == set_name and _finite(point[column])]
         if not values:
             return None
-        return max(values) if METRIC_DIRECTIONS[name] == "max" else min(values)
+        return max(values) if METRIC_DIRECTIONS[metric] == "max" else min(values)
+
+    def first_set_scores(self, set_name: str) -> Optional[tuple[int, Optional[float], Optional[float], Optional[float]]]:
+        """(update, wer, cer, sim) of the run's first evaluation of ``set_name``; None if never scored."""
+        return next(((update, *scores) for update, name, *scores in self.eval_set_history if name == set_name), None)  # type: ignore[return-value]
 
     def not_finite(self) -> tuple[str, ...]:
         """Every metric that is, or was when saved, NaN or infinite."""
@@ -293,9 +337,8 @@ class Metrics:
 
     def value(self, name: str) -> Optional[float]:
         """A ranking metric (:data:`METRIC_NAMES`); None when not measured or not finite."""
-        if name not in METRIC_DIRECTIONS:
-            raise ValueError(f"unknown metric {name!r}; use one of {', '.join(METRIC_NAMES)}")
-        raw = self.val_loss if name == "val_loss" else getattr(self.eval, name, None) if self.eval else None
+        metric, set_name = parse_metric(name)
+        raw = self.val_loss if metric == "val_loss" else self.eval.value(metric, set_name) if self.eval else None
         return raw if _finite(raw) else None
 
     @classmethod
@@ -312,6 +355,7 @@ class Metrics:
             _float(data.get("best_val_loss")), points, EvalScores.from_dict(data.get("eval")),
             tuple(str(n) for n in data.get("nonfinite") or () if isinstance(n, str)) if isinstance(data.get("nonfinite"), list) else (),
             eval_history_from(data.get("eval_history")),
+            eval_set_history_from(data.get("eval_set_history")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -324,10 +368,20 @@ class Metrics:
             "nonfinite": list(self.not_finite()),
             "eval_history": [[update, *(_json_number(v) for v in scores)] for update, *scores in self.eval_history],
         }
+        if self.eval_set_history:
+            record["eval_set_history"] = [[update, name, *(_json_number(v) for v in scores)] for update, name, *scores in self.eval_set_history]
         if self.eval is not None:
-            scores = asdict(self.eval)
-            record["eval"] = {k: _json_number(v) if isinstance(v, float) else v for k, v in scores.items()}
+            record["eval"] = self.eval.to_dict()
         return record
+
+
+def eval_set_history_from(data: Any) -> tuple[tuple[int, str, Optional[float], Optional[float], Optional[float]], ...]:
+    """``[[update, set, wer, cer, sim], ...]`` as written (values may be null); malformed points are dropped."""
+    points = []
+    for point in data if isinstance(data, (list, tuple)) else ():
+        if isinstance(point, (list, tuple)) and len(point) == 5 and _is_number(point[0]) and isinstance(point[1], str):
+            points.append((int(point[0]), point[1], *(_float(v) for v in point[2:])))
+    return tuple(points)
 
 
 def eval_history_from(data: Any) -> tuple[tuple[int, Optional[float], Optional[float], Optional[float]], ...]:
@@ -576,6 +630,7 @@ class Progress:
     best_val_loss: Optional[float] = None
     val_history: list[list[float]] = field(default_factory=list)
     eval_history: list[list[Optional[float]]] = field(default_factory=list)  # [update, wer, cer, sim]
+    eval_set_history: list[list[Any]] = field(default_factory=list)  # [update, set, wer, cer, sim] (eval.sets)
 
 
 @dataclass
@@ -600,6 +655,7 @@ class TrainingState:
                 best_val_loss=_float(payload.get("best_val_loss")),
                 val_history=[[int(u), float(v)] for u, v in payload.get("val_history") or []],
                 eval_history=[list(point) for point in eval_history_from(payload.get("eval_history"))],
+                eval_set_history=[list(point) for point in eval_set_history_from(payload.get("eval_set_history"))],
             )
         except (KeyError, TypeError, ValueError) as error:
             raise MetadataError(f"{TRAINING_STATE_FILENAME} lacks a usable counter ({type(error).__name__}: {error})") from None

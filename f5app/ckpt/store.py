@@ -23,15 +23,16 @@ import logging
 import os
 import shutil
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from f5app.ckpt import layout
 from f5app.ckpt.fingerprint import weights_fingerprint
 from f5app.ckpt.schema import (
-    ADAPTER_STATE, EMA_ADAPTER_STATE, EMA_STATE, METADATA_FILENAME, METRIC_DIRECTIONS, MODEL_STATE, Checkpoint,
+    ADAPTER_STATE, EMA_ADAPTER_STATE, EMA_STATE, METADATA_FILENAME, MODEL_STATE, Checkpoint,
     CheckpointMetadata, DamagedCheckpoint, FileRecord,
-    is_plain_file_name, read_metadata, require_finite,
+    is_plain_file_name, metric_direction, parse_metric, read_metadata, require_finite,
 )
 from f5app.errors import UserError, first_line
 from f5app.files import file_digests, fsync_dir
@@ -43,31 +44,72 @@ class CheckpointSaveError(UserError, RuntimeError):
     """A save failed; nothing partial is visible and the previous checkpoints are intact."""
 
 
-def best_by_metric(ckpt_dir: Path, metric: str) -> Optional[tuple[CheckpointMetadata, float]]:
-    """The complete checkpoint with the best recorded ``metric`` (newest on ties) and its value;
-    None when none records it. The one ranking rule behind ``best.json`` and ``ckpt=best``."""
+@dataclass(frozen=True)
+class BaseWerBound:
+    """``ckpt.base_set`` / ``ckpt.max_base_wer_rise``: a checkpoint whose ``wer@SET`` rose more than
+    ``max_rise`` (absolute WER) over the run's first evaluation of that set is never ``best``.
+    A checkpoint that did not score the set cannot show it stayed in bounds, so it is not best either."""
+
+    set_name: str
+    max_rise: float
+
+    def why_not_best(self, metadata: CheckpointMetadata) -> Optional[str]:
+        """None when ``metadata``'s checkpoint is in bounds; else the reason, for the log."""
+        metric = f"wer@{self.set_name}"
+        now = metadata.metrics.value(metric)
+        if now is None:
+            return f"{metric} was not measured at update {metadata.update}"
+        first = metadata.metrics.first_set_scores(self.set_name)
+        if first is None or first[1] is None:
+            return f"the run's first evaluation of {metric} is not recorded"
+        rise = now - first[1]
+        if rise > self.max_rise:
+            return (f"{metric} {now:.3f} rose {rise:.3f} over the run's first evaluation ({first[1]:.3f} at update {first[0]}), "
+                    f"more than ckpt.max_base_wer_rise={self.max_rise:g}")
+        return None
+
+
+def base_bound(base_set: Optional[str], max_rise: float) -> Optional[BaseWerBound]:
+    """The bound ``ckpt.base_set`` asks for (None: none)."""
+    if base_set is None:
+        return None
+    if max_rise < 0:
+        raise UserError(f"ckpt.max_base_wer_rise={max_rise} must be 0 or more (an absolute rise in WER, e.g. 0.05)")
+    return BaseWerBound(base_set, max_rise)
+
+
+def best_by_metric(ckpt_dir: Path, metric: str, bound: Optional[BaseWerBound] = None) -> Optional[tuple[CheckpointMetadata, float]]:
+    """The complete checkpoint with the best recorded ``metric`` (newest on ties) and its value,
+    among those ``bound`` allows; None when none records it. The one ranking rule behind
+    ``best.json`` and ``ckpt=best``."""
     winner = None
     for entry in layout.scan(Path(ckpt_dir)).complete:  # newest first: a tie keeps the newer
         metadata = read_metadata(entry.path)
         value = metadata.metrics.value(metric) if metadata is not None else None
-        if value is not None and (winner is None or _better(metric, value, winner[1])):
+        if value is None or (bound is not None and bound.why_not_best(metadata) is not None):
+            continue
+        if winner is None or _better(metric, value, winner[1]):
             winner = (metadata, value)
     return winner
 
 
 def _better(metric: str, value: float, than: float) -> bool:
-    return value > than if METRIC_DIRECTIONS[metric] == "max" else value < than
+    return value > than if metric_direction(metric) == "max" else value < than
 
 
 class CheckpointStore:
-    def __init__(self, ckpt_dir: Path, keep_last: int, best_metric: str = "val_loss"):
+    def __init__(self, ckpt_dir: Path, keep_last: int, best_metric: str = "val_loss", bound: Optional[BaseWerBound] = None):
         """``keep_last`` newest checkpoints (plus ``best``) survive retention; < 1 keeps all.
-        ``best_metric`` ranks checkpoints for ``best.json`` (val_loss, wer, cer or sim)."""
-        if best_metric not in METRIC_DIRECTIONS:
-            raise UserError(f"ckpt.best_metric={best_metric} is not a metric; use one of {', '.join(METRIC_DIRECTIONS)}")
+        ``best_metric`` ranks checkpoints for ``best.json`` (val_loss, wer, cer, sim, or METRIC@SET);
+        ``bound`` keeps checkpoints that let the base language slip out of ``best``."""
+        try:
+            parse_metric(best_metric)
+        except ValueError as error:
+            raise UserError(f"ckpt.best_metric={best_metric}: {error}") from None
         self.ckpt_dir = Path(ckpt_dir)
         self.keep_last = keep_last
         self.best_metric = best_metric
+        self.bound = bound
         self._lock = threading.Lock()
 
     # --- saving ---------------------------------------------------------------------------------
@@ -132,29 +174,37 @@ class CheckpointStore:
         metadata = read_metadata(folder)
         assert metadata is not None, "a checkpoint just written has its metadata"
         layout.write_pointer(self.ckpt_dir, "last", folder.name, metadata.update, metadata.metrics.value("val_loss"))
+        out_of_bounds = self.bound.why_not_best(metadata) if self.bound is not None else None
+        if out_of_bounds is not None and metadata.metrics.value(self.best_metric) is not None:
+            log.warning("%s is not best by %s: %s", folder.name, self.best_metric, out_of_bounds)
         best = layout.read_pointer(self.ckpt_dir, "best")
         stale = (
             best is None
             or best.metric != self.best_metric
             or not layout.is_complete(self.ckpt_dir / best.name)
             or (replaced and best.name == folder.name)  # it named the weights just set aside
+            or (self.bound is not None and self._out_of_bounds(best.name))  # chosen before the bound was set
         )
         if stale:
             self.rebuild_best()
             return
         value = metadata.metrics.value(self.best_metric)
-        if value is not None and (best.value is None or _better(self.best_metric, value, best.value)):
+        if value is not None and out_of_bounds is None and (best.value is None or _better(self.best_metric, value, best.value)):
             self._point_best(folder.name, metadata.update, metadata.metrics.value("val_loss"), value)
 
     def rebuild_best(self) -> Optional[layout.Pointer]:
         """Point ``best.json`` at the complete checkpoint with the best ``best_metric`` (newest on
         ties); remove it when none has a finite value. Used whenever the pointer cannot be trusted."""
-        winner = best_by_metric(self.ckpt_dir, self.best_metric)
+        winner = best_by_metric(self.ckpt_dir, self.best_metric, self.bound)
         if winner is None:
             layout.pointer_path(self.ckpt_dir, "best").unlink(missing_ok=True)
             return None
         metadata, value = winner
         return self._point_best(metadata.name or layout.checkpoint_name(metadata.update), metadata.update, metadata.metrics.value("val_loss"), value)
+
+    def _out_of_bounds(self, name: str) -> bool:
+        metadata = read_metadata(self.ckpt_dir / name)
+        return metadata is None or (self.bound is not None and self.bound.why_not_best(metadata) is not None)
 
     def _point_best(self, name: str, update: int, val_loss: Optional[float], value: float) -> layout.Pointer:
         return layout.write_pointer(self.ckpt_dir, "best", name, update, val_loss, metric=self.best_metric, value=value)

@@ -201,6 +201,11 @@ class Synthesizer:
 
     # ---------------------------------------------------------------- building
 
+    def with_normaliser(self, normaliser: Normaliser) -> "Synthesizer":
+        """The same loaded model speaking another language's words (eval.sets): its own reference cache,
+        since a prepared reference holds its transcript as the old normaliser said it."""
+        return replace(self, normaliser=normaliser, _voice_cache=OrderedDict(), _voice_cache_lock=threading.Lock())
+
     @classmethod
     def from_config(cls, cfg: InferConfig, run_dir: str | Path, references: Optional[ReferencePreparer] = None) -> "Synthesizer":
         """Resolve the checkpoint (``cfg.ckpt``), build and load the model, build the vocoder.

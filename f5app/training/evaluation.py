@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from f5app.audio.io import read_audio
 from f5app.audio.vocoder import load_vocoder
 from f5app.ckpt.schema import EvalScores
 from f5app.config import TrainConfig
 from f5app.evaluation.evaluator import build_evaluator
-from f5app.evaluation.prompts import PromptListError, held_out_prompts, load_prompts
+from f5app.evaluation.prompts import PromptListError, held_out_prompts
+from f5app.evaluation.sets import EvalSet, SetResults, load_sets, score_sets
 from f5app.inference.synthesizer import SamplingSettings, Synthesizer
-from f5app.text.normalise import build_normaliser
+from f5app.text.normalise import Normaliser, build_normaliser
 from f5app.files import write_json_atomic
 
 log = logging.getLogger("f5app.train")
@@ -40,24 +42,33 @@ class TrainingEvaluation:
         self.run_dir = Path(run_dir)
         self.vocab = vocab
         self.device = device
-        if cfg.eval.prompt_file:
-            self.prompts = load_prompts(cfg.eval)
-        else:
-            self.prompts = held_out_prompts(cfg.data, val_clips, cfg.eval.num_prompts, cfg.eval.seed, metadata_path=metadata_path)
-        if not self.prompts:
+        self.sets: list[EvalSet] = load_sets(
+            cfg.eval, held_out=lambda one: held_out_prompts(cfg.data, val_clips, one.num_prompts, one.seed, metadata_path=metadata_path)
+        )
+        if not self.sets[0].prompts:
             raise PromptListError("eval.every > 0 needs held-out prompts, but the validation split is empty; raise data.val_fraction or give eval.prompt_file")
         started = time.perf_counter()
         # the same words for the text synthesised and the text WER compares with (f5app/text/)
         self.normaliser = build_normaliser(cfg.text_norm, cfg.eval.language or cfg.asr.language)
+        self._normalisers: dict[Optional[str], Normaliser] = {}
         self.evaluator = build_evaluator(cfg.asr, cfg.speaker, device=device, language=cfg.eval.language, normaliser=self.normaliser)
         self._vocoder = None
-        log.info("evaluation: %d held-out prompts every %d updates (models loaded in %.1f s)", len(self.prompts), self.every, time.perf_counter() - started)
+        log.info("evaluation: %s every %d updates (models loaded in %.1f s)",
+                 ", ".join(f"{len(one.prompts)} prompts" + (f" of set {one.name}" if one.name else " held out") for one in self.sets),
+                 self.every, time.perf_counter() - started)
+
+    def _normaliser_for(self, language: Optional[str]) -> Normaliser:
+        """A set's own language decides how its text is said (text_norm.language does not override it)."""
+        if language not in self._normalisers:
+            settings = replace(self.cfg.text_norm, language=language) if language else self.cfg.text_norm
+            self._normalisers[language] = build_normaliser(settings, self.cfg.eval.language or self.cfg.asr.language)
+        return self._normalisers[language]
 
     def due(self, update: int, final: bool) -> bool:
         return self.every > 0 and (update % self.every == 0 or final)
 
-    def run(self, ema_model: Any, update: int) -> tuple[EvalScores, Any]:
-        """Score ``ema_model`` now; returns the typed scores and the full result."""
+    def run(self, ema_model: Any, update: int) -> tuple[EvalScores, SetResults]:
+        """Score ``ema_model`` on every set now; returns the typed scores and the full results."""
         from f5app.training.rng import forked_rng  # deferred: pulls torch at import (1.9 s, NOTES.md)
 
         if self._vocoder is None:
@@ -71,27 +82,38 @@ class TrainingEvaluation:
         )
         out_dir = self.run_dir / "eval" / f"update_{update:08d}" if self.cfg.eval.save_audio else None
         started = time.perf_counter()
+
+        def score_one(one: EvalSet, scorer: Any) -> Any:
+            if one.name is None:  # no eval.sets: exactly as before sets existed
+                return scorer.evaluate(synthesizer, one.prompts, self.cfg.eval, out_dir)
+            folder = out_dir / one.name if out_dir is not None else None
+            return scorer.evaluate(synthesizer.with_normaliser(scorer.normaliser), one.prompts, self.cfg.eval, folder)
+
         try:
             with forked_rng():
-                result = self.evaluator.evaluate(synthesizer, self.prompts, self.cfg.eval, out_dir)
+                results = score_sets(self.sets, self.evaluator, self._normaliser_for, score_one)
         finally:
             ema_model.train(was_training)
         if out_dir is not None:
             try:
-                write_json_atomic(out_dir / RESULTS_FILENAME, {"update": update, **result.to_dict()}, durable=False)
+                write_json_atomic(out_dir / RESULTS_FILENAME, {"update": update, **results.to_dict()}, durable=False)
             except (OSError, ValueError) as error:  # a score that is not finite, a full disk: the scores still count
                 log.warning("update %d: evaluation details not written to %s: %s", update, out_dir, error)
-        scores = EvalScores(result.wer, result.cer, result.sim, result.num_prompts, result.models)
+        scores, result = results.scores(), results.overall
         log.info(
             "update %d: evaluation WER %s, CER %s, SIM %s on %d prompts (%.1f s)",
             update, _fmt(result.wer), _fmt(result.cer), _fmt(result.sim), result.num_prompts, time.perf_counter() - started,
         )
-        return scores, result
+        return scores, results
 
-    def track(self, tracker: Any, result: Any, update: int) -> None:
-        """Scalars, the first clips, and a table of text against transcript."""
+    def track(self, tracker: Any, results: SetResults, update: int) -> None:
+        """Scalars (each set's under ``eval/NAME/``), the first clips, and a table of text against transcript."""
 
-        tracker.scalars({f"eval/{k}": v for k, v in (("wer", result.wer), ("cer", result.cer), ("sim", result.sim)) if v is not None}, update)
+        result = results.overall
+        scalars = {f"eval/{k}": v for k, v in (("wer", result.wer), ("cer", result.cer), ("sim", result.sim)) if v is not None}
+        for name, one in results.by_set.items():
+            scalars.update({f"eval/{name}/{k}": v for k, v in (("wer", one.wer), ("cer", one.cer), ("sim", one.sim)) if v is not None})
+        tracker.scalars(scalars, update)
         for item in result.items[:TRACKED_AUDIO]:
             if item.audio:
                 wav, sr = read_audio(item.audio)

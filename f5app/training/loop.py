@@ -41,8 +41,8 @@ from f5app.ckpt.schema import (
     Checkpoint, CheckpointMetadata, CheckpointRef, HydraRecord, Lineage, Metrics, Progress, TrainingState, full_weights,
     new_metadata,
 )
-from f5app.ckpt.schema import METRIC_DIRECTIONS
-from f5app.ckpt.store import CheckpointStore
+from f5app.ckpt.schema import parse_metric
+from f5app.ckpt.store import CheckpointStore, base_bound
 from f5app.config import TrainConfig
 from f5app.data.dataset import FrameBatches, collate, load_splits
 from f5app.data.mixing import with_replay
@@ -56,6 +56,7 @@ from f5app.model import build_cfm
 from f5app.run_state import PREEMPTED_FILENAME, clear_preempted, reached_bounds, write_preempted, write_run_status
 from f5app.text.normalise import training_normaliser
 from f5app.training.distributed_env import export_submitit_distributed_env
+from f5app.evaluation.sets import check_metric_sets
 from f5app.training.evaluation import TrainingEvaluation
 from f5app.training.lora import LoraRun
 from f5app.training.lock import RunLock
@@ -173,7 +174,8 @@ class Trainer:
             if self._lock.took_over_from:
                 log.warning("took over the run lock left by %s (no longer running)", self._lock.took_over_from)
             self._record_status("running")
-        self.store = CheckpointStore(self.run_dir / "checkpoints", keep_last=cfg.ckpt.keep_last, best_metric=cfg.ckpt.best_metric)
+        self.store = CheckpointStore(self.run_dir / "checkpoints", keep_last=cfg.ckpt.keep_last, best_metric=cfg.ckpt.best_metric,
+                                     bound=base_bound(cfg.ckpt.base_set, cfg.ckpt.max_base_wer_rise))
         if self.is_main:
             for leftover in self.store.cleanup_partials():
                 log.warning("removed a partial checkpoint left by an interrupted save: %s", leftover)
@@ -235,6 +237,7 @@ class Trainer:
         self.progress = Progress(
             update=meta.update, epoch=meta.epoch, samples_seen=meta.samples_seen, best_val_loss=meta.metrics.best_val_loss,
             val_history=[list(point) for point in meta.metrics.val_history], eval_history=[list(point) for point in meta.metrics.eval_history],
+            eval_set_history=[list(point) for point in meta.metrics.eval_set_history],
         )
         return True
 
@@ -358,7 +361,8 @@ class Trainer:
             return
         saved = self.resumed.training_state
         self.progress = dataclasses.replace(
-            saved.progress, val_history=[list(x) for x in saved.progress.val_history], eval_history=[list(x) for x in saved.progress.eval_history]
+            saved.progress, val_history=[list(x) for x in saved.progress.val_history], eval_history=[list(x) for x in saved.progress.eval_history],
+            eval_set_history=[list(x) for x in saved.progress.eval_set_history],
         )
         if saved.world_size != self.world_size:
             log.warning(
@@ -460,7 +464,8 @@ class Trainer:
         """The best value of ``cfg.objective`` over the run so far (None before it is measured)."""
         p = self.progress
         history = Metrics(best_val_loss=p.best_val_loss, val_history=tuple((int(u), float(v)) for u, v in p.val_history),
-                          eval_history=tuple(tuple(point) for point in p.eval_history))  # type: ignore[arg-type]
+                          eval_history=tuple(tuple(point) for point in p.eval_history),  # type: ignore[arg-type]
+                          eval_set_history=tuple(tuple(point) for point in p.eval_set_history))  # type: ignore[arg-type]
         return history.best(self.cfg.objective)
 
     # ------------------------------------------------------------------ divergence guard
@@ -586,6 +591,7 @@ class Trainer:
             else:
                 self._eval_scores = (p.update, scores)
                 p.eval_history.append([p.update, scores.wer, scores.cer, scores.sim])
+                p.eval_set_history += [[p.update, name, one.wer, one.cer, one.sim] for name, one in scores.sets.items()]
                 try:
                     self.evaluation.track(self.tracker, result, p.update)
                 except Exception as error:
@@ -653,6 +659,7 @@ class Trainer:
             val_history=tuple((int(u), float(v)) for u, v in p.val_history),
             eval=self._eval_scores[1] if self._eval_scores is not None and self._eval_scores[0] == p.update else None,
             eval_history=tuple(tuple(point) for point in p.eval_history),  # type: ignore[arg-type]
+            eval_set_history=tuple(tuple(point) for point in p.eval_set_history),  # type: ignore[arg-type]
         )
         metadata = new_metadata(
             run_name=self.cfg.run_name,
@@ -675,7 +682,8 @@ class Trainer:
             weights = full_weights(model=self.accelerator.unwrap_model(self.model).state_dict(), ema=self.ema.state_dict(),
                                    optimizer=self.optimizer.state_dict(), update=p.update)
         state = TrainingState(
-            dataclasses.replace(p, val_history=[list(point) for point in p.val_history], eval_history=[list(point) for point in p.eval_history]),
+            dataclasses.replace(p, val_history=[list(point) for point in p.val_history], eval_history=[list(point) for point in p.eval_history],
+                                eval_set_history=[list(point) for point in p.eval_set_history]),
             world_size=self.world_size,
             grad_scaler=scaler.state_dict() if scaler is not None else None,
         )
@@ -733,8 +741,11 @@ class Trainer:
 
 
 def _check_objective(cfg: TrainConfig) -> None:
-    if cfg.objective not in METRIC_DIRECTIONS:
-        raise UserError(f"objective={cfg.objective} is not a metric; use one of {', '.join(METRIC_DIRECTIONS)}")
+    try:
+        parse_metric(cfg.objective)
+    except ValueError as error:
+        raise UserError(f"objective={cfg.objective}: {error}") from None
+    check_metric_sets(cfg.eval, cfg.ckpt.best_metric, cfg.objective, cfg.ckpt.base_set)
     if cfg.objective != "val_loss" and cfg.eval.every <= 0:
         raise UserError(f"objective={cfg.objective} is measured by evaluation, which eval.every=0 switches off; set eval.every=N")
     if cfg.eval.every < 0:
