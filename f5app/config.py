@@ -251,6 +251,9 @@ class RecordingsDataConfig(DataConfig):
     min_loudness_lufs: float = -45.0  # quieter clips are dropped (too_quiet)
     max_clipped_fraction: float = 0.001  # clips with more samples at full scale are dropped (clipping)
     min_confidence: float = 0.6  # lower ASR confidence is flagged for review
+    # DNSMOS overall (P.835 OVRL, 1..5) under which a clip is left out: f5-tts's recordings score
+    # 3.3-3.5, with white noise at 10 dB SNR 2.1-2.3, at 0 dB 1.6-1.9 (f5app/speech/quality.py); 0 keeps every clip
+    min_dnsmos: float = 2.0
     # A symbolic link whose target lies outside data.path is reported and skipped unless true
     # (a link planted in a shared folder must not pull a private recording into the training set).
     follow_links: bool = False

@@ -210,3 +210,30 @@ def test_collate_of_real_items_matches_their_frame_lengths(tmp_path):
     assert batch["mel_lengths"].tolist() == [train.frame_len(0), train.frame_len(1)]
     assert batch["mel"].shape == (2, max(batch["mel_lengths"].tolist()), MEL.n_mel_channels)
     assert (batch["text"] >= 0).sum(dim=1).tolist() == [len(train.clips[0].text), len(train.clips[1].text)]
+
+
+def test_clips_that_share_audio_go_wholly_to_one_side_of_the_split(tmp_path):
+    from f5app.data.dataset import record_split
+    from f5app.data.split_groups import write_groups
+
+    prepared = uniform_set(tmp_path, 20)
+    groups = [["wavs/c00.wav", "wavs/c01.wav"], ["wavs/c02.wav", "wavs/c03.wav", "wavs/c04.wav"], ["wavs/c05.wav", "wavs/c06.wav"]]
+
+    def sides(seed: int) -> list[set[str]]:
+        clips, train, val = record_split(prepared, 0.25, 1, seed)
+        train_names, val_names = {Path(clips[i].audio_path).name for i in train}, {Path(clips[i].audio_path).name for i in val}
+        assert train_names.isdisjoint(val_names) and len(train_names | val_names) == 20 and 1 <= len(val_names) <= 5
+        return [{Path(name).name for name in group} for group in groups], val_names
+
+    def split_groups(seed: int) -> int:
+        members, val_names = sides(seed)
+        return sum(1 for group in members if 0 < len(group & val_names) < len(group))
+
+    without = [split_groups(seed) for seed in range(20)]
+    write_groups(tmp_path, groups)
+    with_groups = [split_groups(seed) for seed in range(20)]
+    held_out_whole = sum(1 for seed in range(20) for group in sides(seed)[0] if group <= sides(seed)[1])
+
+    assert sum(without) > 0  # a plain split does separate copies of the same audio
+    assert with_groups == [0] * 20
+    assert held_out_whole > 0  # a group can be held out, as a whole

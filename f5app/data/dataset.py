@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from f5app.audio.io import read_audio
 from f5app.config import MelConfig
 from f5app.data.prepare import PreparedData
+from f5app.data.split_groups import read_groups
 from f5app.files import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,10 @@ def record_split(
     ``max(val_min_items, round(n * val_fraction))`` clips, leaving at least one for training; a
     one-clip set uses that clip for both (with a warning). Preparation (data=recordings) and
     training call this alike, so the held-out clips a review lists are the ones training holds out.
+
+    Clips that share audio (listed in ``split_groups.json`` beside the metadata.csv, which
+    data=recordings writes from its duplicate search) go wholly to one side: a group is held out
+    only when all of it fits, so no held-out speech is ever also trained on.
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"data.val_fraction={val_fraction} must be in [0, 1)")
@@ -153,12 +158,37 @@ def record_split(
                 f"validation wants {wanted} of {count} clips; using {val_count} so training keeps one",
                 stacklevel=2,
             )
-        ranked = sorted(range(count), key=lambda i: _rank(seed, clips[i].audio_path))
-        val_indices = sorted(ranked[:val_count])
-        train_indices = sorted(ranked[val_count:])
+        val_indices = _held_out(clips, val_count, seed, _read_groups(prepared))
+        train_indices = sorted(set(range(count)) - set(val_indices))
 
     _write_split(prepared.dir, clips, train_indices, val_indices, val_fraction, val_min_items, seed)
     return clips, train_indices, val_indices
+
+
+def _held_out(clips: list[Clip], val_count: int, seed: int, groups: list[list[str]]) -> list[int]:
+    """Validation indices: clips (or whole groups of clips that share audio) in hash order while they fit."""
+    index_of = {str(Path(clip.audio_path).resolve()): i for i, clip in enumerate(clips)} if groups else {}
+    unit_of: dict[int, list[int]] = {}
+    for group in groups:
+        members = sorted({index_of[path] for path in group if path in index_of})
+        for member in members:
+            unit_of[member] = members
+    val: list[int] = []
+    placed: set[int] = set()
+    for i in sorted(range(len(clips)), key=lambda i: _rank(seed, clips[i].audio_path)):
+        if len(val) >= val_count:
+            break
+        unit = unit_of.get(i, [i])
+        if i in placed:
+            continue
+        placed.update(unit)
+        if len(val) + len(unit) <= val_count:
+            val.extend(unit)
+    return sorted(val)
+
+
+def _read_groups(prepared: PreparedData) -> list[list[str]]:
+    return read_groups(Path(prepared.metadata_path).parent) if prepared.metadata_path is not None else []
 
 
 def _rank(seed: int, audio_path: str) -> str:

@@ -9,6 +9,7 @@ ever modified):
     review.html         every clip with its text, confidence and flags; durations.png; review.json
     wavs/               the clips (mono, the model's rate, loudness-normalised)
     rejected/           the clips dropped for clipping, loudness or length, to listen to
+    split_groups.json   clips that hold the same audio: each group stays on one side of the split
     vocab_extended.txt  the starting vocabulary plus your characters (only when some are missing)
     cache/              each step's results by content key; a stopped run resumes from here
     .f5app_prepared/    what training reads (data.prepared_dir), with split.json
@@ -28,23 +29,28 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
+import soundfile
 from tqdm import tqdm
 
 from f5app.config import AsrConfig, DataConfig, RecordingsDataConfig
 from f5app.data.prepare import DataError, PreparedData, folder_lock, prepare, prepared_dir_for
 from f5app.data.recordings import normalise, read, report, review, segment, transcribe
+from f5app.data.recordings import duplicates
 from f5app.data.recordings.cache import StepCache, content_key
 from f5app.data.recordings.read import Problem, Recording
 from f5app.data.recordings.segment import Span
 from f5app.errors import first_line
+from f5app.data.split_groups import write_groups
 from f5app.files import atomic_write, read_json_object, write_json_atomic
+from f5app.speech.quality import Dnsmos
 from f5app.speech.text import normalize
 from f5app.text.normalise import Normaliser
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WORK_DIR = "f5app_clips"
-STEPS = ("read", "segment", "normalise", "transcribe", "review")
+STEPS = ("read", "segment", "normalise", "quality", "transcribe", "review")
+DNSMOS_VERSION = 1  # bump when the scores would change (f5app/speech/quality.py)
 
 
 @dataclass
@@ -88,6 +94,8 @@ class Clip:
     text_source: str = "asr"
     agreement: float | None = None
     dropped: str | None = None
+    dnsmos: dict[str, float] | None = None  # quality step's DNSMOS scores
+    duplicates: list[dict[str, Any]] | None = None  # the clips holding the same audio
 
     @property
     def audio_file(self) -> str | None:
@@ -172,12 +180,14 @@ class _Run:
         decoded = self._read(recordings)
         clips = self._segment(decoded)
         self._normalise(clips)
+        prints = self._quality(clips)
         self._transcribe(clips)
         self._note_empty_recordings(decoded, clips)
         review_clock = _Clock()
         kept = [clip for clip in clips if clip.dropped is None]
         merged = review.merge_metadata(self.work, self.cache_dir, [(clip.audio_file, clip.text) for clip in kept])  # type: ignore[misc]
         self._forget_stale_clips(clips, merged)
+        self._find_duplicates(clips, merged, prints)
         prepared = None
         error: DataError | None = None
         val: set[str] = set()
@@ -226,7 +236,7 @@ class _Run:
             except Exception:  # noqa: BLE001 (decoding reports it below)
                 headers[recording.sha256] = 0.0
         decoded: list[tuple[Recording, str]] = []
-        with self._bar("1/4 read", sum(headers.values()), "s") as bar:
+        with self._bar(self._label("read"), sum(headers.values()), "s") as bar:
             for recording in recordings:
                 key = content_key("read", read.READ_VERSION, recording.sha256, self.data.sample_rate)
                 wav = cache.file(key, ".wav")
@@ -262,7 +272,7 @@ class _Run:
         vad: segment.Vad | None = None
         clips: list[Clip] = []
         names: set[str] = set()
-        with self._bar("2/4 segment", self._input_seconds(decoded), "s") as bar:
+        with self._bar(self._label("segment"), self._input_seconds(decoded), "s") as bar:
             for recording, read_key in decoded:
                 info = self.read_info[read_key]
                 wav = read_cache.file(read_key, ".wav")
@@ -324,7 +334,7 @@ class _Run:
         clock = _Clock()
         settings = normalise.Settings(self.data.loudness_lufs, self.data.min_loudness_lufs, self.data.max_clipped_fraction, self.data.min_seconds)
         todo = [clip for clip in clips if clip.dropped is None]
-        with self._bar("3/4 normalise", len(todo), "clip") as bar:
+        with self._bar(self._label("normalise"), len(todo), "clip") as bar:
             for clip in todo:
                 key = content_key("normalise", normalise.NORMALISE_VERSION, clip.read_key, clip.span.start, clip.span.end,
                                   clip.name, asdict(settings))
@@ -345,7 +355,56 @@ class _Run:
         clock.stop(stats)
         stats.input_seconds = self.steps["read"].input_seconds
 
-    # ------------------------------------------------------------------ 4. transcribe
+    # ------------------------------------------------------------------ 4. quality
+    def _quality(self, clips: list[Clip]) -> dict[str, duplicates.Fingerprint]:
+        """DNSMOS of every made clip (those under data.min_dnsmos are dropped) and its audio fingerprint."""
+        scores, prints_cache = StepCache(self.cache_dir, "dnsmos"), StepCache(self.cache_dir, "fingerprint")
+        stats = self.steps["quality"]
+        clock = _Clock()
+        dnsmos: Dnsmos | None = None
+        prints: dict[str, duplicates.Fingerprint] = {}
+        todo = [clip for clip in clips if clip.dropped is None and clip.measured is not None]
+        with self._bar(self._label("quality"), len(todo), "clip") as bar:
+            for clip in todo:
+                assert clip.measured is not None and clip.audio_file is not None
+                score_key = content_key("dnsmos", DNSMOS_VERSION, clip.measured["sha256"])
+                print_key = content_key("fingerprint", duplicates.FINGERPRINT_VERSION, clip.measured["sha256"])
+                record, npy = scores.get(score_key), prints_cache.file(print_key, ".npy")
+                stats.items += 1
+                if record is not None and prints_cache.get(print_key) is not None and npy.is_file():
+                    stats.cached += 1
+                    prints[clip.audio_file] = duplicates.Fingerprint.from_arrays(np.load(npy))
+                else:
+                    wav, rate = soundfile.read(str(self.work / clip.audio_file), dtype="float32", always_2d=False)
+                    if record is None:
+                        dnsmos = dnsmos or Dnsmos()
+                        record = scores.put(score_key, dnsmos.score(wav, rate).to_dict())
+                    found = duplicates.fingerprint(wav, rate)
+                    atomic_write(npy, lambda tmp: _save_int_npy(tmp, found.to_arrays()), durable=False)
+                    prints_cache.put(print_key, {"hashes": int(len(found.hashes))})
+                    prints[clip.audio_file] = found
+                clip.dnsmos = record
+                if record["ovrl"] < self.data.min_dnsmos:
+                    clip.dropped = "low_dnsmos"
+                stats.audio_seconds += clip.measured["seconds"]
+                bar.update(1)
+        clock.stop(stats)
+        stats.input_seconds = self.steps["read"].input_seconds
+        return prints
+
+    def _find_duplicates(self, clips: list[Clip], merged: review.Merged, prints: dict[str, duplicates.Fingerprint]) -> None:
+        """Mark the kept clips that hold the same audio, and write their groups for the split."""
+        listed = {name for name, _ in merged.rows}
+        kept = {clip.audio_file: clip for clip in clips if clip.dropped is None and clip.audio_file in listed and clip.audio_file in prints}
+        matches = duplicates.find_matches({name: prints[name] for name in kept})
+        for match in matches:
+            for this, other in ((match.first, match.second), (match.second, match.first)):
+                found = kept[this].duplicates = kept[this].duplicates or []
+                found.append({"audio_file": other, "source": kept[other].recording.name, "score": match.score,
+                              "shared_seconds": match.shared_seconds})
+        write_groups(self.work, duplicates.groups(list(kept), matches))
+
+    # ------------------------------------------------------------------ 5. transcribe
     def _transcribe(self, clips: list[Clip]) -> None:
         cache = StepCache(self.cache_dir, "transcribe")
         stats = self.steps["transcribe"]
@@ -358,7 +417,7 @@ class _Run:
             if name in self.known and len(group) == 1:  # the whole transcript is this clip's: no ASR
                 group[0].text, group[0].text_source = self.known[name]
         todo = [clip for clip in made if clip.text_source == "asr" and (clip.dropped is None or clip.recording.name in self.known)]
-        with self._bar("4/4 transcribe", len(todo), "clip") as bar:
+        with self._bar(self._label("transcribe"), len(todo), "clip") as bar:
             for clip in todo:
                 assert clip.measured is not None
                 key = content_key("asr", transcribe.TRANSCRIBE_VERSION, clip.measured["sha256"], self.asr_id)
@@ -395,7 +454,7 @@ class _Run:
             detail = "the ASR heard no words in it" if reason == "no_speech" else "every clip was dropped"
             self.problems.append(Problem(recording.name, reason, f"{detail} ({', '.join(f'{k}: {v}' for k, v in reasons.items())})"))
 
-    # ------------------------------------------------------------------ 5. review and preparation
+    # ------------------------------------------------------------------ 6. review and preparation
     def _csv_settings(self) -> DataConfig:
         return _csv_settings(self.data, self.work)
 
@@ -425,8 +484,11 @@ class _Run:
         missing = set(coverage["missing"])
         skipped = _skipped_rows(prepared, self.work)
         kept_rows, dropped_rows = [], []
+        last_of_file = {clip.recording.name: clip for clip in sorted(clips, key=lambda clip: clip.span.start)}
         for clip in clips:
             row = self._clip_row(clip)
+            if last_of_file[clip.recording.name] is clip:
+                row["trailing_silence"] = self._trailing_silence(clip)
             if clip.dropped is None and clip.audio_file in merged.removed:
                 row["dropped"] = "removed_by_you"
             if row["dropped"] is None:
@@ -488,6 +550,9 @@ class _Run:
             "confidence": (clip.asr or {}).get("confidence"),
             "language": (clip.asr or {}).get("language"),
             "agreement": clip.agreement,
+            "dnsmos": (clip.dnsmos or {}).get("ovrl"),
+            "duplicates": clip.duplicates or [],
+            "trailing_silence": None,  # set for each file's last clip
             "loudness_lufs": measured.get("loudness_lufs"),
             "gain_db": measured.get("gain_db"),
             "clipped_fraction": measured.get("clipped_fraction"),
@@ -495,6 +560,11 @@ class _Run:
             "flags": [],
             "split": None,
         }
+
+    def _trailing_silence(self, clip: Clip) -> float | None:
+        """Seconds of the recording after this clip's speech."""
+        info = self.read_info[clip.read_key]
+        return round(max(0.0, info["frames"] / info["sample_rate"] - clip.span.speech_end), 3)
 
     def _asr_description(self) -> str:
         if self.asr.loaded:
@@ -505,6 +575,11 @@ class _Run:
     # ------------------------------------------------------------------ helpers
     def _input_seconds(self, decoded: list[tuple[Recording, str]]) -> float:
         return sum(self.read_info[key]["seconds"] for _, key in decoded)
+
+    @staticmethod
+    def _label(step: str) -> str:
+        """``3/5 normalise``: the step's place among the steps that show a bar (all but the review)."""
+        return f"{STEPS.index(step) + 1}/{len(STEPS) - 1} {step}"
 
     def _bar(self, label: str, total: float, unit: str):  # noqa: ANN202
         fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]" if unit == "s" else None
@@ -526,6 +601,11 @@ def _scaled(update: Callable[[float], Any], info: dict[str, Any]) -> Callable[[f
 def _save_npy(path: Path, values: np.ndarray) -> None:
     with open(path, "wb") as handle:
         np.save(handle, values.astype(np.float32))
+
+
+def _save_int_npy(path: Path, values: np.ndarray) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, values.astype(np.int64))
 
 
 def _file_matches(path: Path, record: dict[str, Any]) -> bool:

@@ -27,6 +27,10 @@ HISTOGRAM_PNG = "durations.png"
 EXTENDED_VOCAB = "vocab_extended.txt"
 MISMATCH_BELOW = 0.5  # agreement between your transcript and the ASR under which a clip is flagged
 _HAN = re.compile(r"[\u4e00-\u9fff]")
+#: A file's last clip whose speech runs on to less than this before the end of the file, and whose
+#: text ends no sentence, was cut off mid-sentence (speech ends 0.2-0.7 s before the end of f5-tts's recordings).
+END_SILENCE_SECONDS = 0.1
+_SENTENCE_END = re.compile(r"[.!?…。！？]['\"”’»)\]]*\s*$")
 
 
 def vocabulary_coverage(texts: Sequence[str], data: RecordingsDataConfig, work_dir: Path) -> dict[str, Any]:
@@ -79,6 +83,10 @@ def flags_for(clip: dict[str, Any], data: RecordingsDataConfig, missing: set[str
         flags.append("cut_inside_speech")
     if re.search(r"\d", clip.get("text", "")):
         flags.append("digits")  # the model learns to say what is written: write numbers as spoken
+    if clip.get("trailing_silence") is not None and clip["trailing_silence"] < END_SILENCE_SECONDS and not _SENTENCE_END.search(clip.get("text", "")):
+        flags.append("cut_at_end_of_file")  # the file stops in the middle of a sentence
+    for other in clip.get("duplicates") or []:
+        flags.append(f"same_audio_as {other['audio_file']} ({other['shared_seconds']:.1f} s)")
     if clip.get("edited"):
         flags.append("edited")
     if clip.get("skipped"):
@@ -137,7 +145,7 @@ def _html(review: dict[str, Any]) -> str:
     v = review["vocabulary"]
     lines += ["<h2>Vocabulary</h2>", f"<p>{e(v['suggestion'])}.</p>"]
     lines += [f"<h2>Clip durations</h2><img src='{HISTOGRAM_PNG}' alt='duration histogram'>"]
-    header = "<tr><th>#</th><th>clip</th><th>listen</th><th>s</th><th>conf.</th><th>split</th><th>flags</th><th>text</th></tr>"
+    header = "<tr><th>#</th><th>clip</th><th>listen</th><th>s</th><th>conf.</th><th>DNSMOS</th><th>split</th><th>flags</th><th>text</th></tr>"
     lines += ["<h2>Clips</h2><table>", header]
     for index, clip in enumerate(review["clips"], 1):
         conf = "" if clip.get("confidence") is None else f"{clip['confidence']:.2f}"
@@ -145,17 +153,19 @@ def _html(review: dict[str, Any]) -> str:
             f"<tr><td class='num'>{index}</td><td>{e(clip['audio_file'])}<br><small>{e(clip['source'])} "
             f"{clip['start']:.2f}-{clip['end']:.2f} s</small></td>"
             f"<td><audio controls preload='none' src='{e(clip['audio_file'])}'></audio></td>"
-            f"<td class='num'>{clip['seconds']:.2f}</td><td class='num'>{conf}</td><td>{e(clip.get('split') or '')}</td>"
+            f"<td class='num'>{clip['seconds']:.2f}</td><td class='num'>{conf}</td><td class='num'>{_dnsmos(clip)}</td>"
+            f"<td>{e(clip.get('split') or '')}</td>"
             f"<td class='flag'>{e(', '.join(clip['flags']))}</td><td>{e(clip['text'])}{_origin(clip)}</td></tr>"
         )
     lines.append("</table>")
     if review["dropped"]:
-        lines += ["<h2>Dropped</h2><table>", "<tr><th>clip</th><th>listen</th><th>s</th><th>reason</th><th>text</th></tr>"]
+        lines += ["<h2>Dropped</h2><table>", "<tr><th>clip</th><th>listen</th><th>s</th><th>DNSMOS</th><th>reason</th><th>text</th></tr>"]
         for clip in review["dropped"]:
             audio = f"<audio controls preload='none' src='{e(clip['audio_file'])}'></audio>" if clip.get("audio_file") else ""
             lines.append(
                 f"<tr><td>{e(clip['source'])} {clip['start']:.2f}-{clip['end']:.2f} s</td><td>{audio}</td>"
-                f"<td class='num'>{clip['seconds']:.2f}</td><td>{e(clip['dropped'])}</td><td>{e(clip.get('text') or '')}</td></tr>"
+                f"<td class='num'>{clip['seconds']:.2f}</td><td class='num'>{_dnsmos(clip)}</td><td>{e(clip['dropped'])}</td>"
+                f"<td>{e(clip.get('text') or '')}</td></tr>"
             )
         lines.append("</table>")
     lines.append("<h2>Steps</h2><table><tr><th>step</th><th>items</th><th>from cache</th><th>wall s</th><th>x real time</th></tr>")
@@ -165,6 +175,10 @@ def _html(review: dict[str, Any]) -> str:
                      f"<td class='num'>{step['seconds']:.1f}</td><td class='num'>{speed}</td></tr>")
     lines += ["</table>", f"<h2>Settings</h2><pre>{e(json.dumps(review['settings'], indent=2))}</pre>", "</body></html>"]
     return "\n".join(lines) + "\n"
+
+
+def _dnsmos(clip: dict[str, Any]) -> str:
+    return "" if clip.get("dnsmos") is None else f"{clip['dnsmos']:.2f}"
 
 
 def _origin(clip: dict[str, Any]) -> str:
