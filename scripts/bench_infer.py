@@ -165,7 +165,7 @@ def start_to_wav_pair(assets: dict[str, Path], nfe: int, repeats: int, device: s
 
     def ours(i: int) -> list[str]:
         return [
-            sys.executable, "-m", "f5app.infer", f"ckpt=custom", f"ckpt.path={assets['ckpt']}", "vocoder=vocos",
+            sys.executable, "-m", "f5app.infer", "ckpt=custom", f"ckpt.path={assets['ckpt']}", "vocoder=vocos",
             f"vocoder.local_path={assets['vocos']}", f"ref_audio={ref}", f"ref_text='{REF_TEXT}'", f"text='{GEN_TEXT}'",
             f"nfe_step={nfe}", f"device={device}", f"out={out_dir / f'f5app_{i}.wav'}", "seed=0",
             f"output_root={assets['cwd'] / 'outputs'}",

@@ -7,7 +7,6 @@ issue 11 it pins down.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 

@@ -270,7 +270,7 @@ def _run(command: str, work: Path, env: dict[str, str], timeout: float = 240) ->
     try:
         done = subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
         returncode, stdout, stderr = done.returncode, done.stdout, done.stderr
-    except subprocess.TimeoutExpired as expired:
+    except subprocess.TimeoutExpired:
         returncode, stdout, stderr = -1, "", f"timed out after {timeout} s"
     return Outcome(command, returncode, stdout, stdout + stderr, time.perf_counter() - started, work)
 

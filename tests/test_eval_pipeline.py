@@ -131,7 +131,7 @@ def test_bad_settings_are_one_line(tmp_path, override, expected):
 @pytest.mark.slow
 def test_best_of_keeps_the_candidate_with_the_lowest_wer(tmp_path, caplog):
     """Three seeds of a tiny model; the kept one is the argmin of WER (ties: highest SIM) over the logged candidates."""
-    from f5app.config import AsrConfig, SpeakerConfig, InferConfig
+    from f5app.config import InferConfig
     from f5app.evaluation.evaluator import Evaluator
     from f5app.inference.synthesizer import Synthesizer
     from infer_fixtures import UPSTREAM_REF_TEXT, upstream_ref_wav

@@ -10,7 +10,6 @@ import pytest
 from eval_fixtures import human_audio, resemblyzer_embedder, tiny_wavlm_in_hub_cache
 from f5app.config import SpeakerConfig
 from f5app.errors import UserError
-from f5app.errors import UserError
 from f5app.speech.speaker import SpeakerModelUnavailable, build_embedder, import_resemblyzer, similarity
 
 SPEAKERS = ["basic/basic_ref_en.wav", "basic/basic_ref_zh.wav", "multi/town.flac", "multi/main.flac", "multi/country.flac"]

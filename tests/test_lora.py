@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import string
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
