@@ -71,6 +71,7 @@ from f5app.training.trackers import build_tracker
 log = logging.getLogger("f5app.train")
 
 VALIDATION_SEED = 1234
+STATUS_EVERY_SECONDS = 2.0  # run_status.json is rewritten at most this often while training (a few ms each)
 #: Written into the run directory when a signal stopped the run after its checkpoint.
 PREEMPTED_MARKER = PREEMPTED_FILENAME
 
@@ -108,6 +109,7 @@ class Trainer:
         self.lineage = Lineage()
         self.nonfinite_streak = 0  # consecutive skipped updates (non-finite loss or gradient norm)
         self.nonfinite_total = 0
+        self._status_written_at = float("-inf")
         self.stop = StopRequest()
         self._lock = None
         self._writer: CheckpointWriter | None = None
@@ -140,6 +142,7 @@ class Trainer:
         if self._lock is None:
             return
         p, t = self.progress, self.cfg.trainer
+        self._status_written_at = time.monotonic()
         try:
             write_run_status(self.run_dir, state, update=p.update, epoch=p.epoch, max_updates=t.max_updates, epochs=t.epochs, message=message)
         except OSError as error:  # a status file must never hide the real outcome
@@ -447,6 +450,8 @@ class Trainer:
                         "train/skipped_updates": self.nonfinite_total,
                     }, p.update)
                     window_start, window_updates, window_frames = time.perf_counter(), 0, 0
+                    if time.monotonic() - self._status_written_at >= STATUS_EVERY_SECONDS:
+                        self._record_status("running")  # the studio's and the report's progress of a live run
                 last_of_run = p.batch_in_epoch >= len(batches) and p.epoch + 1 >= cfg.trainer.epochs
                 self._after_update(last_loss, final=self._finished() or last_of_run)
             if p.batch_in_epoch >= len(batches):
