@@ -19,6 +19,7 @@ import pytest
 from f5app.config import CkptConfig, ServeConfig, ServerConfig, VocoderConfig
 from f5app.inference.synthesizer import Synthesizer
 from infer_fixtures import tiny_model_config, tiny_run_checkpoint
+from train_fixtures import free_port  # noqa: F401  (test modules take it from here with the other serve helpers)
 
 
 def tiny_serve_settings(run_dir: Path, nfe_step: int = 4, **server: Any) -> ServeConfig:
@@ -88,12 +89,6 @@ def running_server(settings: ServeConfig, synthesizer: Any = None, transcribe: A
         sock.close()
 
 
-def free_port() -> int:
-    import socket as _socket
-
-    with _socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_process(command: list[str], cwd: Path, env: dict[str, str], log: Path):

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.train_fixtures import make_voice_folder, tiny_overrides
+from tests.train_fixtures import free_port, make_voice_folder, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -28,12 +27,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def voice(tmp_path_factory):
     return make_voice_folder(tmp_path_factory.mktemp("data"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env() -> dict[str, str]:

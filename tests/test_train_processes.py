@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.train_fixtures import make_voice_folder, tiny_overrides
+from tests.train_fixtures import free_port, make_voice_folder, tiny_overrides
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ def test_two_gloo_processes_write_one_set_of_checkpoints_then_resume_with_one(vo
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(voice, **{"trainer.max_updates": 4, "trainer.save_every": 2})
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "f5app.train", *overrides, f"hydra.run.dir={run_dir}"]
+              "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "f5app.train", *overrides, f"hydra.run.dir={run_dir}"]
     done = subprocess.run(launch, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:]
     assert complete_checkpoints(run_dir) == ["update_00000002", "update_00000004"]
@@ -69,7 +69,7 @@ def test_a_signal_to_one_of_two_processes_stops_both_after_one_checkpoint(voice,
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(voice, **{"trainer.max_updates": 100000, "trainer.save_every": 1000, "trainer.val_every": 1000})
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "f5app.train", *overrides, f"hydra.run.dir={run_dir}"]
+              "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "f5app.train", *overrides, f"hydra.run.dir={run_dir}"]
     launcher = subprocess.Popen(launch, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         startup = read_until(launcher, "training clips")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,10 @@ def make_english_folder(root: Path) -> Path:
     lines = ["audio_file|text"] + [f"{examples / name}|{text}" for name, text in ENGLISH_RECORDINGS.items()]
     (folder / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback now (for a server or a gloo rendezvous: parallel test workers must not share 29500)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
