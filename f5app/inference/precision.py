@@ -8,6 +8,9 @@ One ``dtype=auto`` rule (measured, docs/benchmarks.md):
 - MPS, and models paired with BigVGAN: fp32 (as before).
 fp16 on a CPU works but is slow (no native fp16 matmul: ~100x slower than fp32 here), so auto never picks it there.
 
+Every dtype runs the DiT's attention through fast_attention.py (rotary tables once per forward, in
+the network's dtype).
+
 The weights of the transformer are cast to the dtype once (the mel front end stays fp32) and
 autocast covers the few fp32 inputs (the time embedding's sinusoids), so no op pays a weight cast
 per step.
@@ -22,6 +25,7 @@ from typing import Any
 
 import torch
 
+from f5app.inference import fast_attention
 from f5app.inference.errors import InferenceInputError
 from f5app.inference.sampling import Network
 
@@ -58,7 +62,8 @@ def pick_dtype(name: str, device: str, mel_spec_type: str) -> torch.dtype:
 
 
 def prepare_network(cfm: Any, dtype: torch.dtype, device: str, quantize: str = "none", compile: bool = False) -> Network:
-    """Cast, quantise or compile ``cfm.transformer`` in place; the :class:`Network` to sample with."""
+    """Cast, quantise or compile ``cfm.transformer`` in place, with the inference attention of fast_attention.py;
+    the :class:`Network` to sample with. For inference copies only: training keeps upstream's modules."""
     if quantize not in QUANTIZE:
         raise InferenceInputError(f"quantize={quantize} is not an option; use none or int8")
     if quantize == "int8":
@@ -69,6 +74,7 @@ def prepare_network(cfm: Any, dtype: torch.dtype, device: str, quantize: str = "
         cfm.transformer = quantize_linears(cfm.transformer)
     elif dtype != torch.float32:
         cfm.transformer.to(dtype)
+    fast_attention.install(cfm.transformer)
     if compile:
         # dynamic=True: every text has another frame count; one graph serves them all
         cfm.transformer.forward = torch.compile(cfm.transformer.forward, dynamic=True)
