@@ -34,7 +34,9 @@ SPEECH = {
                 "The difference in the rainbow depends considerably upon the size of the drops, and the width of the "
                 "colored band increases as the size of the drops increases."),
     "country": ("multi/country.flac", (0.8, 7.4), None),
+    "chinese": ("basic/basic_ref_zh.wav", (0.15, 6.6), "对，这就是我，万人敬仰的太乙真人。"),
 }
+ENGLISH = ("nature", "stella", "rainbow", "country")
 #: ~40 s: four utterances; rainbow and country joined by a 0.5 s pause into a 15.5 s passage.
 STANDARD = (
     ("silence", 1.0), ("speech", "nature"), ("silence", 1.5), ("speech", "stella"), ("noise", 2.0),
@@ -75,7 +77,7 @@ def load_speech(sample_rate: int) -> dict[str, np.ndarray]:
 def looped(minutes: float, seed: int = 0) -> Iterator[tuple[str, object]]:
     """Layout items for a recording of about ``minutes``: the four utterances over and over."""
     rng = np.random.default_rng(seed)
-    names = list(SPEECH)
+    names = list(ENGLISH)
     lengths = {name: bounds[1] - bounds[0] for name, (_, bounds, _) in SPEECH.items()}
     total = 0.0
     yield ("silence", 1.0)
@@ -112,6 +114,103 @@ def write(path: Path, layout=STANDARD, sample_rate: int = 44100, channels: int =
             out.write(block)
             written += len(signal)
     return utterances
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Where each voice speaks in a recording of several (``overlaps``: two voices at once)."""
+
+    utterances: list[Utterance]  # one voice each; ``name`` is the voice
+    overlaps: list[Utterance]  # ``name`` is "a+b"
+    seconds: float
+
+    def main_voice(self) -> str:
+        spoken: dict[str, float] = {}
+        for utterance in self.utterances:
+            spoken[utterance.name] = spoken.get(utterance.name, 0.0) + utterance.end - utterance.start
+        return max(spoken, key=spoken.__getitem__)
+
+
+def write_conversation(path: Path, voices: list[str], turns: int, seed: int = 0, snr_db: float | None = 30.0,
+                       overlap_seconds: float = 0.0, sample_rate: int = 24000) -> Conversation:
+    """A recording of ``voices`` taking ``turns`` turns, each at its own level (0 to -9 dB) with
+    pauses of 0.4-1.2 s: the first voice takes every other turn (it speaks most), the others the
+    turns between in a seeded order; ``overlap_seconds`` > 0 adds, in the middle, that
+    long of two voices at once; white noise at ``snr_db`` below the speech (None: none).
+    """
+    speech = load_speech(sample_rate)
+    rng = np.random.default_rng(seed)
+    others = [voices[1 + int(i)] for i in rng.permutation(len(voices) - 1)]
+    order = [voices[0] if turn % 2 == 0 else others[(turn // 2) % len(others)] for turn in range(turns)]
+    pieces: list[np.ndarray] = [np.zeros(int(0.5 * sample_rate), dtype=np.float32)]
+    utterances: list[Utterance] = []
+    overlaps: list[Utterance] = []
+    at = len(pieces[0])
+
+    def add(signal: np.ndarray, name: str, into: list[Utterance]) -> None:
+        nonlocal at
+        into.append(Utterance(name, at / sample_rate, (at + len(signal)) / sample_rate, None))
+        pieces.append(signal.astype(np.float32))
+        at += len(signal)
+        pause = np.zeros(int(float(rng.uniform(0.4, 1.2)) * sample_rate), dtype=np.float32)
+        pieces.append(pause)
+        at += len(pause)
+
+    for turn, voice in enumerate(order):
+        add(speech[voice] * np.float32(10 ** (float(rng.uniform(-9.0, 0.0)) / 20)), voice, utterances)
+        if overlap_seconds > 0 and turn == turns // 2 - 1:
+            other = next(v for v in voices if v != voice)
+            length = int(overlap_seconds * sample_rate)
+            a, b = speech[voice][-length:], speech[other][:length]
+            add((a / _rms(a) + b / _rms(b)) * np.float32(0.05), f"{voice}+{other}", overlaps)
+    wav = np.concatenate(pieces)
+    if snr_db is not None:
+        speech_rms = _rms(np.concatenate([wav[int(u.start * sample_rate):int(u.end * sample_rate)] for u in utterances]))
+        wav = wav + (speech_rms * 10 ** (-snr_db / 20) * rng.standard_normal(len(wav))).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), np.clip(wav, -1.0, 1.0), sample_rate)
+    return Conversation(utterances, overlaps, len(wav) / sample_rate)
+
+
+def score_clips(conversation: Conversation, clips: list[tuple[float, float, str]], overlap_label: str = "overlap") -> dict[str, float]:
+    """How well ``clips`` ((start, end, speaker id) in seconds; ids ranked, ``S1`` the main one)
+    follow who spoke when in ``conversation``.
+
+    - ``accuracy``: of the clips' time in one voice's speech, the share whose clip carries that
+      voice's id (each id is matched to the voice it holds most of, one id per voice; clips
+      marked as overlap count as wrong);
+    - ``main_pure``: 1.0 when ``S1``'s clips are the main voice's and hold under 0.25 s of any
+      other voice (or of overlapping speech), else 0.0;
+    - ``overlap_left_out``: of the overlapping speech, the share in no clip of a single speaker
+      (1.0 when there is none).
+    """
+    def shared(a: tuple[float, float], b: Utterance) -> float:
+        return max(0.0, min(a[1], b.end) - max(a[0], b.start))
+
+    voices = sorted({u.name for u in conversation.utterances})
+    ids = sorted({label for _, _, label in clips if label != overlap_label})
+    held = {(label, voice): sum(shared((s, e), u) for s, e, lab in clips if lab == label for u in conversation.utterances if u.name == voice)
+            for label in ids for voice in voices}
+    voice_of: dict[str, str] = {}
+    for (label, voice), seconds in sorted(held.items(), key=lambda item: -item[1]):
+        if seconds > 0 and label not in voice_of and voice not in voice_of.values():
+            voice_of[label] = voice
+    total = sum(shared((s, e), u) for s, e, _ in clips for u in conversation.utterances)
+    right = sum(shared((s, e), u) for s, e, label in clips for u in conversation.utterances if voice_of.get(label) == u.name)
+    main = conversation.main_voice()
+    foreign = sum(shared((s, e), u) for s, e, label in clips if label == "S1" for u in conversation.utterances if u.name != main)
+    foreign += sum(shared((s, e), o) for s, e, label in clips if label == "S1" for o in conversation.overlaps)
+    overlap_total = sum(o.end - o.start for o in conversation.overlaps)
+    overlap_in_clips = sum(shared((s, e), o) for s, e, label in clips if label != overlap_label for o in conversation.overlaps)
+    return {
+        "accuracy": right / total if total else 0.0,
+        "main_pure": float(voice_of.get("S1") == main and foreign < 0.25),
+        "overlap_left_out": 1.0 - overlap_in_clips / overlap_total if overlap_total else 1.0,
+    }
+
+
+def _rms(signal: np.ndarray) -> np.float32:
+    return np.float32(max(1e-6, float(np.sqrt(np.mean(np.square(signal, dtype=np.float64))))))
 
 
 def main(argv: list[str] | None = None) -> int:
