@@ -40,7 +40,9 @@ STEP_FUNCTIONS = [(read, "decode"), (segment, "speech_probabilities"), (normalis
 def recordings_config(compose_cfg, folder: Path, *overrides: str) -> RecordingsDataConfig:
     from omegaconf import OmegaConf
 
-    cfg = compose_cfg("prepare", ["data=recordings", f"data.path={folder}", "asr=tiny_en", *overrides])
+    # data.speaker=all: these folders are made of several of f5-tts's voices, and what is tested
+    # here is not whose clips are kept (tests/test_recordings_speakers.py is)
+    cfg = compose_cfg("prepare", ["data=recordings", f"data.path={folder}", "asr=tiny_en", "data.speaker=all", *overrides])
     return to_settings(OmegaConf.to_container(cfg.data, resolve=True), RecordingsDataConfig)
 
 

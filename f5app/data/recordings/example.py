@@ -172,6 +172,23 @@ def write_conversation(path: Path, voices: list[str], turns: int, seed: int = 0,
     return Conversation(utterances, overlaps, len(wav) / sample_rate)
 
 
+def _shared(a: tuple[float, float], b: Utterance) -> float:
+    return max(0.0, min(a[1], b.end) - max(a[0], b.start))
+
+
+def voices_of(conversation: Conversation, clips: list[tuple[float, float, str]], overlap_label: str = "overlap") -> dict[str, str]:
+    """Speaker id -> the voice its clips hold most of (one id per voice, largest share first)."""
+    voices = sorted({u.name for u in conversation.utterances})
+    ids = sorted({label for _, _, label in clips if label != overlap_label})
+    held = {(label, voice): sum(_shared((s, e), u) for s, e, lab in clips if lab == label for u in conversation.utterances if u.name == voice)
+            for label in ids for voice in voices}
+    found: dict[str, str] = {}
+    for (label, voice), seconds in sorted(held.items(), key=lambda item: -item[1]):
+        if seconds > 0 and label not in found and voice not in found.values():
+            found[label] = voice
+    return found
+
+
 def score_clips(conversation: Conversation, clips: list[tuple[float, float, str]], overlap_label: str = "overlap") -> dict[str, float]:
     """How well ``clips`` ((start, end, speaker id) in seconds; ids ranked, ``S1`` the main one)
     follow who spoke when in ``conversation``.
@@ -184,24 +201,14 @@ def score_clips(conversation: Conversation, clips: list[tuple[float, float, str]
     - ``overlap_left_out``: of the overlapping speech, the share in no clip of a single speaker
       (1.0 when there is none).
     """
-    def shared(a: tuple[float, float], b: Utterance) -> float:
-        return max(0.0, min(a[1], b.end) - max(a[0], b.start))
-
-    voices = sorted({u.name for u in conversation.utterances})
-    ids = sorted({label for _, _, label in clips if label != overlap_label})
-    held = {(label, voice): sum(shared((s, e), u) for s, e, lab in clips if lab == label for u in conversation.utterances if u.name == voice)
-            for label in ids for voice in voices}
-    voice_of: dict[str, str] = {}
-    for (label, voice), seconds in sorted(held.items(), key=lambda item: -item[1]):
-        if seconds > 0 and label not in voice_of and voice not in voice_of.values():
-            voice_of[label] = voice
-    total = sum(shared((s, e), u) for s, e, _ in clips for u in conversation.utterances)
-    right = sum(shared((s, e), u) for s, e, label in clips for u in conversation.utterances if voice_of.get(label) == u.name)
+    voice_of = voices_of(conversation, clips, overlap_label)
+    total = sum(_shared((s, e), u) for s, e, _ in clips for u in conversation.utterances)
+    right = sum(_shared((s, e), u) for s, e, label in clips for u in conversation.utterances if voice_of.get(label) == u.name)
     main = conversation.main_voice()
-    foreign = sum(shared((s, e), u) for s, e, label in clips if label == "S1" for u in conversation.utterances if u.name != main)
-    foreign += sum(shared((s, e), o) for s, e, label in clips if label == "S1" for o in conversation.overlaps)
+    foreign = sum(_shared((s, e), u) for s, e, label in clips if label == "S1" for u in conversation.utterances if u.name != main)
+    foreign += sum(_shared((s, e), o) for s, e, label in clips if label == "S1" for o in conversation.overlaps)
     overlap_total = sum(o.end - o.start for o in conversation.overlaps)
-    overlap_in_clips = sum(shared((s, e), o) for s, e, label in clips if label != overlap_label for o in conversation.overlaps)
+    overlap_in_clips = sum(_shared((s, e), o) for s, e, label in clips if label != overlap_label for o in conversation.overlaps)
     return {
         "accuracy": right / total if total else 0.0,
         "main_pure": float(voice_of.get("S1") == main and foreign < 0.25),

@@ -8,16 +8,18 @@
    alike, or into ``data.num_speakers`` clusters), so an id means the same voice in every file.
    At most ``MAX_CLUSTERED`` windows are clustered (evenly spaced); the others only take the
    nearest speaker, so an hour or a day of audio costs the same clustering.
-3. :func:`label_windows`: each window's speaker, or ``OVERLAP`` where it matches no speaker well
-   or two at once (two voices summed); a lone window unlike both neighbours takes theirs.
+3. :func:`label_windows`: each window's speaker, or none where it matches no speaker well or
+   holds a share of a second voice (:func:`match`: two voices summed).
 4. :func:`turns`: each region split where the speaker changes (at the least speech-like moment
-   between the two windows), the parts labelled. A speaker change is a cut the clips obey.
+   between the two windows), the parts labelled; a region with a window of no one is
+   ``OVERLAP``. A speaker change is a cut the clips obey (:func:`plan_turns`).
 
 Ids are ``S1``, ``S2``, ... by speech time, most first: ``S1`` is the main speaker.
-The thresholds were measured on f5-tts's five shipped voices (scripts/bench_speakers.py,
-docs/recordings.md): windows of one voice are 0.81-0.87 alike with their voice's centroid (5th
-percentile), of two voices 0.39-0.61; two voices summed are 0.63-0.91 alike with the nearer one
-and 0.47-0.74 with the other.
+The thresholds were measured on mixtures of f5-tts's five shipped voices
+(scripts/bench_speakers.py, docs/recordings.md): a window of one voice is 0.86 or more alike with
+its voice's centroid (1st percentile) and holds a second voice's share of 0.17 at most (99th
+percentile); a window of two voices summed is 0.78 alike (median) and holds a share of 0.19-0.50.
+Clusters of one voice join below 0.80 (average cosine), of two voices above 0.57.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ MIN_WINDOW_SECONDS = 0.8  # regions shorter than this carry too little voice: th
 SAME_SPEAKER = 0.70  # clusters at least this alike (average of their windows' cosine) are one voice
 MATCH = 0.83  # a window less alike with every speaker's centroid is no one's clearly (two voices, or none)
 MIXED = 0.20  # a window holding this share of a second voice is two voices at once (see match())
-SECOND = 0.66  # a cluster this alike with two larger ones is their overlapping speech, not a voice
-MIN_SPEAKER_WINDOWS = 4  # fewer windows (~2 s of speech) make no speaker: they take the nearest
+MIXTURE_FIT = 0.75  # a cluster this well explained by two larger ones is their overlapping speech (_drop_mixtures)
+MIN_SPEAKER_WINDOWS = 2  # a lone window makes no speaker (a cough, a door); f5-tts's country.flac, 6.6 s of speech with many short pauses, gives 3
 MAX_CLUSTERED = 3000  # windows clustered at once (pairwise distances: 36 MB); the rest are assigned
 OVERLAP = "overlap"
 ID_PATTERN = re.compile(r"S[1-9][0-9]*")
@@ -170,21 +172,35 @@ def _refine(centroids: np.ndarray, embeddings: np.ndarray, rounds: int = 2) -> n
 
 
 def _drop_mixtures(centroids: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
-    """Leave out a cluster that is two others at once (a long stretch of overlapping speech).
+    """Leave out a cluster that is two others at once (a stretch of overlapping speech).
 
-    Its centroid is alike with two larger clusters' centroids (summed voices: 0.63 and more with
-    each), where two voices are at most 0.61 alike; such a cluster is never a voice of its own.
+    Its centroid is well explained by the two nearest larger clusters' centroids together
+    (:func:`mixture_fit` at least ``MIXTURE_FIT``, with a share of the second at least ``MIXED``);
+    a voice of its own is not (measured: a 3 s overlap's cluster 0.78, real voices 0.56-0.71).
     """
     if len(centroids) < 3:
         return centroids
     index, _, _ = match(embeddings, centroids)
     sizes = np.bincount(index, minlength=len(centroids))
-    similar = centroids @ centroids.T
-    keep = []
+    keep = np.ones(len(centroids), dtype=bool)
     for k in range(len(centroids)):
-        larger = [j for j in range(len(centroids)) if j != k and sizes[j] > sizes[k] and similar[k, j] >= SECOND]
-        keep.append(len(larger) < 2)
-    return centroids[np.array(keep)]
+        larger = [j for j in range(len(centroids)) if j != k and sizes[j] > sizes[k]]
+        if len(larger) >= 2:
+            share, fit = mixture_fit(centroids[k], centroids[larger])
+            keep[k] = not (fit >= MIXTURE_FIT and share >= MIXED)
+    return centroids[keep]
+
+
+def mixture_fit(embedding: np.ndarray, centroids: np.ndarray) -> tuple[float, float]:
+    """How well ``embedding`` is a sum of its two nearest ``centroids``: the second's share, and
+    the cosine between the embedding and that best sum."""
+    similar = np.asarray(centroids, dtype=np.float64) @ np.asarray(embedding, dtype=np.float64)
+    first, second = np.argsort(-similar)[:2]
+    s1, s2 = similar[first], similar[second]
+    g = float(np.dot(centroids[first], centroids[second]))
+    a, b = (s1 - s2 * g) / max(1e-6, 1 - g * g), (s2 - s1 * g) / max(1e-6, 1 - g * g)
+    b = max(0.0, b)
+    return b / max(1e-6, a + b), float(np.sqrt(max(0.0, a * s1 + b * s2)))
 
 
 def label_windows(windows: Windows, speakers: Speakers) -> np.ndarray:
@@ -198,10 +214,10 @@ def label_windows(windows: Windows, speakers: Speakers) -> np.ndarray:
 def turns(windows: Windows, labels: np.ndarray, regions: Sequence[Region], probabilities: np.ndarray, ids: list[str]) -> list[Turn]:
     """``regions`` split where the speaker changes; each part with its speaker's id or ``OVERLAP``.
 
-    A whole region is ``OVERLAP`` when two neighbouring windows of it are no one's clearly (or
-    its only windows are): overlapping speech that the embeddings see only in part still never
-    reaches a speaker's clips. A lone such window among one speaker's takes theirs (a cough, a
-    word's edge). A region without windows of its own (shorter than ``MIN_WINDOW_SECONDS``)
+    A whole region is ``OVERLAP`` when any window of it is no one's clearly: where one voice
+    drowns the other, the embeddings see the second only in a window or two (measured: 1 of 4
+    windows of a 3 s overlap), and a speaker's clips must not hold another voice. A region
+    without windows of its own (shorter than ``MIN_WINDOW_SECONDS``)
     takes the speaker of the nearest window in time.
     """
     names = [*ids, OVERLAP]  # NO_SPEAKER (-1) indexes OVERLAP
@@ -213,13 +229,10 @@ def turns(windows: Windows, labels: np.ndarray, regions: Sequence[Region], proba
             nearest = int(np.argmin(np.abs(centres - (region.start + region.end) / 2))) if len(centres) else None
             out.append(Turn(region.start, region.end, OVERLAP if nearest is None else names[labels[nearest]]))
             continue
-        unclear = labels[inside] == NO_SPEAKER
-        if unclear.all() or np.any(unclear[1:] & unclear[:-1]):
+        if np.any(labels[inside] == NO_SPEAKER):
             out.append(Turn(region.start, region.end, OVERLAP))
             continue
-        mine = labels[inside].copy()
-        for i in np.flatnonzero(unclear):  # lone: take a neighbour's
-            mine[i] = mine[i - 1] if i > 0 else mine[i + 1]
+        mine = labels[inside]
         start, split = region.start, False
         for i in range(len(inside) - 1):
             if mine[i] != mine[i + 1]:
