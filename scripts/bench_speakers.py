@@ -3,7 +3,7 @@
     python scripts/bench_speakers.py --mixtures 40
 
 Each mixture (f5app.data.recordings.example.write_conversation) is 2 or 3 of f5-tts's five
-shipped voices taking 5-9 turns in a random order, each turn at its own level (0 to -9 dB),
+shipped voices taking 7-11 turns (the first two of every three) in a random order, each turn at its own level (0 to -9 dB),
 with white noise at 30, 20 or 15 dB SNR, half of them with 3 s of two voices at once. The
 speaker step runs as data=recordings runs it (silero-vad regions -> window embeddings ->
 clustering -> turns -> clips), without transcription. Prints, per condition and overall:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             snr = SNRS[int(rng.integers(len(SNRS)))]
             overlap = 3.0 if index % 4 >= 2 else 0.0
             path = Path(folder) / f"mix{index}.wav"
-            conversation = example.write_conversation(path, voices, turns=int(rng.choice([5, 7, 9])), seed=args.seed * 1000 + index,
+            conversation = example.write_conversation(path, voices, turns=int(rng.choice([7, 9, 11])), seed=args.seed * 1000 + index,
                                                       snr_db=snr, overlap_seconds=overlap)
             clips, elapsed, windows, _, found = diarise(path, vad, embedder)
             score = example.score_clips(conversation, clips)
