@@ -184,7 +184,7 @@ def test_the_speakers_page_has_one_short_sample_per_speaker(two_speakers):
     page = (work / "speakers.html").read_text(encoding="utf-8")
     for row, voice in zip(rows, ("stella", "chinese")):
         audio, rate = sf.read(str(work / row["sample"]), dtype="float32")
-        assert row["sample"] in page and 3.0 <= len(audio) / rate <= 4.0
+        assert row["sample"] in page and 1.5 <= len(audio) / rate <= 4.0
         sample = embedder.embed(audio, rate)
         assert max(voices, key=lambda name: float(sample @ voices[name])) == voice  # the sample is that speaker's voice
 

@@ -364,7 +364,7 @@ class _Run:
                 bar.update(info["seconds"])
                 found.append(speakers.Heard(windows, regions, probabilities))
         self.voices, turns, self.window_labels = speakers.diarise(found, self.data.num_speakers)
-        self.heard = [(read_key, h.windows) for (_, read_key, _, _), h in zip(heard, found)]
+        self.heard = [(recording.name, read_key, h) for (recording, read_key, _, _), h in zip(heard, found)]
         self.kept_speakers = speakers.select(self.data.speaker, self.voices.ids)
         clock.stop(stats)
         stats.input_seconds = self.steps["segment"].input_seconds
@@ -607,27 +607,11 @@ class _Run:
         return path
 
     def _speaker_rows(self, clips: list[Clip], kept_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each speaker found: speech time, clips, whether data.speaker keeps them, and a short
-        sample cut around their clearest window (written to speakers/ in the work folder)."""
-        read_cache = StepCache(self.cache_dir, "read")
-        places = speakers.clearest([windows for _, windows in self.heard], self.window_labels, self.voices)
-        folder = self.work / report.SAMPLES_DIR
-        folder.mkdir(parents=True, exist_ok=True)
+        """Each speaker found: speech time, clips, whether data.speaker keeps them, and a short sample."""
+        places = speakers.clearest([h.windows for _, _, h in self.heard], self.window_labels, self.voices)
         rows = []
         for index, (speaker, place) in enumerate(zip(self.voices.ids, places)):
-            sample = None
-            if place is not None:
-                recording, start, end = place
-                read_key = self.heard[recording][0]
-                info = self.read_info[read_key]
-                middle, length = (start + end) / 2, info["frames"] / info["sample_rate"]
-                begin = max(0.0, min(middle - report.SAMPLE_SECONDS / 2, length - report.SAMPLE_SECONDS))
-                audio, rate = soundfile.read(str(read_cache.file(read_key, ".wav")), dtype="float32",
-                                             start=int(begin * info["sample_rate"]), frames=int(report.SAMPLE_SECONDS * info["sample_rate"]))
-                sample = f"{report.SAMPLES_DIR}/{speaker}.wav"
-                atomic_write(self.work / sample, lambda tmp: soundfile.write(str(tmp), audio, rate, format="WAV"), durable=False)
-                source = next(clip.recording.name for clip in clips if clip.read_key == read_key) if any(clip.read_key == read_key for clip in clips) else None
-                sample_from = {"source": source, "start": round(begin, 2), "end": round(begin + len(audio) / rate, 2)}
+            sample, sample_from = self._write_sample(speaker, place) if place is not None else (None, None)
             rows.append({
                 "speaker": speaker,
                 "seconds": round(float(self.voices.seconds[index]), 2) if self.voices.seconds is not None else None,
@@ -635,9 +619,27 @@ class _Run:
                 "kept_clips": sum(1 for row in kept_rows if row["speaker"] == speaker),
                 "kept": speaker in self.kept_speakers,
                 "sample": sample,
-                "sample_from": sample_from if sample else None,
+                "sample_from": sample_from,
             })
         return rows
+
+    def _write_sample(self, speaker: str, place: tuple[int, float, float]) -> tuple[str, dict[str, Any]]:
+        """``speakers/<id>.wav``: up to SAMPLE_SECONDS around the speaker's clearest window, inside
+        its stretch of speech (so no other voice is in it)."""
+        recording, start, end = place
+        source, read_key, heard = self.heard[recording]
+        info = self.read_info[read_key]
+        region = next((r for r in heard.regions if r.start <= start + 1e-6 and end <= r.end + 1e-6), segment.Region(start, end))
+        middle = (start + end) / 2
+        begin = max(region.start, min(middle - report.SAMPLE_SECONDS / 2, region.end - report.SAMPLE_SECONDS))
+        stop = min(region.end, begin + report.SAMPLE_SECONDS)
+        rate = info["sample_rate"]
+        audio, _ = soundfile.read(str(StepCache(self.cache_dir, "read").file(read_key, ".wav")), dtype="float32",
+                                  start=int(begin * rate), frames=max(1, int((stop - begin) * rate)))
+        name = f"{report.SAMPLES_DIR}/{speaker}.wav"
+        (self.work / report.SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+        atomic_write(self.work / name, lambda tmp: soundfile.write(str(tmp), audio, rate, format="WAV"), durable=False)
+        return name, {"source": source, "start": round(begin, 2), "end": round(begin + len(audio) / rate, 2)}
 
     def _clip_row(self, clip: Clip) -> dict[str, Any]:
         measured = clip.measured or {}

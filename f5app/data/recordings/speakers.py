@@ -33,9 +33,9 @@ from typing import Sequence
 import numpy as np
 import soundfile
 
+from f5app.config import SpeakerConfig
 from f5app.data.recordings.segment import Piece, Region, Settings, plan, quietest_moment
 from f5app.errors import UserError
-from f5app.config import SpeakerConfig
 from f5app.speech.speaker import EMBEDDING_SIZE, ResemblyzerEmbedder, build_embedder
 
 SPEAKERS_VERSION = 1  # bump when the windows' embeddings would change
@@ -47,8 +47,8 @@ MIN_WINDOW_SECONDS = 0.8  # regions shorter than this carry too little voice: th
 SAME_SPEAKER = 0.70  # clusters at least this alike (average of their windows' cosine) are one voice
 MATCH = 0.83  # a window less alike with every speaker's centroid is no one's clearly (two voices, or none)
 MIXED = 0.30  # a window holding this share of a second voice is two voices at once (see match())
-MIXTURE_FIT = 0.75  # a cluster this well explained by two larger ones ...
-MIXTURE_SHARE = 0.40  # ... in about equal shares is their overlapping speech, not a voice (_drop_mixtures)
+MIXTURE_FIT = 0.77  # a cluster this well explained by two larger ones ...
+MIXTURE_SHARE = 0.30  # ... with this share of the second is their overlapping speech, not a voice (_drop_mixtures)
 MIN_SPEAKER_WINDOWS = 2  # a lone window makes no speaker (a cough, a door); f5-tts's country.flac, 6.6 s of speech with many short pauses, gives 3
 MAX_CLUSTERED = 3000  # windows clustered at once (pairwise distances: 36 MB); the rest are assigned
 OVERLAP = "overlap"
@@ -176,11 +176,12 @@ def _refine(centroids: np.ndarray, embeddings: np.ndarray, rounds: int = 2) -> n
 def _drop_mixtures(centroids: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
     """Leave out a cluster that is two others at once (a stretch of overlapping speech).
 
-    Its centroid is well explained by the two nearest larger clusters' centroids together, in
-    about equal shares (:func:`mixture_fit`: at least ``MIXTURE_FIT`` and ``MIXTURE_SHARE``); a
-    voice of its own is not. Measured: a 3 s overlap's cluster fit 0.78, share 0.45; real voices
-    fit 0.56-0.76, share 0.28-0.45 but never both (f5-tts's country.flac beside rainbow and
-    chinese: 0.76, 0.33). A mixture cluster this misses stays a small speaker of its own, ranked last.
+    Its centroid is well explained by the two nearest larger clusters' centroids together
+    (:func:`mixture_fit`: at least ``MIXTURE_FIT``, with a share of the second of at least
+    ``MIXTURE_SHARE``); a voice of its own is not. Measured: 3 s overlaps' clusters fit 0.78-0.81
+    with shares 0.40-0.45; real voices fit 0.56-0.76 (f5-tts's country.flac beside rainbow and
+    chinese: 0.76, share 0.33). A mixture cluster this misses stays a small speaker of its own,
+    ranked last (so never ``main``).
     """
     if len(centroids) < 3:
         return centroids
@@ -224,7 +225,7 @@ def smoothed(windows: Windows) -> np.ndarray:
     if len(embeddings) < 2:
         return embeddings
     out = embeddings.copy()
-    near = np.abs(np.diff(windows.starts) - HOP_SECONDS) < 1e-3  # window i and i+1 follow each other
+    near = np.abs(np.diff(windows.starts) - HOP_SECONDS) < 0.01  # window i and i+1 follow each other (starts are float32 in the cache)
     out[1:] += np.where(near[:, None], embeddings[:-1], 0.0)
     out[:-1] += np.where(near[:, None], embeddings[1:], 0.0)
     return _unit(out)
