@@ -353,7 +353,7 @@ def test_edits_to_metadata_csv_are_kept_across_runs(prepared, compose_cfg_module
 def test_training_runs_on_the_prepared_recordings(prepared, compose_cfg_module, tmp_path):
     from train_fixtures import train_in_process
 
-    overrides = ["experiment=demo", "data=recordings", f"data.path={prepared['data'].path}", "asr=tiny_en", "logger=none",
+    overrides = ["experiment=demo", "data=recordings", f"data.path={prepared['data'].path}", "asr=tiny_en", "data.speaker=all", "logger=none",
                  "trainer.max_updates=2", "trainer.val_every=2", "trainer.sample_every=0", "trainer.progress_bar=false"]
     train_in_process(compose_cfg_module, tmp_path / "run", overrides)
 
