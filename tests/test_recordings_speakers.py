@@ -86,7 +86,7 @@ def test_a_bad_data_speaker_is_one_line_before_any_work(tmp_path, compose_cfg_mo
 
 
 @pytest.mark.slow
-def test_speaker_turns_follow_the_voices_and_a_speaker_change_is_always_a_cut(tmp_path, one_torch_thread):
+def test_speaker_turns_follow_the_voices_and_a_speaker_change_is_always_a_cut(tmp_path, one_torch_thread, monkeypatch):
     """Two voices with pauses shorter than max_pause_seconds (which would join them into one
     clip): the windows are clustered into two speakers, and every clip holds one voice."""
     path = tmp_path / "talk.wav"
@@ -96,7 +96,7 @@ def test_speaker_turns_follow_the_voices_and_a_speaker_change_is_always_a_cut(tm
     regions = segment.speech_regions(probabilities, conversation.seconds, settings.threshold)
     windows = speakers.embed_regions(speakers.load_embedder(), path, RATE, regions)
 
-    voices, (turns,), _ = speakers.diarise([speakers.Heard(windows, regions, probabilities)])
+    voices, (turns,), (labels,) = speakers.diarise([speakers.Heard(windows, regions, probabilities)])
     planned = speakers.plan_turns(turns, settings)
 
     assert voices.ids == ["S1", "S2"] and voices.seconds[0] > voices.seconds[1]
@@ -107,6 +107,11 @@ def test_speaker_turns_follow_the_voices_and_a_speaker_change_is_always_a_cut(tm
     for piece, _ in planned:  # 0.4-1.2 s pauses would have joined the turns of two voices into one clip
         heard = {u.name for u in conversation.utterances if min(piece.end, u.end) - max(piece.start, u.start) > 0.1}
         assert len(heard) == 1, (piece, heard)
+    # a long folder: only an evenly spaced part of the windows is clustered, the rest take the nearest voice
+    monkeypatch.setattr(speakers, "MAX_CLUSTERED", len(windows) // 4)
+    bounded, _, (bounded_labels,) = speakers.diarise([speakers.Heard(windows, regions, probabilities)])
+    both = (bounded_labels != speakers.NO_SPEAKER) & (labels != speakers.NO_SPEAKER)
+    assert bounded.ids == ["S1", "S2"] and np.array_equal(bounded_labels[both], labels[both]) and both.mean() >= 0.75
 
 
 def test_batched_windows_are_each_windows_own_embedding_in_its_place_in_time():

@@ -16,11 +16,11 @@
    ``OVERLAP``. A speaker change is a cut the clips obey (:func:`plan_turns`).
 
 Ids are ``S1``, ``S2``, ... by speech time, most first: ``S1`` is the main speaker.
-The thresholds were measured on mixtures of f5-tts's five shipped voices
-(scripts/bench_speakers.py, docs/recordings.md): a window of one voice is 0.86 or more alike with
-its voice's centroid (1st percentile) and holds a second voice's share of 0.17 at most (99th
-percentile); a window of two voices summed is 0.78 alike (median) and holds a share of 0.19-0.50.
-Clusters of one voice join below 0.80 (average cosine), of two voices above 0.57.
+The thresholds were measured on 40 conversations made of f5-tts's five shipped voices
+(scripts/bench_speakers.py, docs/recordings.md): a window of one voice is 0.85 or more alike with
+its voice's centroid (1st percentile) and holds a second voice's share of 0.16 at most (99th
+percentile); a window of two voices summed is 0.76 alike (median) and holds a share of 0.21-0.50.
+Clusters of one voice join at 0.77-0.80 alike (average cosine), of two voices at 0.43-0.65.
 """
 
 from __future__ import annotations
