@@ -85,6 +85,15 @@ def test_a_bad_data_speaker_is_one_line_before_any_work(tmp_path, compose_cfg_mo
 # ----------------------------------------------------------------------------- the speaker step alone
 
 
+def test_speech_too_short_to_embed_is_one_speaker_not_overlap():
+    no_windows = speakers.Windows(np.zeros(0), np.zeros(0), np.zeros((0, 256), dtype=np.float32))
+    regions = [segment.Region(1.0, 1.5), segment.Region(2.0, 2.6)]  # each under MIN_WINDOW_SECONDS
+
+    voices, (turns,), _ = speakers.diarise([speakers.Heard(no_windows, regions, np.zeros(100, dtype=np.float32))])
+
+    assert voices.ids == ["S1"] and [turn.speaker for turn in turns] == ["S1", "S1"]
+
+
 @pytest.mark.slow
 def test_speaker_turns_follow_the_voices_and_a_speaker_change_is_always_a_cut(tmp_path, one_torch_thread, monkeypatch):
     """Two voices with pauses shorter than max_pause_seconds (which would join them into one

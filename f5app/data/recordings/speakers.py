@@ -138,8 +138,8 @@ def embed_regions(embedder: ResemblyzerEmbedder, wav: Path, sample_rate: int, re
 
 
 def find_speakers(embeddings: np.ndarray, num_speakers: int | None = None) -> Speakers:
-    """The voices among ``embeddings`` (every window of the folder), unranked (see :func:`rank`)."""
-    from scipy.cluster.hierarchy import fcluster, linkage  # deferred: scipy.cluster costs ~0.3 s and only data=recordings clusters
+    """The voices among ``embeddings`` (every window of the folder), unranked (:func:`diarise` ranks them)."""
+    from scipy.cluster.hierarchy import fcluster, linkage  # deferred: scipy is an optional package (the [recordings] extra); data=csv_wavs imports this module without it
 
     if len(embeddings) == 0:
         return Speakers(np.zeros((0, EMBEDDING_SIZE), dtype=np.float32))
@@ -237,8 +237,8 @@ def turns(windows: Windows, labels: np.ndarray, regions: Sequence[Region], proba
     A whole region is ``OVERLAP`` when any window of it is no one's clearly: where one voice
     drowns the other, the embeddings see the second only in a window or two (measured: 1 of 4
     windows of a 3 s overlap), and a speaker's clips must not hold another voice. A region
-    without windows of its own (shorter than ``MIN_WINDOW_SECONDS``)
-    takes the speaker of the nearest window in time.
+    without windows of its own (shorter than ``MIN_WINDOW_SECONDS``) takes the speaker of the
+    nearest window in time; with no window anywhere, the first speaker's.
     """
     names = [*ids, OVERLAP]  # NO_SPEAKER (-1) indexes OVERLAP
     centres = (windows.starts + windows.ends) / 2
@@ -247,7 +247,7 @@ def turns(windows: Windows, labels: np.ndarray, regions: Sequence[Region], proba
         inside = np.flatnonzero((centres >= region.start) & (centres <= region.end))
         if not len(inside):
             nearest = int(np.argmin(np.abs(centres - (region.start + region.end) / 2))) if len(centres) else None
-            out.append(Turn(region.start, region.end, OVERLAP if nearest is None else names[labels[nearest]]))
+            out.append(Turn(region.start, region.end, names[0] if nearest is None else names[labels[nearest]]))
             continue
         if np.any(labels[inside] == NO_SPEAKER):
             out.append(Turn(region.start, region.end, OVERLAP))
@@ -279,6 +279,8 @@ def diarise(recordings: Sequence[Heard], num_speakers: int | None = None) -> tup
     dimension = next((h.windows.embeddings.shape[1] for h in recordings if len(h.windows)), EMBEDDING_SIZE)
     everything = np.concatenate([h.windows.embeddings for h in recordings if len(h.windows)] or [np.zeros((0, dimension), dtype=np.float32)])
     found = find_speakers(everything, num_speakers)
+    if not len(found.centroids) and any(h.regions for h in recordings):  # only speech too short to embed: one voice
+        found = Speakers(np.zeros((1, dimension), dtype=np.float32))
     labels = [label_windows(h.windows, found) for h in recordings]
     provisional = [str(k) for k in range(len(found.centroids))]
     heard = [turns(h.windows, lab, h.regions, h.probabilities, provisional) for h, lab in zip(recordings, labels)]
