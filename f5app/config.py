@@ -257,6 +257,11 @@ class RecordingsDataConfig(DataConfig):
     # A symbolic link whose target lies outside data.path is reported and skipped unless true
     # (a link planted in a shared folder must not pull a private recording into the training set).
     follow_links: bool = False
+    # Whose clips are kept (f5app/data/recordings/speakers.py): main (S1, who speaks most) | all |
+    # N (the N who speak most) | an id as the review's speakers.html shows it (S1, S2, ... by speech
+    # time). Other speakers' clips and overlapping speech are left out of metadata.csv, listed in the review.
+    speaker: str = "main"
+    num_speakers: Optional[int] = None  # null: found by a measured similarity threshold; N: exactly N voices
     asr: Optional[AsrConfig] = None  # conf/data/recordings.yaml: ${asr}, the asr= group (None: AsrConfig())
 
 

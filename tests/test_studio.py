@@ -52,7 +52,8 @@ def recordings_data(folder: Path):
 
     from f5app.config import RecordingsDataConfig, to_settings
 
-    cfg = compose_once("prepare", ["data=recordings", f"data.path={folder}", "asr=tiny_en"])
+    # data.speaker=all: the recording holds two of f5-tts's voices, and which are kept is not what is tested here
+    cfg = compose_once("prepare", ["data=recordings", f"data.path={folder}", "asr=tiny_en", "data.speaker=all"])
     return to_settings(OmegaConf.to_container(cfg.data, resolve=True), RecordingsDataConfig)
 
 

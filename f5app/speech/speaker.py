@@ -38,6 +38,10 @@ from f5app.hub import PretrainedUnavailable, fetch_hub_file
 log = logging.getLogger(__name__)
 
 EMBEDDING_SAMPLE_RATE = 16000
+MEL_HOP_SAMPLES = 160  # resemblyzer's mel frames: 10 ms at 16 kHz (resemblyzer.hparams)
+MEL_FRAMES_PER_SECOND = EMBEDDING_SAMPLE_RATE // MEL_HOP_SAMPLES
+RESEMBLYZER_TARGET_DBFS = -30  # resemblyzer.hparams.audio_norm_target_dBFS
+EMBEDDING_SIZE = 256  # resemblyzer.hparams.model_embedding_size
 DEFAULT_WAVLM = "microsoft/wavlm-base-plus-sv"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -120,6 +124,7 @@ class ResemblyzerEmbedder:
     encoder: Any
     preprocess: Callable[[np.ndarray], np.ndarray]  # volume normalisation + silence trimming
     normalize: Callable[[np.ndarray], np.ndarray]  # volume normalisation only
+    mel: Callable[[np.ndarray], np.ndarray]  # 16 kHz audio -> (frames, 40) mel power, 10 ms frames
     device: str
     name: str = "resemblyzer"
     model: str = "resemblyzer GE2E encoder (pretrained.pt in the package)"
@@ -139,6 +144,57 @@ class ResemblyzerEmbedder:
             raise ValueError("audio too short for a speaker embedding (under 0.1 s)")
         return np.asarray(self.encoder.embed_utterance(trimmed), dtype=np.float32)
 
+    def embed_windows(self, pieces: list[np.ndarray], sample_rate: int, window_seconds: float, hop_seconds: float,
+                      batch_size: int = 128) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For each piece of audio: unit-length embeddings of its windows of ``window_seconds``
+        every ``hop_seconds``, and each window's start in seconds from the piece's start.
+
+        The mel spectrogram of each piece is computed once and sliced, and the encoder runs on
+        the windows of all pieces together in batches (``embed_utterance`` per window computes
+        the spectrogram again for each and runs a handful at a time: the LSTM on batches of 8 was
+        7x slower per window than on batches of 128). Each window's level is brought to
+        resemblyzer's -30 dBFS, as ``embed`` does, so a voice recorded louder in one place is
+        the same voice. A piece shorter than a window is one shorter window. Callers bound the
+        pieces (a minute or two of speech at once): the STFT takes ~16 bytes per sample.
+        """
+        import torch  # deferred: torch costs 1.9 s (NOTES.md)
+
+        full = max(1, int(round(window_seconds * MEL_FRAMES_PER_SECOND)))
+        hop = max(1, int(round(hop_seconds * MEL_FRAMES_PER_SECOND)))
+        windows: list[np.ndarray] = []  # (frames, 40) mel power at -30 dBFS
+        starts: list[np.ndarray] = []
+        for audio in pieces:
+            wav = resample(np.asarray(audio, dtype=np.float32), int(sample_rate), EMBEDDING_SAMPLE_RATE)
+            mel = self.mel(wav)  # (frames, 40), power
+            # a piece shorter than a window is one shorter window: silence padded after speech
+            # moves the LSTM's last state, which is the embedding (0.5 s of speech padded to
+            # 1.5 s was 0.5-0.6 alike with the rest of its voice)
+            frames = min(full, len(mel))
+            first = np.arange(0, max(1, len(mel) - frames + 1), hop)
+            energy = np.concatenate([[0.0], np.cumsum(wav.astype(np.float64) ** 2)])
+            lo = np.minimum(len(wav), first * MEL_HOP_SAMPLES)
+            hi = np.minimum(len(wav), lo + frames * MEL_HOP_SAMPLES)
+            rms = np.sqrt((energy[hi] - energy[lo]) / np.maximum(1, hi - lo))
+            # power scales with the square of the amplitude: the mel of the window at -30 dBFS
+            gains = (10 ** (RESEMBLYZER_TARGET_DBFS / 20) / np.maximum(rms, 1e-6)) ** 2
+            windows += [(mel[f:f + frames] * gain).astype(np.float32) for f, gain in zip(first, gains)]
+            starts.append(first / MEL_FRAMES_PER_SECOND)
+        out = np.zeros((len(windows), EMBEDDING_SIZE), dtype=np.float32)
+        by_length: dict[int, list[int]] = {}
+        for index, window in enumerate(windows):
+            by_length.setdefault(len(window), []).append(index)
+        with torch.inference_mode():
+            for indices in by_length.values():
+                for begin in range(0, len(indices), batch_size):
+                    part = indices[begin:begin + batch_size]
+                    batch = torch.from_numpy(np.stack([windows[i] for i in part])).to(self.device)
+                    out[part] = self.encoder(batch).cpu().numpy()
+        results, at = [], 0
+        for first in starts:
+            results.append((out[at:at + len(first)], first))
+            at += len(first)
+        return results
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model, "revision": self.revision, "device": self.device}
 
@@ -156,6 +212,7 @@ def _build_resemblyzer(cfg: SpeakerConfig, device: str) -> ResemblyzerEmbedder:
         encoder,
         preprocess=lambda wav: resemblyzer.preprocess_wav(wav),
         normalize=lambda wav: resemblyzer.normalize_volume(wav, audio_norm_target_dBFS, increase_only=True),
+        mel=resemblyzer.audio.wav_to_mel_spectrogram,
         device=device,
         revision=f"resemblyzer {version}",
     )

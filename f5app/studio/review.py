@@ -129,4 +129,9 @@ def rerun_overrides(work: Path) -> list[str]:
         value = settings.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             overrides.append(f"data.{key}={value!r}")
+    speaker = settings.get("speaker")  # whose clips the review kept (data.speaker): the same again
+    if isinstance(speaker, str) and _SIMPLE.match(speaker):
+        overrides.append(f"data.speaker={speaker}")
+    if isinstance(settings.get("num_speakers"), int) and not isinstance(settings["num_speakers"], bool):
+        overrides.append(f"data.num_speakers={settings['num_speakers']}")
     return overrides

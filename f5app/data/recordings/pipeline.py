@@ -1,4 +1,4 @@
-"""data=recordings end to end: read -> segment -> normalise -> transcribe -> review, then the
+"""data=recordings end to end: read -> segment (with who speaks when) -> normalise -> quality -> transcribe -> review, then the
 csv_wavs preparation of the folder that produced (one preparation path for every data set).
 
 Layout of ``data.work_dir`` (default ``<data.path>/f5app_clips``; nothing in ``data.path`` is
@@ -6,7 +6,8 @@ ever modified):
 
     metadata.csv        the kept clips, ``audio_file|text``: edit it and run again
     edits.json          your edits, as taken from metadata.csv (applied on every run)
-    review.html         every clip with its text, confidence and flags; durations.png; review.json
+    review.html         every clip with its text, speaker, confidence and flags; durations.png; review.json
+    speakers.html       each speaker found, with a short sample (speakers/S1.wav, ...), speech time and clips
     wavs/               the clips (mono, the model's rate, loudness-normalised)
     rejected/           the clips dropped for clipping, loudness or length, to listen to
     split_groups.json   clips that hold the same audio: each group stays on one side of the split
@@ -35,7 +36,7 @@ from tqdm import tqdm
 from f5app.config import AsrConfig, DataConfig, RecordingsDataConfig
 from f5app.data.prepare import DataError, PreparedData, folder_lock, prepare, prepared_dir_for
 from f5app.data.recordings import normalise, read, report, review, segment, transcribe
-from f5app.data.recordings import duplicates
+from f5app.data.recordings import duplicates, speakers
 from f5app.data.recordings.cache import StepCache, content_key
 from f5app.data.recordings.read import Problem, Recording
 from f5app.data.recordings.segment import Span
@@ -49,7 +50,7 @@ from f5app.text.normalise import Normaliser
 log = logging.getLogger(__name__)
 
 DEFAULT_WORK_DIR = "f5app_clips"
-STEPS = ("read", "segment", "normalise", "quality", "transcribe", "review")
+STEPS = ("read", "segment", "speakers", "normalise", "quality", "transcribe", "review")
 DNSMOS_VERSION = 1  # bump when the scores would change (f5app/speech/quality.py)
 
 
@@ -96,6 +97,7 @@ class Clip:
     dropped: str | None = None
     dnsmos: dict[str, float] | None = None  # quality step's DNSMOS scores
     duplicates: list[dict[str, Any]] | None = None  # the clips holding the same audio
+    speaker: str | None = None  # S1, S2, ... (ranked by speech time) or speakers.OVERLAP
 
     @property
     def audio_file(self) -> str | None:
@@ -152,6 +154,11 @@ def _check(data: RecordingsDataConfig) -> None:
         problems.append(f"data.sample_rate={data.sample_rate} is too low (the model's rate: 24000)")
     if data.max_duration < data.max_seconds:
         problems.append(f"data.max_duration={data.max_duration} is below data.max_seconds={data.max_seconds}: every long clip would be skipped")
+    wrong = speakers.check_setting(data.speaker)
+    if wrong:
+        problems.append(wrong)
+    if data.num_speakers is not None and data.num_speakers < 1:
+        problems.append(f"data.num_speakers={data.num_speakers} must be null (found from the voices) or at least 1")
     if problems:
         raise DataError("; ".join(problems))
 
@@ -180,6 +187,7 @@ class _Run:
         decoded = self._read(recordings)
         clips = self._segment(decoded)
         self._normalise(clips)
+        self._keep_speakers(clips)
         prints = self._quality(clips)
         self._transcribe(clips)
         self._note_empty_recordings(decoded, clips)
@@ -264,14 +272,44 @@ class _Run:
 
     # ------------------------------------------------------------------ 2. segment
     def _segment(self, decoded: list[tuple[Recording, str]]) -> list[Clip]:
-        cache = StepCache(self.cache_dir, "vad")
+        """Speech regions of every recording, who speaks when across them all, then the clips:
+        cut inside one speaker's turns (a speaker change is always a cut)."""
+        heard = self._speech(decoded)
+        turns = self._speakers(heard)
         words_cache = StepCache(self.cache_dir, "words")
         read_cache = StepCache(self.cache_dir, "read")
         stats = self.steps["segment"]
         clock = _Clock()
-        vad: segment.Vad | None = None
         clips: list[Clip] = []
         names: set[str] = set()
+        for (recording, read_key, probabilities, _), found in zip(heard, turns):
+            info = self.read_info[read_key]
+            wav = read_cache.file(read_key, ".wav")
+            pieces: list[tuple[segment.Piece, str]] = []
+            for piece, speaker in speakers.plan_turns(found, self.seg):
+                if not piece.too_long:
+                    pieces.append((piece, speaker))
+                    continue
+                for window in segment.windows(piece, probabilities):  # the ASR hears at most a few minutes at once
+                    words = self._words(words_cache, read_key, wav, window)
+                    pieces += [(cut, speaker) for cut in segment.word_cuts(window, words, self.seg, probabilities)]
+            base = _unique(_slug(recording.name), names)
+            for span, (_, speaker) in zip(segment.spans([piece for piece, _ in pieces], info["frames"] / info["sample_rate"], self.seg), pieces):
+                clips.append(Clip(recording, read_key, span, f"{base}_{_stamp(span.start)}", dropped=span.dropped, speaker=speaker))
+        before = (stats.seconds, stats.cpu_seconds)
+        clock.stop(stats)
+        stats.seconds += before[0]
+        stats.cpu_seconds += before[1]
+        return clips
+
+    def _speech(self, decoded: list[tuple[Recording, str]]) -> list[tuple[Recording, str, np.ndarray, list[segment.Region]]]:
+        """silero-vad's speech probabilities and regions of each recording that has speech."""
+        cache = StepCache(self.cache_dir, "vad")
+        read_cache = StepCache(self.cache_dir, "read")
+        stats = self.steps["segment"]
+        clock = _Clock()
+        vad: segment.Vad | None = None
+        heard = []
         with self._bar(self._label("segment"), self._input_seconds(decoded), "s") as bar:
             for recording, read_key in decoded:
                 info = self.read_info[read_key]
@@ -289,26 +327,48 @@ class _Run:
                     atomic_write(npy, lambda tmp: _save_npy(tmp, probabilities), durable=False)
                     cache.put(key, {"frames": int(len(probabilities)), "frame_seconds": segment.FRAME_SECONDS})
                 stats.audio_seconds += info["seconds"]
-                seconds = info["frames"] / info["sample_rate"]
-                regions = self._regions(cache, key, probabilities, seconds)
+                regions = self._regions(cache, key, probabilities, info["frames"] / info["sample_rate"])
                 if not regions:
                     self.problems.append(Problem(recording.name, "no_speech", "no speech found (silero-vad heard none)"))
                     continue
-                pieces: list[segment.Piece] = []
-                for piece in segment.plan(regions, self.seg):
-                    if not piece.too_long:
-                        pieces.append(piece)
-                        continue
-                    for window in segment.windows(piece, probabilities):  # the ASR hears at most a few minutes at once
-                        words = self._words(words_cache, read_key, wav, window)
-                        pieces.extend(segment.word_cuts(window, words, self.seg, probabilities))
-                base = _unique(_slug(recording.name), names)
-                for span in segment.spans(pieces, seconds, self.seg):
-                    clip = Clip(recording, read_key, span, f"{base}_{_stamp(span.start)}", dropped=span.dropped)
-                    clips.append(clip)
+                heard.append((recording, read_key, probabilities, regions))
         clock.stop(stats)
         stats.input_seconds = self._input_seconds(decoded)
-        return clips
+        return heard
+
+    def _speakers(self, heard: list[tuple[Recording, str, np.ndarray, list[segment.Region]]]) -> list[list[speakers.Turn]]:
+        """Who speaks when in each recording: window embeddings (cached per recording), then the
+        clustering of every recording's windows together (cheap: done on every run, so changing
+        data.speaker or data.num_speakers never embeds again)."""
+        cache = StepCache(self.cache_dir, "speakers")
+        read_cache = StepCache(self.cache_dir, "read")
+        stats = self.steps["speakers"]
+        clock = _Clock()
+        embedder = None
+        found: list[speakers.Heard] = []
+        with self._bar(self._label("speakers"), sum(self.read_info[key]["seconds"] for _, key, _, _ in heard), "s") as bar:
+            for _, read_key, probabilities, regions in heard:
+                info = self.read_info[read_key]
+                key = content_key("speakers", speakers.SPEAKERS_VERSION, read_key, [[r.start, r.end] for r in regions])
+                npy = cache.file(key, ".npy")
+                stats.items += 1
+                if cache.get(key) is not None and npy.is_file():
+                    stats.cached += 1
+                    windows = speakers.Windows.from_array(np.load(npy))
+                else:
+                    embedder = embedder or speakers.load_embedder()
+                    windows = speakers.embed_regions(embedder, read_cache.file(read_key, ".wav"), info["sample_rate"], regions)
+                    atomic_write(npy, lambda tmp: _save_npy(tmp, windows.to_array()), durable=False)
+                    cache.put(key, {"windows": len(windows)})
+                stats.audio_seconds += info["seconds"]
+                bar.update(info["seconds"])
+                found.append(speakers.Heard(windows, regions, probabilities))
+        self.voices, turns, self.window_labels = speakers.diarise(found, self.data.num_speakers)
+        self.heard = [(recording.name, read_key, h) for (recording, read_key, _, _), h in zip(heard, found)]
+        self.kept_speakers = speakers.select(self.data.speaker, self.voices.ids)
+        clock.stop(stats)
+        stats.input_seconds = self.steps["segment"].input_seconds
+        return turns
 
     def _regions(self, cache: StepCache, vad_key: str, probabilities: np.ndarray, seconds: float) -> list[segment.Region]:
         """silero's speech regions, cached too: a fully cached run never imports silero (nor torch)."""
@@ -354,6 +414,16 @@ class _Run:
                 bar.update(1)
         clock.stop(stats)
         stats.input_seconds = self.steps["read"].input_seconds
+
+    def _keep_speakers(self, clips: list[Clip]) -> None:
+        """Leave out overlapping speech and the speakers data.speaker does not keep (made, listed, not trained on)."""
+        for clip in clips:
+            if clip.dropped is not None or clip.speaker is None:
+                continue
+            if clip.speaker == speakers.OVERLAP:
+                clip.dropped = "overlapping_speech"
+            elif clip.speaker not in self.kept_speakers:
+                clip.dropped = "other_speaker"
 
     # ------------------------------------------------------------------ 4. quality
     def _quality(self, clips: list[Clip]) -> dict[str, duplicates.Fingerprint]:
@@ -530,10 +600,46 @@ class _Run:
             "steps": steps,
             "settings": {key: value for key, value in asdict(self.data).items() if key != "asr"} | {"asr": self.asr_id},
         }
+        content["speakers"] = self._speaker_rows(clips, kept_rows)
         path = report.write_review(self.work, content)
         for problem in self.problems:
             log.warning("%s: %s: %s", problem.source, problem.reason, problem.detail)
         return path
+
+    def _speaker_rows(self, clips: list[Clip], kept_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each speaker found: speech time, clips, whether data.speaker keeps them, and a short sample."""
+        places = speakers.clearest([h.windows for _, _, h in self.heard], self.window_labels, self.voices)
+        rows = []
+        for index, (speaker, place) in enumerate(zip(self.voices.ids, places)):
+            sample, sample_from = self._write_sample(speaker, place) if place is not None else (None, None)
+            rows.append({
+                "speaker": speaker,
+                "seconds": round(float(self.voices.seconds[index]), 2) if self.voices.seconds is not None else None,
+                "clips": sum(1 for clip in clips if clip.speaker == speaker),
+                "kept_clips": sum(1 for row in kept_rows if row["speaker"] == speaker),
+                "kept": speaker in self.kept_speakers,
+                "sample": sample,
+                "sample_from": sample_from,
+            })
+        return rows
+
+    def _write_sample(self, speaker: str, place: tuple[int, float, float]) -> tuple[str, dict[str, Any]]:
+        """``speakers/<id>.wav``: up to SAMPLE_SECONDS around the speaker's clearest window, inside
+        its stretch of speech (so no other voice is in it)."""
+        recording, start, end = place
+        source, read_key, heard = self.heard[recording]
+        info = self.read_info[read_key]
+        region = next((r for r in heard.regions if r.start <= start + 1e-6 and end <= r.end + 1e-6), segment.Region(start, end))
+        middle = (start + end) / 2
+        begin = max(region.start, min(middle - report.SAMPLE_SECONDS / 2, region.end - report.SAMPLE_SECONDS))
+        stop = min(region.end, begin + report.SAMPLE_SECONDS)
+        rate = info["sample_rate"]
+        audio, _ = soundfile.read(str(StepCache(self.cache_dir, "read").file(read_key, ".wav")), dtype="float32",
+                                  start=int(begin * rate), frames=max(1, int((stop - begin) * rate)))
+        name = f"{report.SAMPLES_DIR}/{speaker}.wav"
+        (self.work / report.SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+        atomic_write(self.work / name, lambda tmp: soundfile.write(str(tmp), audio, rate, format="WAV"), durable=False)
+        return name, {"source": source, "start": round(begin, 2), "end": round(begin + len(audio) / rate, 2)}
 
     def _clip_row(self, clip: Clip) -> dict[str, Any]:
         measured = clip.measured or {}
@@ -552,6 +658,7 @@ class _Run:
             "agreement": clip.agreement,
             "dnsmos": (clip.dnsmos or {}).get("ovrl"),
             "duplicates": clip.duplicates or [],
+            "speaker": clip.speaker,
             "trailing_silence": None,  # set for each file's last clip
             "loudness_lufs": measured.get("loudness_lufs"),
             "gain_db": measured.get("gain_db"),

@@ -24,6 +24,9 @@ from f5app.files import atomic_write, write_json_atomic
 REVIEW_HTML = "review.html"
 REVIEW_JSON = "review.json"
 HISTOGRAM_PNG = "durations.png"
+SPEAKERS_HTML = "speakers.html"
+SAMPLES_DIR = "speakers"  # one short sample per speaker: speakers/S1.wav, ...
+SAMPLE_SECONDS = 4.0  # at most: a sample stays inside its stretch of speech
 EXTENDED_VOCAB = "vocab_extended.txt"
 MISMATCH_BELOW = 0.5  # agreement between your transcript and the ASR under which a clip is flagged
 _HAN = re.compile(r"[\u4e00-\u9fff]")
@@ -100,7 +103,35 @@ def write_review(work_dir: Path, review: dict[str, Any]) -> Path:
     _histogram(work_dir / HISTOGRAM_PNG, [clip["seconds"] for clip in review["clips"]], review["settings"])
     path = work_dir / REVIEW_HTML
     atomic_write(path, _html(review), durable=False)
+    atomic_write(work_dir / SPEAKERS_HTML, _speakers_html(review), durable=False)
     return path
+
+
+def _speakers_html(review: dict[str, Any]) -> str:
+    """One row per speaker found: a short sample to listen to, speech time, clips, kept or not."""
+    e = html.escape
+    chosen = review["settings"].get("speaker")
+    lines = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>f5app speakers</title><style>",
+        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px;"
+        "font-size:14px}th{background:#eee}.num{text-align:right}audio{height:28px}</style></head><body>",
+        f"<h1>Speakers in {e(review['source'])}</h1>",
+        f"<p>Ids are ranked by speech time (S1 speaks most) and hold across every file of the folder. "
+        f"<code>data.speaker={e(str(chosen))}</code> keeps the speakers marked kept; choose with <code>data.speaker=all</code>, "
+        "<code>main</code>, a number N (the N who speak most) or an id below, and run again (nothing is embedded again). "
+        f"Overlapping speech is left out whatever you choose. <a href='{REVIEW_HTML}'>Back to the review</a>.</p>",
+        "<table><tr><th>speaker</th><th>sample</th><th>speech (s)</th><th>clips</th><th>in metadata.csv</th><th>kept</th></tr>",
+    ]
+    for row in review.get("speakers", []):
+        audio = f"<audio controls preload='none' src='{e(row['sample'])}'></audio>" if row.get("sample") else ""
+        place = row.get("sample_from") or {}
+        where = f"<br><small>{e(str(place.get('source')))} {place['start']:.2f}-{place['end']:.2f} s</small>" if place else ""
+        seconds = "" if row.get("seconds") is None else f"{row['seconds']:.1f}"
+        lines.append(f"<tr><td><b>{e(row['speaker'])}</b></td><td>{audio}{where}</td><td class='num'>{seconds}</td>"
+                     f"<td class='num'>{row['clips']}</td><td class='num'>{row['kept_clips']}</td><td>{'kept' if row['kept'] else 'left out'}</td></tr>")
+    overlaps = sum(1 for clip in review["dropped"] if clip.get("dropped") == "overlapping_speech")
+    lines += ["</table>", f"<p>{overlaps} clip(s) of overlapping speech left out (listed in the review).</p>", "</body></html>"]
+    return "\n".join(lines) + "\n"
 
 
 def _histogram(path: Path, durations: list[float], settings: dict[str, Any]) -> None:
@@ -134,6 +165,8 @@ def _html(review: dict[str, Any]) -> str:
         f"{s['dropped']} dropped, {s['flagged']} flagged. Made by {e(review['asr'])}.</p>",
         f"<p>Edit <code>{e(review['metadata'])}</code> (<code>audio_file|text</code>): change a text, delete a line to leave a clip out, "
         "then run the same command again; your edits are kept (<code>edits.json</code>).</p>",
+        f"<p>{len(review.get('speakers', []))} speaker(s) found; <code>data.speaker={e(str(review['settings'].get('speaker')))}</code>. "
+        f"<a href='{SPEAKERS_HTML}'>Each speaker's sample, speech time and clips</a>.</p>",
     ]
     if review["problems"]:
         lines.append("<h2>Recordings that gave no clips</h2><ul>")
@@ -145,13 +178,13 @@ def _html(review: dict[str, Any]) -> str:
     v = review["vocabulary"]
     lines += ["<h2>Vocabulary</h2>", f"<p>{e(v['suggestion'])}.</p>"]
     lines += [f"<h2>Clip durations</h2><img src='{HISTOGRAM_PNG}' alt='duration histogram'>"]
-    header = "<tr><th>#</th><th>clip</th><th>listen</th><th>s</th><th>conf.</th><th>DNSMOS</th><th>split</th><th>flags</th><th>text</th></tr>"
+    header = "<tr><th>#</th><th>clip</th><th>speaker</th><th>listen</th><th>s</th><th>conf.</th><th>DNSMOS</th><th>split</th><th>flags</th><th>text</th></tr>"
     lines += ["<h2>Clips</h2><table>", header]
     for index, clip in enumerate(review["clips"], 1):
         conf = "" if clip.get("confidence") is None else f"{clip['confidence']:.2f}"
         lines.append(
             f"<tr><td class='num'>{index}</td><td>{e(clip['audio_file'])}<br><small>{e(clip['source'])} "
-            f"{clip['start']:.2f}-{clip['end']:.2f} s</small></td>"
+            f"{clip['start']:.2f}-{clip['end']:.2f} s</small></td><td>{e(clip.get('speaker') or '')}</td>"
             f"<td><audio controls preload='none' src='{e(clip['audio_file'])}'></audio></td>"
             f"<td class='num'>{clip['seconds']:.2f}</td><td class='num'>{conf}</td><td class='num'>{_dnsmos(clip)}</td>"
             f"<td>{e(clip.get('split') or '')}</td>"
@@ -159,11 +192,11 @@ def _html(review: dict[str, Any]) -> str:
         )
     lines.append("</table>")
     if review["dropped"]:
-        lines += ["<h2>Dropped</h2><table>", "<tr><th>clip</th><th>listen</th><th>s</th><th>DNSMOS</th><th>reason</th><th>text</th></tr>"]
+        lines += ["<h2>Dropped</h2><table>", "<tr><th>clip</th><th>speaker</th><th>listen</th><th>s</th><th>DNSMOS</th><th>reason</th><th>text</th></tr>"]
         for clip in review["dropped"]:
             audio = f"<audio controls preload='none' src='{e(clip['audio_file'])}'></audio>" if clip.get("audio_file") else ""
             lines.append(
-                f"<tr><td>{e(clip['source'])} {clip['start']:.2f}-{clip['end']:.2f} s</td><td>{audio}</td>"
+                f"<tr><td>{e(clip['source'])} {clip['start']:.2f}-{clip['end']:.2f} s</td><td>{e(clip.get('speaker') or '')}</td><td>{audio}</td>"
                 f"<td class='num'>{clip['seconds']:.2f}</td><td class='num'>{_dnsmos(clip)}</td><td>{e(clip['dropped'])}</td>"
                 f"<td>{e(clip.get('text') or '')}</td></tr>"
             )

@@ -221,7 +221,7 @@ def word_cuts(piece: Piece, words: Sequence[tuple[float, float]], settings: Sett
         at, _ = max(fair or boundaries, key=lambda b: (round(b[1], 2), -abs(b[0] - middle)))
         kind = "words"
     else:
-        at = _quietest_moment(probabilities, piece.start + piece.seconds / 3, piece.end - piece.seconds / 3)
+        at = quietest_moment(probabilities, piece.start + piece.seconds / 3, piece.end - piece.seconds / 3)
         kind = "forced"
     cut = max(piece.cut, kind, key=CUT_KINDS.index)  # a piece is as doubtful as its worst end
     left, right = Piece(piece.start, at, cut), Piece(at, piece.end, cut)
@@ -236,12 +236,12 @@ def windows(piece: Piece, probabilities: np.ndarray, longest: float = WORDS_WIND
     """
     if piece.seconds <= longest:
         return [piece]
-    at = _quietest_moment(probabilities, piece.start + piece.seconds / 3, piece.end - piece.seconds / 3)
+    at = quietest_moment(probabilities, piece.start + piece.seconds / 3, piece.end - piece.seconds / 3)
     left, right = Piece(piece.start, at, "forced", True), Piece(at, piece.end, "forced", True)
     return windows(left, probabilities, longest) + windows(right, probabilities, longest)
 
 
-def _quietest_moment(probabilities: np.ndarray, start: float, end: float) -> float:
+def quietest_moment(probabilities: np.ndarray, start: float, end: float) -> float:
     first, last = int(start / FRAME_SECONDS), max(int(start / FRAME_SECONDS) + 1, int(end / FRAME_SECONDS))
     window = probabilities[first:last]
     if not len(window):
