@@ -58,6 +58,18 @@ def test_validation_loss_falls_over_a_short_training(compose_cfg, voice, tmp_pat
 
 
 @pytest.mark.slow
+def test_a_set_with_no_validation_clips_trains_and_says_validation_is_off(compose_cfg, voice, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(voice, **{"data.val_fraction": 0.0, "data.val_min_items": 0, "trainer.max_updates": 2,
+                                         "trainer.save_every": 2, "trainer.val_every": 1})
+    with caplog.at_level("WARNING", logger="f5app.train"):
+        train_in_process(compose_cfg, run_dir, overrides)
+    assert "no validation clips" in caplog.text
+    assert checkpoint_names(run_dir) == ["update_00000002"]
+    assert torch.load(run_dir / "checkpoints" / "update_00000002" / "training_state.pt", weights_only=True)["val_history"] == []
+
+
+@pytest.mark.slow
 def test_resume_after_interruption_matches_an_uninterrupted_run(compose_cfg, voice, tmp_path):
     common = {"trainer.save_every": 4, "trainer.val_every": 4, "ckpt.keep_last": 10}
     straight = tmp_path / "straight"

@@ -353,9 +353,13 @@ class Trainer:
         self.vocab_index = vocab_map(self.vocab)
         # with data.replay, train_set holds the replay clips after the main set's (f5app/data/mixing.py)
         self.train_set, self.train_batches = with_replay(main_train, self.replayed, d.replay, self.cfg.model.mel, d)
-        self.val_batches = FrameBatches(
-            [self.val_set.frame_len(i) for i in range(len(self.val_set))], d.frames_per_gpu, d.max_samples, d.seed
-        ).for_epoch(0)
+        if len(self.val_set):
+            self.val_batches = FrameBatches(
+                [self.val_set.frame_len(i) for i in range(len(self.val_set))], d.frames_per_gpu, d.max_samples, d.seed
+            ).for_epoch(0)
+        else:  # e.g. data.val_fraction=0, or every clip shares audio with another (split_groups.json keeps groups whole)
+            self.val_batches = []
+            log.warning("no validation clips (data.val_fraction=%s, data.val_min_items=%s): the validation loss is not measured", d.val_fraction, d.val_min_items)
         log.info("data: %d training clips, %d validation clips, %d batches per epoch", len(self.train_set), len(self.val_set), len(self.train_batches.for_epoch(0)))
 
     def _restore_counters_and_rng(self) -> None:
@@ -540,7 +544,7 @@ class Trainer:
     # ------------------------------------------------------------------ validation and samples
     def _validate_if_due(self, force: bool = False) -> float | None:
         every = self.cfg.trainer.val_every
-        if not force and (every <= 0 or self.progress.update % every != 0):
+        if not self.val_batches or (not force and (every <= 0 or self.progress.update % every != 0)):
             return None
         loss = self.validation_loss() if self.is_main else None
         self.accelerator.wait_for_everyone()
