@@ -296,7 +296,8 @@ def _print_info(info: dict) -> None:
         shown = {k: v for k, v in info["metrics"].items() if k not in (*histories, "eval", "nonfinite") and v is not None}
         shown.update({k: v for k, v in _listed_metrics(info["metrics"]).items() if v is not None})  # val_loss, wer..., wer@SET...
         print("  metrics       " + ", ".join(f"{k}={_fmt_loss(v)}" for k, v in shown.items()))
-        counts = [(len(info["metrics"].get(key) or ()), what) for key, what in histories.items()]
+        counts = [(len(info["metrics"].get(key) or ()), what) for key, what in histories.items()
+                  if key != "eval_set_history" or info["metrics"].get(key)]  # runs without eval.sets never mention them
         if any(n for n, _ in counts):
             print("  history       " + ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for n, what in counts))
         if info["metrics"].get("nonfinite"):

@@ -48,6 +48,8 @@ SKIPPED: list[tuple[str, str]] = [
     (r"scripts/bench_speed\.py", "measures real-size models for minutes by design (at tiny size: tests/test_gpu_check.py)"),
     (r"scripts/bench_duplicates\.py", "measures the duplicate threshold over every pair of f5-tts's recordings; "
                                        "tests/test_recordings_duplicates.py holds the same copies to MATCH_THRESHOLD"),
+    (r"scripts/bench_speakers\.py", "diarises dozens of mixtures for minutes by design; tests/test_recordings_speakers.py holds "
+                                     "a two- and a three-speaker mixture to the same figures"),
     (r"scripts/gpu_check\.sh", "the GPU check: several minutes; tests/test_gpu_check.py runs it with --device cpu --model tiny"),
     (r"f5app[.-]serve|\bcurl\b", "a server that runs until stopped, and the clients calling it: "
                                                           "tests/test_serve_docs.py starts docs/serving.md's servers in the background, "
