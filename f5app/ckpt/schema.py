@@ -31,7 +31,7 @@ import math
 import platform
 import secrets
 import subprocess
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -631,6 +631,18 @@ class Progress:
     val_history: list[list[float]] = field(default_factory=list)
     eval_history: list[list[Optional[float]]] = field(default_factory=list)  # [update, wer, cer, sim]
     eval_set_history: list[list[Any]] = field(default_factory=list)  # [update, set, wer, cer, sim] (eval.sets)
+
+    def copy(self) -> "Progress":
+        """A copy whose histories are lists of their own: the trainer appends to the live one."""
+        return replace(self, val_history=[list(point) for point in self.val_history],
+                       eval_history=[list(point) for point in self.eval_history],
+                       eval_set_history=[list(point) for point in self.eval_set_history])
+
+    def histories(self) -> dict[str, tuple]:
+        """The histories as :class:`Metrics` holds them (tuples), by field name."""
+        return {"val_history": tuple((int(update), float(loss)) for update, loss in self.val_history),
+                "eval_history": tuple(tuple(point) for point in self.eval_history),
+                "eval_set_history": tuple(tuple(point) for point in self.eval_set_history)}
 
 
 @dataclass

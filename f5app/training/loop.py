@@ -15,7 +15,6 @@ Design points worth knowing before editing:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -39,9 +38,8 @@ from f5app.ckpt.reader import CheckpointReader
 from f5app.ckpt.resolve import resolve_and_load
 from f5app.ckpt.schema import (
     Checkpoint, CheckpointMetadata, CheckpointRef, HydraRecord, Lineage, Metrics, Progress, TrainingState, full_weights,
-    new_metadata,
+    new_metadata, parse_metric,
 )
-from f5app.ckpt.schema import parse_metric
 from f5app.ckpt.store import CheckpointStore, base_bound
 from f5app.config import TrainConfig
 from f5app.data.dataset import FrameBatches, collate, load_splits
@@ -52,11 +50,11 @@ from f5app.data.tokenizer import extend_vocab
 from f5app.data.vocab import read_vocab, vocab_map
 from f5app.devices import pick_device
 from f5app.errors import UserError, first_line
+from f5app.evaluation.sets import check_metric_sets
 from f5app.model import build_cfm
 from f5app.run_state import PREEMPTED_FILENAME, clear_preempted, reached_bounds, write_preempted, write_run_status
 from f5app.text.normalise import training_normaliser
 from f5app.training.distributed_env import export_submitit_distributed_env
-from f5app.evaluation.sets import check_metric_sets
 from f5app.training.evaluation import TrainingEvaluation
 from f5app.training.lora import LoraRun
 from f5app.training.lock import RunLock
@@ -239,9 +237,9 @@ class Trainer:
             return False
         self.progress = Progress(
             update=meta.update, epoch=meta.epoch, samples_seen=meta.samples_seen, best_val_loss=meta.metrics.best_val_loss,
-            val_history=[list(point) for point in meta.metrics.val_history], eval_history=[list(point) for point in meta.metrics.eval_history],
-            eval_set_history=[list(point) for point in meta.metrics.eval_set_history],
-        )
+            val_history=list(meta.metrics.val_history), eval_history=list(meta.metrics.eval_history),  # type: ignore[arg-type]
+            eval_set_history=list(meta.metrics.eval_set_history),  # type: ignore[arg-type]
+        ).copy()
         return True
 
     def _prepare_data(self):
@@ -367,10 +365,7 @@ class Trainer:
             seed_everything(self.cfg.trainer.seed + self.rank)
             return
         saved = self.resumed.training_state
-        self.progress = dataclasses.replace(
-            saved.progress, val_history=[list(x) for x in saved.progress.val_history], eval_history=[list(x) for x in saved.progress.eval_history],
-            eval_set_history=[list(x) for x in saved.progress.eval_set_history],
-        )
+        self.progress = saved.progress.copy()
         if saved.world_size != self.world_size:
             log.warning(
                 "resuming a %d-process run with %d processes: the data continues from %d samples seen",
@@ -472,10 +467,7 @@ class Trainer:
     def objective(self) -> float | None:
         """The best value of ``cfg.objective`` over the run so far (None before it is measured)."""
         p = self.progress
-        history = Metrics(best_val_loss=p.best_val_loss, val_history=tuple((int(u), float(v)) for u, v in p.val_history),
-                          eval_history=tuple(tuple(point) for point in p.eval_history),  # type: ignore[arg-type]
-                          eval_set_history=tuple(tuple(point) for point in p.eval_set_history))  # type: ignore[arg-type]
-        return history.best(self.cfg.objective)
+        return Metrics(best_val_loss=p.best_val_loss, **p.histories()).best(self.cfg.objective)
 
     # ------------------------------------------------------------------ divergence guard
     def _grad_norm(self) -> torch.Tensor:
@@ -665,10 +657,8 @@ class Trainer:
             val_loss=val_loss,
             lr=self.optimizer.param_groups[0]["lr"],
             best_val_loss=p.best_val_loss,
-            val_history=tuple((int(u), float(v)) for u, v in p.val_history),
             eval=self._eval_scores[1] if self._eval_scores is not None and self._eval_scores[0] == p.update else None,
-            eval_history=tuple(tuple(point) for point in p.eval_history),  # type: ignore[arg-type]
-            eval_set_history=tuple(tuple(point) for point in p.eval_set_history),  # type: ignore[arg-type]
+            **p.histories(),
         )
         metadata = new_metadata(
             run_name=self.cfg.run_name,
@@ -691,8 +681,7 @@ class Trainer:
             weights = full_weights(model=self.accelerator.unwrap_model(self.model).state_dict(), ema=self.ema.state_dict(),
                                    optimizer=self.optimizer.state_dict(), update=p.update)
         state = TrainingState(
-            dataclasses.replace(p, val_history=[list(point) for point in p.val_history], eval_history=[list(point) for point in p.eval_history],
-                                eval_set_history=[list(point) for point in p.eval_set_history]),
+            p.copy(),
             world_size=self.world_size,
             grad_scaler=scaler.state_dict() if scaler is not None else None,
         )
