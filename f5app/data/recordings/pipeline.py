@@ -40,8 +40,8 @@ from f5app.data.recordings import duplicates, speakers
 from f5app.data.recordings.cache import StepCache, content_key
 from f5app.data.recordings.read import Problem, Recording
 from f5app.data.recordings.segment import Span
-from f5app.errors import first_line
 from f5app.data.split_groups import write_groups
+from f5app.errors import first_line
 from f5app.files import atomic_write, read_json_object, write_json_atomic
 from f5app.speech.quality import Dnsmos
 from f5app.speech.text import normalize
@@ -450,7 +450,7 @@ class _Run:
                         dnsmos = dnsmos or Dnsmos()
                         record = scores.put(score_key, dnsmos.score(wav, rate).to_dict())
                     found = duplicates.fingerprint(wav, rate)
-                    atomic_write(npy, lambda tmp: _save_int_npy(tmp, found.to_arrays()), durable=False)
+                    atomic_write(npy, lambda tmp: _save_npy(tmp, found.to_arrays(), np.int64), durable=False)
                     prints_cache.put(print_key, {"hashes": int(len(found.hashes))})
                     prints[clip.audio_file] = found
                 clip.dnsmos = record
@@ -705,14 +705,9 @@ def _scaled(update: Callable[[float], Any], info: dict[str, Any]) -> Callable[[f
     return lambda seconds: update(seconds * factor)
 
 
-def _save_npy(path: Path, values: np.ndarray) -> None:
+def _save_npy(path: Path, values: np.ndarray, dtype: type = np.float32) -> None:
     with open(path, "wb") as handle:
-        np.save(handle, values.astype(np.float32))
-
-
-def _save_int_npy(path: Path, values: np.ndarray) -> None:
-    with open(path, "wb") as handle:
-        np.save(handle, values.astype(np.int64))
+        np.save(handle, values.astype(dtype))
 
 
 def _file_matches(path: Path, record: dict[str, Any]) -> bool:

@@ -202,10 +202,8 @@ def mixture_fit(embedding: np.ndarray, centroids: np.ndarray) -> tuple[float, fl
     similar = np.asarray(centroids, dtype=np.float64) @ np.asarray(embedding, dtype=np.float64)
     first, second = np.argsort(-similar)[:2]
     s1, s2 = similar[first], similar[second]
-    g = float(np.dot(centroids[first], centroids[second]))
-    a, b = (s1 - s2 * g) / max(1e-6, 1 - g * g), (s2 - s1 * g) / max(1e-6, 1 - g * g)
-    b = max(0.0, b)
-    return b / max(1e-6, a + b), float(np.sqrt(max(0.0, a * s1 + b * s2)))
+    a, b = _two_voices(s1, s2, float(np.dot(centroids[first], centroids[second])))
+    return float(b / max(1e-6, a + b)), float(np.sqrt(max(0.0, a * s1 + b * s2)))
 
 
 def label_windows(windows: Windows, speakers: Speakers) -> np.ndarray:
@@ -318,12 +316,15 @@ def plan_turns(found: Sequence[Turn], settings: Settings) -> list[tuple[Piece, s
 
 def select(setting: str, ids: list[str]) -> set[str]:
     """The ids ``data.speaker`` keeps: ``all``, ``main`` (S1), ``N`` (the N who speak most) or one id."""
+    wrong = check_setting(setting)
+    if wrong:
+        raise UserError(wrong)
     value = str(setting).strip()
     if value == "all":
         return set(ids)
     if value == "main":
         return set(ids[:1])
-    if value.isdigit() and int(value) >= 1:
+    if value.isdigit():
         return set(ids[: int(value)])
     if value.upper() in ids:
         return {value.upper()}
@@ -379,10 +380,15 @@ def match(embeddings: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np
     index, other = order[:, 0], order[:, 1]
     s1, s2 = similar[rows, index], similar[rows, other]
     g = np.sum(np.asarray(centroids, dtype=np.float64)[index] * np.asarray(centroids, dtype=np.float64)[other], axis=1)
-    denominator = np.maximum(1.0 - g**2, 1e-6)
-    a, b = (s1 - s2 * g) / denominator, (s2 - s1 * g) / denominator
-    share = np.clip(b, 0.0, None) / np.maximum(a + np.clip(b, 0.0, None), 1e-6)
-    return index, s1, share
+    a, b = _two_voices(s1, s2, g)
+    return index, s1, b / np.maximum(a + b, 1e-6)
+
+
+def _two_voices(s1, s2, g):  # noqa: ANN001, ANN202 (floats or arrays alike)
+    """``e ~ a*c1 + b*c2`` by least squares, from the embedding's cosines ``s1``, ``s2`` with two unit
+    centroids whose own cosine is ``g``; ``b`` clipped at 0 (no negative share of a voice)."""
+    denominator = np.maximum(1.0 - np.square(g), 1e-6)
+    return (s1 - s2 * g) / denominator, np.maximum((s2 - s1 * g) / denominator, 0.0)
 
 
 def _unit(values: np.ndarray) -> np.ndarray:
