@@ -34,7 +34,7 @@ from f5app.errors import UserError, exit_on_user_error
 from f5app.evaluation.settings import effective_settings, overridden_groups
 from f5app.files import write_json_atomic
 from f5app.infer import unused_name
-from f5app.text.normalise import build_normaliser, recorded_language
+from f5app.text.normalise import recorded_language
 from f5app.inference.upstream_import import defer_unused_imports
 
 log = logging.getLogger("f5app.eval")
@@ -50,7 +50,7 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
     """Evaluate as the command line does; returns what was written to the JSON file (plus ``path``)."""
     from f5app.evaluation.evaluator import build_evaluator  # deferred: f5app.evaluation.evaluator costs 0.58 s to import (numpy, soundfile; -X importtime); --help must stay fast
     from f5app.evaluation.prompts import load_prompts  # deferred: f5app.evaluation.prompts costs 0.39 s to import (numpy, soundfile; -X importtime); --help must stay fast
-    from f5app.evaluation.sets import load_sets, score_sets  # deferred: imports the evaluator (0.58 s, above)
+    from f5app.evaluation.sets import load_sets, normalisers_by_language, score_sets  # deferred: imports the evaluator (0.58 s, above)
 
     settings: EvalAppConfig = cfg if isinstance(cfg, EvalAppConfig) else to_settings(cfg, EvalAppConfig)
     if settings.source not in ("model", RECORDINGS):
@@ -68,14 +68,8 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
     sets = load_sets(chosen.eval, held_out=lambda one: load_prompts(one, chosen.data))
     # One normaliser for the text synthesis is given and the text WER compares with (both in words);
     # a named set in a language of its own has its own (f5app/text/).
-    fallback = chosen.eval.language or recorded_language(recorded)
-    normaliser = build_normaliser(settings.text_norm, fallback)
-    normalisers = {None: normaliser}
-
-    def normaliser_for(language: str | None):  # noqa: ANN202
-        if language not in normalisers:
-            normalisers[language] = build_normaliser(replace(settings.text_norm, language=language), fallback)
-        return normalisers[language]
+    normaliser_for = normalisers_by_language(settings.text_norm, chosen.eval.language or recorded_language(recorded))
+    normaliser = normaliser_for(None)
 
     evaluator = build_evaluator(chosen.asr, chosen.speaker, device=pick_device(settings.device), language=chosen.eval.language,
                                 normaliser=normaliser)

@@ -149,7 +149,7 @@ def _job_row(job_dir: Path, overrides: list[str], label: str) -> JobRow:
     row.eval_curve = eval_curve(job_dir)
     for column, name in ((1, "wer"), (2, "cer"), (3, "sim")):
         values = [point[column] for point in row.eval_curve if point[column] is not None]
-        setattr(row, f"best_{name}", (max if name == "sim" else min)(values) if values else None)
+        setattr(row, f"best_{name}", _best(name, values))
     row.eval_set_curves = eval_set_curves(job_dir)
     for set_name, curve in row.eval_set_curves.items():
         row.best_by_set[set_name] = {

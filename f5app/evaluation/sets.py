@@ -17,15 +17,13 @@ import logging
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 from f5app.ckpt.schema import EvalScores, parse_metric
-from f5app.config import EvalConfig, EvalSetConfig
+from f5app.config import EvalConfig, EvalSetConfig, TextNormConfig
 from f5app.evaluation.evaluator import EvalResult, Evaluator, Timings
 from f5app.evaluation.prompts import FORMATS, Prompt, PromptListError, load_prompts
-
-if TYPE_CHECKING:
-    from f5app.text.normalise import Normaliser
+from f5app.text.normalise import Normaliser, build_normaliser
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +112,22 @@ class SetResults:
         return record
 
 
+def normalisers_by_language(text_norm: TextNormConfig, fallback: Optional[str]) -> Callable[[Optional[str]], Normaliser]:
+    """Each language's normaliser, built once: a set's own language decides how its text is said
+    (``text_norm.language`` does not override it); None is ``text_norm`` as configured, whose
+    language ``fallback`` stands in for when unset."""
+    built: dict[Optional[str], Normaliser] = {}
+
+    def normaliser_for(language: Optional[str]) -> Normaliser:
+        if language not in built:
+            built[language] = build_normaliser(replace(text_norm, language=language) if language else text_norm, fallback)
+        return built[language]
+
+    return normaliser_for
+
+
 def score_sets(
-    sets: list[EvalSet], evaluator: Evaluator, normaliser_for: Callable[[Optional[str]], "Normaliser"],
+    sets: list[EvalSet], evaluator: Evaluator, normaliser_for: Callable[[Optional[str]], Normaliser],
     score_one: Callable[[EvalSet, Evaluator], EvalResult],
 ) -> SetResults:
     """``score_one(set, that set's evaluator)`` for each set; each set is heard in its own language

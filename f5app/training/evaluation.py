@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from f5app.audio.io import read_audio
 from f5app.audio.vocoder import load_vocoder
@@ -19,9 +18,8 @@ from f5app.ckpt.schema import EvalScores
 from f5app.config import TrainConfig
 from f5app.evaluation.evaluator import build_evaluator
 from f5app.evaluation.prompts import PromptListError, held_out_prompts
-from f5app.evaluation.sets import EvalSet, SetResults, load_sets, score_sets
+from f5app.evaluation.sets import EvalSet, SetResults, load_sets, normalisers_by_language, score_sets
 from f5app.inference.synthesizer import SamplingSettings, Synthesizer
-from f5app.text.normalise import Normaliser, build_normaliser
 from f5app.files import write_json_atomic
 
 log = logging.getLogger("f5app.train")
@@ -49,20 +47,13 @@ class TrainingEvaluation:
             raise PromptListError("eval.every > 0 needs held-out prompts, but the validation split is empty; raise data.val_fraction or give eval.prompt_file")
         started = time.perf_counter()
         # the same words for the text synthesised and the text WER compares with (f5app/text/)
-        self.normaliser = build_normaliser(cfg.text_norm, cfg.eval.language or cfg.asr.language)
-        self._normalisers: dict[Optional[str], Normaliser] = {}
+        self._normaliser_for = normalisers_by_language(cfg.text_norm, cfg.eval.language or cfg.asr.language)
+        self.normaliser = self._normaliser_for(None)
         self.evaluator = build_evaluator(cfg.asr, cfg.speaker, device=device, language=cfg.eval.language, normaliser=self.normaliser)
         self._vocoder = None
         log.info("evaluation: %s every %d updates (models loaded in %.1f s)",
                  ", ".join(f"{len(one.prompts)} prompts" + (f" of set {one.name}" if one.name else " held out") for one in self.sets),
                  self.every, time.perf_counter() - started)
-
-    def _normaliser_for(self, language: Optional[str]) -> Normaliser:
-        """A set's own language decides how its text is said (text_norm.language does not override it)."""
-        if language not in self._normalisers:
-            settings = replace(self.cfg.text_norm, language=language) if language else self.cfg.text_norm
-            self._normalisers[language] = build_normaliser(settings, self.cfg.eval.language or self.cfg.asr.language)
-        return self._normalisers[language]
 
     def due(self, update: int, final: bool) -> bool:
         return self.every > 0 and (update % self.every == 0 or final)
