@@ -301,6 +301,7 @@ def test_training_started_from_the_page_is_stopped_with_sigterm_saves_and_exits_
             break
         time.sleep(0.5)
     assert job["state"] == "running" and job["progress"]["total"] == 100000, job["log_tail"]
+    assert job["progress"]["done"] >= 2, job["progress"]  # a live run's progress, not only its end (run_status.json while training)
     row = next(r for r in studio.get("/api/runs").json()["runs"] if r["name"] == "from_page")
     assert row["state"] == "running" and row["locked_by"].startswith("pid ")
     stopped = studio.post("/api/train/stop")
