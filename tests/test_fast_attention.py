@@ -4,7 +4,8 @@ In fp32 a prepared DiT's output equals upstream's at the same weights within rou
 without padding, with masked attention, and with rotary on one head only (v0's ``pe_attn_head``).
 In bf16 its rotary angles are right at every frame, where upstream's, once the DiT is cast, are
 off by radians past frame 256, so it stays near fp32 where upstream's cast DiT drifts. Training never sees it:
-``prepare_network`` acts on the copy it is handed, and nothing under f5app/training calls it.
+``prepare_network`` acts on the copy it is handed, nothing under f5app/training calls it, and
+training's evaluation installs it only while it speaks (``installed``), as f5app.eval will speak.
 """
 
 from __future__ import annotations
@@ -133,11 +134,42 @@ def test_prepare_network_changes_only_the_copy_it_is_given_and_keeps_the_state_d
     assert ours.state_dict().keys() == before.keys()  # the inference copy still saves and loads as upstream's
 
 
-def test_training_never_installs_the_inference_attention():
+def test_training_never_prepares_a_network_and_installs_the_attention_only_while_it_evaluates():
     training = Path(fast_attention.__file__).resolve().parent.parent / "training"
     sources = {path.name: path.read_text() for path in training.rglob("*.py")}
     assert sources, training
-    assert not [name for name, text in sources.items() if "prepare_network" in text or "fast_attention" in text]
+    assert not [name for name, text in sources.items() if "prepare_network" in text]
+    assert [name for name, text in sources.items() if "fast_attention" in text] == ["evaluation.py"]
+    assert "fast_attention.installed(" in sources["evaluation.py"] and "fast_attention.install(" not in sources["evaluation.py"]
+
+
+def test_installed_speaks_as_a_prepared_copy_and_gives_upstreams_modules_back():
+    cfm = random_cfm(std=0.05)
+    rotary, processors = cfm.transformer.rotary_embed, [b.attn.processor for b in cfm.transformer.transformer_blocks]
+    before = {k: v.clone() for k, v in cfm.state_dict().items()}
+    prepared = copy.deepcopy(cfm)
+    network = prepare_network(prepared, torch.float32, "cpu")
+    audio, text = torch.randn(1, 24000) * 0.1, [list("Some call me nature.")]
+    with torch.inference_mode():
+        expected = sample(prepared, audio, text, 120, steps=3, cfg_strength=2.0, sway_sampling_coef=-1.0, seeds=[5], network=network)
+        with fast_attention.installed(cfm.transformer) as active:
+            assert active and type(cfm.transformer.rotary_embed) is fast_attention.RotaryTables
+            spoken = sample(cfm, audio, text, 120, steps=3, cfg_strength=2.0, sway_sampling_coef=-1.0, seeds=[5], network=network)
+    assert torch.equal(spoken, expected)  # bit for bit: training's evaluation scores what f5app.eval scores
+    assert cfm.transformer.rotary_embed is rotary
+    assert [b.attn.processor for b in cfm.transformer.transformer_blocks] == processors
+    after = cfm.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_installed_gives_the_modules_back_when_the_block_raises():
+    cfm = random_cfm()
+    rotary = cfm.transformer.rotary_embed
+    with pytest.raises(RuntimeError, match="stop"):
+        with fast_attention.installed(cfm.transformer):
+            raise RuntimeError("stop")
+    assert cfm.transformer.rotary_embed is rotary
+    assert {type(b.attn.processor).__name__ for b in cfm.transformer.transformer_blocks} == {"AttnProcessor"}
 
 
 def test_other_backbones_keep_upstreams_attention():

@@ -506,3 +506,8 @@ def test_a_lora_run_is_evaluated_while_training_and_f5app_eval_scores_its_adapte
     assert record["checkpoint"]["path"] == str(checkpoint) and record["checkpoint"]["update"] == 2
     assert (record["metrics"]["wer"], record["metrics"]["cer"]) == (metadata.metrics.eval.wer, metadata.metrics.eval.cer)
     assert record["metrics"]["sim"] == pytest.approx(metadata.metrics.eval.sim, abs=1e-6)
+    spoken_in_training = sorted((run_dir / "eval" / "update_00000002").glob("*.wav"))
+    spoken_again = sorted((tmp_path / "again").glob("*.wav"))
+    assert [p.name for p in spoken_again] == [p.name for p in spoken_in_training] and spoken_again
+    for again, trained in zip(spoken_again, spoken_in_training):
+        assert again.read_bytes() == trained.read_bytes(), again.name  # the same samples, so the ASR hears the same

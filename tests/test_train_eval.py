@@ -170,3 +170,10 @@ def test_f5app_eval_on_an_evaluated_checkpoint_reproduces_the_scores_training_re
     assert record["checkpoint"]["update"] == 4
     assert (record["metrics"]["wer"], record["metrics"]["cer"]) == (recorded["wer"], recorded["cer"])
     assert record["metrics"]["sim"] == pytest.approx(recorded["sim"], abs=1e-6)
+    # the same samples, not only the same scores: an ASR reading a barely trained model's noise
+    # turns a one-bit difference into another transcript (CI once heard "Thank you." in one of them)
+    spoken_in_training = sorted((run_dir / "eval" / "update_00000004").glob("*.wav"))
+    spoken_again = sorted((tmp_path / "again").glob("*.wav"))
+    assert [p.name for p in spoken_again] == [p.name for p in spoken_in_training] and spoken_again
+    for again, trained in zip(spoken_again, spoken_in_training):
+        assert again.read_bytes() == trained.read_bytes(), again.name

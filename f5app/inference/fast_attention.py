@@ -14,13 +14,16 @@ rounding (tests/test_fast_attention.py).
 
 Measured (docs/benchmarks.md): 2 % less CPU time per F5TTS_v1_Base forward in fp32 and in bf16; the
 forward is bound by the linear layers and torch's CPU flash-attention kernel, not by this.
-Only for inference copies (``prepare_network``); training keeps upstream's modules.
+Only for inference copies (``prepare_network``); training keeps upstream's modules, and its
+evaluation speaks through this attention only for the time it speaks (:func:`installed`), so the
+scores it records are the scores ``f5app.eval`` gives the saved checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -125,3 +128,23 @@ def install(transformer: Any) -> bool:
     for a, p in zip(blocks, processors):
         a.processor = InferenceAttnProcessor(pe_attn_head=p.pe_attn_head, attn_mask_enabled=p.attn_mask_enabled)
     return True
+
+
+@contextmanager
+def installed(transformer: Any) -> Iterator[bool]:
+    """:func:`install` for the ``with`` block only: upstream's rotary module and processors come back after it.
+
+    For a model that goes on training (the EMA weights evaluated during a run): it speaks as the
+    inference copies do, and its modules are upstream's again for the next update and save.
+    """
+    rotary = getattr(transformer, "rotary_embed", None)
+    blocks = [block.attn for block in getattr(transformer, "transformer_blocks", [])]
+    processors = [a.processor for a in blocks]
+    changed = not isinstance(rotary, RotaryTables) and install(transformer)
+    try:
+        yield changed or isinstance(rotary, RotaryTables)
+    finally:
+        if changed:
+            transformer.rotary_embed = rotary
+            for a, p in zip(blocks, processors):
+                a.processor = p

@@ -60,6 +60,7 @@ class TrainingEvaluation:
 
     def run(self, ema_model: Any, update: int) -> tuple[EvalScores, SetResults]:
         """Score ``ema_model`` on every set now; returns the typed scores and the full results."""
+        from f5app.inference import fast_attention  # deferred, as forked_rng: both pull torch at import
         from f5app.training.rng import forked_rng  # deferred: pulls torch at import (1.9 s, NOTES.md)
 
         if self._vocoder is None:
@@ -81,7 +82,8 @@ class TrainingEvaluation:
             return scorer.evaluate(synthesizer.with_normaliser(scorer.normaliser), one.prompts, self.cfg.eval, folder)
 
         try:
-            with forked_rng():
+            # the attention f5app.eval and inference run, so the scores recorded here are theirs too
+            with forked_rng(), fast_attention.installed(ema_model.transformer):
                 results = score_sets(self.sets, self.evaluator, self._normaliser_for, score_one)
         finally:
             ema_model.train(was_training)
