@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from f5app.files import read_json_object, write_json_atomic
+import numpy as np
+
+from f5app.files import atomic_write, read_json_object, write_json_atomic
 
 #: Records are small (the largest holds a recording's clipping counts).
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -46,3 +48,17 @@ class StepCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.record_path(key), record, durable=False)
         return record
+
+    def array(self, key: str) -> np.ndarray | None:
+        """The array :meth:`put_array` stored under ``key``; None while its record or file is missing."""
+        path = self.folder / f"{key}.npy"
+        return np.load(path) if self.get(key) is not None and path.is_file() else None
+
+    def put_array(self, key: str, values: np.ndarray, record: dict[str, Any]) -> dict[str, Any]:
+        """``values`` as ``<key>.npy``, then ``record``: the record is written last, as for every result."""
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                np.save(handle, values)
+
+        atomic_write(self.file(key, ".npy"), save, durable=False)
+        return self.put(key, record)

@@ -315,17 +315,15 @@ class _Run:
                 info = self.read_info[read_key]
                 wav = read_cache.file(read_key, ".wav")
                 key = content_key("vad", segment.VAD_VERSION, read_key)
-                npy = cache.file(key, ".npy")
+                probabilities = cache.array(key)
                 stats.items += 1
-                if cache.get(key) is not None and npy.is_file():
+                if probabilities is not None:
                     stats.cached += 1
-                    probabilities = np.load(npy)
                     bar.update(info["seconds"])
                 else:
                     vad = vad or segment.Vad()
-                    probabilities = segment.speech_probabilities(vad, wav, info["sample_rate"], _scaled(bar.update, info))
-                    atomic_write(npy, lambda tmp: _save_npy(tmp, probabilities), durable=False)
-                    cache.put(key, {"frames": int(len(probabilities)), "frame_seconds": segment.FRAME_SECONDS})
+                    probabilities = segment.speech_probabilities(vad, wav, info["sample_rate"], _scaled(bar.update, info)).astype(np.float32, copy=False)
+                    cache.put_array(key, probabilities, {"frames": int(len(probabilities)), "frame_seconds": segment.FRAME_SECONDS})
                 stats.audio_seconds += info["seconds"]
                 regions = self._regions(cache, key, probabilities, info["frames"] / info["sample_rate"])
                 if not regions:
@@ -350,16 +348,15 @@ class _Run:
             for _, read_key, probabilities, regions in heard:
                 info = self.read_info[read_key]
                 key = content_key("speakers", speakers.SPEAKERS_VERSION, read_key, [[r.start, r.end] for r in regions])
-                npy = cache.file(key, ".npy")
+                stored = cache.array(key)
                 stats.items += 1
-                if cache.get(key) is not None and npy.is_file():
+                if stored is not None:
                     stats.cached += 1
-                    windows = speakers.Windows.from_array(np.load(npy))
+                    windows = speakers.Windows.from_array(stored)
                 else:
                     embedder = embedder or speakers.load_embedder()
                     windows = speakers.embed_regions(embedder, read_cache.file(read_key, ".wav"), info["sample_rate"], regions)
-                    atomic_write(npy, lambda tmp: _save_npy(tmp, windows.to_array()), durable=False)
-                    cache.put(key, {"windows": len(windows)})
+                    cache.put_array(key, windows.to_array(), {"windows": len(windows)})
                 stats.audio_seconds += info["seconds"]
                 bar.update(info["seconds"])
                 found.append(speakers.Heard(windows, regions, probabilities))
@@ -439,19 +436,18 @@ class _Run:
                 assert clip.measured is not None and clip.audio_file is not None
                 score_key = content_key("dnsmos", DNSMOS_VERSION, clip.measured["sha256"])
                 print_key = content_key("fingerprint", duplicates.FINGERPRINT_VERSION, clip.measured["sha256"])
-                record, npy = scores.get(score_key), prints_cache.file(print_key, ".npy")
+                record, stored = scores.get(score_key), prints_cache.array(print_key)
                 stats.items += 1
-                if record is not None and prints_cache.get(print_key) is not None and npy.is_file():
+                if record is not None and stored is not None:
                     stats.cached += 1
-                    prints[clip.audio_file] = duplicates.Fingerprint.from_arrays(np.load(npy))
+                    prints[clip.audio_file] = duplicates.Fingerprint.from_arrays(stored)
                 else:
                     wav, rate = soundfile.read(str(self.work / clip.audio_file), dtype="float32", always_2d=False)
                     if record is None:
                         dnsmos = dnsmos or Dnsmos()
                         record = scores.put(score_key, dnsmos.score(wav, rate).to_dict())
                     found = duplicates.fingerprint(wav, rate)
-                    atomic_write(npy, lambda tmp: _save_npy(tmp, found.to_arrays(), np.int64), durable=False)
-                    prints_cache.put(print_key, {"hashes": int(len(found.hashes))})
+                    prints_cache.put_array(print_key, found.to_arrays(), {"hashes": int(len(found.hashes))})
                     prints[clip.audio_file] = found
                 clip.dnsmos = record
                 if record["ovrl"] < self.data.min_dnsmos:
@@ -703,11 +699,6 @@ def _scaled(update: Callable[[float], Any], info: dict[str, Any]) -> Callable[[f
     """Progress in the recording's seconds from seconds of its decoded copy (the two differ by resampling rounding)."""
     factor = info["seconds"] / max(1e-9, info["frames"] / info["sample_rate"])
     return lambda seconds: update(seconds * factor)
-
-
-def _save_npy(path: Path, values: np.ndarray, dtype: type = np.float32) -> None:
-    with open(path, "wb") as handle:
-        np.save(handle, values.astype(dtype))
 
 
 def _file_matches(path: Path, record: dict[str, Any]) -> bool:
