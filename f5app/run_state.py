@@ -12,10 +12,10 @@ import os
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 from f5app.ckpt import layout
-from f5app.ckpt.schema import read_metadata, utc_now
+from f5app.ckpt.schema import Metrics, read_metadata, utc_now
 from f5app.files import read_json_object, write_json_atomic
 
 RUN_STATUS_FILENAME = "run_status.json"
@@ -117,50 +117,52 @@ def val_curve(job_dir: Path) -> list[list[float]]:
     """[update, val_loss] points: each checkpoint's metrics.val_loss, plus the full history its
     metadata carries (retention deletes older checkpoints)."""
 
-    points: dict[int, float] = {}
-    for entry in layout.scan(layout.checkpoints_dir(job_dir)).complete:
-        metadata = read_metadata(entry.path)
-        if metadata is None:
-            continue
-        for update, loss in metadata.metrics.val_history:
-            points.setdefault(update, loss)
-        val_loss = metadata.metrics.value("val_loss")
-        if val_loss is not None:
-            points[metadata.update] = val_loss
-    return [[update, loss] for update, loss in sorted(points.items())]
+    def points(metrics: Metrics) -> tuple[list[tuple[None, int, Any]], list[tuple[None, Any]]]:
+        own = metrics.value("val_loss")
+        return [(None, update, loss) for update, loss in metrics.val_history], [] if own is None else [(None, own)]
+
+    return [[update, loss] for update, loss in _merged_curves(job_dir, points).get(None, [])]
 
 
 def eval_curve(job_dir: Path) -> list[list[Optional[float]]]:
     """[update, wer, cer, sim] of every evaluation: the history each checkpoint's metadata carries
     (retention deletes older checkpoints), and each checkpoint's own scores."""
 
-    points: dict[int, list[Optional[float]]] = {}
-    for entry in layout.scan(layout.checkpoints_dir(job_dir)).complete:
-        metadata = read_metadata(entry.path)
-        if metadata is None:
-            continue
-        for update, *scores in metadata.metrics.eval_history:
-            points.setdefault(update, list(scores))
-        scores = metadata.metrics.eval
-        if scores is not None:
-            points[metadata.update] = [scores.wer, scores.cer, scores.sim]
-    return [[update, *scores] for update, scores in sorted(points.items())]
+    def points(metrics: Metrics) -> tuple[list[tuple[None, int, Any]], list[tuple[None, Any]]]:
+        own = metrics.eval
+        return ([(None, update, scores) for update, *scores in metrics.eval_history],
+                [] if own is None else [(None, [own.wer, own.cer, own.sim])])
+
+    return [[update, *scores] for update, scores in _merged_curves(job_dir, points).get(None, [])]
 
 
 def eval_set_curves(job_dir: Path) -> dict[str, list[list[Optional[float]]]]:
     """Each named prompt set's (eval.sets) [update, wer, cer, sim] over the run, as :func:`eval_curve`
     reads the whole evaluation's; empty for runs without sets."""
 
-    points: dict[str, dict[int, list[Optional[float]]]] = {}
+    def points(metrics: Metrics) -> tuple[list[tuple[str, int, Any]], list[tuple[str, Any]]]:
+        sets = metrics.eval.sets if metrics.eval is not None else {}
+        return ([(name, update, scores) for update, name, *scores in metrics.eval_set_history],
+                [(name, [one.wer, one.cer, one.sim]) for name, one in sets.items()])
+
+    return {name: [[update, *scores] for update, scores in curve] for name, curve in _merged_curves(job_dir, points).items()}
+
+
+def _merged_curves(job_dir: Path, points_of: Callable[[Metrics], tuple[list, list]]) -> dict[Any, list[tuple[int, Any]]]:
+    """Curves by key, each as sorted (update, value): every complete checkpoint's recorded history
+    (``points_of`` gives ``[(key, update, value)]``) and, winning over it, its own values at its
+    update (``[(key, value)]``). The newest checkpoint's history holds what retention deleted."""
+    curves: dict[Any, dict[int, Any]] = {}
     for entry in layout.scan(layout.checkpoints_dir(job_dir)).complete:
         metadata = read_metadata(entry.path)
         if metadata is None:
             continue
-        for update, name, *scores in metadata.metrics.eval_set_history:
-            points.setdefault(name, {}).setdefault(update, list(scores))
-        for name, scores in (metadata.metrics.eval.sets if metadata.metrics.eval is not None else {}).items():
-            points.setdefault(name, {})[metadata.update] = [scores.wer, scores.cer, scores.sim]
-    return {name: [[update, *scores] for update, scores in sorted(curve.items())] for name, curve in points.items()}
+        history, own = points_of(metadata.metrics)
+        for key, update, value in history:
+            curves.setdefault(key, {}).setdefault(update, value)
+        for key, value in own:
+            curves.setdefault(key, {})[metadata.update] = value
+    return {key: sorted(curve.items()) for key, curve in curves.items()}
 
 
 def lock_holder(lock_path: Path) -> Optional[str]:
