@@ -38,10 +38,7 @@ from f5app.hub import PretrainedUnavailable, fetch_hub_file
 log = logging.getLogger(__name__)
 
 EMBEDDING_SAMPLE_RATE = 16000
-MEL_HOP_SAMPLES = 160  # resemblyzer's mel frames: 10 ms at 16 kHz (resemblyzer.hparams)
-MEL_FRAMES_PER_SECOND = EMBEDDING_SAMPLE_RATE // MEL_HOP_SAMPLES
-RESEMBLYZER_TARGET_DBFS = -30  # resemblyzer.hparams.audio_norm_target_dBFS
-EMBEDDING_SIZE = 256  # resemblyzer.hparams.model_embedding_size
+EMBEDDING_SIZE = 256  # resemblyzer.hparams.model_embedding_size (the shape of "no windows" before any model loads)
 DEFAULT_WAVLM = "microsoft/wavlm-base-plus-sv"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -124,8 +121,10 @@ class ResemblyzerEmbedder:
     encoder: Any
     preprocess: Callable[[np.ndarray], np.ndarray]  # volume normalisation + silence trimming
     normalize: Callable[[np.ndarray], np.ndarray]  # volume normalisation only
-    mel: Callable[[np.ndarray], np.ndarray]  # 16 kHz audio -> (frames, 40) mel power, 10 ms frames
+    mel: Callable[[np.ndarray], np.ndarray]  # 16 kHz audio -> (frames, 40) mel power, one frame per mel_hop_samples
     device: str
+    target_dbfs: float  # the level embed() brings audio to (resemblyzer.hparams.audio_norm_target_dBFS)
+    mel_hop_samples: int  # 16 kHz samples per mel frame (resemblyzer.hparams.mel_window_step)
     name: str = "resemblyzer"
     model: str = "resemblyzer GE2E encoder (pretrained.pt in the package)"
     revision: str | None = None
@@ -153,15 +152,16 @@ class ResemblyzerEmbedder:
         the windows of all pieces together in batches (``embed_utterance`` per window computes
         the spectrogram again for each and runs a handful at a time: the LSTM on batches of 8 was
         7x slower per window than on batches of 128). Each window's level is brought to
-        resemblyzer's -30 dBFS, as ``embed`` does, so a voice recorded louder in one place is
+        resemblyzer's level (``target_dbfs``), as ``embed`` does, so a voice recorded louder in one place is
         the same voice. A piece shorter than a window is one shorter window. Callers bound the
         pieces (a minute or two of speech at once): the STFT takes ~16 bytes per sample.
         """
         import torch  # deferred: torch costs 1.9 s (NOTES.md)
 
-        full = max(1, int(round(window_seconds * MEL_FRAMES_PER_SECOND)))
-        hop = max(1, int(round(hop_seconds * MEL_FRAMES_PER_SECOND)))
-        windows: list[np.ndarray] = []  # (frames, 40) mel power at -30 dBFS
+        frames_per_second = EMBEDDING_SAMPLE_RATE / self.mel_hop_samples
+        full = max(1, int(round(window_seconds * frames_per_second)))
+        hop = max(1, int(round(hop_seconds * frames_per_second)))
+        windows: list[np.ndarray] = []  # (frames, 40) mel power at target_dbfs
         starts: list[np.ndarray] = []
         for audio in pieces:
             wav = resample(np.asarray(audio, dtype=np.float32), int(sample_rate), EMBEDDING_SAMPLE_RATE)
@@ -172,13 +172,13 @@ class ResemblyzerEmbedder:
             frames = min(full, len(mel))
             first = np.arange(0, max(1, len(mel) - frames + 1), hop)
             energy = np.concatenate([[0.0], np.cumsum(wav.astype(np.float64) ** 2)])
-            lo = np.minimum(len(wav), first * MEL_HOP_SAMPLES)
-            hi = np.minimum(len(wav), lo + frames * MEL_HOP_SAMPLES)
+            lo = np.minimum(len(wav), first * self.mel_hop_samples)
+            hi = np.minimum(len(wav), lo + frames * self.mel_hop_samples)
             rms = np.sqrt((energy[hi] - energy[lo]) / np.maximum(1, hi - lo))
-            # power scales with the square of the amplitude: the mel of the window at -30 dBFS
-            gains = (10 ** (RESEMBLYZER_TARGET_DBFS / 20) / np.maximum(rms, 1e-6)) ** 2
+            # power scales with the square of the amplitude: the mel of the window at target_dbfs
+            gains = (10 ** (self.target_dbfs / 20) / np.maximum(rms, 1e-6)) ** 2
             windows += [(mel[f:f + frames] * gain).astype(np.float32) for f, gain in zip(first, gains)]
-            starts.append(first / MEL_FRAMES_PER_SECOND)
+            starts.append(first / frames_per_second)
         out = np.zeros((len(windows), EMBEDDING_SIZE), dtype=np.float32)
         by_length: dict[int, list[int]] = {}
         for index, window in enumerate(windows):
@@ -206,14 +206,16 @@ def _build_resemblyzer(cfg: SpeakerConfig, device: str) -> ResemblyzerEmbedder:
     encoder = resemblyzer.VoiceEncoder(device=device, verbose=False)
     version = importlib.metadata.version("resemblyzer")
     log.info("speaker embedder: resemblyzer %s on %s", version, device)
-    from resemblyzer.hparams import audio_norm_target_dBFS  # deferred: resemblyzer is optional (the [eval] extra) and loads torch (1.9 s, NOTES.md)
+    from resemblyzer import hparams  # deferred: resemblyzer is optional (the [eval] extra) and loads torch (1.9 s, NOTES.md)
 
     return ResemblyzerEmbedder(
         encoder,
         preprocess=lambda wav: resemblyzer.preprocess_wav(wav),
-        normalize=lambda wav: resemblyzer.normalize_volume(wav, audio_norm_target_dBFS, increase_only=True),
+        normalize=lambda wav: resemblyzer.normalize_volume(wav, hparams.audio_norm_target_dBFS, increase_only=True),
         mel=resemblyzer.audio.wav_to_mel_spectrogram,
         device=device,
+        target_dbfs=float(hparams.audio_norm_target_dBFS),
+        mel_hop_samples=int(hparams.sampling_rate * hparams.mel_window_step / 1000),
         revision=f"resemblyzer {version}",
     )
 
