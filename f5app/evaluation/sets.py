@@ -17,7 +17,7 @@ import logging
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from f5app.ckpt.schema import EvalScores, parse_metric
 from f5app.config import EvalConfig, EvalSetConfig, TextNormConfig
@@ -142,6 +142,17 @@ def score_sets(
         log.info("eval set %s: WER %s, CER %s, SIM %s on %d prompts", one.name, _fmt(by_set[one.name].wer), _fmt(by_set[one.name].cer),
                  _fmt(by_set[one.name].sim), by_set[one.name].num_prompts)
     return SetResults(_together(by_set), by_set, {one.name: one.language or evaluator.language for one in sets if one.name})
+
+
+def speak_set(one: EvalSet, scorer: Evaluator, synthesizer: Any, settings: EvalConfig, folder: Optional[Path],
+              checkpoint: Optional[dict] = None) -> EvalResult:
+    """``synthesizer`` speaks ``one``'s prompts and ``scorer`` scores them: a named set in its own
+    words (the scorer's normaliser) with its clips in ``folder/NAME``; the unnamed set as before sets existed.
+    Training's evaluation and f5app.eval both speak a set this way, so their scores agree."""
+    if one.name is None:
+        return scorer.evaluate(synthesizer, one.prompts, settings, folder, checkpoint=checkpoint)
+    return scorer.evaluate(synthesizer.with_normaliser(scorer.normaliser), one.prompts, settings,
+                           folder / one.name if folder is not None else None, checkpoint=checkpoint)
 
 
 def _together(by_set: dict[str, EvalResult]) -> EvalResult:

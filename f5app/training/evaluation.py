@@ -18,7 +18,7 @@ from f5app.ckpt.schema import EvalScores
 from f5app.config import TrainConfig
 from f5app.evaluation.evaluator import build_evaluator
 from f5app.evaluation.prompts import PromptListError, held_out_prompts
-from f5app.evaluation.sets import EvalSet, SetResults, load_sets, normalisers_by_language, score_sets
+from f5app.evaluation.sets import EvalSet, SetResults, load_sets, normalisers_by_language, score_sets, speak_set
 from f5app.inference.synthesizer import SamplingSettings, Synthesizer
 from f5app.files import write_json_atomic
 
@@ -75,16 +75,11 @@ class TrainingEvaluation:
         out_dir = self.run_dir / "eval" / f"update_{update:08d}" if self.cfg.eval.save_audio else None
         started = time.perf_counter()
 
-        def score_one(one: EvalSet, scorer: Any) -> Any:
-            if one.name is None:  # no eval.sets: exactly as before sets existed
-                return scorer.evaluate(synthesizer, one.prompts, self.cfg.eval, out_dir)
-            folder = out_dir / one.name if out_dir is not None else None
-            return scorer.evaluate(synthesizer.with_normaliser(scorer.normaliser), one.prompts, self.cfg.eval, folder)
-
         try:
             # the attention f5app.eval and inference run, so the scores recorded here are theirs too
             with forked_rng(), fast_attention.installed(ema_model.transformer):
-                results = score_sets(self.sets, self.evaluator, self._normaliser_for, score_one)
+                results = score_sets(self.sets, self.evaluator, self._normaliser_for,
+                                     lambda one, scorer: speak_set(one, scorer, synthesizer, self.cfg.eval, out_dir))
         finally:
             ema_model.train(was_training)
         if out_dir is not None:
