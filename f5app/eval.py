@@ -76,17 +76,16 @@ def run(cfg: DictConfig | EvalAppConfig, overrides: list[str] | None = None) -> 
     log.info("evaluating %s with %s", ", ".join(f"{len(one.prompts)} prompt(s)" + (f" of set {one.name}" if one.name else "") for one in sets),
              ", ".join(t.label for t in targets))
 
-    results, by_set = [], []
+    by_set = []
     audio_root = out_path.with_suffix("")
     folders = _audio_folders([t.label for t in targets])
     for target in targets:
         started = time.perf_counter()
         scored = score_sets(sets, evaluator, normaliser_for, _scorer(settings, chosen, target, audio_root / folders[target.label] if len(targets) > 1 else audio_root, normaliser))
-        results.append((target.label, scored.overall))
         by_set.append((target.label, scored))
         log.info("%s: %d prompts in %.1f s", target.label, scored.overall.num_prompts, time.perf_counter() - started)
 
-    print(format_table(results, by_set), flush=True)
+    print(format_table(by_set), flush=True)
     record = _record(by_set, chosen)
     _write_json(out_path, record)
     print(out_path, flush=True)
@@ -184,11 +183,13 @@ def _synthesizer(settings: EvalAppConfig, target: _Target, vocoder, language: st
 # ---------------------------------------------------------------------- output
 
 
-def format_table(results: list[tuple[str, Any]], by_set: list[tuple[str, Any]] = ()) -> str:
-    """Aggregates side by side (each named set's too, from ``by_set``'s SetResults), then each prompt's text and transcripts."""
+def format_table(by_set: list[tuple[str, Any]]) -> str:
+    """``by_set``: (label, SetResults) per target. Aggregates side by side (each named set's too),
+    then each prompt's text and transcripts."""
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
+    results = [(label, scored.overall) for label, scored in by_set]
     labels = [label for label, _ in results]
     names = list(dict.fromkeys(name for _, scored in by_set for name in scored.by_set))
     head = max(10, *(len(f"wer@{name}") + 1 for name in names)) if names else 10

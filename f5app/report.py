@@ -170,7 +170,7 @@ def _is_metric(name: Any) -> bool:
         parse_metric(str(name))
     except ValueError:
         return False
-    return name is not None
+    return True
 
 
 def _set_names(report: SweepReport) -> list[str]:
